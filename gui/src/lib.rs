@@ -1,0 +1,104 @@
+//! The musicrfm editor, drawn with egui inside the host's window (nice-plug-egui / baseview).
+//!
+//! The editor knows nothing about the plugin struct: the plugin hands it an [`EditorModel`], the
+//! small view of its parameters and persisted state that the panel edits. That keeps the
+//! dependency arrow `gui ← plugin` pointing one way.
+
+use std::sync::Arc;
+
+use nice_plug::context::gui::GuiContext;
+use nice_plug::prelude::FloatParam;
+use nice_plug_egui::widgets::ParamSlider;
+use nice_plug_egui::{
+    EguiEditor, EguiEditorState, EguiNiceSettings, Frame, NiceEguiApp, RepaintNotifier,
+    create_egui_editor,
+};
+use parking_lot::RwLock;
+
+/// Logical size of the editor window.
+pub const EDITOR_SIZE: (f64, f64) = (520.0, 300.0);
+
+/// What the editor reads and edits. Implemented by the plugin's parameter struct.
+pub trait EditorModel: Send + Sync + 'static {
+    /// The automatable steering strength.
+    fn strength(&self) -> &FloatParam;
+    /// The persisted text prompt. The GUI thread writes it; the audio thread never touches it.
+    fn prompt(&self) -> &RwLock<String>;
+}
+
+/// The egui application behind the editor window.
+pub struct EditorApp<M: EditorModel> {
+    model: Arc<M>,
+    /// Set in [`NiceEguiApp::build`], when the host opens the window.
+    gui_context: Option<GuiContext>,
+    /// The prompt as typed; committed to the persisted state when the text field changes.
+    prompt_draft: String,
+}
+
+impl<M: EditorModel> EditorApp<M> {
+    pub fn new(model: Arc<M>) -> Self {
+        let prompt_draft = model.prompt().read().clone();
+        Self {
+            model,
+            gui_context: None,
+            prompt_draft,
+        }
+    }
+}
+
+impl<M: EditorModel> NiceEguiApp for EditorApp<M> {
+    fn build(
+        &mut self,
+        _egui_ctx: egui::Context,
+        nice_gui_ctx: GuiContext,
+        _frame: &mut Frame,
+    ) -> Result<(), nice_plug_egui::baseview::HandlerError> {
+        // The state may have been restored since the editor was last open.
+        self.prompt_draft = self.model.prompt().read().clone();
+        self.gui_context = Some(nice_gui_ctx);
+        Ok(())
+    }
+
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut Frame) {
+        ui.heading("musicrfm");
+        ui.label("MusicGen, steered by RFM concept directions.");
+        ui.separator();
+
+        ui.label("Prompt");
+        if ui
+            .add(egui::TextEdit::multiline(&mut self.prompt_draft).desired_rows(3))
+            .changed()
+        {
+            *self.model.prompt().write() = self.prompt_draft.clone();
+        }
+
+        ui.add_space(8.0);
+        ui.label("Strength");
+        if let Some(gui_context) = &self.gui_context {
+            let setter = gui_context.param_setter();
+            ui.add(ParamSlider::for_param(self.model.strength(), &setter).with_width(300.0));
+        }
+
+        ui.add_space(8.0);
+        ui.separator();
+        ui.label("Engine: no model loaded.");
+    }
+
+    fn editor_closed(&mut self) {
+        self.gui_context = None;
+    }
+}
+
+/// Create the editor for a plugin whose parameters implement [`EditorModel`].
+pub fn create_editor<M: EditorModel>(
+    model: Arc<M>,
+    repaint: RepaintNotifier,
+) -> Option<EguiEditor<EditorApp<M>>> {
+    let (w, h) = EDITOR_SIZE;
+    create_egui_editor(
+        EguiEditorState::from_size(nice_plug::editor::dpi::LogicalSize::new(w, h), 1.0),
+        repaint,
+        EguiNiceSettings::new().with_tile("musicrfm"),
+        EditorApp::new(model),
+    )
+}
