@@ -3,9 +3,16 @@
 //! API that steering and the streaming session build on.
 
 pub mod config;
+pub mod decoder;
 pub mod error;
+pub mod model;
+pub mod nn;
+pub mod t5;
 pub mod weights;
 
 pub use config::{DecoderConfig, EncodecConfig, GenerationConfig, MusicgenConfig, T5Config};
+pub use decoder::{BlockHook, CaptureBlocks, CrossContext, DecoderLm, KvCache, NoHook};
 pub use error::LoadError;
+pub use model::{MusicGen, TextCondition};
+pub use t5::T5Encoder;
 pub use weights::Weights;
