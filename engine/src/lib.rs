@@ -5,14 +5,18 @@
 pub mod config;
 pub mod decoder;
 pub mod error;
+pub mod generate;
 pub mod model;
 pub mod nn;
+pub mod sampling;
 pub mod t5;
 pub mod weights;
 
 pub use config::{DecoderConfig, EncodecConfig, GenerationConfig, MusicgenConfig, T5Config};
 pub use decoder::{BlockHook, CaptureBlocks, CrossContext, DecoderLm, KvCache, NoHook};
 pub use error::LoadError;
+pub use generate::{Generation, GenerationOptions, StepOutput};
 pub use model::{MusicGen, TextCondition};
+pub use sampling::{Rng, Sampling};
 pub use t5::T5Encoder;
 pub use weights::Weights;
