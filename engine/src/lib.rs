@@ -6,6 +6,7 @@ pub mod config;
 pub mod decoder;
 pub mod error;
 pub mod generate;
+pub mod hub;
 pub mod model;
 pub mod nn;
 pub mod sampling;
