@@ -3,6 +3,7 @@
 //! API that steering and the streaming session build on.
 
 pub mod config;
+pub mod encodec;
 pub mod error;
 pub mod weights;
 
