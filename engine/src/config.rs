@@ -201,7 +201,7 @@ impl MusicgenConfig {
                     .into(),
             );
         }
-        if d.hidden_size % d.num_attention_heads != 0 {
+        if !d.hidden_size.is_multiple_of(d.num_attention_heads) {
             return fail(format!(
                 "decoder.hidden_size ({}) is not divisible by decoder.num_attention_heads ({})",
                 d.hidden_size, d.num_attention_heads

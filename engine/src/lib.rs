@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod decoder;
+pub mod encodec;
 pub mod error;
 pub mod generate;
 pub mod hub;

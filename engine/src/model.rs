@@ -1,4 +1,5 @@
-//! A whole MusicGen checkpoint: configs, tokenizer, T5, the text projection and the decoder LM.
+//! A whole MusicGen checkpoint: configs, tokenizer, T5, the text projection, the decoder LM and
+//! EnCodec.
 
 use std::path::{Path, PathBuf};
 
@@ -7,6 +8,7 @@ use tokenizers::Tokenizer;
 
 use crate::config::{GenerationConfig, MusicgenConfig};
 use crate::decoder::{CrossContext, DecoderLm};
+use crate::encodec::EncodecModel;
 use crate::error::LoadError;
 use crate::nn::Linear;
 use crate::t5::T5Encoder;
@@ -24,7 +26,7 @@ pub struct TextCondition {
     pub cross: CrossContext,
 }
 
-/// MusicGen's text side and decoder, loaded from a Hugging Face directory.
+/// MusicGen, loaded from a Hugging Face directory.
 pub struct MusicGen {
     pub dir: PathBuf,
     pub config: MusicgenConfig,
@@ -34,6 +36,8 @@ pub struct MusicGen {
     /// `enc_to_dec_proj`: present when T5's width differs from the decoder's.
     pub enc_to_dec_proj: Option<Linear>,
     pub decoder: DecoderLm,
+    /// EnCodec: codes → waveform (and audio → codes for feature extraction).
+    pub audio_encoder: EncodecModel,
     pub device: Device,
 }
 
@@ -73,6 +77,8 @@ impl MusicGen {
             None
         };
         let decoder = DecoderLm::load(weights, &config.decoder, device)?;
+        let audio_encoder =
+            EncodecModel::load(weights, "audio_encoder", &config.audio_encoder, device)?;
         Ok(Self {
             dir: dir.to_owned(),
             config,
@@ -81,6 +87,7 @@ impl MusicGen {
             text_encoder,
             enc_to_dec_proj,
             decoder,
+            audio_encoder,
             device: device.clone(),
         })
     }

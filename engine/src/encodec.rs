@@ -1,0 +1,153 @@
+//! EnCodec, the neural audio codec MusicGen generates tokens for (Défossez et al., "High
+//! Fidelity Neural Audio Compression", 2022): a SEANet convolutional encoder with an LSTM
+//! bottleneck turns 32 kHz audio into 50 frames per second, a residual vector quantizer turns
+//! each frame into one code per codebook, and the mirrored decoder turns summed code
+//! embeddings back into audio. Follows transformers' `models/encodec/modeling_encodec.py`
+//! (`EncodecModel` without chunking or normalisation, as MusicGen's 32 kHz codec uses it),
+//! including its padding rules, so decoded audio matches it sample for sample.
+
+mod conv;
+mod lstm;
+mod quantizer;
+mod seanet;
+
+use std::path::PathBuf;
+
+use burn::tensor::{Device, Int, Tensor};
+
+use crate::config::EncodecConfig;
+use crate::error::LoadError;
+use crate::weights::Weights;
+
+use conv::EdgePadding;
+use quantizer::ResidualVectorQuantizer;
+use seanet::{SeanetDecoder, SeanetEncoder};
+
+/// The EnCodec codec: keys `{prefix}.encoder.*`, `{prefix}.decoder.*`, `{prefix}.quantizer.*`
+/// (`prefix` is `audio_encoder` in a MusicGen checkpoint).
+#[derive(Debug)]
+pub struct EncodecModel {
+    encoder: SeanetEncoder,
+    decoder: SeanetDecoder,
+    quantizer: ResidualVectorQuantizer,
+    hop_length: usize,
+}
+
+impl EncodecModel {
+    /// Load the codec from `weights`, checking every tensor's name and shape against `config`.
+    pub fn load(
+        weights: &Weights,
+        prefix: &str,
+        config: &EncodecConfig,
+        device: &Device,
+    ) -> Result<Self, LoadError> {
+        check_supported(prefix, config)?;
+        let edge = EdgePadding::from_config(&config.pad_mode).ok_or_else(|| LoadError::Config {
+            path: PathBuf::from("config.json"),
+            message: format!(
+                "{prefix}.pad_mode = {:?}: expected \"reflect\" or \"constant\"",
+                config.pad_mode
+            ),
+        })?;
+        let encoder =
+            SeanetEncoder::load(weights, &format!("{prefix}.encoder"), config, edge, device)?;
+        let decoder =
+            SeanetDecoder::load(weights, &format!("{prefix}.decoder"), config, edge, device)?;
+        let quantizer = ResidualVectorQuantizer::load(
+            weights,
+            &format!("{prefix}.quantizer"),
+            config.num_quantizers(),
+            config.codebook_size,
+            config.codebook_dim(),
+            device,
+        )?;
+        Ok(Self {
+            encoder,
+            decoder,
+            quantizer,
+            hop_length: config.hop_length(),
+        })
+    }
+
+    /// Codebooks per frame at the checkpoint's largest bandwidth (4 for MusicGen).
+    pub fn num_quantizers(&self) -> usize {
+        self.quantizer.num_quantizers()
+    }
+
+    /// Codes per codebook (2048).
+    pub fn codebook_size(&self) -> usize {
+        self.quantizer.codebook_size()
+    }
+
+    /// Samples per frame (640 at 32 kHz).
+    pub fn hop_length(&self) -> usize {
+        self.hop_length
+    }
+
+    /// Audio to codes at the largest bandwidth. A signal that is not a whole number of frames
+    /// is padded on the right, as the reference does, so it gives `ceil(samples / hop_length)`
+    /// frames.
+    ///
+    /// # Shapes
+    /// - `audio`: `[batch, audio_channels, samples]`
+    /// - returns `[batch, num_quantizers, ceil(samples / hop_length)]`
+    pub fn encode(&self, audio: Tensor<3>) -> Tensor<3, Int> {
+        self.quantizer.encode(self.encoder.forward(audio))
+    }
+
+    /// Codes to audio: the code embeddings of the first `n_q` codebooks are summed and decoded.
+    ///
+    /// # Shapes
+    /// - `codes`: `[batch, n_q, frames]` with `n_q ≤ num_quantizers`
+    /// - returns `[batch, audio_channels, frames · hop_length]`
+    ///
+    /// # Panics
+    /// If a code is negative or not below `codebook_size` (2048): codes come from the
+    /// decoder LM, whose heads cannot produce one, or from `encode`.
+    pub fn decode(&self, codes: Tensor<3, Int>) -> Tensor<3> {
+        self.decoder.forward(self.quantizer.decode(codes))
+    }
+}
+
+/// Reject the EnCodec variants this port does not implement, naming the flag, instead of
+/// producing audio that silently differs from the reference.
+fn check_supported(prefix: &str, config: &EncodecConfig) -> Result<(), LoadError> {
+    let fail = |message: String| {
+        Err(LoadError::Config {
+            path: PathBuf::from("config.json"),
+            message: format!("{prefix}.{message}"),
+        })
+    };
+    if config.norm_type != "weight_norm" {
+        return fail(format!(
+            "norm_type = {:?}: only \"weight_norm\" is supported",
+            config.norm_type
+        ));
+    }
+    if config.normalize {
+        return fail("normalize = true: only MusicGen's unnormalised codec is supported".into());
+    }
+    if config.chunk_length_s.is_some() {
+        return fail("chunk_length_s is set: chunked encoding is not supported".into());
+    }
+    if config.upsampling_ratios.is_empty() || config.upsampling_ratios.contains(&0) {
+        return fail("upsampling_ratios must be non-empty and positive".into());
+    }
+    if config.compress == 0 || config.num_filters == 0 || config.kernel_size == 0 {
+        return fail("compress, num_filters and kernel_size must be positive".into());
+    }
+    if config.residual_kernel_size == 0 || config.last_kernel_size == 0 {
+        return fail("residual_kernel_size and last_kernel_size must be positive".into());
+    }
+    if config.codebook_dim() != config.hidden_size {
+        return fail(format!(
+            "codebook_dim = {} differs from hidden_size = {}: the reference has no projection",
+            config.codebook_dim(),
+            config.hidden_size
+        ));
+    }
+    if !config.use_causal_conv && config.trim_right_ratio != 1.0 {
+        return fail("trim_right_ratio != 1.0 only makes sense for causal convolutions".into());
+    }
+    Ok(())
+}

@@ -1,0 +1,281 @@
+//! EnCodec's convolutions: a weight-normalised `Conv1d` that pads its input itself
+//! (`EncodecConv1d`) and a weight-normalised `ConvTranspose1d` that trims its output
+//! (`EncodecConvTranspose1d`). The padding rules follow transformers'
+//! `models/encodec/modeling_encodec.py` exactly, because they decide how many samples every
+//! layer sees: one sample off at the input moves every frame boundary after it.
+
+use burn::module::Param;
+use burn::nn::PaddingConfig1d;
+use burn::nn::conv::{Conv1d, ConvTranspose1d};
+use burn::tensor::ops::PadMode;
+use burn::tensor::{Device, Tensor};
+
+use crate::config::EncodecConfig;
+use crate::error::LoadError;
+use crate::weights::Weights;
+
+/// How `EncodecConv1d` fills the samples it adds at either end (`pad_mode` in the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EdgePadding {
+    /// Mirror the signal around its first / last sample (the 32 kHz model's `"reflect"`).
+    Reflect,
+    /// Zeros (`"constant"`).
+    Zero,
+}
+
+impl EdgePadding {
+    /// Parse `pad_mode`; `None` for a mode the reference does not use either.
+    pub fn from_config(pad_mode: &str) -> Option<Self> {
+        match pad_mode {
+            "reflect" => Some(Self::Reflect),
+            "constant" => Some(Self::Zero),
+            _ => None,
+        }
+    }
+}
+
+/// The geometry of one conv layer, as the reference builds it.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvShape {
+    pub channels_in: usize,
+    pub channels_out: usize,
+    pub kernel_size: usize,
+    pub stride: usize,
+    pub dilation: usize,
+}
+
+impl ConvShape {
+    pub fn new(channels_in: usize, channels_out: usize, kernel_size: usize) -> Self {
+        Self {
+            channels_in,
+            channels_out,
+            kernel_size,
+            stride: 1,
+            dilation: 1,
+        }
+    }
+
+    pub fn with_stride(self, stride: usize) -> Self {
+        Self { stride, ..self }
+    }
+
+    pub fn with_dilation(self, dilation: usize) -> Self {
+        Self { dilation, ..self }
+    }
+}
+
+/// `EncodecConv1d`: checkpoint keys `{prefix}.conv.weight_g|weight_v` and `{prefix}.conv.bias`.
+#[derive(Debug)]
+pub struct EncodecConv1d {
+    conv: Conv1d,
+    causal: bool,
+    edge: EdgePadding,
+    stride: usize,
+    /// `(kernel_size − 1) · dilation + 1 − stride`: the padding that keeps
+    /// `output_len = ceil(input_len / stride)`.
+    padding_total: usize,
+}
+
+impl EncodecConv1d {
+    pub fn load(
+        weights: &Weights,
+        prefix: &str,
+        config: &EncodecConfig,
+        edge: EdgePadding,
+        shape: ConvShape,
+        device: &Device,
+    ) -> Result<Self, LoadError> {
+        let ConvShape {
+            channels_in,
+            channels_out,
+            kernel_size,
+            stride,
+            dilation,
+        } = shape;
+        let weight = weights.weight_norm(
+            &format!("{prefix}.conv"),
+            [channels_out, channels_in, kernel_size],
+            device,
+        )?;
+        let bias = weights.tensor(&format!("{prefix}.conv.bias"), [channels_out], device)?;
+        let effective_kernel = (kernel_size - 1) * dilation + 1;
+        Ok(Self {
+            conv: Conv1d {
+                weight: Param::from_tensor(weight),
+                bias: Some(Param::from_tensor(bias)),
+                stride,
+                kernel_size,
+                dilation,
+                groups: 1,
+                padding: PaddingConfig1d::Valid,
+            },
+            causal: config.use_causal_conv,
+            edge,
+            stride,
+            // A stride larger than the kernel would need negative padding; SEANet never
+            // builds one (its strided convs have kernel = 2 · stride).
+            padding_total: effective_kernel.saturating_sub(stride),
+        })
+    }
+
+    /// # Shapes
+    /// - `x`: `[batch, channels_in, len]`
+    /// - returns `[batch, channels_out, ceil(len / stride)]`
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let len = x.dims()[2];
+        let extra = extra_padding_for_conv1d(len, self.stride);
+        let (left, right) = if self.causal {
+            (self.padding_total, extra)
+        } else {
+            // The reference puts the odd sample on the left.
+            let right = self.padding_total / 2;
+            (self.padding_total - right, right + extra)
+        };
+        self.conv.forward(pad1d(x, left, right, self.edge))
+    }
+}
+
+/// `_get_extra_padding_for_conv1d`: the right padding that makes the last window complete,
+/// so no input sample is dropped. The reference computes
+/// `ceil((len − kernel + padding_total) / stride + 1) − 1` frames in floating point; with
+/// `padding_total = kernel − stride` that is `ceil(len / stride) − 1`, exact in integers.
+fn extra_padding_for_conv1d(len: usize, stride: usize) -> usize {
+    len.div_ceil(stride) * stride - len
+}
+
+/// `_pad1d`: pad the last axis. Reflect padding needs more samples than it adds; on a shorter
+/// input the reference first appends zeros, reflects, and then cuts the zeros' share off the
+/// end again, so the small-input case matches it sample for sample.
+///
+/// # Shapes
+/// - `x`: `[batch, channels, len]`
+/// - returns `[batch, channels, left + len + right]`
+fn pad1d(x: Tensor<3>, left: usize, right: usize, edge: EdgePadding) -> Tensor<3> {
+    if left == 0 && right == 0 {
+        return x;
+    }
+    match edge {
+        EdgePadding::Zero => x.pad([(left, right)], PadMode::Constant(0.0)),
+        EdgePadding::Reflect => {
+            let len = x.dims()[2];
+            let max_pad = left.max(right);
+            if len > max_pad {
+                return x.pad([(left, right)], PadMode::Reflect);
+            }
+            let zeros = max_pad - len + 1;
+            let padded = x
+                .pad([(0, zeros)], PadMode::Constant(0.0))
+                .pad([(left, right)], PadMode::Reflect);
+            let end = padded.dims()[2] - zeros;
+            padded.narrow(2, 0, end)
+        }
+    }
+}
+
+/// `EncodecConvTranspose1d`: checkpoint keys `{prefix}.conv.weight_g|weight_v` (weight
+/// `[channels_in, channels_out, kernel]`, normalised over the input channel as PyTorch's
+/// `weight_norm(dim=0)` does) and `{prefix}.conv.bias`.
+#[derive(Debug)]
+pub struct EncodecConvTranspose1d {
+    conv: ConvTranspose1d,
+    trim_left: usize,
+    trim_right: usize,
+}
+
+impl EncodecConvTranspose1d {
+    pub fn load(
+        weights: &Weights,
+        prefix: &str,
+        config: &EncodecConfig,
+        shape: ConvShape,
+        device: &Device,
+    ) -> Result<Self, LoadError> {
+        let ConvShape {
+            channels_in,
+            channels_out,
+            kernel_size,
+            stride,
+            ..
+        } = shape;
+        let weight = weights.weight_norm(
+            &format!("{prefix}.conv"),
+            [channels_in, channels_out, kernel_size],
+            device,
+        )?;
+        let bias = weights.tensor(&format!("{prefix}.conv.bias"), [channels_out], device)?;
+        // Only the fixed padding is trimmed here; the encoder's extra right padding stays in the
+        // output, as in the reference (decoded audio is `frames · hop_length` samples).
+        let padding_total = kernel_size.saturating_sub(stride);
+        let trim_right = if config.use_causal_conv {
+            (padding_total as f64 * config.trim_right_ratio).ceil() as usize
+        } else {
+            padding_total / 2
+        };
+        Ok(Self {
+            conv: ConvTranspose1d {
+                weight: Param::from_tensor(weight),
+                bias: Some(Param::from_tensor(bias)),
+                stride,
+                kernel_size,
+                dilation: 1,
+                groups: 1,
+                padding: 0,
+                padding_out: 0,
+                channels: [channels_in, channels_out],
+            },
+            trim_left: padding_total - trim_right.min(padding_total),
+            trim_right: trim_right.min(padding_total),
+        })
+    }
+
+    /// # Shapes
+    /// - `x`: `[batch, channels_in, len]`
+    /// - returns `[batch, channels_out, len · stride]`
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let y = self.conv.forward(x);
+        let len = y.dims()[2];
+        y.narrow(2, self.trim_left, len - self.trim_left - self.trim_right)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::TensorData;
+
+    fn padded(values: &[f32], left: usize, right: usize, edge: EdgePadding) -> Vec<f32> {
+        let device = Device::default();
+        let x = Tensor::<3>::from_data(
+            TensorData::new(values.to_vec(), [1, 1, values.len()]),
+            &device,
+        );
+        pad1d(x, left, right, edge)
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .expect("f32 tensor")
+    }
+
+    /// Expected values printed by transformers' `EncodecConv1d._pad1d`.
+    #[test]
+    fn reflect_padding_matches_the_reference_including_short_inputs() {
+        let reflect = EdgePadding::Reflect;
+        assert_eq!(
+            padded(&[1., 2., 3.], 2, 2, reflect),
+            [3., 2., 1., 2., 3., 2., 1.]
+        );
+        assert_eq!(
+            padded(&[1., 2., 3.], 5, 4, reflect),
+            [0., 0., 0., 3., 2., 1., 2., 3., 0., 0., 0., 0.]
+        );
+        assert_eq!(padded(&[7.], 3, 3, reflect), [0., 0., 0., 7., 0., 0., 0.]);
+        assert_eq!(padded(&[1., 2.], 1, 0, EdgePadding::Zero), [0., 1., 2.]);
+    }
+
+    #[test]
+    fn extra_padding_completes_the_last_window() {
+        assert_eq!(extra_padding_for_conv1d(16320, 640), 320);
+        assert_eq!(extra_padding_for_conv1d(16, 8), 0);
+        assert_eq!(extra_padding_for_conv1d(17, 8), 7);
+        assert_eq!(extra_padding_for_conv1d(3, 1), 0);
+    }
+}
