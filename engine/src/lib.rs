@@ -22,3 +22,15 @@ pub use model::{MusicGen, TextCondition};
 pub use sampling::{Rng, Sampling};
 pub use t5::T5Encoder;
 pub use weights::Weights;
+
+/// The device the tools run on: the first CUDA GPU with the `cuda` feature, else the CPU.
+pub fn default_device() -> burn::tensor::Device {
+    #[cfg(feature = "cuda")]
+    {
+        burn::tensor::Device::cuda(0)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        burn::tensor::Device::default()
+    }
+}
