@@ -21,18 +21,14 @@ struct SelfAttention {
     heads: usize,
 }
 
-enum FeedForward {
-    Plain {
-        wi: Linear,
-        wo: Linear,
-        act: Activation,
-    },
-    Gated {
-        wi_0: Linear,
-        wi_1: Linear,
-        wo: Linear,
-        act: Activation,
-    },
+/// `wo(act(wi x))`, or gated `wo(act(wi_0 x) · wi_1 x)` when `linear` (wi_1) is present.
+struct FeedForward {
+    /// `wi`, or `wi_0` in the gated variant.
+    wi: Linear,
+    /// `wi_1`: the gated variant's linear branch.
+    linear: Option<Linear>,
+    wo: Linear,
+    act: Activation,
 }
 
 struct Block {
@@ -85,14 +81,15 @@ impl T5Encoder {
                 heads: config.num_heads,
             };
             let ff = match config.feed_forward_kind() {
-                Some(FeedForwardKind::Relu) | None => FeedForward::Plain {
+                Some(FeedForwardKind::Relu) | None => FeedForward {
                     wi: lin("1.DenseReluDense.wi", d, config.d_ff)?,
+                    linear: None,
                     wo: lin("1.DenseReluDense.wo", config.d_ff, d)?,
                     act: Activation::Relu,
                 },
-                Some(kind) => FeedForward::Gated {
-                    wi_0: lin("1.DenseReluDense.wi_0", d, config.d_ff)?,
-                    wi_1: lin("1.DenseReluDense.wi_1", d, config.d_ff)?,
+                Some(kind) => FeedForward {
+                    wi: lin("1.DenseReluDense.wi_0", d, config.d_ff)?,
+                    linear: Some(lin("1.DenseReluDense.wi_1", d, config.d_ff)?),
                     wo: lin("1.DenseReluDense.wo", config.d_ff, d)?,
                     act: if kind == FeedForwardKind::GatedGelu {
                         Activation::GeluTanh
@@ -217,18 +214,12 @@ impl SelfAttention {
 
 impl FeedForward {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        match self {
-            FeedForward::Plain { wi, wo, act } => wo.forward(act.forward(wi.forward(x))),
-            FeedForward::Gated {
-                wi_0,
-                wi_1,
-                wo,
-                act,
-            } => {
-                let gate = act.forward(wi_0.forward(x.clone()));
-                wo.forward(gate * wi_1.forward(x))
-            }
-        }
+        let h = self.act.forward(self.wi.forward(x.clone()));
+        let h = match &self.linear {
+            Some(linear) => h * linear.forward(x),
+            None => h,
+        };
+        self.wo.forward(h)
     }
 }
 

@@ -23,7 +23,6 @@ fn main() -> ExitCode {
     let result = match command.as_str() {
         "bundle" | "bundle-universal" | "known-packages" => {
             nice_plug_xtask::main_with_args("xtask", std::iter::once(command).chain(rest))
-                .map_err(anyhow::Error::from)
         }
         "test" => test_cmd::run(&rest),
         "render" => render::run(&rest),
