@@ -189,7 +189,9 @@ impl Weights {
         Ok(Tensor::from_data(TensorData::new(values, shape), device))
     }
 
-    /// A PyTorch `nn.Linear` weight `[out, in]`, transposed to burn's `[in, out]`.
+    /// A PyTorch `nn.Linear` weight `[out, in]`, transposed to burn's `[in, out]`. The transpose
+    /// is done here, once, so the tensor is contiguous: a strided view would be copied by every
+    /// matmul that reads it.
     pub fn linear_weight(
         &self,
         key: &str,
@@ -197,7 +199,14 @@ impl Weights {
         d_out: usize,
         device: &Device,
     ) -> Result<Tensor<2>, LoadError> {
-        Ok(self.tensor(key, [d_out, d_in], device)?.transpose())
+        let values = self.read_f32(key, &[d_out, d_in])?;
+        let mut transposed = vec![0f32; values.len()];
+        for (o, row) in values.chunks_exact(d_in.max(1)).enumerate() {
+            for (i, &v) in row.iter().enumerate() {
+                transposed[i * d_out + o] = v;
+            }
+        }
+        Ok(Tensor::from_data(TensorData::new(transposed, [d_in, d_out]), device))
     }
 
     /// A weight-normalised conv weight `w = g · v / ‖v‖` (norm over every dim but 0), stored

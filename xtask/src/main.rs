@@ -8,6 +8,8 @@
 
 use std::process::ExitCode;
 
+mod bench;
+mod bench_decode;
 mod model_source;
 mod npy;
 mod render;
@@ -26,6 +28,7 @@ fn main() -> ExitCode {
         }
         "test" => test_cmd::run(&rest),
         "render" => render::run(&rest),
+        "bench" => bench::run(&rest),
         other => Err(anyhow::anyhow!(
             "unknown command `{other}`; expected one of: bundle, test, render, bench"
         )),
