@@ -127,7 +127,12 @@ fn checkpoint_shapes(c: &EncodecConfig) -> Vec<(String, Vec<usize>)> {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let seconds: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(10);
-    let runs: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(3);
+    let runs: usize = args
+        .next()
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(3)
+        .max(1);
     let config: EncodecConfig = serde_json::from_str(CONFIG)?;
 
     let mut rng = Random(0x5eed);
