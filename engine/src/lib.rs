@@ -3,10 +3,34 @@
 //! API that steering and the streaming session build on.
 
 pub mod config;
+pub mod decoder;
 pub mod encodec;
 pub mod error;
+pub mod generate;
+pub mod hub;
+pub mod model;
+pub mod nn;
+pub mod sampling;
+pub mod t5;
 pub mod weights;
 
 pub use config::{DecoderConfig, EncodecConfig, GenerationConfig, MusicgenConfig, T5Config};
+pub use decoder::{BlockHook, CaptureBlocks, CrossContext, DecoderLm, KvCache, NoHook};
 pub use error::LoadError;
+pub use generate::{Generation, GenerationOptions, StepOutput};
+pub use model::{MusicGen, TextCondition};
+pub use sampling::{Rng, Sampling};
+pub use t5::T5Encoder;
 pub use weights::Weights;
+
+/// The device the tools run on: the first CUDA GPU with the `cuda` feature, else the CPU.
+pub fn default_device() -> burn::tensor::Device {
+    #[cfg(feature = "cuda")]
+    {
+        burn::tensor::Device::cuda(0)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        burn::tensor::Device::default()
+    }
+}

@@ -78,33 +78,33 @@ fn instantiate(entry: &PluginEntry, id: &CString) -> PluginInstance<Host> {
 }
 
 fn save_state(instance: &mut PluginInstance<Host>) -> Vec<u8> {
-    let mut handle = instance.plugin_handle();
+    let handle = instance.plugin_handle();
     let state: PluginState = handle.get_extension().expect("state extension");
     let mut bytes = Vec::new();
-    state.save(&mut handle, &mut bytes).expect("save state");
+    state.save(&handle, &mut bytes).expect("save state");
     bytes
 }
 
 fn load_state(instance: &mut PluginInstance<Host>, bytes: &[u8]) {
-    let mut handle = instance.plugin_handle();
+    let handle = instance.plugin_handle();
     let state: PluginState = handle.get_extension().expect("state extension");
     state
-        .load(&mut handle, &mut std::io::Cursor::new(bytes))
+        .load(&handle, &mut std::io::Cursor::new(bytes))
         .expect("load state");
 }
 
 /// The id and current value of the parameter named `name`.
 fn find_param(instance: &mut PluginInstance<Host>, name: &str) -> (ClapId, f64) {
-    let mut handle = instance.plugin_handle();
+    let handle = instance.plugin_handle();
     let params: PluginParams = handle.get_extension().expect("params extension");
     let mut buffer = ParamInfoBuffer::new();
-    for index in 0..params.count(&mut handle) {
+    for index in 0..params.count(&handle) {
         let info = params
-            .get_info(&mut handle, index, &mut buffer)
+            .get_info(&handle, index, &mut buffer)
             .expect("param info");
         if info.name == name.as_bytes() {
             let id = info.id;
-            let value = params.get_value(&mut handle, id).expect("param value");
+            let value = params.get_value(&handle, id).expect("param value");
             return (id, value);
         }
     }
@@ -184,10 +184,10 @@ fn clap_scan_process_and_state_round_trip() {
 
     // Offline render mode is what a bounce uses; the plugin must accept it.
     {
-        let mut handle = first.plugin_handle();
+        let handle = first.plugin_handle();
         let render: PluginRender = handle.get_extension().expect("render extension");
         render
-            .set(&mut handle, RenderMode::Offline)
+            .set(&handle, RenderMode::Offline)
             .expect("offline render mode");
     }
 

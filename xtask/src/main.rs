@@ -3,27 +3,31 @@
 //! Commands:
 //!   bundle <pkg> [--release]     CLAP + VST3 bundles in target/bundled (nice-plug-xtask)
 //!   test                         bundle the plugin, then run every workspace test against it
+//!   render …                     offline generation to WAV (see `cargo xtask render --help`)
 //!   bench <what>                 benchmarks that print a ratio against the reference run
 
 use std::process::ExitCode;
 
+mod model_source;
+mod npy;
+mod render;
 mod test_cmd;
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let Some(command) = args.next() else {
-        eprintln!("usage: cargo xtask <bundle|test|bench> …");
+        eprintln!("usage: cargo xtask <bundle|test|render|bench> …");
         return ExitCode::from(2);
     };
     let rest: Vec<String> = args.collect();
     let result = match command.as_str() {
         "bundle" | "bundle-universal" | "known-packages" => {
             nice_plug_xtask::main_with_args("xtask", std::iter::once(command).chain(rest))
-                .map_err(anyhow::Error::from)
         }
         "test" => test_cmd::run(&rest),
+        "render" => render::run(&rest),
         other => Err(anyhow::anyhow!(
-            "unknown command `{other}`; expected one of: bundle, test, bench"
+            "unknown command `{other}`; expected one of: bundle, test, render, bench"
         )),
     };
     match result {
@@ -33,4 +37,40 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Write `path` through a sibling temporary file renamed into place on success, so a failed
+/// run never leaves a truncated file where a good one was.
+pub fn atomic_write_path(
+    path: &std::path::Path,
+    write: impl FnOnce(&std::path::Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow::anyhow!("{} is not a file path", path.display()))?;
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    match write(&tmp).and_then(|()| std::fs::rename(&tmp, path).map_err(Into::into)) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// [`atomic_write_path`] for a writer.
+pub fn atomic_write(
+    path: &std::path::Path,
+    write: impl FnOnce(&mut std::fs::File) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    atomic_write_path(path, |tmp| {
+        let mut file = std::fs::File::create(tmp)?;
+        write(&mut file)?;
+        file.sync_all()?;
+        Ok(())
+    })
 }

@@ -1,0 +1,88 @@
+//! Shared helpers for the parity tests: fixture paths, reference tensors, error metrics.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use burn::tensor::{Device, Tensor};
+use engine::Weights;
+
+pub const MODELS: [&str; 2] = ["musicgen-tiny", "musicgen-tiny-b"];
+
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
+
+pub fn model_dir(model: &str) -> PathBuf {
+    fixtures().join(model)
+}
+
+pub fn device() -> Device {
+    Device::default()
+}
+
+/// The reference outputs of `model` (see tests/fixtures/README.md).
+pub struct Reference(Weights);
+
+impl Reference {
+    pub fn open(model: &str) -> Self {
+        let path = fixtures()
+            .join("reference")
+            .join(format!("{model}.safetensors"));
+        Self(Weights::open_files(&fixtures(), &[path]).expect("reference file"))
+    }
+
+    pub fn f32(&self, key: &str) -> (Vec<f32>, Vec<usize>) {
+        let shape = self
+            .0
+            .shape(key)
+            .unwrap_or_else(|| panic!("no reference `{key}`"))
+            .to_vec();
+        (self.0.read_f32(key, &shape).expect("f32 reference"), shape)
+    }
+
+    pub fn i64(&self, key: &str) -> (Vec<i64>, Vec<usize>) {
+        let shape = self
+            .0
+            .shape(key)
+            .unwrap_or_else(|| panic!("no reference `{key}`"))
+            .to_vec();
+        (self.0.read_i64(key, &shape).expect("i64 reference"), shape)
+    }
+
+    pub fn has(&self, key: &str) -> bool {
+        self.0.contains(key)
+    }
+}
+
+pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 data")
+}
+
+pub fn max_abs_err(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// The smallest cosine similarity between corresponding rows of length `row`.
+pub fn min_row_cosine(a: &[f32], b: &[f32], row: usize) -> f64 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.chunks(row)
+        .zip(b.chunks(row))
+        .map(|(x, y)| {
+            let dot: f64 = x.iter().zip(y).map(|(p, q)| *p as f64 * *q as f64).sum();
+            let nx: f64 = x.iter().map(|p| (*p as f64).powi(2)).sum::<f64>().sqrt();
+            let ny: f64 = y.iter().map(|q| (*q as f64).powi(2)).sum::<f64>().sqrt();
+            if nx == 0.0 && ny == 0.0 {
+                1.0
+            } else {
+                dot / (nx * ny)
+            }
+        })
+        .fold(1.0, f64::min)
+}

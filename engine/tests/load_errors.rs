@@ -1,0 +1,209 @@
+//! Bad checkpoints give errors that name the file and the key at fault, never a panic.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use engine::MusicGen;
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+/// A private copy of a fixture model directory.
+fn copy_model(model: &str, tag: &str) -> PathBuf {
+    let dst = std::env::temp_dir().join(format!("musicrfm-{tag}-{}-{model}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dst);
+    std::fs::create_dir_all(&dst).unwrap();
+    for entry in std::fs::read_dir(model_dir(model)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dst.join(entry.file_name())).unwrap();
+    }
+    dst
+}
+
+/// Rewrite `file` through `edit(name, dtype, shape, bytes)`, which returns the tensors to write.
+fn rewrite(
+    file: &Path,
+    edit: impl Fn(&str, Dtype, Vec<usize>, Vec<u8>) -> Option<(Dtype, Vec<usize>, Vec<u8>)>,
+) {
+    let bytes = std::fs::read(file).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, view) in st.tensors() {
+        if let Some((dtype, shape, data)) = edit(
+            &name,
+            view.dtype(),
+            view.shape().to_vec(),
+            view.data().to_vec(),
+        ) {
+            owned.push((name, dtype, shape, data));
+        }
+    }
+    let views: HashMap<String, TensorView> = owned
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    safetensors::serialize_to_file(views, None, file).unwrap();
+}
+
+fn load_err(dir: &Path) -> String {
+    match MusicGen::load(dir, &device()) {
+        Ok(_) => panic!("{} loaded although it is broken", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn truncated_safetensors_names_the_file() {
+    let dir = copy_model("musicgen-tiny", "truncated");
+    let file = dir.join("model.safetensors");
+    let len = std::fs::metadata(&file).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+    f.set_len(len / 2).unwrap();
+    let err = load_err(&dir);
+    assert!(err.contains("model.safetensors"), "{err}");
+    assert!(err.contains("truncated"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn misshaped_tensor_names_key_and_shapes() {
+    let dir = copy_model("musicgen-tiny", "misshaped");
+    let key = "decoder.model.decoder.layers.1.fc1.weight";
+    rewrite(
+        &dir.join("model.safetensors"),
+        |name, dtype, shape, data| {
+            if name == key {
+                // same bytes, transposed shape
+                Some((dtype, vec![shape[1], shape[0]], data))
+            } else {
+                Some((dtype, shape, data))
+            }
+        },
+    );
+    let err = load_err(&dir);
+    assert!(err.contains(key), "{err}");
+    assert!(
+        err.contains("[32, 96]") && err.contains("[96, 32]"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn missing_tensor_names_key() {
+    let dir = copy_model("musicgen-tiny", "missing");
+    let key = "decoder.lm_heads.2.weight";
+    rewrite(
+        &dir.join("model.safetensors"),
+        |name, dtype, shape, data| (name != key).then_some((dtype, shape, data)),
+    );
+    let err = load_err(&dir);
+    assert!(err.contains(key) && err.contains("missing"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn wrong_dtype_names_key() {
+    let dir = copy_model("musicgen-tiny", "dtype");
+    let key = "enc_to_dec_proj.bias";
+    rewrite(
+        &dir.join("model.safetensors"),
+        |name, dtype, shape, data| {
+            if name == key {
+                Some((Dtype::I32, shape, data))
+            } else {
+                Some((dtype, shape, data))
+            }
+        },
+    );
+    let err = load_err(&dir);
+    assert!(err.contains(key) && err.contains("I32"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn malformed_and_invalid_configs_are_named() {
+    let dir = copy_model("musicgen-tiny", "config");
+    let config = dir.join("config.json");
+    let good = std::fs::read_to_string(&config).unwrap();
+
+    std::fs::write(&config, &good[..good.len() / 2]).unwrap();
+    let err = load_err(&dir);
+    assert!(
+        err.contains("config.json") && err.contains("malformed JSON"),
+        "{err}"
+    );
+
+    let mut json: serde_json::Value = serde_json::from_str(&good).unwrap();
+    json["decoder"]["num_attention_heads"] = serde_json::json!(5);
+    std::fs::write(&config, json.to_string()).unwrap();
+    let err = load_err(&dir);
+    assert!(err.contains("decoder.num_attention_heads"), "{err}");
+
+    let mut json: serde_json::Value = serde_json::from_str(&good).unwrap();
+    json["decoder"]
+        .as_object_mut()
+        .unwrap()
+        .remove("hidden_size");
+    std::fs::write(&config, json.to_string()).unwrap();
+    let err = load_err(&dir);
+    assert!(err.contains("hidden_size"), "{err}");
+
+    let mut json: serde_json::Value = serde_json::from_str(&good).unwrap();
+    json["text_encoder"]["feed_forward_proj"] = serde_json::json!("swish");
+    std::fs::write(&config, json.to_string()).unwrap();
+    let err = load_err(&dir);
+    assert!(
+        err.contains("feed_forward_proj") && err.contains("swish"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn sharded_index_with_missing_shard_is_named() {
+    let dir = copy_model("musicgen-tiny-b", "shard");
+    std::fs::remove_file(dir.join("model-00003-of-00004.safetensors")).unwrap();
+    let err = load_err(&dir);
+    assert!(
+        err.contains("model-00003-of-00004.safetensors") && err.contains("missing"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn half_precision_checkpoints_load() {
+    // The hub's musicgen-medium/large ship f16 shards; bf16 appears in re-uploads.
+    for (dtype, tolerance) in [(Dtype::F16, 2e-2f32), (Dtype::BF16, 2e-1)] {
+        let dir = copy_model("musicgen-tiny", &format!("{dtype:?}"));
+        rewrite(&dir.join("model.safetensors"), |_, d, shape, data| {
+            if d != Dtype::F32 {
+                return Some((d, shape, data));
+            }
+            let out: Vec<u8> = data
+                .chunks_exact(4)
+                .flat_map(|b| {
+                    let x = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    match dtype {
+                        Dtype::F16 => half::f16::from_f32(x).to_le_bytes(),
+                        _ => half::bf16::from_f32(x).to_le_bytes(),
+                    }
+                })
+                .collect();
+            Some((dtype, shape, out))
+        });
+        let half_model = MusicGen::load(&dir, &device()).expect("half-precision checkpoint");
+        let full = MusicGen::load(&model_dir("musicgen-tiny"), &device()).unwrap();
+        let ids = full.tokenize("A relaxing jazz song with piano").unwrap();
+        let a = to_vec(full.encode_text(&ids));
+        let b = to_vec(half_model.encode_text(&ids));
+        let err = max_abs_err(&a, &b);
+        assert!(
+            err > 0.0 && err < tolerance,
+            "{dtype:?}: T5 differs from f32 by {err}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
