@@ -102,8 +102,8 @@ impl EncodecModel {
     /// - returns `[batch, audio_channels, frames · hop_length]`
     ///
     /// # Panics
-    /// If a code is negative or not below `codebook_size` (2048): codes come from the
-    /// decoder LM, whose heads cannot produce one, or from `encode`.
+    /// If `n_q > num_quantizers`, or a code is negative or not below `codebook_size` (2048):
+    /// codes come from the decoder LM, whose heads cannot produce one, or from `encode`.
     pub fn decode(&self, codes: Tensor<3, Int>) -> Tensor<3> {
         self.decoder.forward(self.quantizer.decode(codes))
     }

@@ -111,6 +111,11 @@ impl ResidualVectorQuantizer {
     /// - returns `[batch, dim, frames]`
     pub fn decode(&self, codes: Tensor<3, Int>) -> Tensor<3> {
         let [batch, n_q, frames] = codes.dims();
+        assert!(
+            n_q <= self.layers.len(),
+            "{n_q} codebooks of codes, but the quantizer has {}",
+            self.layers.len()
+        );
         let mut sum: Option<Tensor<2>> = None;
         for (k, codebook) in self.layers.iter().take(n_q).enumerate() {
             let layer_codes = codes.clone().narrow(1, k, 1).reshape([batch * frames]);
