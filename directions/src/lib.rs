@@ -1,1 +1,25 @@
-//! placeholder
+//! RFM probes and concept directions for musicrfm, and the directions file format.
+//!
+//! The probe-training core follows xRFM's single-leaf RFM (`l2_high_dim` kernel) exactly as
+//! `docs/musicrfm-paper-notes.md` §3 describes it: kernel ridge regression with a learned
+//! Mahalanobis matrix M, updated to the normalised average gradient outer product (AGOP) of the
+//! predictor; the concept direction is the top eigenvector of the best predictor's AGOP.
+//! Dense linear algebra is faer (parallel over rayon's global pool); no audio, no model.
+
+mod agop;
+mod error;
+mod fastmath;
+mod kernel;
+mod krr;
+pub mod metrics;
+mod rfm;
+mod scalar;
+#[cfg(test)]
+mod test_support;
+
+pub use error::{DirectionsFileError, FitError, ProbeFileError};
+pub use faer;
+pub use kernel::KernelParams;
+pub use krr::SolveMethod;
+pub use rfm::{FitOptions, RfmFit, RfmParams, TuningMetric, fit_rfm};
+pub use scalar::Real;
