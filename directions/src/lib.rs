@@ -8,6 +8,7 @@
 
 mod agop;
 mod concept;
+mod directions_file;
 mod eigen;
 mod error;
 mod fastmath;
@@ -26,6 +27,7 @@ mod test_support;
 pub use concept::{
     ConceptConfig, ConceptProbe, Labels, TestMetrics, test_metrics, train_concept_probe,
 };
+pub use directions_file::{ConceptKind, DIRECTIONS_FORMAT, DirectionsFile, UNIT_NORM_TOLERANCE};
 pub use eigen::{align_sign, top_eigenvectors};
 pub use error::{DirectionsFileError, FitError, ProbeFileError};
 pub use faer;

@@ -19,6 +19,8 @@ pub struct SearchSpace {
     pub reg: (f64, f64),
     pub bandwidth: (f64, f64),
     pub exponent: (f64, f64),
+    /// `None`: gradient centring drawn on/off uniformly (the paper); `Some(c)`: fixed.
+    pub center_grads: Option<bool>,
 }
 
 impl Default for SearchSpace {
@@ -27,6 +29,7 @@ impl Default for SearchSpace {
             reg: (1e-5, 10.0),
             bandwidth: (1.0, 100.0),
             exponent: (0.7, 1.4),
+            center_grads: None,
         }
     }
 }
@@ -61,7 +64,8 @@ impl SearchConfig {
             .map(|_| {
                 let reg = rng.log_uniform(self.space.reg.0, self.space.reg.1);
                 let bandwidth = rng.log_uniform(self.space.bandwidth.0, self.space.bandwidth.1);
-                let center_grads = rng.below(2) == 1;
+                let coin = rng.below(2) == 1;
+                let center_grads = self.space.center_grads.unwrap_or(coin);
                 let exponent = rng.uniform_in(self.space.exponent.0, self.space.exponent.1);
                 RfmParams::new(bandwidth, exponent, reg, center_grads, self.iters)
             })
