@@ -111,7 +111,7 @@ pub enum DirectionsFileError {
         why: &'static str,
     },
     #[error(
-        "{path}: direction of class {class} at layer row {row} (block {block}) has norm {norm}, expected a unit vector"
+        "{path}: direction of class {class} at layer row {row} (block {block}) has norm {norm:.4}, expected a unit vector"
     )]
     NonUnitVector {
         path: PathBuf,
