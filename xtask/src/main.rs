@@ -7,6 +7,8 @@
 
 use std::process::ExitCode;
 
+mod bench;
+mod bench_rfm;
 mod test_cmd;
 
 fn main() -> ExitCode {
@@ -22,6 +24,7 @@ fn main() -> ExitCode {
                 .map_err(anyhow::Error::from)
         }
         "test" => test_cmd::run(&rest),
+        "bench" => bench::run(&rest),
         other => Err(anyhow::anyhow!(
             "unknown command `{other}`; expected one of: bundle, test, bench"
         )),
