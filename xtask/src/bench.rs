@@ -3,7 +3,8 @@
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("decode") => crate::bench_decode::run(&args[1..]),
-        Some(other) => anyhow::bail!("unknown benchmark `{other}`; expected: decode"),
-        None => anyhow::bail!("usage: cargo xtask bench <decode> [flags]"),
+        Some("rfm") => crate::bench_rfm::run(&args[1..]),
+        Some(other) => anyhow::bail!("unknown benchmark `{other}`; expected: decode, rfm"),
+        None => anyhow::bail!("usage: cargo xtask bench <decode|rfm> [flags]"),
     }
 }

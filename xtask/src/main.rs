@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 mod bench;
 mod bench_decode;
+mod bench_rfm;
 mod model_source;
 mod npy;
 mod render;

@@ -1,0 +1,186 @@
+//! Gradients of the kernel predictor at the training points and their average gradient outer
+//! product (AGOP), as xRFM's `LightLaplaceKernel.get_function_grads` / `RFM.fit_M`:
+//!
+//! g_{l,j} = Σ_i α_{i,l} κ_ij (M x_j − M x_i),  κ_ij = −(p/L^p) k_ij d_ij^(p−2),
+//! G = Σ_rows g gᵀ (rows centred first if asked), M_new = G / (max G + 1e−30).
+
+use faer::linalg::matmul::triangular::BlockStructure;
+use faer::linalg::matmul::{matmul, triangular};
+use faer::{Accum, Mat, MatRef, Par};
+
+use crate::kernel::mirror_lower;
+use crate::scalar::Real;
+
+/// The stacked gradients, laid out n × (c·d): block l holds ∇f_l at every training point.
+pub(crate) fn gradients<T: Real>(
+    xm: MatRef<'_, T>,
+    coef: MatRef<'_, T>,
+    alpha: MatRef<'_, T>,
+    par: Par,
+) -> Mat<T> {
+    let (n, d) = (xm.nrows(), xm.ncols());
+    let c = alpha.ncols();
+    // s_l = κ α_l (κ symmetric)
+    let mut s = Mat::<T>::zeros(n, c);
+    matmul(s.as_mut(), Accum::Replace, coef, alpha, T::one_impl(), par);
+    // B_l = α_l ∘ XM, then C = κ B
+    let mut b = Mat::<T>::zeros(n, c * d);
+    for l in 0..c {
+        for k in 0..d {
+            let col = b.col_as_slice_mut(l * d + k);
+            for (i, v) in col.iter_mut().enumerate() {
+                *v = alpha[(i, l)] * xm[(i, k)];
+            }
+        }
+    }
+    let mut g = Mat::<T>::zeros(n, c * d);
+    matmul(
+        g.as_mut(),
+        Accum::Replace,
+        coef,
+        b.as_ref(),
+        T::one_impl(),
+        par,
+    );
+    drop(b);
+    // g_l = s_l ∘ XM − κ B_l
+    for l in 0..c {
+        for k in 0..d {
+            let xmc = xm.col(k);
+            let col = g.col_as_slice_mut(l * d + k);
+            for (i, v) in col.iter_mut().enumerate() {
+                *v = s[(i, l)] * xmc[i] - *v;
+            }
+        }
+    }
+    g
+}
+
+/// Σ over rows of g gᵀ (full symmetric d×d), after subtracting the pooled mean gradient when
+/// `center` is set. `grads` is consumed (centred in place).
+pub(crate) fn agop<T: Real>(mut grads: Mat<T>, d: usize, center: bool, par: Par) -> Mat<T> {
+    let n = grads.nrows();
+    let c = grads.ncols() / d;
+    if center {
+        let count = T::from_f64((n * c) as f64);
+        for k in 0..d {
+            let mut mean = T::zero_impl();
+            for l in 0..c {
+                for &v in grads.col_as_slice(l * d + k) {
+                    mean += v;
+                }
+            }
+            mean /= count;
+            for l in 0..c {
+                for v in grads.col_as_slice_mut(l * d + k) {
+                    *v -= mean;
+                }
+            }
+        }
+    }
+    let mut out = Mat::<T>::zeros(d, d);
+    for l in 0..c {
+        let block = grads.as_ref().subcols(l * d, d);
+        triangular::matmul(
+            out.as_mut(),
+            BlockStructure::TriangularLower,
+            if l == 0 { Accum::Replace } else { Accum::Add },
+            block.transpose(),
+            BlockStructure::Rectangular,
+            block,
+            BlockStructure::Rectangular,
+            T::one_impl(),
+            par,
+        );
+    }
+    mirror_lower(&mut out);
+    out
+}
+
+/// G / (max G + 1e−30): the reference's normalisation by the largest entry.
+pub(crate) fn normalize_by_max<T: Real>(g: &mut Mat<T>) {
+    let mut max = f64::NEG_INFINITY;
+    for j in 0..g.ncols() {
+        for &v in g.col_as_slice(j) {
+            max = max.max(v.to_f64());
+        }
+    }
+    let inv = T::from_f64(1.0 / (max + 1e-30));
+    for j in 0..g.ncols() {
+        for v in g.col_as_slice_mut(j) {
+            *v *= inv;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fastmath::{KernelShape, kernel_and_coef};
+    use crate::kernel::{KernelParams, project};
+    use crate::test_support::{Fixture, rel_err};
+
+    /// Gradients at points z (not the centers) through the same formula, for the fixture.
+    fn grads_at(
+        x: MatRef<'_, f64>,
+        z: MatRef<'_, f64>,
+        m: MatRef<'_, f64>,
+        coefs: MatRef<'_, f64>,
+        params: KernelParams,
+    ) -> Vec<Mat<f64>> {
+        let xp = project(x, m, Par::Seq);
+        let zp = project(z, m, Par::Seq);
+        let shape = KernelShape::new(params.bandwidth, params.exponent);
+        let (nx, nz, d) = (x.nrows(), z.nrows(), x.ncols());
+        let mut out = Vec::new();
+        for l in 0..coefs.nrows() {
+            let mut g = Mat::<f64>::zeros(nz, d);
+            for j in 0..nz {
+                for i in 0..nx {
+                    let mut d2 = xp.sq_norms[i] + zp.sq_norms[j];
+                    for k in 0..d {
+                        d2 -= 2.0 * xp.xm[(i, k)] * z[(j, k)];
+                    }
+                    let (mut kv, mut cv) = ([d2], [0.0]);
+                    kernel_and_coef(&mut kv, &mut cv, shape);
+                    for k in 0..d {
+                        g[(j, k)] += coefs[(l, i)] * cv[0] * (zp.xm[(j, k)] - xp.xm[(i, k)]);
+                    }
+                }
+            }
+            out.push(g);
+        }
+        out
+    }
+
+    #[test]
+    fn function_gradients_match_xrfm() {
+        let fx = Fixture::load("kernel");
+        let params = KernelParams {
+            bandwidth: 3.0,
+            exponent: 0.9,
+        };
+        let (x, z, m, coefs) = (fx.mat("x"), fx.mat("z"), fx.mat("m"), fx.mat("coefs"));
+        let grads = grads_at(x.as_ref(), z.as_ref(), m.as_ref(), coefs.as_ref(), params);
+        let want = fx.mat("grads"); // (c·n_z) × d
+        let nz = z.nrows();
+        for (l, g) in grads.iter().enumerate() {
+            let err = rel_err(g.as_ref(), want.as_ref().subrows(l * nz, nz));
+            assert!(err < 1e-10, "output {l}: gradient relative error {err:e}");
+        }
+        // the AGOP with centring over the pooled (output, point) rows
+        let d = x.ncols();
+        let stacked = Mat::<f64>::from_fn(nz, 2 * d, |j, col| grads[col / d][(j, col % d)]);
+        let g = agop(stacked, d, true, Par::Seq);
+        let err = rel_err(g.as_ref(), fx.mat("agop_centered").as_ref());
+        assert!(err < 1e-10, "agop relative error {err:e}");
+    }
+
+    #[test]
+    fn normalization_divides_by_the_largest_entry() {
+        let mut g = Mat::<f64>::from_fn(2, 2, |i, j| if i == j { 4.0 } else { 1.0 });
+        normalize_by_max(&mut g);
+        assert_eq!(g[(0, 0)], 1.0);
+        assert_eq!(g[(0, 1)], 0.25);
+    }
+}

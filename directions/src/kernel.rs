@@ -1,0 +1,218 @@
+//! The `l2_high_dim` kernel of xRFM (`LightLaplaceKernel`), with the full matrix M:
+//!
+//! d_M(x, z) = sqrt(max(0, xᵀMx − 2xᵀMz + zᵀMz)),  k(x, z) = exp(−d_M(x, z)^p / L^p).
+//!
+//! M enters the distance directly (no square root). Matrices are column-major faer matrices
+//! with one sample per row.
+
+use faer::linalg::matmul::triangular::BlockStructure;
+use faer::linalg::matmul::{matmul, triangular};
+use faer::{Accum, Mat, MatRef, Par};
+use rayon::prelude::*;
+
+use crate::fastmath::{KernelShape, kernel_and_coef, kernel_values};
+use crate::scalar::Real;
+
+/// Bandwidth L and exponent p of the kernel.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct KernelParams {
+    pub bandwidth: f64,
+    pub exponent: f64,
+}
+
+impl KernelParams {
+    pub(crate) fn shape(&self) -> KernelShape {
+        KernelShape::new(self.bandwidth, self.exponent)
+    }
+}
+
+/// X·M and the squared M-norms xᵢᵀMxᵢ of its rows.
+pub(crate) struct Projected<T> {
+    pub xm: Mat<T>,
+    pub sq_norms: Vec<T>,
+}
+
+/// X·M (n×d) and the row norms (M symmetric).
+pub(crate) fn project<T: Real>(x: MatRef<'_, T>, m: MatRef<'_, T>, par: Par) -> Projected<T> {
+    let mut xm = Mat::<T>::zeros(x.nrows(), m.ncols());
+    matmul(xm.as_mut(), Accum::Replace, x, m, T::one_impl(), par);
+    let mut sq_norms = vec![T::zero_impl(); x.nrows()];
+    for k in 0..x.ncols() {
+        let xc = x.col(k);
+        let xmc = xm.col_as_slice(k);
+        for (i, s) in sq_norms.iter_mut().enumerate() {
+            *s += xmc[i] * xc[i];
+        }
+    }
+    Projected { xm, sq_norms }
+}
+
+/// Squared distances into `g` (which holds the Gram values xᵢᵀMzⱼ), column by column.
+fn gram_to_sq_dist<T: Real>(g: &mut [T], rows: &[T], col: T) {
+    let two = T::from_f64(2.0);
+    for (v, &r) in g.iter_mut().zip(rows) {
+        *v = r - two * *v + col;
+    }
+}
+
+/// The kernel matrix between training points and its gradient coefficients, both n×n,
+/// symmetric and stored in full. The diagonal distance is exactly zero.
+pub(crate) fn train_kernel<T: Real>(
+    x: MatRef<'_, T>,
+    proj: &Projected<T>,
+    params: KernelParams,
+    par: Par,
+) -> (Mat<T>, Mat<T>) {
+    let n = x.nrows();
+    let shape = params.shape();
+    let mut k = Mat::<T>::zeros(n, n);
+    // lower triangle of (X M) Xᵀ
+    triangular::matmul(
+        k.as_mut(),
+        BlockStructure::TriangularLower,
+        Accum::Replace,
+        proj.xm.as_ref(),
+        BlockStructure::Rectangular,
+        x.transpose(),
+        BlockStructure::Rectangular,
+        T::one_impl(),
+        par,
+    );
+    let mut coef = Mat::<T>::zeros(n, n);
+    let q = &proj.sq_norms;
+    let k_cols = col_slices_mut(&mut k);
+    let c_cols = col_slices_mut(&mut coef);
+    k_cols
+        .into_par_iter()
+        .zip(c_cols)
+        .enumerate()
+        .for_each(|(j, (kc, cc))| {
+            let (kc, cc) = (&mut kc[j..], &mut cc[j..]);
+            gram_to_sq_dist(kc, &q[j..], q[j]);
+            kc[0] = T::zero_impl();
+            kernel_and_coef(kc, cc, shape);
+        });
+    mirror_lower(&mut k);
+    mirror_lower(&mut coef);
+    (k, coef)
+}
+
+/// K(Z, X) (n_z × n_x) for new points Z against centers X, given X·M's row norms.
+pub(crate) fn cross_kernel<T: Real>(
+    z: MatRef<'_, T>,
+    x: MatRef<'_, T>,
+    x_sq_norms: &[T],
+    m: MatRef<'_, T>,
+    params: KernelParams,
+    par: Par,
+) -> Mat<T> {
+    let zp = project(z, m, par);
+    let mut k = Mat::<T>::zeros(z.nrows(), x.nrows());
+    matmul(
+        k.as_mut(),
+        Accum::Replace,
+        zp.xm.as_ref(),
+        x.transpose(),
+        T::one_impl(),
+        par,
+    );
+    let shape = params.shape();
+    col_slices_mut(&mut k)
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(j, kc)| {
+            gram_to_sq_dist(kc, &zp.sq_norms, x_sq_norms[j]);
+            kernel_values(kc, shape);
+        });
+    k
+}
+
+/// Mutable column slices of a column-major matrix.
+pub(crate) fn col_slices_mut<T>(m: &mut Mat<T>) -> Vec<&mut [T]> {
+    let nrows = m.nrows();
+    let stride = m.col_stride();
+    let ncols = m.ncols();
+    let mut out = Vec::with_capacity(ncols);
+    let view = m.as_mut();
+    if nrows == 0 {
+        return (0..ncols).map(|_| <&mut [T]>::default()).collect();
+    }
+    let ptr = view.as_ptr_mut();
+    for j in 0..ncols {
+        // SAFETY: `Mat` stores each column contiguously (row stride 1) at `ptr + j * col_stride`,
+        // columns do not overlap, and the returned slices borrow `m` mutably for their lifetime.
+        out.push(unsafe { std::slice::from_raw_parts_mut(ptr.offset(j as isize * stride), nrows) });
+    }
+    out
+}
+
+/// Copies the strict lower triangle onto the upper one.
+pub(crate) fn mirror_lower<T: Real>(m: &mut Mat<T>) {
+    let n = m.nrows();
+    for j in 0..n {
+        for i in (j + 1)..n {
+            let v = m[(i, j)];
+            m[(j, i)] = v;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{Fixture, rel_err};
+
+    #[test]
+    fn kernel_matrix_matches_xrfm() {
+        let fx = Fixture::load("kernel");
+        let (x, z, m) = (fx.mat("x"), fx.mat("z"), fx.mat("m"));
+        let params = KernelParams {
+            bandwidth: 3.0,
+            exponent: 0.9,
+        };
+        let xp = project(x.as_ref(), m.as_ref(), Par::Seq);
+        // the reference's kernel(x, z) is K(x rows, z rows)
+        let zp = project(z.as_ref(), m.as_ref(), Par::Seq);
+        let k = cross_kernel(
+            x.as_ref(),
+            z.as_ref(),
+            &zp.sq_norms,
+            m.as_ref(),
+            params,
+            Par::Seq,
+        );
+        let err = rel_err(k.as_ref(), fx.mat("kernel").as_ref());
+        assert!(err < 1e-12, "kernel relative error {err:e}");
+        assert_eq!(xp.sq_norms.len(), 30);
+    }
+
+    #[test]
+    fn train_kernel_is_symmetric_with_unit_diagonal() {
+        let fx = Fixture::load("kernel");
+        let (x, m) = (fx.mat("x"), fx.mat("m"));
+        let params = KernelParams {
+            bandwidth: 3.0,
+            exponent: 0.9,
+        };
+        let xp = project(x.as_ref(), m.as_ref(), Par::Seq);
+        let (k, coef) = train_kernel(x.as_ref(), &xp, params, Par::Seq);
+        let cross = cross_kernel(
+            x.as_ref(),
+            x.as_ref(),
+            &xp.sq_norms,
+            m.as_ref(),
+            params,
+            Par::Seq,
+        );
+        for i in 0..x.nrows() {
+            assert_eq!(k[(i, i)], 1.0);
+            assert_eq!(coef[(i, i)], 0.0);
+            for j in 0..x.nrows() {
+                assert_eq!(k[(i, j)], k[(j, i)]);
+                if i != j {
+                    assert!((k[(i, j)] - cross[(i, j)]).abs() < 1e-12);
+                }
+            }
+        }
+    }
+}
