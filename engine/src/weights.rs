@@ -206,7 +206,10 @@ impl Weights {
                 transposed[i * d_out + o] = v;
             }
         }
-        Ok(Tensor::from_data(TensorData::new(transposed, [d_in, d_out]), device))
+        Ok(Tensor::from_data(
+            TensorData::new(transposed, [d_in, d_out]),
+            device,
+        ))
     }
 
     /// A weight-normalised conv weight `w = g · v / ‖v‖` (norm over every dim but 0), stored

@@ -21,7 +21,9 @@ struct Options {
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Options> {
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     let mut options = Options {
         model: home.join(".cache/musicrfm-bench/musicgen-small-random"),
         steps: 100,
@@ -34,13 +36,19 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--model" => options.model = PathBuf::from(value()?),
-            "--steps" => options.steps = value()?.parse().context("--steps must be a whole number")?,
+            "--steps" => {
+                options.steps = value()?.parse().context("--steps must be a whole number")?
+            }
             "--decode-seconds" => {
-                options.decode_seconds = value()?.parse().context("--decode-seconds must be a number")?
+                options.decode_seconds = value()?
+                    .parse()
+                    .context("--decode-seconds must be a number")?
             }
             "--python" => options.python = value()?.clone(),
             "--no-reference" => options.skip_reference = true,
-            other => bail!("unknown flag {other} for `bench decode` (--model, --steps, --decode-seconds, --python, --no-reference)"),
+            other => bail!(
+                "unknown flag {other} for `bench decode` (--model, --steps, --decode-seconds, --python, --no-reference)"
+            ),
         }
     }
     if options.steps < 3 {
@@ -60,28 +68,56 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let options = parse(args)?;
     ensure_model(&options)?;
     let threads = rayon_threads();
-    println!("model: {} (random weights, musicgen-small shape), {threads} threads", options.model.display());
+    println!(
+        "model: {} (random weights, musicgen-small shape), {threads} threads",
+        options.model.display()
+    );
 
     let ours = measure_ours(&options)?;
     let bytes_per_step = decoder_bytes_per_step(&options.model)?;
     let bandwidth = measure_bandwidth_gbs();
     let floor_ms = bytes_per_step as f64 / (bandwidth * 1e9) * 1e3;
 
-    let reference = if options.skip_reference { None } else { Some(measure_reference(&options, threads)?) };
+    let reference = if options.skip_reference {
+        None
+    } else {
+        Some(measure_reference(&options, threads)?)
+    };
 
     println!();
-    println!("{:<34} {:>12} {:>12} {:>10}", "", "musicrfm", "PyTorch", "ratio");
+    println!(
+        "{:<34} {:>12} {:>12} {:>10}",
+        "", "musicrfm", "PyTorch", "ratio"
+    );
     let row = |name: &str, a: f64, b: Option<f64>, unit: &str| match b {
-        Some(b) => println!("{name:<34} {:>9.2} {unit:<2} {:>9.2} {unit:<2} {:>9.2}×", a, b, b / a),
+        Some(b) => println!(
+            "{name:<34} {:>9.2} {unit:<2} {:>9.2} {unit:<2} {:>9.2}×",
+            a,
+            b,
+            b / a
+        ),
         None => println!("{name:<34} {:>9.2} {unit:<2} {:>12} {:>10}", a, "-", "-"),
     };
-    row("decode step, median", ours.step_ms_median, reference.as_ref().map(|r| r.step_ms_median), "ms");
-    row("decode step, p90", ours.step_ms_p90, reference.as_ref().map(|r| r.step_ms_p90), "ms");
+    row(
+        "decode step, median",
+        ours.step_ms_median,
+        reference.as_ref().map(|r| r.step_ms_median),
+        "ms",
+    );
+    row(
+        "decode step, p90",
+        ours.step_ms_p90,
+        reference.as_ref().map(|r| r.step_ms_p90),
+        "ms",
+    );
     println!(
         "{:<34} {:>12.2} {:>12}",
         "steps/s (real time = 50)",
         1000.0 / ours.step_ms_median,
-        reference.as_ref().map_or("-".to_owned(), |r| format!("{:.2}", 1000.0 / r.step_ms_median))
+        reference.as_ref().map_or("-".to_owned(), |r| format!(
+            "{:.2}",
+            1000.0 / r.step_ms_median
+        ))
     );
     row(
         &format!("EnCodec decode of {} s", options.decode_seconds),
@@ -89,16 +125,22 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         reference.as_ref().map(|r| r.decode_s),
         "s",
     );
-    row("peak memory", ours.peak_mb, reference.as_ref().map(|r| r.peak_mb), "MB");
+    row(
+        "peak memory",
+        ours.peak_mb,
+        reference.as_ref().map(|r| r.peak_mb),
+        "MB",
+    );
     println!();
     println!(
         "bandwidth floor: {:.2} GB of f32 weights per step at {bandwidth:.1} GB/s (measured) = {floor_ms:.1} ms; \
          musicrfm reaches {:.0} %{}",
         bytes_per_step as f64 / 1e9,
         100.0 * floor_ms / ours.step_ms_median,
-        reference
-            .as_ref()
-            .map_or(String::new(), |r| format!(", PyTorch {:.0} %", 100.0 * floor_ms / r.step_ms_median))
+        reference.as_ref().map_or(String::new(), |r| format!(
+            ", PyTorch {:.0} %",
+            100.0 * floor_ms / r.step_ms_median
+        ))
     );
     println!("(ratio = PyTorch / musicrfm: above 1 means musicrfm is faster or smaller)");
     Ok(())
@@ -109,12 +151,20 @@ fn ensure_model(options: &Options) -> anyhow::Result<()> {
         return Ok(());
     }
     let script = workspace_root().join("tests/bench/make_bench_model.py");
-    println!("making the benchmark model in {} (needs torch + transformers) …", options.model.display());
+    println!(
+        "making the benchmark model in {} (needs torch + transformers) …",
+        options.model.display()
+    );
     let status = Command::new(&options.python)
         .arg(&script)
         .arg(&options.model)
         .status()
-        .with_context(|| format!("could not run {} (set MUSICRFM_PYTHON or --python)", options.python))?;
+        .with_context(|| {
+            format!(
+                "could not run {} (set MUSICRFM_PYTHON or --python)",
+                options.python
+            )
+        })?;
     if !status.success() {
         bail!("{} {} failed", options.python, script.display());
     }
@@ -150,14 +200,23 @@ fn measure_ours(options: &Options) -> anyhow::Result<Measured> {
 
     let frames = (options.decode_seconds * 50.0).round() as usize;
     let mut rng = engine::Rng::new(0);
-    let codes: Vec<i64> = (0..4 * frames).map(|_| (rng.next_u64() % 2048) as i64).collect();
-    let warm = Tensor::<3, Int>::from_data(TensorData::new(codes[..4 * 50.min(frames)].to_vec(), [1, 4, 50.min(frames)]), &device);
+    let codes: Vec<i64> = (0..4 * frames)
+        .map(|_| (rng.next_u64() % 2048) as i64)
+        .collect();
+    let warm = Tensor::<3, Int>::from_data(
+        TensorData::new(codes[..4 * 50.min(frames)].to_vec(), [1, 4, 50.min(frames)]),
+        &device,
+    );
     let _ = model.audio_encoder.decode(warm).into_data();
     let codes = Tensor::<3, Int>::from_data(TensorData::new(codes, [1, 4, frames]), &device);
     let t = Instant::now();
     let audio = model.audio_encoder.decode(codes).into_data();
     let decode_s = t.elapsed().as_secs_f64();
-    anyhow::ensure!(audio.num_elements() == frames * 640, "EnCodec gave {} samples", audio.num_elements());
+    anyhow::ensure!(
+        audio.num_elements() == frames * 640,
+        "EnCodec gave {} samples",
+        audio.num_elements()
+    );
 
     Ok(Measured {
         step_ms_median: median(&step_ms),
@@ -173,17 +232,38 @@ fn measure_reference(options: &Options, threads: usize) -> anyhow::Result<Measur
     let output = Command::new(&options.python)
         .arg(&script)
         .arg(&options.model)
-        .args(["--steps", &options.steps.to_string(), "--threads", &threads.to_string()])
+        .args([
+            "--steps",
+            &options.steps.to_string(),
+            "--threads",
+            &threads.to_string(),
+        ])
         .args(["--decode-seconds", &options.decode_seconds.to_string()])
         .output()
-        .with_context(|| format!("could not run {} (set MUSICRFM_PYTHON or --python)", options.python))?;
+        .with_context(|| {
+            format!(
+                "could not run {} (set MUSICRFM_PYTHON or --python)",
+                options.python
+            )
+        })?;
     if !output.status.success() {
-        bail!("torch_decode.py failed:\n{}", String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "torch_decode.py failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout.lines().rev().find(|l| l.starts_with('{')).context("torch_decode.py printed no JSON")?;
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .context("torch_decode.py printed no JSON")?;
     let json: serde_json::Value = serde_json::from_str(line)?;
-    let get = |k: &str| json[k].as_f64().with_context(|| format!("torch_decode.py: no `{k}`"));
+    let get = |k: &str| {
+        json[k]
+            .as_f64()
+            .with_context(|| format!("torch_decode.py: no `{k}`"))
+    };
     Ok(Measured {
         step_ms_median: get("step_ms_median")?,
         step_ms_p90: get("step_ms_p90")?,
@@ -227,14 +307,25 @@ fn rayon_threads() -> usize {
 
 fn median(sorted: &[f64]) -> f64 {
     let n = sorted.len();
-    if n % 2 == 1 { sorted[n / 2] } else { 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]) }
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        0.5 * (sorted[n / 2 - 1] + sorted[n / 2])
+    }
 }
 
 /// Peak resident memory of this process (VmHWM).
 fn peak_rss_mb() -> anyhow::Result<f64> {
     let status = std::fs::read_to_string("/proc/self/status")?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).context("no VmHWM in /proc/self/status")?;
-    let kb: f64 = line.split_whitespace().nth(1).context("VmHWM value")?.parse()?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .context("no VmHWM in /proc/self/status")?;
+    let kb: f64 = line
+        .split_whitespace()
+        .nth(1)
+        .context("VmHWM value")?
+        .parse()?;
     Ok(kb / 1024.0)
 }
 
