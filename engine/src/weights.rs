@@ -135,6 +135,7 @@ impl Weights {
                 });
             }
         };
+        release(file, info);
         Ok(values)
     }
 
@@ -265,6 +266,21 @@ impl Weights {
         let (start, end) = info.data_offsets;
         &file.map[file.data_start + start..file.data_start + end]
     }
+}
+
+/// Drop the mapped pages of a tensor once it has been copied out, so loading a model peaks at
+/// about its size in memory instead of twice that (mapped file pages count as resident).
+fn release(file: &WeightFile, info: &TensorInfo) {
+    let (start, end) = info.data_offsets;
+    // SAFETY: the map is a read-only file mapping; MADV_DONTNEED only discards clean pages,
+    // which fault back in from the file if read again. No reference into the range is held.
+    let _ = unsafe {
+        file.map.unchecked_advise_range(
+            memmap2::UncheckedAdvice::DontNeed,
+            file.data_start + start,
+            end - start,
+        )
+    };
 }
 
 /// The shard files named by `model.safetensors.index.json`, in a stable order.

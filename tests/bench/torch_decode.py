@@ -26,6 +26,16 @@ class StepClock(LogitsProcessor):
         return scores
 
 
+def peak_rss_mb() -> float:
+    """VmHWM of this process. (getrusage's ru_maxrss would include the parent's peak: Linux
+    carries it across fork + exec.)"""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("model")
@@ -67,7 +77,7 @@ def main() -> None:
         "step_ms_p90": step_ms[int(0.9 * (len(step_ms) - 1))],
         "decode_s": decode_s,
         "decode_samples": int(audio.shape[-1]),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }))
