@@ -11,6 +11,7 @@ pub mod hub;
 pub mod model;
 pub mod nn;
 pub mod sampling;
+pub mod steering;
 pub mod t5;
 pub mod weights;
 

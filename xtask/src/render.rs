@@ -6,6 +6,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use burn::tensor::{Int, Tensor, TensorData};
 use clap::Parser;
+use engine::steering::{LayerWeights, SteerArg, SteeringPlan};
 use engine::{Generation, GenerationOptions, MusicGen, NoHook, Sampling};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -53,6 +54,21 @@ pub struct RenderArgs {
     /// Classifier-free guidance scale (≤ 1 disables it). Default: the generation config's.
     #[arg(long, allow_hyphen_values = true)]
     pub guidance: Option<f32>,
+    /// Steer toward a concept: <FILE>:<CLASS>=<STRENGTH>[@<SCHEDULE>] (class by name or index;
+    /// schedule const | rise:T0:T1 | decay:T | exp:R | logistic:MID:K | sine:PERIOD). Repeatable.
+    #[arg(
+        long = "steer",
+        value_name = "FILE:CLASS=STRENGTH[@SCHEDULE]",
+        allow_hyphen_values = true
+    )]
+    pub steers: Vec<String>,
+    /// Layer weights: all | top:K | linear | power:TAU | list:b1,b2,… Default: power:0.95 when
+    /// the file has scores that differ, else all.
+    #[arg(long)]
+    pub layers: Option<String>,
+    /// Bernoulli gate probability per (steer, block, step); 1 steers every step.
+    #[arg(long, default_value_t = engine::steering::DEFAULT_GATE, allow_hyphen_values = true)]
+    pub gate: f32,
     /// Also write the codes handed to EnCodec: int64 .npy, shape [codebooks, frames].
     #[arg(long)]
     pub codes_out: Option<PathBuf>,
@@ -98,7 +114,49 @@ pub fn validate(args: &RenderArgs) -> anyhow::Result<()> {
     {
         bail!("--temperature must be positive, got {t}");
     }
+    if !(0.0..=1.0).contains(&args.gate) {
+        bail!("--gate must be a probability in [0, 1], got {}", args.gate);
+    }
+    if let Some(layers) = &args.layers {
+        LayerWeights::parse(layers).map_err(anyhow::Error::msg)?;
+    }
+    for spec in &args.steers {
+        SteerArg::parse(spec)?;
+    }
     Ok(())
+}
+
+/// The steering plan of `--steer`, `--layers` and `--gate` (empty without `--steer`).
+pub fn steering_plan(args: &RenderArgs, model: &MusicGen) -> anyhow::Result<SteeringPlan> {
+    let mut plan = SteeringPlan::new(
+        model.decoder.num_blocks(),
+        model.decoder.d_model(),
+        args.seed,
+        &model.device,
+    );
+    for spec in &args.steers {
+        let steer = SteerArg::parse(spec)?;
+        let layers = match &args.layers {
+            Some(text) => LayerWeights::parse(text).map_err(anyhow::Error::msg)?,
+            None => default_layers(&steer.file)?,
+        };
+        plan.add_from_file(&steer, &layers, args.gate)?;
+    }
+    Ok(plan)
+}
+
+/// The paper's power:0.95 where the file's scores tell layers apart, else every layer.
+fn default_layers(file: &std::path::Path) -> anyhow::Result<LayerWeights> {
+    let directions = directions::DirectionsFile::read(file)?;
+    let informative = directions
+        .scores
+        .iter()
+        .any(|row| row.iter().any(|&s| s != row[0]));
+    Ok(if informative {
+        LayerWeights::PAPER
+    } else {
+        LayerWeights::All
+    })
 }
 
 pub fn sampling_for(args: &RenderArgs, model: &MusicGen) -> Sampling {
@@ -145,6 +203,7 @@ fn render(args: &RenderArgs) -> anyhow::Result<()> {
         seed: args.seed,
         ..GenerationOptions::default()
     };
+    let mut plan = steering_plan(args, &model)?;
     let mut generation = Generation::new(&model, &args.prompt, options)?;
 
     let bar = ProgressBar::new(steps as u64);
@@ -156,8 +215,12 @@ fn render(args: &RenderArgs) -> anyhow::Result<()> {
         .progress_chars("=> "),
     );
     let t1 = Instant::now();
-    for _ in 0..steps {
-        generation.step(&mut NoHook);
+    for step in 0..steps {
+        if plan.is_empty() {
+            generation.step(&mut NoHook);
+        } else {
+            generation.step(&mut plan.hook(step));
+        }
         bar.inc(1);
     }
     bar.finish();

@@ -223,3 +223,76 @@ fn bad_flags_are_named_and_existing_output_survives() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// `render --steer … --layers … --gate 1 --greedy` reproduces the reference's forward hooks
+/// (one layer; all layers with linear weights; two directions at once) on both tiny models.
+#[test]
+fn steered_greedy_render_matches_reference_hooks() {
+    for model in ["musicgen-tiny", "musicgen-tiny-b"] {
+        let reference_dir = fixtures().join("reference");
+        let facts: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(reference_dir.join(format!("{model}.json"))).unwrap(),
+        )
+        .unwrap();
+        let steering = &facts["steering"];
+        let dir = out_dir(&format!("steer-{model}"));
+        for (case, spec) in steering["cases"].as_object().unwrap() {
+            let codes = dir.join(format!("{case}.npy"));
+            let model_dir = fixtures().join(model);
+            let mut args: Vec<String> = vec![
+                "--model".into(),
+                model_dir.to_str().unwrap().into(),
+                "--prompt".into(),
+                steering["prompt"].as_str().unwrap().into(),
+                "--steps".into(),
+                steering["steps"].to_string(),
+                "--greedy".into(),
+                "--guidance".into(),
+                "3".into(),
+                "--gate".into(),
+                "1".into(),
+                "--layers".into(),
+                spec["layers_flag"].as_str().unwrap().into(),
+                "--out".into(),
+                dir.join(format!("{case}.wav")).to_str().unwrap().into(),
+                "--codes-out".into(),
+                codes.to_str().unwrap().into(),
+            ];
+            for flag in spec["steer_flags"].as_array().unwrap() {
+                args.push("--steer".into());
+                args.push(
+                    reference_dir
+                        .join(flag.as_str().unwrap())
+                        .to_str()
+                        .unwrap()
+                        .into(),
+                );
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let output = render(&args);
+            assert!(
+                output.status.success(),
+                "{model} {case}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let (_, data) = read_npy_i64(&codes);
+            let expected = safetensors_i64(
+                &reference_dir.join(format!("{model}.safetensors")),
+                &format!("steer.{case}.codes"),
+            );
+            let unsteered = safetensors_i64(
+                &reference_dir.join(format!("{model}.safetensors")),
+                "prompt0.greedy_g3.codes",
+            );
+            assert_ne!(
+                expected, unsteered,
+                "{model} {case}: the case must change the codes"
+            );
+            assert_eq!(
+                data, expected,
+                "{model} {case}: steered codes differ from the reference hooks"
+            );
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
