@@ -226,12 +226,14 @@ impl DirectionsFile {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-        safetensors::serialize(views, Some(meta)).map_err(|e| ser(e.to_string()))
+        safetensors::serialize(views, Some(meta))
+            .map(crate::canonical::canonical_safetensors)
+            .map_err(|e| ser(e.to_string()))
     }
 
     pub fn write(&self, path: &Path) -> Result<(), E> {
         let bytes = self.to_bytes(path)?;
-        std::fs::write(path, bytes).map_err(|source| E::Io {
+        crate::canonical::write_atomically(path, &bytes).map_err(|source| E::Io {
             path: path.to_path_buf(),
             source,
         })

@@ -7,6 +7,7 @@
 //! Dense linear algebra is faer (parallel over rayon's global pool); no audio, no model.
 
 mod agop;
+mod canonical;
 mod concept;
 mod directions_file;
 mod eigen;

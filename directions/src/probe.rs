@@ -214,10 +214,12 @@ impl<T: Real> Probe<T> {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-        safetensors::serialize(views, Some(meta)).map_err(|e| ProbeFileError::Serialize {
-            path: PathBuf::from("<memory>"),
-            reason: e.to_string(),
-        })
+        safetensors::serialize(views, Some(meta))
+            .map(crate::canonical::canonical_safetensors)
+            .map_err(|e| ProbeFileError::Serialize {
+                path: PathBuf::from("<memory>"),
+                reason: e.to_string(),
+            })
     }
 
     pub fn save(&self, path: &Path) -> Result<(), ProbeFileError> {
@@ -228,7 +230,7 @@ impl<T: Real> Probe<T> {
             },
             other => other,
         })?;
-        std::fs::write(path, bytes).map_err(|source| ProbeFileError::Io {
+        crate::canonical::write_atomically(path, &bytes).map_err(|source| ProbeFileError::Io {
             path: path.to_path_buf(),
             source,
         })
