@@ -5,6 +5,7 @@
 //!   test                         bundle the plugin, then run every workspace test against it
 //!   render …                     offline generation to WAV (see `cargo xtask render --help`)
 //!   bench <what>                 benchmarks that print a ratio against the reference run
+//!   syntheory …                  render a SynTheory concept to WAV clips + manifest
 
 use std::process::ExitCode;
 
@@ -14,12 +15,14 @@ mod bench_rfm;
 mod model_source;
 mod npy;
 mod render;
+mod syntheory;
+mod syntheory_music;
 mod test_cmd;
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let Some(command) = args.next() else {
-        eprintln!("usage: cargo xtask <bundle|test|render|bench> …");
+        eprintln!("usage: cargo xtask <bundle|test|render|bench|syntheory> …");
         return ExitCode::from(2);
     };
     let rest: Vec<String> = args.collect();
@@ -30,8 +33,9 @@ fn main() -> ExitCode {
         "test" => test_cmd::run(&rest),
         "render" => render::run(&rest),
         "bench" => bench::run(&rest),
+        "syntheory" => syntheory::run(&rest),
         other => Err(anyhow::anyhow!(
-            "unknown command `{other}`; expected one of: bundle, test, render, bench"
+            "unknown command `{other}`; expected one of: bundle, test, render, bench, syntheory"
         )),
     };
     match result {
