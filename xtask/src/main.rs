@@ -12,6 +12,7 @@ use std::process::ExitCode;
 mod bench;
 mod bench_decode;
 mod bench_rfm;
+mod eval_steering;
 mod model_source;
 mod npy;
 mod render;
@@ -33,6 +34,7 @@ fn main() -> ExitCode {
         "test" => test_cmd::run(&rest),
         "render" => render::run(&rest),
         "bench" => bench::run(&rest),
+        "eval-steering" => eval_steering::run(&rest),
         "syntheory" => syntheory::run(&rest),
         other => Err(anyhow::anyhow!(
             "unknown command `{other}`; expected one of: bundle, test, render, bench, syntheory"
@@ -56,10 +58,11 @@ pub fn atomic_write_path(
     let name = path
         .file_name()
         .ok_or_else(|| anyhow::anyhow!("{} is not a file path", path.display()))?;
+    // The original name stays at the end, so writers that go by the extension (PNG) still work.
     let tmp = path.with_file_name(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
+        ".tmp-{}-{}",
+        std::process::id(),
+        name.to_string_lossy()
     ));
     match write(&tmp).and_then(|()| std::fs::rename(&tmp, path).map_err(Into::into)) {
         Ok(()) => Ok(()),
