@@ -21,7 +21,7 @@ pub(crate) fn canonical_safetensors(bytes: Vec<u8>) -> Vec<u8> {
     };
     let mut text = String::with_capacity(len);
     write_sorted(&value, &mut text);
-    while text.len() % 8 != 0 {
+    while !text.len().is_multiple_of(8) {
         text.push(' ');
     }
     let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - len);
