@@ -24,44 +24,9 @@ impl Sampling {
     };
 }
 
-/// xoshiro256** seeded through splitmix64: small, fast, and identical on every platform.
-#[derive(Debug, Clone)]
-pub struct Rng {
-    s: [u64; 4],
-}
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        let mut x = seed;
-        let mut next = || {
-            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = x;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        };
-        Self {
-            s: [next(), next(), next(), next()],
-        }
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        let result = self.s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
-        let t = self.s[1] << 17;
-        self.s[2] ^= self.s[0];
-        self.s[3] ^= self.s[1];
-        self.s[1] ^= self.s[2];
-        self.s[0] ^= self.s[3];
-        self.s[2] ^= t;
-        self.s[3] = self.s[3].rotate_left(45);
-        result
-    }
-
-    /// Uniform in [0, 1) with 53 random bits.
-    pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-}
+/// The seeded PRNG (xoshiro256**, shared with the probe training in `directions`): identical
+/// on every platform, so the same seed gives the same codes.
+pub use directions::Rng;
 
 /// Reusable buffers so sampling allocates nothing per step.
 #[derive(Debug, Default, Clone)]
@@ -129,7 +94,7 @@ impl Sampler {
             }
             total = self.probs[..kept].iter().sum();
         }
-        let mut u = rng.next_f64() * total;
+        let mut u = rng.uniform() * total;
         for j in 0..kept {
             u -= self.probs[j];
             if u < 0.0 {
