@@ -63,7 +63,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
 enum Source {
     Model {
         model: Box<MusicGen>,
-        cross: Option<(Tensor<3>, Tensor<2>)>,
+        cross: Box<Option<(Tensor<3>, Tensor<2>)>>,
     },
     Audio(String),
 }
@@ -127,6 +127,7 @@ pub fn extract(args: &ExtractArgs) -> anyhow::Result<()> {
                 None
             };
             let model = Box::new(model);
+            let cross = Box::new(cross);
             (
                 Source::Model { model, cross },
                 model_display_name(&name),
@@ -170,7 +171,9 @@ pub fn extract(args: &ExtractArgs) -> anyhow::Result<()> {
             let batch = &files[b0..b1];
             let feats = match &source {
                 Source::Audio(kind) => audio_batch(kind, batch)?,
-                Source::Model { model, cross } => model_batch(model, cross.as_ref(), rate, batch)?,
+                Source::Model { model, cross } => {
+                    model_batch(model, cross.as_ref().as_ref(), rate, batch)?
+                }
             };
             for (l, f) in layers.iter_mut().zip(feats) {
                 l.extend(f);

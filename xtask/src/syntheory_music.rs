@@ -402,10 +402,13 @@ pub fn clips(concept: &str, programs: &[u8], seed: u64) -> anyhow::Result<Vec<Cl
         }
         "tempos" => {
             let mut rng = directions::Rng::new(seed);
-            for kit in &CLICK_KITS {
-                for bpm in BPM_RANGE.0..=BPM_RANGE.1 {
-                    let period = 60.0 / f64::from(bpm);
-                    for crop in 0..TEMPO_CROPS {
+            // BPMs in a strided order (37 is coprime to the 161 tempos) so a prefix spans the range.
+            let n_bpm = BPM_RANGE.1 - BPM_RANGE.0 + 1;
+            for crop in 0..TEMPO_CROPS {
+                for kit in &CLICK_KITS {
+                    for i in 0..n_bpm {
+                        let bpm = BPM_RANGE.0 + (i * 37) % n_bpm;
+                        let period = 60.0 / f64::from(bpm);
                         let crop_start = crop_offset(&mut rng, TEMPO_RENDER_SECONDS);
                         let mut c = clicks(kit, period, 4, TEMPO_RENDER_SECONDS, None);
                         c.label = bpm.to_string();

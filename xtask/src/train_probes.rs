@@ -213,16 +213,24 @@ pub fn train(args: &TrainProbesArgs) -> anyhow::Result<()> {
                 labels: &class_of,
                 n_classes: classes.len(),
             };
-            let p = train_concept_probe(x.as_ref(), l, &config(layer, usize::MAX >> 1))
-                .with_context(|| format!("block {layer}, multiclass probe"))?;
-            multi = json!({
-                "val_score": p.val_score, "test": metrics_json(&p.test),
-                "reg": p.params.reg, "bandwidth": p.params.kernel.bandwidth,
-                "exponent": p.params.kernel.exponent, "center_grads": p.params.center_grads,
-                "split": [p.split.train.len(), p.split.val.len(), p.split.test.len()],
-            });
-            if best_probe.as_ref().is_none_or(|b| p.val_score > b.0) {
-                best_probe = Some((p.val_score, layer, p.probe));
+            // A side product: a failed multiclass fit (e.g. a class missing from a tiny
+            // validation split) is reported, not fatal.
+            match train_concept_probe(x.as_ref(), l, &config(layer, usize::MAX >> 1)) {
+                Ok(p) => {
+                    multi = json!({
+                        "val_score": p.val_score, "test": metrics_json(&p.test),
+                        "reg": p.params.reg, "bandwidth": p.params.kernel.bandwidth,
+                        "exponent": p.params.kernel.exponent, "center_grads": p.params.center_grads,
+                        "split": [p.split.train.len(), p.split.val.len(), p.split.test.len()],
+                    });
+                    if best_probe.as_ref().is_none_or(|b| p.val_score > b.0) {
+                        best_probe = Some((p.val_score, layer, p.probe));
+                    }
+                }
+                Err(e) => {
+                    bar.println(format!("block {layer}: multiclass probe failed: {e}"));
+                    multi = json!({"error": e.to_string()});
+                }
             }
             bar.inc(1);
         }
@@ -282,6 +290,11 @@ pub fn train(args: &TrainProbesArgs) -> anyhow::Result<()> {
             use std::io::Write;
             Ok(f.write_all(&probe_bytes)?)
         })?;
+    } else {
+        eprintln!(
+            "no multiclass probe could be fitted; {} not written",
+            probe_path.display()
+        );
     }
     crate::atomic_write(&report_path, |f| {
         use std::io::Write;
@@ -291,9 +304,8 @@ pub fn train(args: &TrainProbesArgs) -> anyhow::Result<()> {
     let plot_tmp = plot_path.with_extension(format!("tmp-{}.png", std::process::id()));
     probe_plot::plot(&plot_tmp, &report)
         .and_then(|()| Ok(std::fs::rename(&plot_tmp, &plot_path)?))
-        .map_err(|e| {
+        .inspect_err(|_| {
             let _ = std::fs::remove_file(&plot_tmp);
-            e
         })
         .with_context(|| format!("writing {}", plot_path.display()))?;
     print_summary(&report);
