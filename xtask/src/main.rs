@@ -6,24 +6,31 @@
 //!   render …                     offline generation to WAV (see `cargo xtask render --help`)
 //!   bench <what>                 benchmarks that print a ratio against the reference run
 //!   syntheory …                  render a SynTheory concept to WAV clips + manifest
+//!   extract …                    per-layer clip features (MusicGen blocks, chroma, log-mel)
+//!   train-probes …               RFM probes per layer → directions file v1 + report
 
 use std::process::ExitCode;
 
+mod audio_features;
 mod bench;
 mod bench_decode;
 mod bench_rfm;
 mod eval_steering;
+mod extract;
+mod feature_store;
 mod model_source;
 mod npy;
+mod probe_plot;
 mod render;
 mod syntheory;
 mod syntheory_music;
 mod test_cmd;
+mod train_probes;
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let Some(command) = args.next() else {
-        eprintln!("usage: cargo xtask <bundle|test|render|bench|syntheory> …");
+        eprintln!("usage: cargo xtask <bundle|test|render|bench|syntheory|extract|train-probes> …");
         return ExitCode::from(2);
     };
     let rest: Vec<String> = args.collect();
@@ -36,8 +43,10 @@ fn main() -> ExitCode {
         "bench" => bench::run(&rest),
         "eval-steering" => eval_steering::run(&rest),
         "syntheory" => syntheory::run(&rest),
+        "extract" => extract::run(&rest),
+        "train-probes" => train_probes::run(&rest),
         other => Err(anyhow::anyhow!(
-            "unknown command `{other}`; expected one of: bundle, test, render, bench, syntheory"
+            "unknown command `{other}`; expected one of: bundle, test, render, bench, eval-steering, syntheory, extract, train-probes"
         )),
     };
     match result {

@@ -2,8 +2,9 @@
 //! `dataset/synthetic/*.py`): every clip of a concept, its attributes, and its note events.
 //!
 //! Clip order: the class varies fastest, then the other attributes, then the instrument, so a
-//! `--limit` prefix is class-balanced. Notes' octaves run from the middle outward (4, 5, 3, 6, …)
-//! so small subsets are audible; the full set is the reference's.
+//! `--limit` prefix is class-balanced. Notes run octave by octave from the middle outward
+//! (4, 5, 3, 6, 2, 7, 1, 8, 0; all instruments per octave), so a prefix is the audible middle
+//! range (octave 0 is MIDI 0–11, 8–15 Hz); the full set is the reference's.
 
 use serde_json::{Map, Value, json};
 
@@ -258,8 +259,8 @@ pub fn clips(concept: &str, programs: &[u8], seed: u64) -> anyhow::Result<Vec<Cl
     let mut out = Vec::new();
     match concept {
         "notes" => {
-            for &program in programs {
-                for octave in [4u8, 5, 3, 6, 2, 7, 1, 8, 0] {
+            for octave in [4u8, 5, 3, 6, 2, 7, 1, 8, 0] {
+                for &program in programs {
                     for pc in 0..12u8 {
                         let key = 12 * octave + pc;
                         let notes = (0..4).map(|i| note(2.0 * i as f64, 2.0, key)).collect();
@@ -401,10 +402,13 @@ pub fn clips(concept: &str, programs: &[u8], seed: u64) -> anyhow::Result<Vec<Cl
         }
         "tempos" => {
             let mut rng = directions::Rng::new(seed);
-            for kit in &CLICK_KITS {
-                for bpm in BPM_RANGE.0..=BPM_RANGE.1 {
-                    let period = 60.0 / f64::from(bpm);
-                    for crop in 0..TEMPO_CROPS {
+            // BPMs in a strided order (37 is coprime to the 161 tempos) so a prefix spans the range.
+            let n_bpm = BPM_RANGE.1 - BPM_RANGE.0 + 1;
+            for crop in 0..TEMPO_CROPS {
+                for kit in &CLICK_KITS {
+                    for i in 0..n_bpm {
+                        let bpm = BPM_RANGE.0 + (i * 37) % n_bpm;
+                        let period = 60.0 / f64::from(bpm);
                         let crop_start = crop_offset(&mut rng, TEMPO_RENDER_SECONDS);
                         let mut c = clicks(kit, period, 4, TEMPO_RENDER_SECONDS, None);
                         c.label = bpm.to_string();
