@@ -41,8 +41,8 @@ pub struct EvalArgs {
     /// The concept's multiclass probe (`<stem>.probe.safetensors` from train-probes).
     #[arg(long)]
     pub probe: PathBuf,
-    /// Decoder block whose mean-pooled output the probe reads. Default: the `best.block` of the
-    /// probe's report (`<stem>.report.json`).
+    /// Decoder block whose mean-pooled output the probe reads. Default: `probe.block` of the
+    /// train-probes report beside it (`<stem>.report.json`).
     #[arg(long)]
     pub block: Option<usize>,
     /// Strengths, comma-separated (the paper: 0,0.15,0.3,0.45,0.6).
@@ -109,10 +109,15 @@ fn probe_block(args: &EvalArgs) -> anyhow::Result<usize> {
     })?;
     let json: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("parsing {}", report.display()))?;
-    json["best"]["block"]
+    json["probe"]["block"]
         .as_u64()
         .map(|b| b as usize)
-        .with_context(|| format!("{}: no best.block", report.display()))
+        .with_context(|| {
+            format!(
+                "{}: no probe.block (was the multiclass probe trained?)",
+                report.display()
+            )
+        })
 }
 
 fn evaluate(args: &EvalArgs) -> anyhow::Result<()> {

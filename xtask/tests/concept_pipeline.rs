@@ -462,6 +462,57 @@ fn syntheory_extract_train_probes_chain_writes_a_valid_directions_file() {
     }
     let probe = directions::Probe::<f32>::load(&dir.join("chords.probe.safetensors")).unwrap();
     assert_eq!(probe.dim(), 32);
+
+    // The end of the chain: steer the tiny model with the file just trained (class by name,
+    // the paper's default layer weights and gate), and run the evaluation protocol on it.
+    let steered = dir.join("steered.wav");
+    let plain = dir.join("plain.wav");
+    let render = |wav: &Path, steer: Option<&str>| {
+        let mut args = vec![
+            "render",
+            "--model",
+            s(&model),
+            "--prompt",
+            "jazz",
+            "--steps",
+            "40",
+            "--greedy",
+            "--out",
+            s(wav),
+        ];
+        let spec;
+        if let Some(steer) = steer {
+            spec = format!("{}:{steer}", s(&out));
+            args.extend(["--steer", spec.as_str(), "--gate", "1"]);
+        }
+        xtask(&args);
+        std::fs::read(wav).unwrap()
+    };
+    let plain_bytes = render(&plain, None);
+    let steered_bytes = render(&steered, Some("minor=8"));
+    assert_eq!(steered_bytes.len(), plain_bytes.len());
+    assert_ne!(
+        steered_bytes, plain_bytes,
+        "a strong steer changes the audio"
+    );
+    xtask(&[
+        "eval-steering",
+        "--model",
+        s(&model),
+        "--directions",
+        s(&out),
+        "--probe",
+        s(&dir.join("chords.probe.safetensors")),
+        "--etas",
+        "0,4",
+        "--clips",
+        "1",
+        "--seconds",
+        "0.2",
+        "--out",
+        s(&dir.join("eval")),
+    ]);
+    assert!(dir.join("eval/results.json").is_file());
     // Asking for another concept is an error naming the flag.
     let bad = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args([

@@ -40,7 +40,11 @@ fn eval_steering_runs_the_protocol_on_a_tiny_model() {
     .unwrap();
     let probe_path = dir.join("fixture.probe.safetensors");
     probe.save(&probe_path).unwrap();
-    std::fs::write(dir.join("fixture.report.json"), r#"{"best": {"block": 1}}"#).unwrap();
+    std::fs::write(
+        dir.join("fixture.report.json"),
+        r#"{"probe": {"block": 1}}"#,
+    )
+    .unwrap();
 
     let out = dir.join("eval");
     let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
