@@ -104,15 +104,7 @@ impl Weights {
 
     /// The values of `key` as f32, checked against `expected` shape.
     pub fn read_f32(&self, key: &str, expected: &[usize]) -> Result<Vec<f32>, LoadError> {
-        let (file, info) = self.locate(key)?;
-        if info.shape != expected {
-            return Err(LoadError::ShapeMismatch {
-                key: key.to_owned(),
-                file: file.path.clone(),
-                expected: expected.to_vec(),
-                found: info.shape.clone(),
-            });
-        }
+        let (file, info) = self.locate_shaped(key, expected)?;
         let bytes = self.bytes(file, info);
         let values = match info.dtype {
             Dtype::F32 => bytes
@@ -141,15 +133,7 @@ impl Weights {
 
     /// The values of an integer tensor (I64 or I32) as i64, checked against `expected` shape.
     pub fn read_i64(&self, key: &str, expected: &[usize]) -> Result<Vec<i64>, LoadError> {
-        let (file, info) = self.locate(key)?;
-        if info.shape != expected {
-            return Err(LoadError::ShapeMismatch {
-                key: key.to_owned(),
-                file: file.path.clone(),
-                expected: expected.to_vec(),
-                found: info.shape.clone(),
-            });
-        }
+        let (file, info) = self.locate_shaped(key, expected)?;
         let bytes = self.bytes(file, info);
         match info.dtype {
             Dtype::I64 => Ok(bytes
@@ -250,6 +234,24 @@ impl Weights {
             chunk.iter_mut().for_each(|x| *x *= scale);
         }
         Ok(Tensor::from_data(TensorData::new(v, shape), device))
+    }
+
+    /// [`Self::locate`], and the tensor must have shape `expected`.
+    fn locate_shaped(
+        &self,
+        key: &str,
+        expected: &[usize],
+    ) -> Result<(&WeightFile, &TensorInfo), LoadError> {
+        let (file, info) = self.locate(key)?;
+        if info.shape != expected {
+            return Err(LoadError::ShapeMismatch {
+                key: key.to_owned(),
+                file: file.path.clone(),
+                expected: expected.to_vec(),
+                found: info.shape.clone(),
+            });
+        }
+        Ok((file, info))
     }
 
     fn locate(&self, key: &str) -> Result<(&WeightFile, &TensorInfo), LoadError> {
