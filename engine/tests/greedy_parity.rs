@@ -6,15 +6,6 @@ mod common;
 use common::*;
 use engine::{Generation, GenerationOptions, MusicGen, NoHook, Sampling};
 
-fn prompt_text(model: &str, p: usize) -> String {
-    let json: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixtures().join("reference").join(format!("{model}.json")))
-            .unwrap(),
-    )
-    .unwrap();
-    json["prompts"][p]["text"].as_str().unwrap().to_owned()
-}
-
 #[test]
 fn greedy_codes_match_reference() {
     for model in MODELS {

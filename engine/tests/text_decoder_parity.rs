@@ -59,15 +59,6 @@ fn tokenizer_t5_and_projection_match_reference() {
     }
 }
 
-fn prompt_text(model: &str, p: usize) -> String {
-    let json: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixtures().join("reference").join(format!("{model}.json")))
-            .unwrap(),
-    )
-    .unwrap();
-    json["prompts"][p]["text"].as_str().unwrap().to_owned()
-}
-
 #[test]
 fn teacher_forced_logits_and_blocks_match_reference() {
     for model in MODELS {

@@ -86,3 +86,11 @@ pub fn min_row_cosine(a: &[f32], b: &[f32], row: usize) -> f64 {
         })
         .fold(1.0, f64::min)
 }
+
+/// Prompt `p` of `model`'s reference JSON.
+pub fn prompt_text(model: &str, p: usize) -> String {
+    let path = fixtures().join("reference").join(format!("{model}.json"));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    json["prompts"][p]["text"].as_str().unwrap().to_owned()
+}
