@@ -31,21 +31,6 @@ pub(crate) fn canonical_safetensors(bytes: Vec<u8>) -> Vec<u8> {
     out
 }
 
-/// Write `bytes` to `path` through a sibling temporary file renamed into place, so a failed
-/// write never destroys a good file that was there.
-pub(crate) fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let result = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
 fn write_sorted(value: &Value, out: &mut String) {
     match value {
         Value::Object(map) => {

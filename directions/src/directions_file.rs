@@ -14,7 +14,8 @@ pub const DIRECTIONS_FORMAT: &str = "musicrfm.directions.v1";
 pub const UNIT_NORM_TOLERANCE: f64 = 1e-3;
 
 /// `binary` (one class vs rest per class) or `regression` (one class; positive = higher).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ConceptKind {
     Binary,
     Regression,
@@ -233,7 +234,7 @@ impl DirectionsFile {
 
     pub fn write(&self, path: &Path) -> Result<(), E> {
         let bytes = self.to_bytes(path)?;
-        crate::canonical::write_atomically(path, &bytes).map_err(|source| E::Io {
+        crate::atomic::write_bytes_atomic(path, &bytes).map_err(|source| E::Io {
             path: path.to_path_buf(),
             source,
         })

@@ -7,6 +7,7 @@
 //! Dense linear algebra is faer (parallel over rayon's global pool); no audio, no model.
 
 mod agop;
+pub mod atomic;
 mod canonical;
 mod concept;
 mod directions_file;
@@ -36,7 +37,7 @@ pub use kernel::KernelParams;
 pub use krr::SolveMethod;
 pub use probe::{PROBE_FORMAT, Probe, ProbeKind};
 pub use rfm::{FitOptions, RfmFit, RfmParams, TuningMetric, fit_rfm};
-pub use rng::Rng;
+pub use rng::{Rng, keyed_hash, keyed_unit};
 pub use scalar::Real;
 pub use search::{
     SearchConfig, SearchOutcome, SearchSpace, Trial, predict_fit, search_hyperparameters,

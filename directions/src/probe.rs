@@ -230,7 +230,7 @@ impl<T: Real> Probe<T> {
             },
             other => other,
         })?;
-        crate::canonical::write_atomically(path, &bytes).map_err(|source| ProbeFileError::Io {
+        crate::atomic::write_bytes_atomic(path, &bytes).map_err(|source| ProbeFileError::Io {
             path: path.to_path_buf(),
             source,
         })

@@ -20,19 +20,6 @@ const CONFIG: &str = r#"{
     "use_conv_shortcut": false, "target_bandwidths": [2.2], "normalize": false
 }"#;
 
-/// xorshift64*: reproducible values without a dependency.
-struct Random(u64);
-
-impl Random {
-    fn uniform(&mut self) -> f32 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let bits = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40;
-        (bits as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-}
-
 /// Every `audio_encoder.*` key and shape of a checkpoint with `config`, in the reference's
 /// layer numbering.
 fn checkpoint_shapes(c: &EncodecConfig) -> Vec<(String, Vec<usize>)> {
@@ -135,7 +122,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .max(1);
     let config: EncodecConfig = serde_json::from_str(CONFIG)?;
 
-    let mut rng = Random(0x5eed);
+    let mut rng = directions::Rng::new(0x5eed);
     let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = checkpoint_shapes(&config)
         .into_iter()
         .map(|(key, shape)| {
@@ -147,7 +134,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 1.0 / (fan_in as f32).sqrt()
             };
             let bytes = (0..n)
-                .flat_map(|_| (rng.uniform() * scale).to_le_bytes())
+                .flat_map(|_| ((rng.uniform_in(-1.0, 1.0) as f32) * scale).to_le_bytes())
                 .collect();
             (key, shape, bytes)
         })

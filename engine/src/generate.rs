@@ -6,22 +6,41 @@
 //! so frame f is complete after step f + K − 1 (K = 4 codebooks). Where the pattern has no code
 //! (codebook k before step k, and — for a run of known length N — after step N − K + k), the
 //! token is the pad id 2048, as the reference masks it.
+//!
+//! Sampling draws are keyed by (seed, step, codebook) — not a running random stream — so a step
+//! samples the same code whoever drives the loop (a render, a stream in chunks of any size).
+//! [`Generation::step_steered`] is the one step of every caller: render, evaluation, benchmarks
+//! and the streaming engine all go through it.
 
 use burn::tensor::{Int, Tensor, TensorData};
 
-use crate::decoder::{BlockHook, KvCache};
+use crate::decoder::{BlockHook, KvCache, NoHook};
 use crate::error::LoadError;
 use crate::model::{MusicGen, TextCondition};
 use crate::sampling::{Rng, Sampler, Sampling};
+use crate::steering::SteeringPlan;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum GenerateError {
+    /// Every position of the KV cache is used. An open-ended run holds `window` positions; going
+    /// on past it needs the window to slide (re-prompting with the last seconds of codes).
+    #[error(
+        "step {step}: the KV cache holds {capacity} positions and is full (a run of known length \
+         sizes it to its steps; an open-ended run to its window)"
+    )]
+    WindowFull { step: usize, capacity: usize },
+}
 
 /// What a generation run is asked for.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GenerationOptions {
     /// Decoder steps, counted as Hugging Face's `max_new_tokens`. `Some(n)` pads the tail of the
-    /// delay pattern as the reference does and sizes the cache to n; `None` runs open-ended
-    /// (streaming) with a cache of `window` positions.
+    /// delay pattern as the reference does and sizes the cache to n; `None` runs open-ended with
+    /// a cache of `window` positions: steps `0..window` run, the next one returns
+    /// [`GenerateError::WindowFull`] (a [`Generation`] does not slide; a caller that goes on
+    /// starts a new one re-prompted with the last codes).
     pub steps: Option<usize>,
-    /// Positions the KV cache holds when `steps` is `None`.
+    /// Positions the KV cache holds when `steps` is `None` (1500 = MusicGen's 30 s).
     pub window: usize,
     /// Classifier-free guidance scale; ≤ 1 runs the conditional branch alone.
     pub guidance: f32,
@@ -38,6 +57,20 @@ impl Default for GenerationOptions {
             sampling: Sampling::MUSICGEN_DEFAULT,
             seed: 0,
         }
+    }
+}
+
+/// Undelayed codes, `[codebooks, frames]` row-major: codebook c of frame f at `c * frames + f`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Codes {
+    pub data: Vec<i64>,
+    pub codebooks: usize,
+    pub frames: usize,
+}
+
+impl Codes {
+    pub fn shape(&self) -> [usize; 2] {
+        [self.codebooks, self.frames]
     }
 }
 
@@ -59,7 +92,7 @@ pub struct Generation<'m> {
     rows: usize,
     codebooks: usize,
     pad: u32,
-    rng: Rng,
+    capacity: usize,
     sampler: Sampler,
     /// Delayed tokens by position, `codebooks` per position; position 0 is BOS.
     history: Vec<u32>,
@@ -95,7 +128,7 @@ impl<'m> Generation<'m> {
             rows,
             codebooks,
             pad,
-            rng: Rng::new(options.seed),
+            capacity,
             sampler: Sampler::default(),
             history,
             guided: vec![0.0; model.config.decoder.vocab_size],
@@ -127,9 +160,30 @@ impl<'m> Generation<'m> {
             }
     }
 
+    /// Positions the cache holds: the number of steps this generation can run.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Run one decoder step with `plan`'s steering at this step (nothing added when it is empty).
+    pub fn step_steered(&mut self, plan: &mut SteeringPlan) -> Result<StepOutput, GenerateError> {
+        if plan.is_empty() {
+            self.step(&mut NoHook)
+        } else {
+            let step = self.step;
+            self.step(&mut plan.hook(step))
+        }
+    }
+
     /// Run one decoder step; `hook` sees every block's output.
-    pub fn step(&mut self, hook: &mut impl BlockHook) -> StepOutput {
+    pub fn step(&mut self, hook: &mut impl BlockHook) -> Result<StepOutput, GenerateError> {
         let s = self.step;
+        if s >= self.capacity {
+            return Err(GenerateError::WindowFull {
+                step: s,
+                capacity: self.capacity,
+            });
+        }
         let k = self.codebooks;
         let device = &self.model.device;
         let row: Vec<i64> = self.history[s * k..(s + 1) * k]
@@ -156,6 +210,7 @@ impl<'m> Generation<'m> {
         let vocab = self.guided.len();
         let g = self.options.guidance;
         for codebook in 0..k {
+            let mut rng = Rng::keyed(self.options.seed, &[s as u64, codebook as u64]);
             let cond = &logits[codebook * vocab..(codebook + 1) * vocab];
             let code = if self.rows == 2 {
                 let uncond = &logits[(k + codebook) * vocab..(k + codebook + 1) * vocab];
@@ -163,10 +218,9 @@ impl<'m> Generation<'m> {
                     *out = u + (c - u) * g;
                 }
                 self.sampler
-                    .pick(&self.guided, self.options.sampling, &mut self.rng)
+                    .pick(&self.guided, self.options.sampling, &mut rng)
             } else {
-                self.sampler
-                    .pick(cond, self.options.sampling, &mut self.rng)
+                self.sampler.pick(cond, self.options.sampling, &mut rng)
             };
             let code = if self.in_pattern(s, codebook) {
                 code
@@ -179,10 +233,10 @@ impl<'m> Generation<'m> {
         let completed_frame = (s + 1 >= k)
             .then(|| s + 1 - k)
             .filter(|&f| f < self.complete_frames());
-        StepOutput {
+        Ok(StepOutput {
             step: s,
             completed_frame,
-        }
+        })
     }
 
     /// The codes of frame `f` (undelayed, one per codebook), if complete.
@@ -194,16 +248,20 @@ impl<'m> Generation<'m> {
         })
     }
 
-    /// All complete frames as the `[codebooks, frames]` matrix EnCodec decodes (row-major).
-    pub fn codes(&self) -> (Vec<i64>, [usize; 2]) {
+    /// All complete frames, undelayed: the matrix EnCodec decodes.
+    pub fn codes(&self) -> Codes {
         let frames = self.complete_frames();
-        let mut out = Vec::with_capacity(self.codebooks * frames);
+        let mut data = Vec::with_capacity(self.codebooks * frames);
         for c in 0..self.codebooks {
             for f in 0..frames {
-                out.push(self.history[(f + c + 1) * self.codebooks + c] as i64);
+                data.push(self.history[(f + c + 1) * self.codebooks + c] as i64);
             }
         }
-        (out, [self.codebooks, frames])
+        Codes {
+            data,
+            codebooks: self.codebooks,
+            frames,
+        }
     }
 
     /// The prompt's token ids.

@@ -1,15 +1,18 @@
 //! musicrfm's engine: Meta's MusicGen (T5 text encoder → decoder LM over 4 EnCodec codebooks →
 //! EnCodec decoder) in burn, loaded from Hugging Face checkpoints, with a step-wise generation
-//! API that steering and the streaming session build on.
+//! API ([`Generation`]) and one render path ([`render`]) that every front end shares.
 
+pub mod audio;
 pub mod config;
 pub mod decoder;
 pub mod encodec;
 pub mod error;
+pub mod features;
 pub mod generate;
 pub mod hub;
 pub mod model;
 pub mod nn;
+pub mod render;
 pub mod sampling;
 pub mod steering;
 pub mod t5;
@@ -18,7 +21,7 @@ pub mod weights;
 pub use config::{DecoderConfig, EncodecConfig, GenerationConfig, MusicgenConfig, T5Config};
 pub use decoder::{BlockHook, CaptureBlocks, CrossContext, DecoderLm, KvCache, NoHook};
 pub use error::LoadError;
-pub use generate::{Generation, GenerationOptions, StepOutput};
+pub use generate::{Codes, GenerateError, Generation, GenerationOptions, StepOutput};
 pub use model::{MusicGen, TextCondition};
 pub use sampling::{Rng, Sampling};
 pub use t5::T5Encoder;

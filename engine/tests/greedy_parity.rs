@@ -25,12 +25,13 @@ fn greedy_codes_match_reference() {
                     Generation::new(&musicgen, &prompt_text(model, p), options).unwrap();
                 let mut completed = Vec::new();
                 for _ in 0..48 {
-                    if let Some(f) = generation.step(&mut NoHook).completed_frame {
+                    if let Some(f) = generation.step(&mut NoHook).unwrap().completed_frame {
                         completed.push(f);
                     }
                 }
-                let (codes, codes_shape) = generation.codes();
-                assert_eq!(codes_shape.to_vec(), shape, "{model} {key}: shape");
+                let generated = generation.codes();
+                assert_eq!(generated.shape().to_vec(), shape, "{model} {key}: shape");
+                let codes = generated.data;
                 assert_eq!(
                     completed,
                     (0..45).collect::<Vec<_>>(),

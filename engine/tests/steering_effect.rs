@@ -10,7 +10,7 @@ use burn::tensor::Tensor;
 use common::*;
 use directions::{ConceptKind, DirectionsFile};
 use engine::steering::{LayerWeights, Schedule, SteeringPlan};
-use engine::{Generation, GenerationOptions, MusicGen, NoHook, Sampling};
+use engine::{Generation, GenerationOptions, MusicGen, Sampling};
 
 const TARGET: usize = 1234;
 const STEPS: usize = 40;
@@ -67,15 +67,11 @@ fn count(model: &MusicGen, file: &DirectionsFile, strength: f32, blocks: &[usize
         )
         .unwrap();
     }
-    for step in 0..STEPS {
-        if plan.is_empty() {
-            generation.step(&mut NoHook);
-        } else {
-            generation.step(&mut plan.hook(step));
-        }
+    for _ in 0..STEPS {
+        generation.step_steered(&mut plan).unwrap();
     }
-    let (codes, [_, frames]) = generation.codes();
-    codes[..frames]
+    let codes = generation.codes();
+    codes.data[..codes.frames]
         .iter()
         .filter(|&&c| c == TARGET as i64)
         .count()

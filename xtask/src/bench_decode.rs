@@ -8,53 +8,37 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use burn::tensor::{Int, Tensor, TensorData};
-use engine::{Generation, GenerationOptions, MusicGen, NoHook, Sampling};
+use engine::steering::SteeringPlan;
+use engine::{Generation, GenerationOptions, MusicGen, Sampling};
 
 const PROMPT: &str = "80s pop track with bassy drums and synth";
 
-struct Options {
-    model: PathBuf,
-    steps: usize,
-    decode_seconds: f64,
-    python: String,
-    skip_reference: bool,
+/// Greedy CFG decoder steps and EnCodec decode on a random-weight model of the musicgen-small
+/// shape, next to PyTorch on the same weights and thread count.
+#[derive(Debug, clap::Args)]
+pub struct DecodeArgs {
+    /// The bench model directory (made with the reference script on first use).
+    #[arg(long, default_value_os_t = default_bench_model())]
+    pub model: PathBuf,
+    /// Decoder steps to time (at least 3).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(3..))]
+    pub steps: u64,
+    /// Seconds of audio for the EnCodec decode timing.
+    #[arg(long, default_value_t = 10.0)]
+    pub decode_seconds: f64,
+    /// Python with torch + transformers for the reference run.
+    #[arg(long, env = "MUSICRFM_PYTHON", default_value = "python3")]
+    pub python: String,
+    /// Skip the PyTorch run.
+    #[arg(long = "no-reference")]
+    pub skip_reference: bool,
 }
 
-fn parse(args: &[String]) -> anyhow::Result<Options> {
-    let home = std::env::var_os("HOME")
+fn default_bench_model() -> PathBuf {
+    std::env::var_os("HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
-    let mut options = Options {
-        model: home.join(".cache/musicrfm-bench/musicgen-small-random"),
-        steps: 100,
-        decode_seconds: 10.0,
-        python: std::env::var("MUSICRFM_PYTHON").unwrap_or_else(|_| "python3".to_owned()),
-        skip_reference: false,
-    };
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--model" => options.model = PathBuf::from(value()?),
-            "--steps" => {
-                options.steps = value()?.parse().context("--steps must be a whole number")?
-            }
-            "--decode-seconds" => {
-                options.decode_seconds = value()?
-                    .parse()
-                    .context("--decode-seconds must be a number")?
-            }
-            "--python" => options.python = value()?.clone(),
-            "--no-reference" => options.skip_reference = true,
-            other => bail!(
-                "unknown flag {other} for `bench decode` (--model, --steps, --decode-seconds, --python, --no-reference)"
-            ),
-        }
-    }
-    if options.steps < 3 {
-        bail!("--steps must be at least 3");
-    }
-    Ok(options)
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".cache/musicrfm-bench/musicgen-small-random")
 }
 
 struct Measured {
@@ -64,16 +48,15 @@ struct Measured {
     peak_mb: f64,
 }
 
-pub fn run(args: &[String]) -> anyhow::Result<()> {
-    let options = parse(args)?;
-    ensure_model(&options)?;
+pub fn run(options: &DecodeArgs) -> anyhow::Result<()> {
+    ensure_model(options)?;
     let threads = rayon_threads();
     println!(
         "model: {} (random weights, musicgen-small shape), {threads} threads",
         options.model.display()
     );
 
-    let ours = measure_ours(&options)?;
+    let ours = measure_ours(options)?;
     let bytes_per_step = decoder_bytes_per_step(&options.model)?;
     let bandwidth = measure_bandwidth_gbs();
     let floor_ms = bytes_per_step as f64 / (bandwidth * 1e9) * 1e3;
@@ -81,7 +64,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let reference = if options.skip_reference {
         None
     } else {
-        Some(measure_reference(&options, threads)?)
+        Some(measure_reference(options, threads)?)
     };
 
     println!();
@@ -146,7 +129,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn ensure_model(options: &Options) -> anyhow::Result<()> {
+fn ensure_model(options: &DecodeArgs) -> anyhow::Result<()> {
     if options.model.join("config.json").is_file() {
         return Ok(());
     }
@@ -171,7 +154,7 @@ fn ensure_model(options: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn measure_ours(options: &Options) -> anyhow::Result<Measured> {
+fn measure_ours(options: &DecodeArgs) -> anyhow::Result<Measured> {
     let device = engine::default_device();
     let t0 = Instant::now();
     let model = MusicGen::load(&options.model, &device)?;
@@ -184,16 +167,17 @@ fn measure_ours(options: &Options) -> anyhow::Result<Measured> {
             ..GenerationOptions::default()
         };
         let mut generation = Generation::new(&model, PROMPT, generation_options)?;
+        let mut plan = SteeringPlan::new(0, 0, 0, &device);
         let mut times = Vec::with_capacity(steps);
         for _ in 0..steps {
             let t = Instant::now();
-            generation.step(&mut NoHook);
+            generation.step_steered(&mut plan)?;
             times.push(t.elapsed().as_secs_f64() * 1e3);
         }
         Ok(times)
     };
     run(4)?; // warm-up
-    let mut step_ms = run(options.steps)?;
+    let mut step_ms = run(options.steps as usize)?;
     // Leave out the first step, as the reference does (its clock starts after it).
     step_ms.remove(0);
     step_ms.sort_by(f64::total_cmp);
@@ -226,7 +210,7 @@ fn measure_ours(options: &Options) -> anyhow::Result<Measured> {
     })
 }
 
-fn measure_reference(options: &Options, threads: usize) -> anyhow::Result<Measured> {
+fn measure_reference(options: &DecodeArgs, threads: usize) -> anyhow::Result<Measured> {
     let script = workspace_root().join("tests/bench/torch_decode.py");
     println!("PyTorch: running {} …", script.display());
     let output = Command::new(&options.python)

@@ -47,25 +47,10 @@ fn make_data(d: usize) -> [Mat<f32>; 4] {
 }
 
 fn write_npy(path: &Path, m: &Mat<f32>) -> anyhow::Result<()> {
-    let dict = format!(
-        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, {}), }}",
-        m.nrows(),
-        m.ncols()
-    );
-    let mut header = dict.into_bytes();
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(b' ');
-    }
-    header.push(b'\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&u16::try_from(header.len())?.to_le_bytes());
-    out.extend_from_slice(&header);
-    for i in 0..m.nrows() {
-        for j in 0..m.ncols() {
-            out.extend_from_slice(&m[(i, j)].to_le_bytes());
-        }
-    }
-    std::fs::write(path, out).with_context(|| path.display().to_string())
+    let data: Vec<f32> = (0..m.nrows())
+        .flat_map(|i| (0..m.ncols()).map(move |j| m[(i, j)]))
+        .collect();
+    crate::npy::write_f32(path, &data, &[m.nrows(), m.ncols()])
 }
 
 fn vm_hwm_mb() -> f64 {
@@ -225,12 +210,16 @@ mod serde_like {
     }
 }
 
-pub fn run(args: &[String]) -> anyhow::Result<()> {
-    if args.first().map(String::as_str) == Some("--child") {
-        let d: usize = args
-            .get(1)
-            .ok_or_else(|| anyhow!("--child needs d"))?
-            .parse()?;
+/// RFM probe fits at d = 1024 and 2048 against xrfm (Python with xrfm: `MUSICRFM_PYTHON`).
+#[derive(Debug, clap::Args)]
+pub struct RfmArgs {
+    /// Internal: fit once at width D in this process and print the result line.
+    #[arg(long, hide = true, value_name = "D")]
+    pub child: Option<usize>,
+}
+
+pub fn run(args: &RfmArgs) -> anyhow::Result<()> {
+    if let Some(d) = args.child {
         return child(d);
     }
     let threads = rayon_threads();

@@ -1,24 +1,29 @@
-//! `cargo xtask eval-steering`: the paper's Table-2 protocol (MusicRFM §6) for any model. For
-//! each strength η and each target class, render N clips over a prompt list with that class
-//! steered, classify every clip with the concept's multiclass probe (the training feature
-//! pipeline: 32 kHz → EnCodec → undelayed codes → decoder without text → block output
-//! mean-pooled), and report accuracy against η with the chance line (table, JSON, PNG).
+//! `cargo xtask eval-steering`: the paper's Table-2 protocol for any model. For each strength η
+//! and each target class, render N clips over a prompt list with that class steered (the one
+//! render path, `engine::render`), classify every clip with the concept's multiclass probe
+//! through the feature protocol the probe was trained with (`engine::features`, read from the
+//! train-probes report), and report accuracy against η with the chance line (table, JSON, PNG).
+//! Each clip is also rendered unsteered with the same seed, and the share of codes that
+//! steering changed is reported per η (0 at η = 0).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use burn::tensor::{Tensor, TensorData};
-use clap::Parser;
+use clap::Args;
 use directions::faer::Mat;
 use directions::{DirectionsFile, Probe};
+use engine::features::{BlockFeatures, FeatureProtocol};
+use engine::render::{decode_audio, generate_codes};
 use engine::steering::{LayerWeights, Schedule, SteeringPlan};
-use engine::{CaptureBlocks, Generation, GenerationOptions, MusicGen, Sampling};
+use engine::{Codes, GenerationOptions, MusicGen, Sampling};
 use indicatif::{ProgressBar, ProgressStyle};
 use plotters::prelude::*;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use crate::model_source;
+use crate::training::TrainReport;
+
+const FONT: &str = "DejaVu Sans";
 
 const DEFAULT_PROMPTS: [&str; 4] = [
     "A relaxing jazz song with piano",
@@ -27,22 +32,19 @@ const DEFAULT_PROMPTS: [&str; 4] = [
     "Fast-paced rock song with guitar",
 ];
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "cargo xtask eval-steering",
-    about = "Probe accuracy of steered generations against strength"
-)]
+/// Probe accuracy of steered generations against strength.
+#[derive(Debug, Args)]
 pub struct EvalArgs {
     #[arg(long, default_value = engine::hub::DEFAULT_MODEL)]
     pub model: String,
     /// The concept's directions file (format v1).
     #[arg(long)]
     pub directions: PathBuf,
-    /// The concept's multiclass probe (`<stem>.probe.safetensors` from train-probes).
+    /// The concept's multiclass probe (`<stem>.probe.safetensors` from train-probes); its
+    /// report `<stem>.report.json` beside it gives the block and the feature protocol.
     #[arg(long)]
     pub probe: PathBuf,
-    /// Decoder block whose mean-pooled output the probe reads. Default: `probe.block` of the
-    /// train-probes report beside it (`<stem>.report.json`).
+    /// Override the report's block (the decoder block whose mean-pooled output the probe reads).
     #[arg(long)]
     pub block: Option<usize>,
     /// Strengths, comma-separated (the paper: 0,0.15,0.3,0.45,0.6).
@@ -77,60 +79,63 @@ pub struct EvalArgs {
     pub out: PathBuf,
 }
 
-pub fn run(args: &[String]) -> anyhow::Result<()> {
-    let args = EvalArgs::try_parse_from(
-        std::iter::once("cargo xtask eval-steering".to_owned()).chain(args.iter().cloned()),
-    )
-    .unwrap_or_else(|e| e.exit());
-    evaluate(&args)
+/// `results.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvalResults {
+    pub model: String,
+    pub directions: PathBuf,
+    pub probe: PathBuf,
+    pub block: usize,
+    pub protocol: FeatureProtocol,
+    pub concept: String,
+    pub classes: Vec<String>,
+    pub chance: f64,
+    pub clips_per_class: usize,
+    pub seconds: f64,
+    pub prompts: Vec<String>,
+    pub layers: String,
+    pub gate: f32,
+    pub guidance: f32,
+    pub seed: u64,
+    pub rows: Vec<EvalRow>,
 }
 
-fn probe_block(args: &EvalArgs) -> anyhow::Result<usize> {
-    if let Some(b) = args.block {
-        return Ok(b);
-    }
-    let name = args
-        .probe
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let stem = name.strip_suffix(".probe.safetensors").with_context(|| {
-        format!(
-            "--probe {}: not named <stem>.probe.safetensors; give --block",
-            args.probe.display()
-        )
-    })?;
-    let report = args.probe.with_file_name(format!("{stem}.report.json"));
-    let text = std::fs::read_to_string(&report).with_context(|| {
-        format!(
-            "reading {} for the probe's block (or give --block)",
-            report.display()
-        )
-    })?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", report.display()))?;
-    json["probe"]["block"]
-        .as_u64()
-        .map(|b| b as usize)
-        .with_context(|| {
-            format!(
-                "{}: no probe.block (was the multiclass probe trained?)",
-                report.display()
-            )
-        })
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvalRow {
+    pub eta: f32,
+    pub accuracy: f64,
+    pub per_class: Vec<ClassAccuracy>,
+    /// Share of codes that differ from the unsteered clip of the same seed and prompt.
+    pub codes_changed: f64,
 }
 
-fn evaluate(args: &EvalArgs) -> anyhow::Result<()> {
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClassAccuracy {
+    pub class: String,
+    pub accuracy: f64,
+}
+
+pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     if args.clips == 0 || args.etas.is_empty() {
         bail!("--clips and --etas must not be empty");
     }
     if !(args.seconds > 0.0 && args.seconds.is_finite()) {
         bail!("--seconds must be positive");
     }
-    let layers = LayerWeights::parse(&args.layers).map_err(anyhow::Error::msg)?;
+    let layers = LayerWeights::parse(&args.layers)
+        .map_err(|e| anyhow::anyhow!("--layers {}: {e}", args.layers))?;
     let file = DirectionsFile::read(&args.directions)?;
     let probe = Probe::<f32>::load(&args.probe)?;
-    let block = probe_block(args)?;
+    let report = TrainReport::beside_probe(&args.probe)
+        .with_context(|| format!("--probe {}", args.probe.display()))?;
+    let block = match (args.block, &report.probe) {
+        (Some(b), _) => b,
+        (None, Some(p)) => p.block,
+        (None, None) => bail!(
+            "--probe {}: its report names no probe block (was the multiclass probe trained?); give --block",
+            args.probe.display()
+        ),
+    };
     let prompts: Vec<String> = match &args.prompts {
         Some(p) => p.split('|').map(str::to_owned).collect(),
         None => DEFAULT_PROMPTS.iter().map(|p| p.to_string()).collect(),
@@ -170,168 +175,168 @@ fn evaluate(args: &EvalArgs) -> anyhow::Result<()> {
             model.decoder.d_model()
         );
     }
+    let features = BlockFeatures::new(&model, report.protocol)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating --out {}", args.out.display()))?;
-    let frames = (args.seconds * model.config.audio_encoder.frame_rate() as f64)
-        .round()
-        .max(1.0) as usize;
-    let steps = frames + model.config.decoder.num_codebooks - 1;
-
-    let total = (args.etas.len() * classes.len() * args.clips) as u64;
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template("clips [{bar:40}] {pos}/{len} {msg} ({eta} left)")
-            .expect("template"),
+    let steps = engine::render::steps_for_seconds(
+        args.seconds,
+        model.config.decoder.num_codebooks,
+        model.config.audio_encoder.frame_rate(),
     );
-    let mut rows = Vec::new();
-    for &eta in &args.etas {
-        let mut correct = 0usize;
-        let mut per_class = Vec::new();
-        for &class in &classes {
-            let mut hits = 0usize;
-            for clip in 0..args.clips {
-                let prompt = &prompts[clip % prompts.len()];
-                let seed = args
-                    .seed
-                    .wrapping_add((clip as u64) << 8)
-                    .wrapping_add(class as u64);
-                let audio = render_clip(
-                    &model,
-                    &file,
-                    &args.directions,
-                    class,
-                    eta,
-                    &layers,
-                    args,
-                    prompt,
-                    steps,
-                    seed,
-                )?;
-                let predicted = classify(&model, &probe, block, &audio)?;
-                hits += usize::from(predicted == class);
-                bar.inc(1);
-            }
-            correct += hits;
-            per_class.push(
-                json!({"class": file.classes[class], "accuracy": hits as f64 / args.clips as f64}),
-            );
-        }
-        let accuracy = correct as f64 / (classes.len() * args.clips) as f64;
-        bar.set_message(format!("η {eta}: {accuracy:.3}"));
-        rows.push(json!({"eta": eta, "accuracy": accuracy, "per_class": per_class}));
-    }
-    bar.finish();
-
-    let chance = 1.0 / n_classes as f64;
-    println!(
-        "{:>8} {:>10}   (chance {chance:.3}, {} clips per class, block {block})",
-        "η", "accuracy", args.clips
-    );
-    for row in &rows {
-        println!(
-            "{:>8.3} {:>10.3}",
-            row["eta"].as_f64().unwrap_or(0.0),
-            row["accuracy"].as_f64().unwrap_or(0.0)
-        );
-    }
-    let results = json!({
-        "model": args.model, "directions": args.directions, "probe": args.probe, "block": block,
-        "concept": file.concept, "classes": classes.iter().map(|&c| file.classes[c].clone()).collect::<Vec<_>>(),
-        "chance": chance, "clips_per_class": args.clips, "seconds": args.seconds, "prompts": prompts,
-        "layers": args.layers, "gate": args.gate, "guidance": args.guidance, "seed": args.seed, "rows": rows,
-    });
-    let json_path = args.out.join("results.json");
-    crate::atomic_write(&json_path, |f| {
-        Ok(f.write_all(serde_json::to_string_pretty(&results)?.as_bytes())?)
-    })?;
-    let png = args.out.join("accuracy.png");
-    crate::atomic_write_path(&png, |tmp| plot(tmp, &results))?;
-    println!("wrote {} and {}", json_path.display(), png.display());
-    Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-fn render_clip(
-    model: &MusicGen,
-    file: &DirectionsFile,
-    path: &Path,
-    class: usize,
-    eta: f32,
-    layers: &LayerWeights,
-    args: &EvalArgs,
-    prompt: &str,
-    steps: usize,
-    seed: u64,
-) -> anyhow::Result<Vec<f32>> {
-    let options = GenerationOptions {
+    let options = |seed| GenerationOptions {
         steps: Some(steps),
         guidance: args.guidance,
         sampling: Sampling::MUSICGEN_DEFAULT,
         seed,
         ..GenerationOptions::default()
     };
-    let mut generation = Generation::new(model, prompt, options)?;
-    let mut plan = SteeringPlan::new(
-        model.decoder.num_blocks(),
-        model.decoder.d_model(),
-        seed,
-        &model.device,
+    let plan = |seed| {
+        SteeringPlan::new(
+            model.decoder.num_blocks(),
+            model.decoder.d_model(),
+            seed,
+            &model.device,
+        )
+    };
+    let clip_seed = |clip: usize, class: usize| {
+        args.seed
+            .wrapping_add((clip as u64) << 8)
+            .wrapping_add(class as u64)
+    };
+
+    let total = ((args.etas.len() + 1) * classes.len() * args.clips) as u64;
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("clips [{bar:40}] {pos}/{len} {msg} ({eta} left)")
+            .expect("template"),
     );
-    if eta != 0.0 {
-        plan.add(
-            file,
-            path,
-            class,
+    // The unsteered clip of every (class, clip) seed, for the share of codes steering changed.
+    let mut unsteered: Vec<Codes> = Vec::new();
+    for &class in &classes {
+        for clip in 0..args.clips {
+            let seed = clip_seed(clip, class);
+            let prompt = &prompts[clip % prompts.len()];
+            unsteered.push(generate_codes(
+                &model,
+                prompt,
+                options(seed),
+                &mut plan(seed),
+                |_| {},
+            )?);
+            bar.inc(1);
+        }
+    }
+    let mut rows = Vec::new();
+    for &eta in &args.etas {
+        let (mut correct, mut changed, mut codes_total) = (0usize, 0usize, 0usize);
+        let mut per_class = Vec::new();
+        for (ci, &class) in classes.iter().enumerate() {
+            let mut hits = 0usize;
+            for clip in 0..args.clips {
+                let seed = clip_seed(clip, class);
+                let prompt = &prompts[clip % prompts.len()];
+                let mut steering = plan(seed);
+                steering.add(
+                    &file,
+                    &args.directions,
+                    class,
+                    eta,
+                    Schedule::Constant,
+                    &layers,
+                    args.gate,
+                )?;
+                let codes = generate_codes(&model, prompt, options(seed), &mut steering, |_| {})?;
+                let baseline = &unsteered[ci * args.clips + clip];
+                changed += codes
+                    .data
+                    .iter()
+                    .zip(&baseline.data)
+                    .filter(|(a, b)| a != b)
+                    .count();
+                codes_total += codes.data.len();
+                let audio = decode_audio(&model, &codes)?;
+                let predicted = classify(&features, &probe, block, audio)?;
+                hits += usize::from(predicted == class);
+                bar.inc(1);
+            }
+            correct += hits;
+            per_class.push(ClassAccuracy {
+                class: file.classes[class].clone(),
+                accuracy: hits as f64 / args.clips as f64,
+            });
+        }
+        let accuracy = correct as f64 / (classes.len() * args.clips) as f64;
+        bar.set_message(format!("η {eta}: {accuracy:.3}"));
+        rows.push(EvalRow {
             eta,
-            Schedule::Constant,
-            layers,
-            args.gate,
-        )?;
+            accuracy,
+            per_class,
+            codes_changed: changed as f64 / codes_total.max(1) as f64,
+        });
     }
-    for step in 0..steps {
-        generation.step(&mut plan.hook(step));
+    bar.finish();
+
+    let chance = 1.0 / n_classes as f64;
+    println!(
+        "{:>8} {:>10} {:>14}   (chance {chance:.3}, {} clips per class, block {block})",
+        "η", "accuracy", "codes changed", args.clips
+    );
+    for row in &rows {
+        println!(
+            "{:>8.3} {:>10.3} {:>14.3}",
+            row.eta, row.accuracy, row.codes_changed
+        );
     }
-    let (codes, [k, frames]) = generation.codes();
-    crate::render::decode(model, &codes, k, frames)
+    let results = EvalResults {
+        model: args.model.clone(),
+        directions: args.directions.clone(),
+        probe: args.probe.clone(),
+        block,
+        protocol: report.protocol,
+        concept: file.concept.clone(),
+        classes: classes.iter().map(|&c| file.classes[c].clone()).collect(),
+        chance,
+        clips_per_class: args.clips,
+        seconds: args.seconds,
+        prompts,
+        layers: args.layers.clone(),
+        gate: args.gate,
+        guidance: args.guidance,
+        seed: args.seed,
+        rows,
+    };
+    let json_path = args.out.join("results.json");
+    crate::write_file(
+        &json_path,
+        serde_json::to_string_pretty(&results)?.as_bytes(),
+    )?;
+    let png = args.out.join("accuracy.png");
+    crate::atomic_write_path(&png, |tmp| plot(tmp, &results))?;
+    println!("wrote {} and {}", json_path.display(), png.display());
+    Ok(())
 }
 
-/// The probe's prediction for 32 kHz `audio`, through the training feature pipeline.
+/// The probe's prediction for one clip at the model's rate, through the training protocol.
 fn classify(
-    model: &MusicGen,
+    features: &BlockFeatures,
     probe: &Probe<f32>,
     block: usize,
-    audio: &[f32],
+    audio: Vec<f32>,
 ) -> anyhow::Result<usize> {
-    let device = &model.device;
-    let wave = Tensor::<3>::from_data(TensorData::new(audio.to_vec(), [1, 1, audio.len()]), device);
-    let codes = model.audio_encoder.encode(wave);
-    let frames = codes.dims()[2];
-    let codes = codes.slice([0..1, 0..model.config.decoder.num_codebooks, 0..frames]);
-    let mut capture = CaptureBlocks::default();
-    model.decoder.hidden(codes, None, &mut capture);
-    let pooled = capture.outputs[block].clone().mean_dim(1);
-    let features: Vec<f32> = pooled
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let x = Mat::<f32>::from_fn(1, features.len(), |_, j| features[j]);
-    let labels = probe.predict_labels(x.as_ref())?;
-    Ok(labels[0])
+    let pooled = features.pooled(&[audio])?;
+    let row = &pooled[block];
+    let x = Mat::<f32>::from_fn(1, row.len(), |_, j| row[j]);
+    Ok(probe.predict_labels(x.as_ref())?[0])
 }
 
-fn plot(path: &Path, results: &serde_json::Value) -> anyhow::Result<()> {
-    let rows = results["rows"].as_array().context("rows")?;
-    let points: Vec<(f64, f64)> = rows
+fn plot(path: &Path, results: &EvalResults) -> anyhow::Result<()> {
+    let mut points: Vec<(f64, f64)> = results
+        .rows
         .iter()
-        .map(|r| {
-            (
-                r["eta"].as_f64().unwrap_or(0.0),
-                r["accuracy"].as_f64().unwrap_or(0.0),
-            )
-        })
+        .map(|r| (f64::from(r.eta), r.accuracy))
         .collect();
-    let chance = results["chance"].as_f64().unwrap_or(0.0);
+    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let chance = results.chance;
     let (lo, hi) = points
         .iter()
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
@@ -345,11 +350,11 @@ fn plot(path: &Path, results: &serde_json::Value) -> anyhow::Result<()> {
     let root = BitMapBackend::new(path, (800, 500)).into_drawing_area();
     root.fill(&WHITE)?;
     let title = format!(
-        "{}: probe accuracy vs steering strength",
-        results["concept"].as_str().unwrap_or("")
+        "{}: probe accuracy vs steering strength (block {})",
+        results.concept, results.block
     );
     let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
+        .caption(title, (FONT, 22))
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(50)
@@ -358,6 +363,8 @@ fn plot(path: &Path, results: &serde_json::Value) -> anyhow::Result<()> {
         .configure_mesh()
         .x_desc("strength η")
         .y_desc("accuracy")
+        .label_style((FONT, 15))
+        .axis_desc_style((FONT, 17))
         .draw()?;
     chart
         .draw_series(LineSeries::new(points.clone(), &BLUE))?

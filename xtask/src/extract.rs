@@ -1,17 +1,15 @@
-//! `cargo xtask extract`: per-layer clip features for probe training (paper notes §1).
-//!
-//! MusicGen protocol: mono → resample to the model's rate (windowed sinc) → EnCodec codes →
-//! the decoder LM on the undelayed codes (all 4 codebooks of frame t at position t, no BOS),
-//! without text (cross-attention skipped) unless `--text-conditioned` (empty prompt) → every
-//! block's output mean-pooled over time. `--features chroma|logmel` computes model-free
-//! features from the audio instead (one "layer"). Output: see `feature_store`.
+//! `cargo xtask extract`: per-layer clip features for probe training, through the engine's one
+//! feature protocol (`engine::features`: mono → model rate → EnCodec codes → decoder without
+//! text unless `--text-conditioned` → every block's output mean-pooled). `--features
+//! chroma|logmel` computes model-free features from the audio instead (one "layer"). Output:
+//! see `feature_store`.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use burn::tensor::{Tensor, TensorData};
-use clap::Parser;
-use engine::{CaptureBlocks, CrossContext, MusicGen};
+use clap::Args;
+use engine::MusicGen;
+use engine::features::{BlockFeatures, FeatureProtocol};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde_json::{Value, json};
@@ -22,11 +20,8 @@ use crate::feature_store::{
 };
 use crate::model_source;
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "cargo xtask extract",
-    about = "Mean-pooled per-block MusicGen features (or chroma / log-mel) of a SynTheory dataset"
-)]
+/// Mean-pooled per-block MusicGen features (or chroma / log-mel) of a SynTheory dataset.
+#[derive(Debug, Args)]
 pub struct ExtractArgs {
     /// Model directory or Hugging Face repo id (not needed with --features).
     #[arg(long, required_unless_present = "features")]
@@ -49,23 +44,6 @@ pub struct ExtractArgs {
     /// Clips per shard file (the unit of resumption).
     #[arg(long, default_value_t = 256)]
     pub shard_size: usize,
-}
-
-pub fn run(args: &[String]) -> anyhow::Result<()> {
-    let args = ExtractArgs::try_parse_from(
-        std::iter::once("cargo xtask extract".to_owned()).chain(args.iter().cloned()),
-    )
-    .unwrap_or_else(|e| e.exit());
-    extract(&args)
-}
-
-/// Where the features come from.
-enum Source {
-    Model {
-        model: Box<MusicGen>,
-        cross: Box<Option<(Tensor<3>, Tensor<2>)>>,
-    },
-    Audio(String),
 }
 
 pub fn extract(args: &ExtractArgs) -> anyhow::Result<()> {
@@ -99,7 +77,8 @@ pub fn extract(args: &ExtractArgs) -> anyhow::Result<()> {
         })
         .collect::<anyhow::Result<_>>()?;
 
-    let (source, model_name, d, n_layers_model, rate) = match &args.features {
+    // The model, or none for model-free features (`--features`).
+    let (model, model_name, d, n_layers_model) = match &args.features {
         Some(kind) => {
             let d = match kind.as_str() {
                 "chroma" => 12,
@@ -109,7 +88,7 @@ pub fn extract(args: &ExtractArgs) -> anyhow::Result<()> {
                     FEATURE_KINDS.join(", ")
                 ),
             };
-            (Source::Audio(kind.clone()), kind.clone(), d, 1, 0)
+            (None, kind.clone(), d, 1)
         }
         None => {
             let name = args.model.clone().unwrap_or_default();
@@ -119,27 +98,13 @@ pub fn extract(args: &ExtractArgs) -> anyhow::Result<()> {
                 MusicGen::load(&dir, &device).with_context(|| format!("loading --model {name}"))?;
             let d = model.config.decoder.hidden_size;
             let n = model.config.decoder.num_hidden_layers;
-            let rate = model.config.audio_encoder.sampling_rate as u32;
-            let cross = if args.text_conditioned {
-                let c = model.condition("", false)?;
-                Some((c.encoder_states, c.mask))
-            } else {
-                None
-            };
-            let model = Box::new(model);
-            let cross = Box::new(cross);
-            (
-                Source::Model { model, cross },
-                model_display_name(&name),
-                d,
-                n,
-                rate,
-            )
+            (Some(model), model_display_name(&name), d, n)
         }
     };
+    let source = args.features.as_deref().unwrap_or("musicgen");
     let layer_ids: Vec<usize> = (0..n_layers_model).collect();
     let run_key = json!({
-        "source": match &source { Source::Model { .. } => "musicgen", Source::Audio(k) => k },
+        "source": source,
         "model": model_name,
         "text_conditioned": args.text_conditioned,
         "pooling": "mean",
@@ -149,6 +114,13 @@ pub fn extract(args: &ExtractArgs) -> anyhow::Result<()> {
 
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating --out {}", args.out.display()))?;
+    let protocol = FeatureProtocol {
+        text_conditioned: args.text_conditioned,
+    };
+    let block_features = model
+        .as_ref()
+        .map(|m| BlockFeatures::new(m, protocol))
+        .transpose()?;
     let n = manifest.len();
     let bar = ProgressBar::new(n as u64);
     bar.set_style(
@@ -169,11 +141,17 @@ pub fn extract(args: &ExtractArgs) -> anyhow::Result<()> {
         for b0 in (start..start + rows).step_by(args.batch) {
             let b1 = (b0 + args.batch).min(start + rows);
             let batch = &files[b0..b1];
-            let feats = match &source {
-                Source::Audio(kind) => audio_batch(kind, batch)?,
-                Source::Model { model, cross } => {
-                    model_batch(model, cross.as_ref().as_ref(), rate, batch)?
+            let feats = match &block_features {
+                Some(features) => {
+                    let paths: Vec<&Path> = batch.iter().map(PathBuf::as_path).collect();
+                    features.of_files(&paths).map_err(|e| match e {
+                        engine::features::FeatureError::UnequalLengths { .. } => {
+                            anyhow::anyhow!("{e} (use --batch 1)")
+                        }
+                        e => e.into(),
+                    })?
                 }
+                None => audio_batch(source, batch)?,
             };
             for (l, f) in layers.iter_mut().zip(feats) {
                 l.extend(f);
@@ -195,13 +173,10 @@ pub fn extract(args: &ExtractArgs) -> anyhow::Result<()> {
     bar.finish();
 
     let manifest_text: String = manifest.iter().map(|r| format!("{r}\n")).collect();
-    crate::atomic_write(&args.out.join("manifest.jsonl"), |f| {
-        use std::io::Write;
-        Ok(f.write_all(manifest_text.as_bytes())?)
-    })?;
+    crate::write_file(&args.out.join("manifest.jsonl"), manifest_text.as_bytes())?;
     let info = json!({
         "format": FEATURES_FORMAT,
-        "source": match &source { Source::Model { .. } => "musicgen", Source::Audio(k) => k },
+        "source": source,
         "model": model_name,
         "d_model": d,
         "n_layers_model": n_layers_model,
@@ -219,10 +194,10 @@ pub fn extract(args: &ExtractArgs) -> anyhow::Result<()> {
         "shards": shards,
         "run_key": run_key,
     });
-    crate::atomic_write(&args.out.join("features.json"), |f| {
-        use std::io::Write;
-        Ok(f.write_all(serde_json::to_string_pretty(&info)?.as_bytes())?)
-    })?;
+    crate::write_file(
+        &args.out.join("features.json"),
+        serde_json::to_string_pretty(&info)?.as_bytes(),
+    )?;
     eprintln!(
         "{n} clips × {} layers × {d} → {}",
         layer_ids.len(),
@@ -248,7 +223,7 @@ fn audio_batch(kind: &str, files: &[PathBuf]) -> anyhow::Result<Vec<Vec<f32>>> {
     let rows: Vec<Vec<f32>> = files
         .par_iter()
         .map(|f| {
-            let (x, rate) = audio_features::read_wav_mono(f)?;
+            let (x, rate) = engine::audio::read_wav_mono(f)?;
             Ok(match kind {
                 "chroma" => audio_features::chroma(&x, rate),
                 _ => audio_features::logmel(&x, rate),
@@ -256,53 +231,4 @@ fn audio_batch(kind: &str, files: &[PathBuf]) -> anyhow::Result<Vec<Vec<f32>>> {
         })
         .collect::<anyhow::Result<_>>()?;
     Ok(vec![rows.concat()])
-}
-
-/// Mean-pooled block outputs of one batch: one `batch × d` row-major vector per block.
-fn model_batch(
-    model: &MusicGen,
-    cross: Option<&(Tensor<3>, Tensor<2>)>,
-    rate: u32,
-    files: &[PathBuf],
-) -> anyhow::Result<Vec<Vec<f32>>> {
-    let audio: Vec<Vec<f32>> = files
-        .par_iter()
-        .map(|f| {
-            let (x, from) = audio_features::read_wav_mono(f)?;
-            audio_features::resample(&x, from, rate)
-                .with_context(|| format!("resampling {}", f.display()))
-        })
-        .collect::<anyhow::Result<_>>()?;
-    let len = audio[0].len();
-    if let Some((i, a)) = audio.iter().enumerate().find(|(_, a)| a.len() != len) {
-        bail!(
-            "{} has {} samples at {rate} Hz but {} has {len}: clips of one batch must be equally long (use --batch 1)",
-            files[i].display(),
-            a.len(),
-            files[0].display()
-        );
-    }
-    let b = audio.len();
-    let device = &model.device;
-    let wave = Tensor::<3>::from_data(TensorData::new(audio.concat(), [b, 1, len]), device);
-    let codes = model.audio_encoder.encode(wave);
-    let context: Option<CrossContext> = cross.map(|(states, mask)| {
-        model.decoder.cross_context(
-            states.clone().repeat_dim(0, b),
-            mask.clone().repeat_dim(0, b),
-        )
-    });
-    let mut capture = CaptureBlocks::default();
-    model.decoder.hidden(codes, context.as_ref(), &mut capture);
-    capture
-        .outputs
-        .into_iter()
-        .map(|h| {
-            h.mean_dim(1)
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .map_err(|e| anyhow::anyhow!("reading block output: {e:?}"))
-        })
-        .collect()
 }

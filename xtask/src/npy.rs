@@ -1,9 +1,11 @@
 //! Writing `.npy` files (NumPy format 1.0), little-endian, C order.
 
-use std::io::Write;
 use std::path::Path;
 
-use anyhow::Context;
+pub fn write_f32(path: &Path, data: &[f32], shape: &[usize]) -> anyhow::Result<()> {
+    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    write(path, "<f4", shape, &bytes)
+}
 
 pub fn write_i64(path: &Path, data: &[i64], shape: &[usize]) -> anyhow::Result<()> {
     let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -33,6 +35,5 @@ fn write(path: &Path, descr: &str, shape: &[usize], body: &[u8]) -> anyhow::Resu
     out.extend_from_slice(&(header.len() as u16).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
     out.extend_from_slice(body);
-    crate::atomic_write(path, |f| f.write_all(&out).map_err(Into::into))
-        .with_context(|| format!("writing {}", path.display()))
+    crate::write_file(path, &out)
 }

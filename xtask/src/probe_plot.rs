@@ -1,42 +1,71 @@
-//! The PNG of a `train-probes` report: validation score per layer, one line per class, plus the
-//! multiclass probe's test accuracy (black).
+//! The PNG of a `train-probes` report: validation score per decoder block, one line per class,
+//! the multiclass probe's test accuracy (black), and the chance levels they are read against.
 
 use std::path::Path;
 
+use directions::ConceptKind;
 use plotters::prelude::*;
-use serde_json::Value;
 
-pub fn plot(path: &Path, report: &Value) -> anyhow::Result<()> {
-    let empty = Vec::new();
-    let layers = report["layers"].as_array().unwrap_or(&empty);
-    let blocks: Vec<f64> = layers
+use crate::training::TrainReport;
+
+const FONT: &str = "DejaVu Sans";
+
+/// A line of (decoder block, value) points.
+type Series = Vec<(SegmentValue<i32>, f64)>;
+
+pub fn plot(path: &Path, report: &TrainReport) -> anyhow::Result<()> {
+    let blocks: Vec<i32> = report.layers.iter().map(|l| l.block as i32).collect();
+    let n_blocks = blocks.iter().copied().max().map_or(1, |b| b + 1);
+    let at = |b: i32| SegmentValue::CenterOf(b);
+    let class_series: Vec<(String, Series)> = report
+        .classes
         .iter()
-        .map(|l| l["block"].as_f64().unwrap_or(0.0))
-        .collect();
-    let n_classes = report["classes"].as_array().map_or(0, Vec::len);
-    let class_series: Vec<(String, Vec<(f64, f64)>)> = (0..n_classes)
-        .map(|c| {
-            let name = report["classes"][c].as_str().unwrap_or("?").to_owned();
-            let pts = layers
+        .enumerate()
+        .map(|(c, name)| {
+            let pts = report
+                .layers
                 .iter()
-                .zip(&blocks)
-                .filter_map(|(l, &b)| l["binary"][c]["val_score"].as_f64().map(|s| (b, s)))
+                .filter_map(|l| {
+                    l.binary
+                        .get(c)
+                        .map(|r| (at(l.block as i32), r.fit.val_score))
+                })
                 .collect();
-            (name, pts)
+            (name.clone(), pts)
         })
         .collect();
-    let multi: Vec<(f64, f64)> = layers
+    let multi: Series = report
+        .layers
         .iter()
-        .zip(&blocks)
-        .filter_map(|(l, &b)| l["multiclass"]["test"]["accuracy"].as_f64().map(|s| (b, s)))
+        .filter_map(|l| {
+            let fit = l.multiclass.as_ref()?.as_ref().ok()?;
+            Some((at(l.block as i32), fit.test.accuracy?))
+        })
         .collect();
-    let all: Vec<f64> = class_series
+    // Chance: balanced accuracy of a one-vs-rest probe is 0.5; multiclass accuracy is 1/C.
+    let chance: Vec<(String, f64, RGBColor)> = match report.kind {
+        ConceptKind::Binary => {
+            let mut lines = vec![("chance, one-vs-rest".to_owned(), 0.5, RGBColor(200, 0, 0))];
+            if !multi.is_empty() {
+                let c = report.classes.len().max(1) as f64;
+                lines.push((
+                    format!("chance, multiclass (1/{})", report.classes.len()),
+                    1.0 / c,
+                    RGBColor(120, 120, 120),
+                ));
+            }
+            lines
+        }
+        ConceptKind::Regression => Vec::new(),
+    };
+    let values: Vec<f64> = class_series
         .iter()
         .flat_map(|(_, p)| p.iter().map(|q| q.1))
         .chain(multi.iter().map(|q| q.1))
+        .chain(chance.iter().map(|c| c.1))
         .filter(|v| v.is_finite())
         .collect();
-    let (mut lo, mut hi) = all
+    let (mut lo, mut hi) = values
         .iter()
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
             (a.min(v), b.max(v))
@@ -47,50 +76,68 @@ pub fn plot(path: &Path, report: &Value) -> anyhow::Result<()> {
     if hi - lo < 1e-6 {
         (lo, hi) = (lo - 0.5, hi + 0.5);
     }
-    let x_max = blocks.iter().cloned().fold(0.0, f64::max);
+    let pad = 0.05 * (hi - lo);
     let root = BitMapBackend::new(path, (1000, 600)).into_drawing_area();
     root.fill(&WHITE)?;
     let title = format!(
-        "{} ({}): {} per layer",
-        report["concept"].as_str().unwrap_or(""),
-        report["source"].as_str().unwrap_or(""),
-        report["metric"].as_str().unwrap_or("")
+        "{} ({}): {} per decoder block",
+        report.concept, report.source, report.metric
     );
     let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(
-            -0.5..x_max + 0.5,
-            lo - 0.02 * (hi - lo)..hi + 0.02 * (hi - lo),
-        )?;
+        .caption(title, (FONT, 24))
+        .margin(14)
+        .x_label_area_size(45)
+        .y_label_area_size(65)
+        .build_cartesian_2d((0..n_blocks).into_segmented(), lo - pad..hi + pad)?;
     chart
         .configure_mesh()
+        .x_labels(n_blocks as usize)
         .x_desc("decoder block")
-        .y_desc("score")
+        .y_desc(report.metric.as_str())
+        .label_style((FONT, 15))
+        .axis_desc_style((FONT, 17))
         .draw()?;
+    for (name, level, color) in &chance {
+        let color = *color;
+        chart
+            .draw_series(DashedLineSeries::new(
+                [
+                    (SegmentValue::Exact(0), *level),
+                    (SegmentValue::Last, *level),
+                ],
+                8,
+                5,
+                color.stroke_width(2),
+            ))?
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
+    }
     for (i, (name, pts)) in class_series.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         chart
-            .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))?
+            .draw_series(LineSeries::new(pts.iter().cloned(), color.stroke_width(2)))?
             .label(name.clone())
             .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
             });
+        chart.draw_series(
+            pts.iter()
+                .map(|p| Circle::new(p.clone(), 3, color.filled())),
+        )?;
     }
     if !multi.is_empty() {
         chart
             .draw_series(LineSeries::new(
-                multi.iter().copied(),
+                multi.iter().cloned(),
                 BLACK.stroke_width(3),
             ))?
-            .label("multiclass test acc")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK.stroke_width(3)));
+            .label("multiclass test accuracy")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.stroke_width(3)));
     }
     chart
         .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
+        .label_font((FONT, 15))
+        .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .position(SeriesLabelPosition::LowerRight)
         .draw()?;

@@ -1,22 +1,20 @@
-//! `cargo xtask render`: offline generation to a 32 kHz WAV, as ARCHITECTURE.md specifies.
+//! `cargo xtask render`: offline generation to a 32 kHz WAV (the flags are a stable contract,
+//! docs/architecture.md). A thin wrapper over `engine::render`.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use burn::tensor::{Int, Tensor, TensorData};
-use clap::Parser;
+use clap::Args;
+use engine::render::{SamplingChoice, decode_audio, default_guidance, generate_codes};
 use engine::steering::{LayerWeights, SteerArg, SteeringPlan};
-use engine::{Generation, GenerationOptions, MusicGen, NoHook, Sampling};
+use engine::{GenerationOptions, MusicGen};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::model_source;
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "cargo xtask render",
-    about = "Render MusicGen offline to a 32 kHz WAV"
-)]
+/// Render MusicGen offline to a 32 kHz WAV.
+#[derive(Debug, Args)]
 pub struct RenderArgs {
     /// Model directory or Hugging Face repo id (resolved in the local HF cache).
     #[arg(long, default_value = engine::hub::DEFAULT_MODEL)]
@@ -74,22 +72,13 @@ pub struct RenderArgs {
     pub codes_out: Option<PathBuf>,
 }
 
-pub fn run(args: &[String]) -> anyhow::Result<()> {
-    let args = RenderArgs::try_parse_from(
-        std::iter::once("cargo xtask render".to_owned()).chain(args.iter().cloned()),
-    )
-    .unwrap_or_else(|e| e.exit());
-    render(&args)
-}
-
 /// Decoder steps for the requested length.
 pub fn steps_for(args: &RenderArgs, codebooks: usize, frame_rate: usize) -> anyhow::Result<usize> {
     match (args.steps, args.seconds) {
         (Some(0), _) => bail!("--steps must be at least 1"),
         (Some(n), _) => Ok(n),
         (None, Some(s)) if s.is_finite() && s > 0.0 => {
-            let frames = (s * frame_rate as f64).round() as usize;
-            Ok(frames.max(1) + codebooks - 1)
+            Ok(engine::render::steps_for_seconds(s, codebooks, frame_rate))
         }
         (None, Some(s)) => bail!("--seconds must be a positive number, got {s}"),
         (None, None) => bail!("give --seconds or --steps"),
@@ -118,7 +107,7 @@ pub fn validate(args: &RenderArgs) -> anyhow::Result<()> {
         bail!("--gate must be a probability in [0, 1], got {}", args.gate);
     }
     if let Some(layers) = &args.layers {
-        LayerWeights::parse(layers).map_err(anyhow::Error::msg)?;
+        LayerWeights::parse(layers).map_err(|e| anyhow::anyhow!("--layers {layers}: {e}"))?;
     }
     for spec in &args.steers {
         SteerArg::parse(spec)?;
@@ -134,51 +123,28 @@ pub fn steering_plan(args: &RenderArgs, model: &MusicGen) -> anyhow::Result<Stee
         args.seed,
         &model.device,
     );
+    let layers = match &args.layers {
+        Some(text) => Some(LayerWeights::parse(text).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
     for spec in &args.steers {
         let steer = SteerArg::parse(spec)?;
-        let layers = match &args.layers {
-            Some(text) => LayerWeights::parse(text).map_err(anyhow::Error::msg)?,
-            None => default_layers(&steer.file)?,
-        };
-        plan.add_from_file(&steer, &layers, args.gate)?;
+        plan.add_from_file(&steer, layers.as_ref(), args.gate)?;
     }
     Ok(plan)
 }
 
-/// The paper's power:0.95 where the file's scores tell layers apart, else every layer.
-fn default_layers(file: &std::path::Path) -> anyhow::Result<LayerWeights> {
-    let directions = directions::DirectionsFile::read(file)?;
-    let informative = directions
-        .scores
-        .iter()
-        .any(|row| row.iter().any(|&s| s != row[0]));
-    Ok(if informative {
-        LayerWeights::PAPER
-    } else {
-        LayerWeights::All
-    })
-}
-
-pub fn sampling_for(args: &RenderArgs, model: &MusicGen) -> Sampling {
-    let g = &model.generation_config;
-    if args.greedy {
-        return Sampling::Greedy;
-    }
-    let flags = args.top_k.is_some() || args.top_p.is_some() || args.temperature.is_some();
-    if !flags && !g.do_sample {
-        return Sampling::Greedy;
-    }
-    Sampling::Sample {
-        temperature: args
-            .temperature
-            .or(g.temperature.map(|t| t as f32))
-            .unwrap_or(1.0),
-        top_k: args.top_k.or(g.top_k).unwrap_or(0),
-        top_p: args.top_p.or(g.top_p.map(|p| p as f32)).unwrap_or(1.0),
+/// The `--greedy`, `--top-k`, `--top-p`, `--temperature` flags.
+pub fn sampling_choice(args: &RenderArgs) -> SamplingChoice {
+    SamplingChoice {
+        greedy: args.greedy,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        temperature: args.temperature,
     }
 }
 
-fn render(args: &RenderArgs) -> anyhow::Result<()> {
+pub fn run(args: &RenderArgs) -> anyhow::Result<()> {
     validate(args)?;
     let dir = model_source::resolve(&args.model)?;
     let device = engine::default_device();
@@ -197,14 +163,12 @@ fn render(args: &RenderArgs) -> anyhow::Result<()> {
         steps: Some(steps),
         guidance: args
             .guidance
-            .or(model.generation_config.guidance_scale.map(|g| g as f32))
-            .unwrap_or(1.0),
-        sampling: sampling_for(args, &model),
+            .unwrap_or_else(|| default_guidance(&model.generation_config)),
+        sampling: sampling_choice(args).resolve(&model.generation_config),
         seed: args.seed,
         ..GenerationOptions::default()
     };
     let mut plan = steering_plan(args, &model)?;
-    let mut generation = Generation::new(&model, &args.prompt, options)?;
 
     let bar = ProgressBar::new(steps as u64);
     bar.set_style(
@@ -215,24 +179,17 @@ fn render(args: &RenderArgs) -> anyhow::Result<()> {
         .progress_chars("=> "),
     );
     let t1 = Instant::now();
-    for step in 0..steps {
-        if plan.is_empty() {
-            generation.step(&mut NoHook);
-        } else {
-            generation.step(&mut plan.hook(step));
-        }
-        bar.inc(1);
-    }
+    let codes = generate_codes(&model, &args.prompt, options, &mut plan, |_| bar.inc(1))?;
     bar.finish();
     let gen_secs = t1.elapsed().as_secs_f64();
 
-    let (codes, [k, frames]) = generation.codes();
     let t2 = Instant::now();
-    let samples = decode(&model, &codes, k, frames)?;
+    let samples = decode_audio(&model, &codes)?;
     let rate = model.config.audio_encoder.sampling_rate as u32;
-    write_wav(&args.out, &samples, rate)?;
+    engine::audio::write_wav(&args.out, &samples, rate)
+        .with_context(|| format!("writing --out {}", args.out.display()))?;
     if let Some(path) = &args.codes_out {
-        crate::npy::write_i64(path, &codes, &[k, frames])?;
+        crate::npy::write_i64(path, &codes.data, &codes.shape())?;
     }
     eprintln!(
         "{steps} steps in {gen_secs:.1} s ({:.1} steps/s), EnCodec {:.2} s → {} ({:.2} s of audio)",
@@ -242,45 +199,4 @@ fn render(args: &RenderArgs) -> anyhow::Result<()> {
         samples.len() as f64 / rate as f64
     );
     Ok(())
-}
-
-/// EnCodec-decode a `[codebooks, frames]` code matrix to mono samples.
-pub fn decode(
-    model: &MusicGen,
-    codes: &[i64],
-    codebooks: usize,
-    frames: usize,
-) -> anyhow::Result<Vec<f32>> {
-    if frames == 0 {
-        return Ok(Vec::new());
-    }
-    let codes = Tensor::<3, Int>::from_data(
-        TensorData::new(codes.to_vec(), [1, codebooks, frames]),
-        &model.device,
-    );
-    let audio = model.audio_encoder.decode(codes);
-    audio
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .map_err(|e| anyhow::anyhow!("EnCodec output: {e:?}"))
-}
-
-/// Write mono 32-bit float WAV, atomically: an existing file is replaced only on success.
-pub fn write_wav(path: &std::path::Path, samples: &[f32], rate: u32) -> anyhow::Result<()> {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: rate,
-        bits_per_sample: 32,
-        sample_format: hound::SampleFormat::Float,
-    };
-    crate::atomic_write_path(path, |tmp| {
-        let mut writer = hound::WavWriter::create(tmp, spec)?;
-        for &s in samples {
-            writer.write_sample(s)?;
-        }
-        writer.finalize()?;
-        Ok(())
-    })
-    .with_context(|| format!("writing --out {}", path.display()))
 }

@@ -1,12 +1,15 @@
-//! `cargo xtask eval-steering` end to end on the tiny fixture model: the protocol runs, writes a
-//! results JSON with one accuracy per strength (a multiple of 1/clips), the chance line, and a
-//! PNG. The numbers mean nothing on random weights; the protocol is what is tested.
+//! `cargo xtask eval-steering` end to end on the tiny fixture model: the protocol runs, reads the
+//! block from the probe's typed report, writes a results JSON with one accuracy per strength (a
+//! multiple of 1/clips), the chance line, and a PNG; η = 0 reproduces the unsteered clips code
+//! for code and η ≠ 0 changes them (so the test fails if steering were ignored). Accuracies mean
+//! nothing on random weights; the protocol is what is tested.
 
 use std::path::PathBuf;
 use std::process::Command;
 
 use directions::faer::Mat;
 use directions::{KernelParams, Probe, ProbeKind};
+use xtask::training::{ProbeReport, TrainReport};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
@@ -40,9 +43,30 @@ fn eval_steering_runs_the_protocol_on_a_tiny_model() {
     .unwrap();
     let probe_path = dir.join("fixture.probe.safetensors");
     probe.save(&probe_path).unwrap();
+    let report = TrainReport {
+        concept: "fixture".into(),
+        features: "features/".into(),
+        source: "musicgen".into(),
+        model: "musicgen-tiny".into(),
+        protocol: Default::default(),
+        clips: 0,
+        classes: vec!["up".into(), "down".into()],
+        kind: directions::ConceptKind::Binary,
+        metric: "balanced_accuracy".into(),
+        search: 1,
+        iters: 1,
+        seed: 0,
+        probe: Some(ProbeReport {
+            file: "fixture.probe.safetensors".into(),
+            block: 1,
+            kind: "multiclass".into(),
+        }),
+        seconds: 0.0,
+        layers: Vec::new(),
+    };
     std::fs::write(
         dir.join("fixture.report.json"),
-        r#"{"probe": {"block": 1}}"#,
+        serde_json::to_string(&report).unwrap(),
     )
     .unwrap();
 
@@ -90,6 +114,15 @@ fn eval_steering_runs_the_protocol_on_a_tiny_model() {
             "accuracy {acc} over 2 classes × 2 clips"
         );
         assert_eq!(row["per_class"].as_array().unwrap().len(), 2);
+        let changed = row["codes_changed"].as_f64().unwrap();
+        if eta == 0.0 {
+            assert_eq!(changed, 0.0, "η = 0 must reproduce the unsteered clips");
+        } else {
+            assert!(
+                changed > 0.2,
+                "η = {eta} changed only {changed} of the codes"
+            );
+        }
     }
     let png = std::fs::read(out.join("accuracy.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");

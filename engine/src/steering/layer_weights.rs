@@ -25,6 +25,20 @@ impl LayerWeights {
         tau: 0.95,
     };
 
+    /// The default for a directions file: the paper's power:0.95 where the file's scores tell
+    /// layers apart, else every layer (a file without informative scores cannot rank them).
+    pub fn default_for(file: &directions::DirectionsFile) -> LayerWeights {
+        let informative = file
+            .scores
+            .iter()
+            .any(|row| row.iter().any(|&s| s != row[0]));
+        if informative {
+            LayerWeights::PAPER
+        } else {
+            LayerWeights::All
+        }
+    }
+
     /// Weights for the rows of a file: `scores[r]` is row r's score, `blocks[r]` its block.
     pub fn weights(&self, scores: &[f32], blocks: &[usize]) -> Vec<f32> {
         let normalised = || {

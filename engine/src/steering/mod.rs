@@ -21,6 +21,9 @@ pub use schedule::{Schedule, crossfade};
 /// The paper's Bernoulli gate probability (§4.4).
 pub const DEFAULT_GATE: f32 = 0.3;
 
+/// Separates the gates' draws from sampling's, which use the same seed.
+const GATE_SALT: u64 = 0x6761_7465_5f76_3100;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SteeringError {
     #[error(transparent)]
@@ -139,15 +142,24 @@ impl SteeringPlan {
         self.steers.len()
     }
 
-    /// Add a steer read from a directions file.
+    /// Add a steer read from a directions file; `layers: None` takes
+    /// [`LayerWeights::default_for`] the file.
     pub fn add_from_file(
         &mut self,
         arg: &SteerArg,
-        layers: &LayerWeights,
+        layers: Option<&LayerWeights>,
         gate: f32,
     ) -> Result<usize, SteeringError> {
         let file = DirectionsFile::read(&arg.file)?;
         let class = resolve_class(&file, &arg.class, &arg.file)?;
+        let default;
+        let layers = match layers {
+            Some(l) => l,
+            None => {
+                default = LayerWeights::default_for(&file);
+                &default
+            }
+        };
         self.add(
             &file,
             &arg.file,
@@ -230,11 +242,8 @@ impl SteeringPlan {
         if p >= 1.0 {
             return true;
         }
-        let mut h = mix(self.seed ^ 0x6761_7465_5f76_3100);
-        h = mix(h ^ steer as u64);
-        h = mix(h ^ block as u64);
-        h = mix(h ^ step as u64);
-        ((h >> 11) as f64 * (1.0 / (1u64 << 53) as f64)) < p as f64
+        let keys = [steer as u64, block as u64, step as u64];
+        directions::keyed_unit(self.seed ^ GATE_SALT, &keys) < p as f64
     }
 
     /// The coefficient c_k(t) of steer `k` at `step`.
@@ -308,13 +317,6 @@ pub fn resolve_class(
             classes: file.classes.join(", "),
         }),
     }
-}
-
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]

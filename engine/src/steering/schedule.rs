@@ -51,7 +51,8 @@ impl Schedule {
     }
 
     /// Parse the CLI form: `const` | `rise:T0:T1` | `decay:T` | `exp:R` | `logistic:MID:K` |
-    /// `sine:PERIOD` | `external`.
+    /// `sine:PERIOD`. [`Schedule::External`] has no text form: its values come per step from a
+    /// host (automation lanes, a control file), so a command line that names it is rejected.
     pub fn parse(text: &str) -> Result<Self, String> {
         let parts: Vec<&str> = text.split(':').collect();
         let num = |i: usize| -> Result<f64, String> {
@@ -89,8 +90,11 @@ impl Schedule {
                 Schedule::Constant
             }
             "external" => {
-                arity(0)?;
-                Schedule::External
+                return Err(format!(
+                    "schedule `{text}` takes its values per step from the plugin's automation or a \
+                     stream's control file; on the command line use const, rise:T0:T1, decay:T, \
+                     exp:R, logistic:MID:K or sine:PERIOD"
+                ));
             }
             "rise" => {
                 arity(2)?;
@@ -184,6 +188,8 @@ mod tests {
         assert!((sine.coefficient(eta, 50, 0.0) - eta).abs() < 1e-6);
         assert!(sine.coefficient(eta, 150, 0.0).abs() < 1e-6);
         assert_eq!(Schedule::External.coefficient(0.5, 7, 0.25), 0.125);
+        let err = Schedule::parse("external").unwrap_err();
+        assert!(err.contains("per step from the plugin"), "{err}");
     }
 
     #[test]

@@ -1,0 +1,50 @@
+//! musicrfm's offline tools as a library: concept datasets (SynTheory), feature extraction,
+//! probe training, steering evaluation, rendering and benchmarks. The `cargo xtask` binary
+//! (`main.rs`) only parses the command line and calls these; the model-side work (generation,
+//! the feature protocol, steering) lives in `engine`.
+
+pub mod audio_features;
+pub mod bench_decode;
+pub mod bench_rfm;
+pub mod eval_steering;
+pub mod extract;
+pub mod feature_store;
+pub mod model_source;
+pub mod npy;
+pub mod probe_plot;
+pub mod render;
+pub mod syntheory;
+pub mod syntheory_music;
+pub mod test_cmd;
+pub mod train_probes;
+pub mod training;
+
+/// [`directions::atomic::write_atomic`] for a byte buffer, with the path in the error.
+pub fn write_file(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use anyhow::Context;
+    directions::atomic::write_bytes_atomic(path, bytes)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Write `path` atomically through a temporary sibling that `write` fills (see
+/// [`directions::atomic::write_atomic`]), with the path in the error.
+pub fn atomic_write_path(
+    path: &std::path::Path,
+    write: impl FnOnce(&std::path::Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    directions::atomic::write_atomic(path, write)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// [`atomic_write_path`] for a writer (synced to disk before the rename).
+pub fn atomic_write(
+    path: &std::path::Path,
+    write: impl FnOnce(&mut std::fs::File) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    atomic_write_path(path, |tmp| {
+        let mut file = std::fs::File::create(tmp)?;
+        write(&mut file)?;
+        Ok(file.sync_all()?)
+    })
+}
