@@ -38,7 +38,7 @@ pub fn plot(path: &Path, report: &TrainReport) -> anyhow::Result<()> {
         .layers
         .iter()
         .filter_map(|l| {
-            let fit = l.multiclass.as_ref()?.as_ref().ok()?;
+            let fit = l.multiclass.as_ref()?.fitted()?;
             Some((at(l.block as i32), fit.test.accuracy?))
         })
         .collect();

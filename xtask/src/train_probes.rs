@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::feature_store::Features;
 use crate::probe_plot;
-use crate::training::{TrainOptions, TrainReport, train_directions};
+use crate::training::{MulticlassFit, TrainOptions, TrainReport, train_directions};
 
 /// Train RFM concept probes per layer and write a directions file v1.
 #[derive(Debug, Args)]
@@ -130,7 +130,7 @@ fn print_summary(report: &TrainReport) {
         let test = l
             .multiclass
             .as_ref()
-            .and_then(|m| m.as_ref().ok())
+            .and_then(MulticlassFit::fitted)
             .map(|f| f.test);
         line.push_str(&format!(
             " {:>10.3} {:>10.3}",

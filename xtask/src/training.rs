@@ -60,8 +60,25 @@ pub struct LayerReport {
     pub block: usize,
     /// One per class (one for a regression concept).
     pub binary: Vec<ClassReport>,
-    /// The multiclass probe of this block, or why it could not be fitted.
-    pub multiclass: Option<Result<FitReport, String>>,
+    /// The multiclass probe of this block (absent for regression concepts or when not asked).
+    pub multiclass: Option<MulticlassFit>,
+}
+
+/// A multiclass fit, or why it failed (a failed multiclass fit is reported, not fatal).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum MulticlassFit {
+    Fitted(FitReport),
+    Failed { error: String },
+}
+
+impl MulticlassFit {
+    pub fn fitted(&self) -> Option<&FitReport> {
+        match self {
+            MulticlassFit::Fitted(f) => Some(f),
+            MulticlassFit::Failed { .. } => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -325,9 +342,11 @@ pub fn train_directions(
                 Ok(p) => {
                     let fit = FitReport::of(&p);
                     keep_best(p.val_score, layer, p.probe);
-                    Ok(fit)
+                    MulticlassFit::Fitted(fit)
                 }
-                Err(e) => Err(e.to_string()),
+                Err(e) => MulticlassFit::Failed {
+                    error: e.to_string(),
+                },
             }
         });
         layers.push(LayerReport {
