@@ -93,12 +93,14 @@ impl T5Encoder {
         config: &T5Config,
         device: &Device,
     ) -> Result<Self, LoadError> {
-        // `encoder.embed_tokens` is tied to `shared`; hub files store only one of them.
+        // `encoder.embed_tokens` is tied to `shared`; hub files store only one of them. When
+        // neither is there, the error names `shared`.
+        let tied_key = format!("{prefix}.encoder.embed_tokens.weight");
         let shared_key = format!("{prefix}.shared.weight");
-        let shared_key = if weights.contains(&shared_key) {
-            shared_key
+        let shared_key = if !weights.contains(&shared_key) && weights.contains(&tied_key) {
+            tied_key
         } else {
-            format!("{prefix}.encoder.embed_tokens.weight")
+            shared_key
         };
         let shared = weights.tensor(&shared_key, [config.vocab_size, config.d_model], device)?;
         let encoder = T5Stack::load(weights, &format!("{prefix}.encoder"), config, device)?;
