@@ -5,15 +5,15 @@
 //! `models/musicgen/modeling_musicgen.py` (`MusicgenForCausalLM`). Keys live under
 //! `decoder.model.decoder.` and `decoder.lm_heads.`.
 //!
-//! Two entry points share the block code: [`DecoderLm::forward`] runs a whole sequence without
-//! a cache (teacher forcing, feature extraction), [`DecoderLm::forward_cached`] appends positions
-//! to a preallocated [`KvCache`] (generation, one step per call). A [`BlockHook`] sees every
-//! block's output, which is where steering adds its directions.
+//! Two entry points run the same `Block::forward`: [`DecoderLm::forward`] runs a whole
+//! sequence without a cache (teacher forcing, feature extraction), [`DecoderLm::forward_cached`]
+//! appends positions to a preallocated [`KvCache`] (generation, one step per call). A
+//! [`BlockHook`] sees every block's output, which is where steering adds its directions.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::config::DecoderConfig;
-use crate::error::LoadError;
+use crate::error::{CacheError, LoadError};
 use crate::nn::{Activation, LayerNorm, Linear, attention, merge_heads, split_heads};
 use crate::weights::Weights;
 
@@ -57,6 +57,7 @@ impl<H: BlockHook> BlockHook for (H, CaptureBlocks) {
     }
 }
 
+/// `self_attn.` / `encoder_attn.` of a block (HF `MusicgenAttention`, no biases).
 struct Attention {
     q_proj: Linear,
     k_proj: Linear,
@@ -74,19 +75,21 @@ impl Attention {
         heads: usize,
         device: &Device,
     ) -> Result<Self, LoadError> {
-        let lin =
-            |name: &str| Linear::load(weights, &format!("{prefix}.{name}"), d, d, false, device);
+        let lin = Linear::loader(weights, prefix, device);
         Ok(Self {
-            q_proj: lin("q_proj")?,
-            k_proj: lin("k_proj")?,
-            v_proj: lin("v_proj")?,
-            out_proj: lin("out_proj")?,
+            q_proj: lin("q_proj", d, d)?,
+            k_proj: lin("k_proj", d, d)?,
+            v_proj: lin("v_proj", d, d)?,
+            out_proj: lin("out_proj", d, d)?,
             heads,
             scale: ((d / heads) as f64).powf(-0.5),
         })
     }
 
-    /// Keys and values of `x`, split into heads: `[batch, heads, seq, head_dim]` each.
+    /// Keys and values of `x`, split into heads.
+    ///
+    /// # Shapes
+    /// `x: [batch, seq, d_model]` → `[batch, heads, seq, head_dim]` each
     fn project_kv(&self, x: Tensor<3>) -> (Tensor<4>, Tensor<4>) {
         (
             split_heads(self.k_proj.forward(x.clone()), self.heads),
@@ -94,6 +97,12 @@ impl Attention {
         )
     }
 
+    /// Queries of `x` attend to `k`, `v`.
+    ///
+    /// # Shapes
+    /// - `x: [batch, seq, d_model]`, `k`, `v: [batch, heads, kv_len, head_dim]`
+    /// - `bias`: broadcastable to `[batch, heads, seq, kv_len]`
+    /// - returns `[batch, seq, d_model]`
     fn attend(
         &self,
         x: Tensor<3>,
@@ -107,6 +116,7 @@ impl Attention {
     }
 }
 
+/// `layers.{i}.` (HF `MusicgenDecoderLayer`).
 struct Block {
     self_attn: Attention,
     self_attn_layer_norm: LayerNorm,
@@ -115,6 +125,87 @@ struct Block {
     fc1: Linear,
     fc2: Linear,
     final_layer_norm: LayerNorm,
+    /// `activation_function` from the config (not a checkpoint key).
+    activation_fn: Activation,
+}
+
+/// One block's cross-attention inputs: the text keys and values, and the padding bias.
+type CrossKv<'a> = (&'a (Tensor<4>, Tensor<4>), &'a Tensor<4>);
+
+impl Block {
+    fn load(
+        weights: &Weights,
+        prefix: &str,
+        config: &DecoderConfig,
+        device: &Device,
+    ) -> Result<Self, LoadError> {
+        let (d, heads) = (config.hidden_size, config.num_attention_heads);
+        let attn =
+            |name: &str| Attention::load(weights, &format!("{prefix}.{name}"), d, heads, device);
+        let norm = |name: &str| {
+            LayerNorm::load(
+                weights,
+                &format!("{prefix}.{name}"),
+                d,
+                LAYER_NORM_EPS,
+                device,
+            )
+        };
+        let lin = Linear::loader(weights, prefix, device);
+        Ok(Self {
+            self_attn: attn("self_attn")?,
+            self_attn_layer_norm: norm("self_attn_layer_norm")?,
+            encoder_attn: attn("encoder_attn")?,
+            encoder_attn_layer_norm: norm("encoder_attn_layer_norm")?,
+            fc1: lin("fc1", d, config.ffn_dim)?,
+            fc2: lin("fc2", config.ffn_dim, d)?,
+            final_layer_norm: norm("final_layer_norm")?,
+            activation_fn: config.activation_function,
+        })
+    }
+
+    /// Self-attention, cross-attention (when there is text) and the feed-forward block, each
+    /// pre-norm residual. With a `cache`, `x` holds the positions after the cached ones: their
+    /// keys and values are appended and they attend to every cached position too.
+    ///
+    /// # Shapes
+    /// - `x: [batch, seq, d_model]`
+    /// - `causal: [1, 1, seq, past + seq]`, or `None` where every key is visible (one new
+    ///   position)
+    /// - returns `[batch, seq, d_model]`
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        cache: Option<&mut LayerCache>,
+        causal: Option<Tensor<4>>,
+        cross: Option<CrossKv<'_>>,
+    ) -> Tensor<3> {
+        let residual = x.clone();
+        let h = self.self_attn_layer_norm.forward(x);
+        let (k, v) = self.self_attn.project_kv(h.clone());
+        let (k, v) = match cache {
+            Some(cache) => cache.append(k, v),
+            None => (k, v),
+        };
+        let h = self.self_attn.attend(h, k, v, causal);
+        let mut x = residual + h;
+
+        if let Some(((k, v), bias)) = cross {
+            let residual = x.clone();
+            let h = self.encoder_attn_layer_norm.forward(x);
+            let h = self
+                .encoder_attn
+                .attend(h, k.clone(), v.clone(), Some(bias.clone()));
+            x = residual + h;
+        }
+
+        let residual = x.clone();
+        let h = self.final_layer_norm.forward(x);
+        let h = self
+            .fc2
+            .forward(self.activation_fn.forward(self.fc1.forward(h)));
+        residual + h
+    }
 }
 
 /// Text keys/values for every block's cross-attention, computed once per prompt.
@@ -126,27 +217,112 @@ pub struct CrossContext {
     bias: Tensor<4>,
 }
 
+impl CrossContext {
+    fn block(&self, block: usize) -> CrossKv<'_> {
+        (&self.kv[block], &self.bias)
+    }
+}
+
 /// Self-attention keys and values of every block, preallocated to `capacity` positions and
-/// written in place.
+/// written in place; never concatenated per step.
 pub struct KvCache {
-    k: Vec<Tensor<4>>,
-    v: Vec<Tensor<4>>,
-    len: usize,
+    layers: Vec<LayerCache>,
     capacity: usize,
     batch: usize,
 }
 
+/// One block's keys and values, `[batch, heads, capacity, head_dim]` each; positions `0..len`
+/// are live.
+struct LayerCache {
+    k: Tensor<4>,
+    v: Tensor<4>,
+    len: usize,
+}
+
+impl LayerCache {
+    /// Write `k_new`, `v_new` at the next positions and return the live keys and values,
+    /// new ones included. The caller has checked the room ([`KvCache::check_room`]).
+    ///
+    /// # Shapes
+    /// - `k_new`, `v_new: [batch, heads, seq, head_dim]`
+    /// - returns `[batch, heads, len + seq, head_dim]` each
+    fn append(&mut self, k_new: Tensor<4>, v_new: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+        let [batch, heads, seq, head_dim] = k_new.dims();
+        let end = self.len + seq;
+        debug_assert!(end <= self.k.dims()[2], "KvCache::check_room runs first");
+        let range = [0..batch, 0..heads, self.len..end, 0..head_dim];
+        self.k = Self::write(&mut self.k, range.clone(), k_new);
+        self.v = Self::write(&mut self.v, range, v_new);
+        self.len = end;
+        let live = [0..batch, 0..heads, 0..end, 0..head_dim];
+        (
+            self.k.clone().slice(live.clone()),
+            self.v.clone().slice(live),
+        )
+    }
+
+    /// `buffer[range] = values`, in place.
+    fn write(
+        buffer: &mut Tensor<4>,
+        range: [std::ops::Range<usize>; 4],
+        values: Tensor<4>,
+    ) -> Tensor<4> {
+        // burn-flex's `slice_assign` writes into the buffer in place only when the tensor it is
+        // given is the buffer's sole owner; otherwise it first copies the whole preallocated
+        // cache. Take the tensor out of `self` (an empty placeholder stays behind) so that the
+        // call consumes the only handle.
+        let placeholder = Tensor::empty([0, 0, 0, 0], &buffer.device());
+        std::mem::replace(buffer, placeholder).slice_assign(range, values)
+    }
+}
+
 impl KvCache {
+    /// A cache for `blocks` blocks, `batch` rows and `capacity` positions.
+    fn new(
+        blocks: usize,
+        batch: usize,
+        heads: usize,
+        capacity: usize,
+        head_dim: usize,
+        device: &Device,
+    ) -> Self {
+        let zeros = || Tensor::<4>::zeros([batch, heads, capacity, head_dim], device);
+        Self {
+            layers: (0..blocks)
+                .map(|_| LayerCache {
+                    k: zeros(),
+                    v: zeros(),
+                    len: 0,
+                })
+                .collect(),
+            capacity,
+            batch,
+        }
+    }
+
+    /// Positions written so far.
     pub fn len(&self) -> usize {
-        self.len
+        // Every block holds the same positions between forward calls.
+        self.layers.first().map_or(0, |layer| layer.len)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
+    /// Positions the cache was allocated for.
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// Positions still free.
+    pub fn remaining(&self) -> usize {
+        self.capacity - self.len()
+    }
+
+    /// Whether no further position fits.
+    pub fn is_full(&self) -> bool {
+        self.len() >= self.capacity
     }
 
     pub fn batch(&self) -> usize {
@@ -155,17 +331,43 @@ impl KvCache {
 
     /// Forget every position (the buffers stay allocated).
     pub fn clear(&mut self) {
-        self.len = 0;
+        for layer in &mut self.layers {
+            layer.len = 0;
+        }
+    }
+
+    /// Whether `seq` more positions of `batch` rows fit.
+    pub fn check_room(&self, batch: usize, seq: usize) -> Result<(), CacheError> {
+        if batch != self.batch {
+            return Err(CacheError::BatchMismatch {
+                cache: self.batch,
+                tokens: batch,
+            });
+        }
+        if seq > self.remaining() {
+            return Err(CacheError::Full {
+                len: self.len(),
+                capacity: self.capacity,
+                requested: seq,
+            });
+        }
+        Ok(())
     }
 }
 
-/// The decoder LM (`MusicgenForCausalLM`).
+/// The decoder LM (`MusicgenForCausalLM`, keys under `decoder.`; HF's `model.decoder.` level
+/// is flattened into this struct).
 pub struct DecoderLm {
+    /// `model.decoder.embed_tokens.{k}.weight`: `[vocab + 1, d_model]` per codebook (the
+    /// extra row is BOS / pad).
     embed_tokens: Vec<Tensor<2>>,
+    /// `model.decoder.layers.{i}`
     layers: Vec<Block>,
+    /// `model.decoder.layer_norm`: the final norm before the heads.
     layer_norm: LayerNorm,
+    /// `lm_heads.{k}`
     lm_heads: Vec<Linear>,
-    /// Sinusoidal position table `[positions, d_model]`.
+    /// Sinusoidal position table `[positions, d_model]` (computed, not stored).
     positions: Tensor<2>,
     pub config: DecoderConfig,
     device: Device,
@@ -188,48 +390,9 @@ impl DecoderLm {
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let mut layers = Vec::with_capacity(config.num_hidden_layers);
-        for i in 0..config.num_hidden_layers {
-            let lp = format!("{p}.layers.{i}");
-            let norm = |name: &str| {
-                LayerNorm::load(weights, &format!("{lp}.{name}"), d, LAYER_NORM_EPS, device)
-            };
-            layers.push(Block {
-                self_attn: Attention::load(
-                    weights,
-                    &format!("{lp}.self_attn"),
-                    d,
-                    config.num_attention_heads,
-                    device,
-                )?,
-                self_attn_layer_norm: norm("self_attn_layer_norm")?,
-                encoder_attn: Attention::load(
-                    weights,
-                    &format!("{lp}.encoder_attn"),
-                    d,
-                    config.num_attention_heads,
-                    device,
-                )?,
-                encoder_attn_layer_norm: norm("encoder_attn_layer_norm")?,
-                fc1: Linear::load(
-                    weights,
-                    &format!("{lp}.fc1"),
-                    d,
-                    config.ffn_dim,
-                    false,
-                    device,
-                )?,
-                fc2: Linear::load(
-                    weights,
-                    &format!("{lp}.fc2"),
-                    config.ffn_dim,
-                    d,
-                    false,
-                    device,
-                )?,
-                final_layer_norm: norm("final_layer_norm")?,
-            });
-        }
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| Block::load(weights, &format!("{p}.layers.{i}"), config, device))
+            .collect::<Result<Vec<_>, _>>()?;
         let layer_norm = LayerNorm::load(
             weights,
             &format!("{p}.layer_norm"),
@@ -281,15 +444,14 @@ impl DecoderLm {
     /// A cache for `batch` rows and `capacity` positions.
     pub fn new_cache(&self, batch: usize, capacity: usize) -> KvCache {
         let heads = self.config.num_attention_heads;
-        let head_dim = self.config.hidden_size / heads;
-        let zeros = || Tensor::<4>::zeros([batch, heads, capacity, head_dim], &self.device);
-        KvCache {
-            k: (0..self.layers.len()).map(|_| zeros()).collect(),
-            v: (0..self.layers.len()).map(|_| zeros()).collect(),
-            len: 0,
-            capacity,
+        KvCache::new(
+            self.layers.len(),
             batch,
-        }
+            heads,
+            capacity,
+            self.config.hidden_size / heads,
+            &self.device,
+        )
     }
 
     /// Cross-attention keys/values of the projected text states.
@@ -360,6 +522,9 @@ impl DecoderLm {
 
     /// Like [`Self::forward`], but returns the last block's output before the final norm and
     /// the heads (feature extraction needs only the hook's captures).
+    ///
+    /// # Shapes
+    /// `tokens: [batch, codebooks, seq]` → `[batch, seq, d_model]`
     pub fn hidden(
         &self,
         tokens: Tensor<3, Int>,
@@ -367,23 +532,20 @@ impl DecoderLm {
         hook: &mut impl BlockHook,
     ) -> Tensor<3> {
         let seq = tokens.dims()[2];
-        let mut x = self.embed(tokens, 0);
+        let x = self.embed(tokens, 0);
         let causal = causal_bias(seq, 0, &self.device);
-        for (b, layer) in self.layers.iter().enumerate() {
-            let residual = x.clone();
-            let h = layer.self_attn_layer_norm.forward(x);
-            let (k, v) = layer.self_attn.project_kv(h.clone());
-            let h = layer.self_attn.attend(h, k, v, Some(causal.clone()));
-            x = layer.cross_and_ffn(residual + h, cross.map(|c| (&c.kv[b], &c.bias)));
-            x = hook.after_block(b, x);
-        }
-        x
+        self.blocks(x, None, Some(causal), cross, hook)
     }
 
     /// Append `tokens` at positions `cache.len()..` and return the logits of those positions.
     ///
     /// # Shapes
     /// `tokens: [batch, codebooks, seq]` → `[batch, codebooks, seq, vocab]`
+    ///
+    /// # Panics
+    /// If the tokens do not fit the cache (rows differ, or more than
+    /// [`KvCache::remaining`] positions): check [`KvCache::is_full`] first, or call
+    /// [`Self::try_forward_cached`].
     pub fn forward_cached(
         &self,
         tokens: Tensor<3, Int>,
@@ -391,40 +553,48 @@ impl DecoderLm {
         cross: Option<&CrossContext>,
         hook: &mut impl BlockHook,
     ) -> Tensor<4> {
+        self.try_forward_cached(tokens, cache, cross, hook)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Self::forward_cached`], with an error instead of a panic when the tokens do not fit
+    /// the cache (which is then left unchanged).
+    pub fn try_forward_cached(
+        &self,
+        tokens: Tensor<3, Int>,
+        cache: &mut KvCache,
+        cross: Option<&CrossContext>,
+        hook: &mut impl BlockHook,
+    ) -> Result<Tensor<4>, CacheError> {
         let [batch, _, seq] = tokens.dims();
-        let start = cache.len;
-        let end = start + seq;
-        assert!(
-            end <= cache.capacity && batch == cache.batch,
-            "KV cache holds {} rows × {} positions; asked for {batch} × {end}",
-            cache.batch,
-            cache.capacity
-        );
-        let mut x = self.embed(tokens, start);
+        cache.check_room(batch, seq)?;
+        let start = cache.len();
+        let x = self.embed(tokens, start);
         // One new position attends to every cached one; a block of several needs a causal mask.
         let causal = (seq > 1).then(|| causal_bias(seq, start, &self.device));
-        let heads = self.config.num_attention_heads;
-        let head_dim = self.config.hidden_size / heads;
-        for (b, layer) in self.layers.iter().enumerate() {
-            let residual = x.clone();
-            let h = layer.self_attn_layer_norm.forward(x);
-            let (k_new, v_new) = layer.self_attn.project_kv(h.clone());
-            let range = [0..batch, 0..heads, start..end, 0..head_dim];
-            let k_all =
-                std::mem::replace(&mut cache.k[b], Tensor::empty([0, 0, 0, 0], &self.device));
-            cache.k[b] = k_all.slice_assign(range.clone(), k_new);
-            let v_all =
-                std::mem::replace(&mut cache.v[b], Tensor::empty([0, 0, 0, 0], &self.device));
-            cache.v[b] = v_all.slice_assign(range, v_new);
-            let live = [0..batch, 0..heads, 0..end, 0..head_dim];
-            let k = cache.k[b].clone().slice(live.clone());
-            let v = cache.v[b].clone().slice(live);
-            let h = layer.self_attn.attend(h, k, v, causal.clone());
-            x = layer.cross_and_ffn(residual + h, cross.map(|c| (&c.kv[b], &c.bias)));
+        let x = self.blocks(x, Some(cache), causal, cross, hook);
+        Ok(self.logits(x))
+    }
+
+    /// Every block in turn, the hook after each.
+    ///
+    /// # Shapes
+    /// `x: [batch, seq, d_model]` → same
+    fn blocks(
+        &self,
+        x: Tensor<3>,
+        mut cache: Option<&mut KvCache>,
+        causal: Option<Tensor<4>>,
+        cross: Option<&CrossContext>,
+        hook: &mut impl BlockHook,
+    ) -> Tensor<3> {
+        let mut x = x;
+        for (b, block) in self.layers.iter().enumerate() {
+            let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[b]);
+            x = block.forward(x, layer_cache, causal.clone(), cross.map(|c| c.block(b)));
             x = hook.after_block(b, x);
         }
-        cache.len = end;
-        self.logits(x)
+        x
     }
 
     /// Final norm and the per-codebook heads.
@@ -439,31 +609,6 @@ impl DecoderLm {
             .map(|head| head.forward(h.clone()).unsqueeze_dim::<4>(1))
             .collect();
         Tensor::cat(per_codebook, 1)
-    }
-}
-
-impl Block {
-    /// Cross-attention (when there is text) and the feed-forward block, both pre-norm residual.
-    fn cross_and_ffn(
-        &self,
-        x: Tensor<3>,
-        cross: Option<(&(Tensor<4>, Tensor<4>), &Tensor<4>)>,
-    ) -> Tensor<3> {
-        let mut x = x;
-        if let Some(((k, v), bias)) = cross {
-            let residual = x.clone();
-            let h = self.encoder_attn_layer_norm.forward(x);
-            let h = self
-                .encoder_attn
-                .attend(h, k.clone(), v.clone(), Some(bias.clone()));
-            x = residual + h;
-        }
-        let residual = x.clone();
-        let h = self.final_layer_norm.forward(x);
-        let h = self
-            .fc2
-            .forward(Activation::Gelu.forward(self.fc1.forward(h)));
-        residual + h
     }
 }
 

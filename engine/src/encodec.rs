@@ -19,7 +19,6 @@ use crate::config::EncodecConfig;
 use crate::error::LoadError;
 use crate::weights::Weights;
 
-use conv::EdgePadding;
 use quantizer::ResidualVectorQuantizer;
 use seanet::{SeanetDecoder, SeanetEncoder};
 
@@ -41,14 +40,12 @@ impl EncodecModel {
         config: &EncodecConfig,
         device: &Device,
     ) -> Result<Self, LoadError> {
-        check_supported(prefix, config)?;
-        let edge = EdgePadding::from_config(&config.pad_mode).ok_or_else(|| LoadError::Config {
+        // Callers may build the config in code; `MusicgenConfig::from_file` ran the same check.
+        config.validate().map_err(|message| LoadError::Config {
             path: PathBuf::from("config.json"),
-            message: format!(
-                "{prefix}.pad_mode = {:?}: expected \"reflect\" or \"constant\"",
-                config.pad_mode
-            ),
+            message,
         })?;
+        let edge = config.pad_mode;
         let encoder =
             SeanetEncoder::load(weights, &format!("{prefix}.encoder"), config, edge, device)?;
         let decoder =
@@ -107,47 +104,4 @@ impl EncodecModel {
     pub fn decode(&self, codes: Tensor<3, Int>) -> Tensor<3> {
         self.decoder.forward(self.quantizer.decode(codes))
     }
-}
-
-/// Reject the EnCodec variants this port does not implement, naming the flag, instead of
-/// producing audio that silently differs from the reference.
-fn check_supported(prefix: &str, config: &EncodecConfig) -> Result<(), LoadError> {
-    let fail = |message: String| {
-        Err(LoadError::Config {
-            path: PathBuf::from("config.json"),
-            message: format!("{prefix}.{message}"),
-        })
-    };
-    if config.norm_type != "weight_norm" {
-        return fail(format!(
-            "norm_type = {:?}: only \"weight_norm\" is supported",
-            config.norm_type
-        ));
-    }
-    if config.normalize {
-        return fail("normalize = true: only MusicGen's unnormalised codec is supported".into());
-    }
-    if config.chunk_length_s.is_some() {
-        return fail("chunk_length_s is set: chunked encoding is not supported".into());
-    }
-    if config.upsampling_ratios.is_empty() || config.upsampling_ratios.contains(&0) {
-        return fail("upsampling_ratios must be non-empty and positive".into());
-    }
-    if config.compress == 0 || config.num_filters == 0 || config.kernel_size == 0 {
-        return fail("compress, num_filters and kernel_size must be positive".into());
-    }
-    if config.residual_kernel_size == 0 || config.last_kernel_size == 0 {
-        return fail("residual_kernel_size and last_kernel_size must be positive".into());
-    }
-    if config.codebook_dim() != config.hidden_size {
-        return fail(format!(
-            "codebook_dim = {} differs from hidden_size = {}: the reference has no projection",
-            config.codebook_dim(),
-            config.hidden_size
-        ));
-    }
-    if !config.use_causal_conv && config.trim_right_ratio != 1.0 {
-        return fail("trim_right_ratio != 1.0 only makes sense for causal convolutions".into());
-    }
-    Ok(())
 }

@@ -1,28 +1,42 @@
 //! Errors of the engine. Every message names the file, key or flag at fault.
+//!
+//! A variant that wraps a lower-level error writes that error's text into its own message and
+//! does not also return it from `source()`: printers that walk the chain (anyhow's `{:#}`)
+//! would otherwise repeat it.
 
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {cause}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(
-        "{path} is not a valid safetensors file ({source}); is it truncated or still downloading?"
+        "{path} is not a valid safetensors file ({cause}); is it truncated or still downloading?"
     )]
     Safetensors {
         path: PathBuf,
-        #[source]
-        source: safetensors::SafeTensorError,
+        cause: safetensors::SafeTensorError,
     },
-    #[error("malformed JSON in {path}: {source}")]
+    /// Not JSON at all (a syntax error, a truncated file).
+    #[error("malformed JSON in {path}: {message} (line {line}, column {column})")]
     Json {
         path: PathBuf,
-        #[source]
-        source: serde_json::Error,
+        message: String,
+        line: usize,
+        column: usize,
+    },
+    /// Valid JSON with a value of the wrong type, an unknown variant or a missing key at `key`
+    /// (a dotted path such as `decoder.num_codebooks`).
+    #[error("{path}: {key}: {message} (line {line}, column {column})")]
+    ConfigValue {
+        path: PathBuf,
+        key: String,
+        message: String,
+        line: usize,
+        column: usize,
     },
     #[error("invalid config {path}: {message}")]
     Config { path: PathBuf, message: String },
@@ -51,4 +65,17 @@ pub enum LoadError {
     ModelNotFound { source_name: String, hint: String },
     #[error("tokenizer {path}: {message}")]
     Tokenizer { path: PathBuf, message: String },
+}
+
+/// Tokens that do not fit a [`KvCache`](crate::KvCache).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CacheError {
+    #[error("the KV cache is full: {len} of {capacity} positions used, {requested} more asked for")]
+    Full {
+        len: usize,
+        capacity: usize,
+        requested: usize,
+    },
+    #[error("the KV cache holds {cache} rows, the tokens have {tokens}")]
+    BatchMismatch { cache: usize, tokens: usize },
 }

@@ -52,6 +52,25 @@ impl Linear {
         })
     }
 
+    /// A loader of the bias-free linears under `prefix`: `load("q", d_in, d_out)` reads
+    /// `{prefix}.q.weight`.
+    pub fn loader<'a>(
+        weights: &'a Weights,
+        prefix: &'a str,
+        device: &'a Device,
+    ) -> impl Fn(&str, usize, usize) -> Result<Self, LoadError> + 'a {
+        move |name, d_in, d_out| {
+            Self::load(
+                weights,
+                &format!("{prefix}.{name}"),
+                d_in,
+                d_out,
+                false,
+                device,
+            )
+        }
+    }
+
     /// # Shapes
     /// `x: [batch, seq, d_in]` → `[batch, seq, d_out]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
@@ -133,13 +152,17 @@ impl RmsNorm {
     }
 }
 
-/// Activation functions named by configs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Activation functions, deserialised from transformers' names for them (the decoder's
+/// `activation_function`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 pub enum Activation {
+    #[serde(rename = "relu")]
     Relu,
     /// Exact (erf) GELU: PyTorch `nn.GELU()`, transformers' `"gelu"`.
+    #[serde(rename = "gelu")]
     Gelu,
     /// tanh-approximated GELU: transformers' `"gelu_new"` (T5 v1.1's gated-gelu).
+    #[serde(rename = "gelu_new")]
     GeluTanh,
 }
 

@@ -13,40 +13,77 @@ use crate::error::LoadError;
 use crate::nn::{Activation, Linear, RmsNorm, attention, merge_heads, split_heads};
 use crate::weights::Weights;
 
-struct SelfAttention {
+/// `T5EncoderModel` as MusicGen stores it under `text_encoder.`: the token table `shared` and
+/// the stack `encoder`.
+pub struct T5Encoder {
+    /// `shared.weight` `[vocab, d_model]` (the tied `encoder.embed_tokens.weight` when a
+    /// checkpoint stores only that one).
+    shared: Tensor<2>,
+    encoder: T5Stack,
+    config: T5Config,
+    device: Device,
+}
+
+/// `encoder.`: `block.{i}` and `final_layer_norm`.
+struct T5Stack {
+    block: Vec<T5Block>,
+    final_layer_norm: RmsNorm,
+}
+
+/// `block.{i}.`: HF's `layer` list holds self-attention at `layer.0` and the feed-forward at
+/// `layer.1`.
+struct T5Block {
+    /// `layer.0`
+    layer_0: T5LayerSelfAttention,
+    /// `layer.1`
+    layer_1: T5LayerFf,
+}
+
+/// `layer.0.`: `SelfAttention` and its pre-norm `layer_norm`.
+struct T5LayerSelfAttention {
+    /// `SelfAttention`
+    self_attention: T5Attention,
+    layer_norm: RmsNorm,
+}
+
+/// `SelfAttention.{q,k,v,o}`, and in block 0 `relative_attention_bias`.
+struct T5Attention {
     q: Linear,
     k: Linear,
     v: Linear,
     o: Linear,
-    heads: usize,
+    /// `relative_attention_bias.weight` `[num_buckets, heads]`: block 0 owns it, every block
+    /// uses the bias it computes.
+    relative_attention_bias: Option<Tensor<2>>,
+    n_heads: usize,
 }
 
-/// `wo(act(wi x))`, or gated `wo(act(wi_0 x) · wi_1 x)` when `linear` (wi_1) is present.
-struct FeedForward {
-    /// `wi`, or `wi_0` in the gated variant.
-    wi: Linear,
-    /// `wi_1`: the gated variant's linear branch.
-    linear: Option<Linear>,
-    wo: Linear,
-    act: Activation,
+/// `layer.1.`: `DenseReluDense` and its pre-norm `layer_norm`.
+struct T5LayerFf {
+    /// `DenseReluDense`
+    dense_relu_dense: DenseReluDense,
+    layer_norm: RmsNorm,
 }
 
-struct Block {
-    attn_norm: RmsNorm,
-    attn: SelfAttention,
-    ff_norm: RmsNorm,
-    ff: FeedForward,
-}
-
-/// `T5EncoderModel` as MusicGen stores it under `text_encoder.`.
-pub struct T5Encoder {
-    embed: Tensor<2>,
-    blocks: Vec<Block>,
-    final_norm: RmsNorm,
-    /// `[num_buckets, heads]`, owned by block 0 in the checkpoint.
-    relative_attention_bias: Tensor<2>,
-    config: T5Config,
-    device: Device,
+/// `DenseReluDense.`, in the variant `feed_forward_proj` names.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per T5 block, built once; boxing would only add an indirection"
+)]
+enum DenseReluDense {
+    /// `wo(act(wi x))` (HF `T5DenseActDense`).
+    Act {
+        wi: Linear,
+        wo: Linear,
+        act: Activation,
+    },
+    /// `wo(act(wi_0 x) · wi_1 x)` (HF `T5DenseGatedActDense`).
+    GatedAct {
+        wi_0: Linear,
+        wi_1: Linear,
+        wo: Linear,
+        act: Activation,
+    },
 }
 
 impl T5Encoder {
@@ -56,86 +93,20 @@ impl T5Encoder {
         config: &T5Config,
         device: &Device,
     ) -> Result<Self, LoadError> {
-        let d = config.d_model;
-        let inner = config.num_heads * config.d_kv;
-        let eps = config.layer_norm_epsilon;
-        // `encoder.embed_tokens` is tied to `shared`; hub files store only one of them.
-        let shared = format!("{prefix}.shared.weight");
-        let embed_key = if weights.contains(&shared) {
-            shared
+        // `encoder.embed_tokens` is tied to `shared`; hub files store only one of them. When
+        // neither is there, the error names `shared`.
+        let tied_key = format!("{prefix}.encoder.embed_tokens.weight");
+        let shared_key = format!("{prefix}.shared.weight");
+        let shared_key = if !weights.contains(&shared_key) && weights.contains(&tied_key) {
+            tied_key
         } else {
-            format!("{prefix}.encoder.embed_tokens.weight")
+            shared_key
         };
-        let embed = weights.tensor(&embed_key, [config.vocab_size, d], device)?;
-        let mut blocks = Vec::with_capacity(config.num_layers);
-        for i in 0..config.num_layers {
-            let p = format!("{prefix}.encoder.block.{i}.layer");
-            let lin = |name: &str, d_in, d_out| {
-                Linear::load(weights, &format!("{p}.{name}"), d_in, d_out, false, device)
-            };
-            let attn = SelfAttention {
-                q: lin("0.SelfAttention.q", d, inner)?,
-                k: lin("0.SelfAttention.k", d, inner)?,
-                v: lin("0.SelfAttention.v", d, inner)?,
-                o: lin("0.SelfAttention.o", inner, d)?,
-                heads: config.num_heads,
-            };
-            let ff = match config.feed_forward_kind() {
-                Some(FeedForwardKind::Relu) | None => FeedForward {
-                    wi: lin("1.DenseReluDense.wi", d, config.d_ff)?,
-                    linear: None,
-                    wo: lin("1.DenseReluDense.wo", config.d_ff, d)?,
-                    act: Activation::Relu,
-                },
-                Some(kind) => FeedForward {
-                    wi: lin("1.DenseReluDense.wi_0", d, config.d_ff)?,
-                    linear: Some(lin("1.DenseReluDense.wi_1", d, config.d_ff)?),
-                    wo: lin("1.DenseReluDense.wo", config.d_ff, d)?,
-                    act: if kind == FeedForwardKind::GatedGelu {
-                        Activation::GeluTanh
-                    } else {
-                        Activation::Relu
-                    },
-                },
-            };
-            blocks.push(Block {
-                attn_norm: RmsNorm::load(
-                    weights,
-                    &format!("{p}.0.layer_norm.weight"),
-                    d,
-                    eps,
-                    device,
-                )?,
-                attn,
-                ff_norm: RmsNorm::load(
-                    weights,
-                    &format!("{p}.1.layer_norm.weight"),
-                    d,
-                    eps,
-                    device,
-                )?,
-                ff,
-            });
-        }
-        let relative_attention_bias = weights.tensor(
-            &format!(
-                "{prefix}.encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
-            ),
-            [config.relative_attention_num_buckets, config.num_heads],
-            device,
-        )?;
-        let final_norm = RmsNorm::load(
-            weights,
-            &format!("{prefix}.encoder.final_layer_norm.weight"),
-            d,
-            eps,
-            device,
-        )?;
+        let shared = weights.tensor(&shared_key, [config.vocab_size, config.d_model], device)?;
+        let encoder = T5Stack::load(weights, &format!("{prefix}.encoder"), config, device)?;
         Ok(Self {
-            embed,
-            blocks,
-            final_norm,
-            relative_attention_bias,
+            shared,
+            encoder,
             config: config.clone(),
             device: device.clone(),
         })
@@ -152,33 +123,29 @@ impl T5Encoder {
     /// - returns `[batch, seq, d_model]`
     pub fn forward(&self, ids: Tensor<2, Int>, mask: Tensor<2>) -> Tensor<3> {
         let [batch, seq] = ids.dims();
-        let d = self.config.d_model;
-        let mut x = self
-            .embed
+        let x = self
+            .shared
             .clone()
             .select(0, ids.reshape([batch * seq]))
-            .reshape([batch, seq, d]);
+            .reshape([batch, seq, self.config.d_model]);
         // Padding keys get the most negative f32, as the reference's extended attention mask.
         let mask_bias = (mask.ones_like() - mask)
             .mul_scalar(f32::MIN)
             .reshape([batch, 1, 1, seq]);
         let bias = self.position_bias(seq) + mask_bias;
-        for block in &self.blocks {
-            let residual = x.clone();
-            let h = block.attn_norm.forward(x);
-            let h = block.attn.forward(h, bias.clone());
-            x = residual + h;
-
-            let residual = x.clone();
-            let h = block.ff_norm.forward(x);
-            x = residual + block.ff.forward(h);
-        }
-        self.final_norm.forward(x)
+        self.encoder.forward(x, bias)
     }
 
-    /// Relative-position bias `[1, heads, seq, seq]` for a bidirectional encoder.
+    /// Relative-position bias `[1, heads, seq, seq]` for a bidirectional encoder, from block 0's
+    /// table.
     fn position_bias(&self, seq: usize) -> Tensor<4> {
         let c = &self.config;
+        let table = self.encoder.block[0]
+            .layer_0
+            .self_attention
+            .relative_attention_bias
+            .clone()
+            .expect("block 0 owns the relative attention bias");
         let mut buckets = Vec::with_capacity(seq * seq);
         for query in 0..seq as i64 {
             for key in 0..seq as i64 {
@@ -190,8 +157,7 @@ impl T5Encoder {
             }
         }
         let idx = Tensor::<1, Int>::from_data(TensorData::new(buckets, [seq * seq]), &self.device);
-        self.relative_attention_bias
-            .clone()
+        table
             .select(0, idx)
             .reshape([seq, seq, c.num_heads])
             .permute([2, 0, 1])
@@ -199,28 +165,236 @@ impl T5Encoder {
     }
 }
 
-impl SelfAttention {
+impl T5Stack {
+    fn load(
+        weights: &Weights,
+        prefix: &str,
+        config: &T5Config,
+        device: &Device,
+    ) -> Result<Self, LoadError> {
+        let block = (0..config.num_layers)
+            .map(|i| {
+                T5Block::load(
+                    weights,
+                    &format!("{prefix}.block.{i}"),
+                    i == 0,
+                    config,
+                    device,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let final_layer_norm = rms_norm(
+            weights,
+            &format!("{prefix}.final_layer_norm"),
+            config,
+            device,
+        )?;
+        Ok(Self {
+            block,
+            final_layer_norm,
+        })
+    }
+
+    /// # Shapes
+    /// `x: [batch, seq, d_model]`, `bias: [batch, heads, seq, seq]` → `[batch, seq, d_model]`
+    fn forward(&self, x: Tensor<3>, bias: Tensor<4>) -> Tensor<3> {
+        let mut x = x;
+        for block in &self.block {
+            x = block.forward(x, bias.clone());
+        }
+        self.final_layer_norm.forward(x)
+    }
+}
+
+impl T5Block {
+    fn load(
+        weights: &Weights,
+        prefix: &str,
+        has_relative_attention_bias: bool,
+        config: &T5Config,
+        device: &Device,
+    ) -> Result<Self, LoadError> {
+        Ok(Self {
+            layer_0: T5LayerSelfAttention::load(
+                weights,
+                &format!("{prefix}.layer.0"),
+                has_relative_attention_bias,
+                config,
+                device,
+            )?,
+            layer_1: T5LayerFf::load(weights, &format!("{prefix}.layer.1"), config, device)?,
+        })
+    }
+
     /// # Shapes
     /// `x: [batch, seq, d_model]`, `bias: [batch | 1, heads | 1, seq, seq]` → `[batch, seq, d_model]`
     fn forward(&self, x: Tensor<3>, bias: Tensor<4>) -> Tensor<3> {
-        let q = split_heads(self.q.forward(x.clone()), self.heads);
-        let k = split_heads(self.k.forward(x.clone()), self.heads);
-        let v = split_heads(self.v.forward(x), self.heads);
+        let x = self.layer_0.forward(x, bias);
+        self.layer_1.forward(x)
+    }
+}
+
+impl T5LayerSelfAttention {
+    fn load(
+        weights: &Weights,
+        prefix: &str,
+        has_relative_attention_bias: bool,
+        config: &T5Config,
+        device: &Device,
+    ) -> Result<Self, LoadError> {
+        Ok(Self {
+            self_attention: T5Attention::load(
+                weights,
+                &format!("{prefix}.SelfAttention"),
+                has_relative_attention_bias,
+                config,
+                device,
+            )?,
+            layer_norm: rms_norm(weights, &format!("{prefix}.layer_norm"), config, device)?,
+        })
+    }
+
+    /// # Shapes
+    /// `x: [batch, seq, d_model]`, `bias: [batch | 1, heads | 1, seq, seq]` → `[batch, seq, d_model]`
+    fn forward(&self, x: Tensor<3>, bias: Tensor<4>) -> Tensor<3> {
+        let residual = x.clone();
+        let x = self.layer_norm.forward(x);
+        let x = self.self_attention.forward(x, bias);
+        residual + x
+    }
+}
+
+impl T5Attention {
+    fn load(
+        weights: &Weights,
+        prefix: &str,
+        has_relative_attention_bias: bool,
+        config: &T5Config,
+        device: &Device,
+    ) -> Result<Self, LoadError> {
+        let (d, inner) = (config.d_model, config.num_heads * config.d_kv);
+        let lin = Linear::loader(weights, prefix, device);
+        let relative_attention_bias = if has_relative_attention_bias {
+            Some(weights.tensor(
+                &format!("{prefix}.relative_attention_bias.weight"),
+                [config.relative_attention_num_buckets, config.num_heads],
+                device,
+            )?)
+        } else {
+            None
+        };
+        Ok(Self {
+            q: lin("q", d, inner)?,
+            k: lin("k", d, inner)?,
+            v: lin("v", d, inner)?,
+            o: lin("o", inner, d)?,
+            relative_attention_bias,
+            n_heads: config.num_heads,
+        })
+    }
+
+    /// # Shapes
+    /// `x: [batch, seq, d_model]`, `bias: [batch | 1, heads | 1, seq, seq]` → `[batch, seq, d_model]`
+    fn forward(&self, x: Tensor<3>, bias: Tensor<4>) -> Tensor<3> {
+        let q = split_heads(self.q.forward(x.clone()), self.n_heads);
+        let k = split_heads(self.k.forward(x.clone()), self.n_heads);
+        let v = split_heads(self.v.forward(x), self.n_heads);
         // T5 folds 1/sqrt(d_kv) into its initialisation: no scaling here.
         let out = attention(q, k, v, 1.0, Some(bias));
         self.o.forward(merge_heads(out))
     }
 }
 
-impl FeedForward {
-    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let h = self.act.forward(self.wi.forward(x.clone()));
-        let h = match &self.linear {
-            Some(linear) => h * linear.forward(x),
-            None => h,
-        };
-        self.wo.forward(h)
+impl T5LayerFf {
+    fn load(
+        weights: &Weights,
+        prefix: &str,
+        config: &T5Config,
+        device: &Device,
+    ) -> Result<Self, LoadError> {
+        Ok(Self {
+            dense_relu_dense: DenseReluDense::load(
+                weights,
+                &format!("{prefix}.DenseReluDense"),
+                config,
+                device,
+            )?,
+            layer_norm: rms_norm(weights, &format!("{prefix}.layer_norm"), config, device)?,
+        })
     }
+
+    /// # Shapes
+    /// `x: [batch, seq, d_model]` → same
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let residual = x.clone();
+        let x = self.layer_norm.forward(x);
+        let x = self.dense_relu_dense.forward(x);
+        residual + x
+    }
+}
+
+impl DenseReluDense {
+    fn load(
+        weights: &Weights,
+        prefix: &str,
+        config: &T5Config,
+        device: &Device,
+    ) -> Result<Self, LoadError> {
+        let (d, d_ff) = (config.d_model, config.d_ff);
+        let lin = Linear::loader(weights, prefix, device);
+        let gated = |act| -> Result<Self, LoadError> {
+            Ok(Self::GatedAct {
+                wi_0: lin("wi_0", d, d_ff)?,
+                wi_1: lin("wi_1", d, d_ff)?,
+                wo: lin("wo", d_ff, d)?,
+                act,
+            })
+        };
+        match config.feed_forward_proj {
+            FeedForwardKind::Relu => Ok(Self::Act {
+                wi: lin("wi", d, d_ff)?,
+                wo: lin("wo", d_ff, d)?,
+                act: Activation::Relu,
+            }),
+            // transformers maps T5's "gated-gelu" to `gelu_new`, the tanh approximation.
+            FeedForwardKind::GatedGelu => gated(Activation::GeluTanh),
+            FeedForwardKind::GatedRelu => gated(Activation::Relu),
+        }
+    }
+
+    /// # Shapes
+    /// `x: [batch, seq, d_model]` → same
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        match self {
+            Self::Act { wi, wo, act } => wo.forward(act.forward(wi.forward(x))),
+            Self::GatedAct {
+                wi_0,
+                wi_1,
+                wo,
+                act,
+            } => {
+                let gate = act.forward(wi_0.forward(x.clone()));
+                wo.forward(gate * wi_1.forward(x))
+            }
+        }
+    }
+}
+
+/// The RMS norm `{prefix}.weight` of width `d_model`.
+fn rms_norm(
+    weights: &Weights,
+    prefix: &str,
+    config: &T5Config,
+    device: &Device,
+) -> Result<RmsNorm, LoadError> {
+    let key = format!("{prefix}.weight");
+    RmsNorm::load(
+        weights,
+        &key,
+        config.d_model,
+        config.layer_norm_epsilon,
+        device,
+    )
 }
 
 /// T5's bucketing of `key − query` (bidirectional): exact buckets for small distances,

@@ -51,20 +51,20 @@ impl Weights {
         let mut files = Vec::with_capacity(paths.len());
         let mut owner = HashMap::new();
         for path in paths {
-            let file = File::open(path).map_err(|source| LoadError::Io {
+            let file = File::open(path).map_err(|cause| LoadError::Io {
                 path: path.clone(),
-                source,
+                cause,
             })?;
             // SAFETY: the map is read-only; a checkpoint modified while we read it is the
             // user's problem in every loader that maps files, as Hugging Face's does.
-            let map = unsafe { Mmap::map(&file) }.map_err(|source| LoadError::Io {
+            let map = unsafe { Mmap::map(&file) }.map_err(|cause| LoadError::Io {
                 path: path.clone(),
-                source,
+                cause,
             })?;
             let (header_len, metadata) =
-                SafeTensors::read_metadata(&map).map_err(|source| LoadError::Safetensors {
+                SafeTensors::read_metadata(&map).map_err(|cause| LoadError::Safetensors {
                     path: path.clone(),
-                    source,
+                    cause,
                 })?;
             let tensors: HashMap<String, TensorInfo> = metadata
                 .tensors()
@@ -287,15 +287,7 @@ fn release(file: &WeightFile, info: &TensorInfo) {
 
 /// The shard files named by `model.safetensors.index.json`, in a stable order.
 fn shard_files(dir: &Path, index: &Path) -> Result<Vec<PathBuf>, LoadError> {
-    let text = std::fs::read_to_string(index).map_err(|source| LoadError::Io {
-        path: index.to_owned(),
-        source,
-    })?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|source| LoadError::Json {
-            path: index.to_owned(),
-            source,
-        })?;
+    let json: serde_json::Value = crate::config::read_json(index)?;
     let map = json
         .get("weight_map")
         .and_then(|m| m.as_object())

@@ -207,3 +207,144 @@ fn half_precision_checkpoints_load() {
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
+
+/// The message of `err` and of every error in its `source()` chain, joined as anyhow's `{:#}`
+/// prints them.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn load_error(dir: &Path) -> engine::LoadError {
+    match MusicGen::load(dir, &device()) {
+        Ok(_) => panic!("{} loaded although it is broken", dir.display()),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn a_bad_config_value_is_named_by_its_key_path_once() {
+    let dir = copy_model("musicgen-tiny", "keypath");
+    let config = dir.join("config.json");
+    let good = std::fs::read_to_string(&config).unwrap();
+    let bad = good.replacen("\"num_codebooks\": 4", "\"num_codebooks\": \"four\"", 1);
+    assert_ne!(bad, good, "the fixture config has `\"num_codebooks\": 4`");
+    std::fs::write(&config, &bad).unwrap();
+    // serde_json reports the position just after the bad value.
+    let at = bad.find("\"four\"").unwrap() + "\"four\"".len();
+    let line = bad[..at].matches('\n').count() + 1;
+    let column = at - bad[..at].rfind('\n').map_or(0, |i| i + 1);
+
+    let err = load_error(&dir);
+    let expected = format!(
+        "{}: decoder.num_codebooks: invalid type: string \"four\", expected usize \
+         (line {line}, column {column})",
+        config.display()
+    );
+    assert_eq!(err.to_string(), expected);
+    let full = chain(&err);
+    assert_eq!(full, expected, "no cause repeats the message");
+    assert_eq!(full.matches("invalid type").count(), 1, "{full}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn unknown_config_strings_are_rejected_at_their_key() {
+    let dir = copy_model("musicgen-tiny", "enums");
+    let config = dir.join("config.json");
+    let good = std::fs::read_to_string(&config).unwrap();
+    let cases = [
+        (
+            "audio_encoder",
+            "norm_type",
+            "time_group_norm",
+            "weight_norm",
+        ),
+        ("audio_encoder", "pad_mode", "circular", "reflect"),
+        ("text_encoder", "feed_forward_proj", "swish", "gated-gelu"),
+        ("decoder", "activation_function", "silu", "gelu"),
+    ];
+    for (section, key, value, expected) in cases {
+        let mut json: serde_json::Value = serde_json::from_str(&good).unwrap();
+        json[section][key] = serde_json::json!(value);
+        std::fs::write(&config, json.to_string()).unwrap();
+        let err = chain(&load_error(&dir));
+        assert!(
+            err.contains(&format!("{section}.{key}: unknown variant `{value}`"))
+                && err.contains(&format!("`{expected}`")),
+            "{err}"
+        );
+        assert_eq!(err.matches("unknown variant").count(), 1, "{err}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn missing_tensors_are_named_by_their_checkpoint_key() {
+    // One key per kind of module, T5 and decoder, both feed-forward variants.
+    let cases = [
+        ("musicgen-tiny", "text_encoder.shared.weight"),
+        (
+            "musicgen-tiny",
+            "text_encoder.encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+        ),
+        (
+            "musicgen-tiny",
+            "text_encoder.encoder.block.1.layer.0.SelfAttention.o.weight",
+        ),
+        (
+            "musicgen-tiny",
+            "text_encoder.encoder.block.1.layer.1.DenseReluDense.wi.weight",
+        ),
+        (
+            "musicgen-tiny",
+            "text_encoder.encoder.block.0.layer.1.layer_norm.weight",
+        ),
+        (
+            "musicgen-tiny",
+            "text_encoder.encoder.final_layer_norm.weight",
+        ),
+        (
+            "musicgen-tiny-b",
+            "text_encoder.encoder.block.2.layer.1.DenseReluDense.wi_1.weight",
+        ),
+        (
+            "musicgen-tiny",
+            "decoder.model.decoder.layers.1.encoder_attn.v_proj.weight",
+        ),
+        (
+            "musicgen-tiny",
+            "decoder.model.decoder.layers.0.self_attn_layer_norm.bias",
+        ),
+        (
+            "musicgen-tiny",
+            "decoder.model.decoder.embed_tokens.3.weight",
+        ),
+        ("musicgen-tiny", "decoder.model.decoder.layer_norm.weight"),
+    ];
+    for (model, key) in cases {
+        let dir = copy_model(model, "missing-key");
+        let files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+            .collect();
+        for file in &files {
+            rewrite(file, |name, dtype, shape, data| {
+                (name != key).then_some((dtype, shape, data))
+            });
+        }
+        let err = load_err(&dir);
+        assert!(
+            err.contains(&format!("`{key}`")) && err.contains("missing"),
+            "{model} without {key}: {err}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

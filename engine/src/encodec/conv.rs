@@ -7,32 +7,12 @@
 use burn::module::Param;
 use burn::nn::PaddingConfig1d;
 use burn::nn::conv::{Conv1d, ConvTranspose1d};
-use burn::tensor::ops::PadMode;
+use burn::tensor::ops::PadMode as TensorPadding;
 use burn::tensor::{Device, Tensor};
 
-use crate::config::EncodecConfig;
+use crate::config::{EncodecConfig, PadMode};
 use crate::error::LoadError;
 use crate::weights::Weights;
-
-/// How `EncodecConv1d` fills the samples it adds at either end (`pad_mode` in the config).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EdgePadding {
-    /// Mirror the signal around its first / last sample (the 32 kHz model's `"reflect"`).
-    Reflect,
-    /// Zeros (`"constant"`).
-    Zero,
-}
-
-impl EdgePadding {
-    /// Parse `pad_mode`; `None` for a mode the reference does not use either.
-    pub fn from_config(pad_mode: &str) -> Option<Self> {
-        match pad_mode {
-            "reflect" => Some(Self::Reflect),
-            "constant" => Some(Self::Zero),
-            _ => None,
-        }
-    }
-}
 
 /// The geometry of one conv layer, as the reference builds it.
 #[derive(Debug, Clone, Copy)]
@@ -74,7 +54,7 @@ pub struct EncodecConv1d {
     /// (87 ms against 17 ms for 10 s of audio).
     taps: Option<Tensor<3>>,
     causal: bool,
-    edge: EdgePadding,
+    edge: PadMode,
     stride: usize,
     /// `(kernel_size − 1) · dilation + 1 − stride`: the padding that keeps
     /// `output_len = ceil(input_len / stride)`.
@@ -86,7 +66,7 @@ impl EncodecConv1d {
         weights: &Weights,
         prefix: &str,
         config: &EncodecConfig,
-        edge: EdgePadding,
+        edge: PadMode,
         shape: ConvShape,
         device: &Device,
     ) -> Result<Self, LoadError> {
@@ -193,22 +173,22 @@ fn extra_padding_for_conv1d(len: usize, stride: usize) -> usize {
 /// # Shapes
 /// - `x`: `[batch, channels, len]`
 /// - returns `[batch, channels, left + len + right]`
-fn pad1d(x: Tensor<3>, left: usize, right: usize, edge: EdgePadding) -> Tensor<3> {
+fn pad1d(x: Tensor<3>, left: usize, right: usize, edge: PadMode) -> Tensor<3> {
     if left == 0 && right == 0 {
         return x;
     }
     match edge {
-        EdgePadding::Zero => x.pad([(left, right)], PadMode::Constant(0.0)),
-        EdgePadding::Reflect => {
+        PadMode::Constant => x.pad([(left, right)], TensorPadding::Constant(0.0)),
+        PadMode::Reflect => {
             let len = x.dims()[2];
             let max_pad = left.max(right);
             if len > max_pad {
-                return x.pad([(left, right)], PadMode::Reflect);
+                return x.pad([(left, right)], TensorPadding::Reflect);
             }
             let zeros = max_pad - len + 1;
             let padded = x
-                .pad([(0, zeros)], PadMode::Constant(0.0))
-                .pad([(left, right)], PadMode::Reflect);
+                .pad([(0, zeros)], TensorPadding::Constant(0.0))
+                .pad([(left, right)], TensorPadding::Reflect);
             let end = padded.dims()[2] - zeros;
             padded.narrow(2, 0, end)
         }
@@ -286,7 +266,7 @@ mod tests {
     use super::*;
     use burn::tensor::TensorData;
 
-    fn padded(values: &[f32], left: usize, right: usize, edge: EdgePadding) -> Vec<f32> {
+    fn padded(values: &[f32], left: usize, right: usize, edge: PadMode) -> Vec<f32> {
         let device = Device::default();
         let x = Tensor::<3>::from_data(
             TensorData::new(values.to_vec(), [1, 1, values.len()]),
@@ -301,7 +281,7 @@ mod tests {
     /// Expected values printed by transformers' `EncodecConv1d._pad1d`.
     #[test]
     fn reflect_padding_matches_the_reference_including_short_inputs() {
-        let reflect = EdgePadding::Reflect;
+        let reflect = PadMode::Reflect;
         assert_eq!(
             padded(&[1., 2., 3.], 2, 2, reflect),
             [3., 2., 1., 2., 3., 2., 1.]
@@ -311,7 +291,7 @@ mod tests {
             [0., 0., 0., 3., 2., 1., 2., 3., 0., 0., 0., 0.]
         );
         assert_eq!(padded(&[7.], 3, 3, reflect), [0., 0., 0., 7., 0., 0., 0.]);
-        assert_eq!(padded(&[1., 2.], 1, 0, EdgePadding::Zero), [0., 1., 2.]);
+        assert_eq!(padded(&[1., 2.], 1, 0, PadMode::Constant), [0., 1., 2.]);
     }
 
     /// The tap-by-tap path against burn's conv, with what the fixtures do not cover: dilation,
@@ -344,7 +324,7 @@ mod tests {
                     .reshape([1, kernel * channels_out, channels_in])
             }),
             causal: false,
-            edge: EdgePadding::Reflect,
+            edge: PadMode::Reflect,
             stride: 1,
             padding_total: (kernel - 1) * dilation,
         };

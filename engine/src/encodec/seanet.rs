@@ -8,9 +8,9 @@
 use burn::tensor::activation::elu;
 use burn::tensor::{Device, Tensor};
 
-use super::conv::{ConvShape, EdgePadding, EncodecConv1d, EncodecConvTranspose1d};
+use super::conv::{ConvShape, EncodecConv1d, EncodecConvTranspose1d};
 use super::lstm::EncodecLstm;
-use crate::config::EncodecConfig;
+use crate::config::{EncodecConfig, PadMode};
 use crate::error::LoadError;
 use crate::weights::Weights;
 
@@ -33,7 +33,7 @@ impl ResnetBlock {
         weights: &Weights,
         prefix: &str,
         config: &EncodecConfig,
-        edge: EdgePadding,
+        edge: PadMode,
         dim: usize,
         dilation: usize,
         device: &Device,
@@ -93,7 +93,7 @@ fn load_residual_blocks(
     weights: &Weights,
     prefix: &str,
     config: &EncodecConfig,
-    edge: EdgePadding,
+    edge: PadMode,
     dim: usize,
     index: &mut usize,
     device: &Device,
@@ -140,7 +140,7 @@ impl SeanetEncoder {
         weights: &Weights,
         prefix: &str,
         config: &EncodecConfig,
-        edge: EdgePadding,
+        edge: PadMode,
         device: &Device,
     ) -> Result<Self, LoadError> {
         let layer = |i: usize| format!("{prefix}.layers.{i}");
@@ -264,7 +264,7 @@ impl SeanetDecoder {
         weights: &Weights,
         prefix: &str,
         config: &EncodecConfig,
-        edge: EdgePadding,
+        edge: PadMode,
         device: &Device,
     ) -> Result<Self, LoadError> {
         let layer = |i: usize| format!("{prefix}.layers.{i}");
@@ -395,7 +395,7 @@ mod tests {
                 &weights,
                 "audio_encoder.decoder",
                 &config,
-                EdgePadding::Reflect,
+                PadMode::Reflect,
                 &device,
             )
             .expect("decoder loads");

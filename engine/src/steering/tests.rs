@@ -118,7 +118,28 @@ fn schedule_advances_on_steps_where_the_gate_is_closed() {
         "{} at step {open}",
         added[0]
     );
-    let _ = plan.hook(open);
+    // What the generation does: one hook per step, every step, gate open or not. Block 0's
+    // output at step `closed` passes unchanged, and at step `open` it gets the coefficient of
+    // the global step, although the gate was closed at some step before it.
+    let gates: Vec<bool> = (0..=open).map(|t| plan.gate_open(0, 0, t)).collect();
+    let mut added_at = |step: usize| {
+        let hidden = Tensor::<3>::zeros([1, 1, 8], &device);
+        let out = plan.hook(step).after_block(0, hidden);
+        out.into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap()
+    };
+    for (step, &gate_open) in gates.iter().enumerate() {
+        let out = added_at(step);
+        let expected = if gate_open { step as f32 / 100.0 } else { 0.0 };
+        assert!(
+            (out[0] - expected).abs() < 1e-6 && out[1..].iter().all(|&x| x == 0.0),
+            "step {step}: block 0 got {out:?}, expected {expected} at coordinate 0"
+        );
+    }
+    assert_eq!(added_at(closed), vec![0.0; 8], "closed gate: nothing added");
+    assert!((added_at(open)[0] - open as f32 / 100.0).abs() < 1e-6);
 }
 
 #[test]
