@@ -1,4 +1,4 @@
-//! `cargo xtask extract`: per-layer clip features for probe training (paper notes §1).
+//! `cargo xtask extract`: per-layer clip features for probe training (docs/algorithms.md §1).
 //!
 //! MusicGen protocol: mono → resample to the model's rate (windowed sinc) → EnCodec codes →
 //! the decoder LM on the undelayed codes (all 4 codebooks of frame t at position t, no BOS),

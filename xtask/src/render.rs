@@ -1,4 +1,4 @@
-//! `cargo xtask render`: offline generation to a 32 kHz WAV, as ARCHITECTURE.md specifies.
+//! `cargo xtask render`: offline generation to a 32 kHz WAV, as docs/architecture.md specifies.
 
 use std::path::PathBuf;
 use std::time::Instant;

@@ -1,4 +1,4 @@
-//! `cargo xtask train-probes`: RFM probes on extracted features (paper notes §2, §3.5–3.8).
+//! `cargo xtask train-probes`: RFM probes on extracted features (docs/algorithms.md §2, §3).
 //!
 //! Per layer: one balanced one-vs-rest binary probe per class (a regression probe for tempos),
 //! whose sign-aligned top AGOP eigenvector is the class's direction and whose validation score
