@@ -1,5 +1,5 @@
 //! Training one concept probe end to end: split, targets, hyper-parameter search, test metrics,
-//! and the concept direction(s) (paper notes §2, §3.5, §3.6).
+//! and the concept direction(s) (docs/algorithms.md §2, §3).
 
 use faer::{Mat, MatRef};
 

@@ -1,4 +1,4 @@
-//! The directions file format v1 (ARCHITECTURE.md, "Directions file format v1"): one concept for
+//! The directions file format v1 (docs/architecture.md): one concept for
 //! one model, `directions` f32 [n_classes, n_layers, d_model] unit vectors, `scores` f32
 //! [n_classes, n_layers], `layers` i64 [n_layers], and string metadata.
 

@@ -70,7 +70,7 @@ pub enum ProbeFileError {
     Serialize { path: PathBuf, reason: String },
 }
 
-/// A directions file (format v1, see ARCHITECTURE.md) is invalid or could not be read/written.
+/// A directions file (format v1, see docs/architecture.md) is invalid or could not be read/written.
 #[derive(Debug, thiserror::Error)]
 pub enum DirectionsFileError {
     #[error("{path}: {source}")]

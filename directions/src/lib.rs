@@ -1,7 +1,7 @@
 //! RFM probes and concept directions for musicrfm, and the directions file format.
 //!
 //! The probe-training core follows xRFM's single-leaf RFM (`l2_high_dim` kernel) exactly as
-//! `docs/musicrfm-paper-notes.md` §3 describes it: kernel ridge regression with a learned
+//! `docs/algorithms.md` §3 describes it: kernel ridge regression with a learned
 //! Mahalanobis matrix M, updated to the normalised average gradient outer product (AGOP) of the
 //! predictor; the concept direction is the top eigenvector of the best predictor's AGOP.
 //! Dense linear algebra is faer (parallel over rayon's global pool); no audio, no model.

@@ -1,5 +1,5 @@
 //! One RFM fit, as xRFM's `RFM.fit` with `early_stop_rfm`, `return_best_params` and
-//! `get_agop_best_model` (paper notes §3.4):
+//! `get_agop_best_model` (docs/algorithms.md §3):
 //!
 //! ```text
 //! M ← I

@@ -1,4 +1,4 @@
-//! Seeded random hyper-parameter search (paper notes §3.5): each sample draws λ log-uniform in
+//! Seeded random hyper-parameter search (docs/algorithms.md §3): each sample draws λ log-uniform in
 //! [1e-5, 10], L log-uniform in [1, 100], centring on/off and p uniform in [0.7, 1.4], fits an
 //! RFM, and is scored on the validation split; the strictly best sample wins, failed fits are
 //! skipped.

@@ -1,4 +1,4 @@
-//! Train/validation/test splits and targets, as MusicRFM's example scripts (paper notes §2).
+//! Train/validation/test splits and targets, as MusicRFM's example scripts (docs/algorithms.md §2).
 
 use crate::error::FitError;
 use crate::rng::Rng;

@@ -1,4 +1,4 @@
-//! The synthetic check of issue 4: a label that depends on 2 of 256 coordinates. The top AGOP
+//! A synthetic check: a label that depends on 2 of 256 coordinates. The top AGOP
 //! eigenvector must put ≥ 0.9 of its squared mass on those 2 coordinates and the test AUC must
 //! be ≥ 0.95.
 

@@ -1,5 +1,5 @@
 //! Parity of the tokenizer, T5, the text projection and the decoder LM with the reference
-//! (transformers), on both tiny fixture models. Tolerances are the issue's: T5 and projected
+//! (transformers), on both tiny fixture models. Tolerances: T5 and projected
 //! states ≤ 1e-4 max abs; decoder logits and block outputs ≤ 1e-3 max abs with per-position
 //! cosine ≥ 0.99999.
 

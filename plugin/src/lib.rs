@@ -1,7 +1,7 @@
 //! musicrfm as a CLAP / VST3 plugin (and a standalone app with the `standalone` feature).
 //!
 //! The audio thread only reads parameters and writes output; the model will run on an engine
-//! thread of its own (see ARCHITECTURE.md, "Threads in the plugin"). Until the engine is wired
+//! thread of its own (see docs/architecture.md, "Threads in the plugin"). Until the engine is wired
 //! in, the plugin renders silence.
 
 use std::num::NonZeroU32;

@@ -1,4 +1,4 @@
-//! `cargo xtask syntheory`: regenerates a SynTheory concept (paper notes §7) as 44.1 kHz, 4 s
+//! `cargo xtask syntheory`: makes a SynTheory concept (docs/algorithms.md §7) as 44.1 kHz, 4 s
 //! mono WAV clips rendered from MIDI built in code with rustysynth and a General MIDI soundfont,
 //! plus `dataset.json` (concept, classes, counts) and `manifest.jsonl` (every clip's attributes).
 //!

@@ -1,4 +1,4 @@
-//! The SynTheory concepts as MIDI built in code (paper notes §7, after brown-palm/syntheory
+//! The SynTheory concepts as MIDI built in code (docs/algorithms.md §7, after brown-palm/syntheory
 //! `dataset/synthetic/*.py`): every clip of a concept, its attributes, and its note events.
 //!
 //! Clip order: the class varies fastest, then the other attributes, then the instrument, so a

@@ -1,4 +1,5 @@
-//! Probe training as a library: per-layer RFM probes on extracted features → a directions file
+//! Probe training as a library (docs/algorithms.md §2, §3): per-layer RFM probes on extracted
+//! features → a directions file
 //! (format v1), the best layer's multiclass (or regression) probe, and a typed [`TrainReport`]
 //! that evaluation reads back.
 //!

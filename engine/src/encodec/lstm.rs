@@ -8,7 +8,7 @@
 //! The input projection of every time step is one matmul (burn). Only `W_hh h_{t−1}` is
 //! sequential (500 steps per 10 s of audio, per layer): it runs as a plain Rust
 //! matrix-vector product over the rows of `W_hh`, split across the rayon pool burn also uses.
-//! A burn matmul of that shape costs 1.6–1.8 ms (docs/STACK.md, `[2,1,1024]×[1,1024,4096]`);
+//! A burn matmul of that shape costs 1.6–1.8 ms (docs/stack.md, `[2,1,1024]×[1,1024,4096]`);
 //! this loop does musicgen-small's 4096×1024 step in about 0.2 ms on one core, since the
 //! 16 MiB `W_hh` stays in L3 from one step to the next.
 
