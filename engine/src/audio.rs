@@ -6,21 +6,17 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AudioError {
-    #[error("{path}: {source}")]
-    Wav {
-        path: PathBuf,
-        #[source]
-        source: hound::Error,
-    },
+    #[error("{path}: {cause}")]
+    Wav { path: PathBuf, cause: hound::Error },
     #[error("cannot resample from {from} Hz to {to} Hz")]
     Rate { from: u32, to: u32 },
 }
 
 /// Read a WAV file as mono f32 (channels averaged) and its sample rate.
 pub fn read_wav_mono(path: &Path) -> Result<(Vec<f32>, u32), AudioError> {
-    let wav = |source| AudioError::Wav {
+    let wav = |cause| AudioError::Wav {
         path: path.to_owned(),
-        source,
+        cause,
     };
     let mut reader = hound::WavReader::open(path).map_err(wav)?;
     let spec = reader.spec();
@@ -58,9 +54,9 @@ pub fn write_wav(path: &Path, samples: &[f32], rate: u32) -> Result<(), AudioErr
         }
         writer.finalize()
     })
-    .map_err(|source| AudioError::Wav {
+    .map_err(|cause| AudioError::Wav {
         path: path.to_owned(),
-        source,
+        cause,
     })
 }
 

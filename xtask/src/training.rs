@@ -1,7 +1,6 @@
 //! Probe training as a library (docs/algorithms.md §2, §3): per-layer RFM probes on extracted
-//! features → a directions file
-//! (format v1), the best layer's multiclass (or regression) probe, and a typed [`TrainReport`]
-//! that evaluation reads back.
+//! features → a directions file (format v1), the best layer's multiclass (or regression) probe,
+//! and a typed [`TrainReport`] that evaluation reads back.
 //!
 //! Per layer: one balanced one-vs-rest binary probe per class (a regression probe for tempos),
 //! whose sign-aligned top AGOP eigenvector is the class's direction and whose validation score
