@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use rustysynth::{SoundFont, Synthesizer, SynthesizerSettings};
 use serde_json::{Value, json};
 
-use crate::syntheory_music::{self as music, CLIP_SAMPLES, ClipSpec, SAMPLE_RATE};
+use crate::syntheory_music::{self as music, CLIP_SAMPLES, ClipSpec, Concept, SAMPLE_RATE};
 
 pub const DEFAULT_SOUNDFONT: &str = "/usr/share/sounds/sf2/TimGM6mb.sf2";
 pub const DATASET_FORMAT: &str = "musicrfm.syntheory.v1";
@@ -27,9 +27,9 @@ pub const DATASET_FORMAT: &str = "musicrfm.syntheory.v1";
     about = "Render a SynTheory concept to 44.1 kHz 4 s WAV clips with a manifest"
 )]
 pub struct SyntheoryArgs {
-    /// notes | intervals | scales | chords | progressions | tempos | time_signatures
-    #[arg(long)]
-    pub concept: String,
+    /// The concept to render.
+    #[arg(long, value_enum)]
+    pub concept: Concept,
     /// Output directory (created; existing valid clips are kept).
     #[arg(long)]
     pub out: PathBuf,
@@ -56,9 +56,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
 }
 
 /// One manifest row: the clip's file, class and every attribute.
-pub fn manifest_row(concept: &str, index: usize, spec: &ClipSpec) -> Value {
+pub fn manifest_row(concept: Concept, index: usize, spec: &ClipSpec) -> Value {
     let mut row = spec.attributes.clone();
-    row.insert("id".into(), json!(format!("{concept}-{index:05}")));
+    row.insert("id".into(), json!(format!("{}-{index:05}", concept.name())));
     row.insert("index".into(), json!(index));
     row.insert("file".into(), json!(clip_path(concept, index)));
     row.insert("concept".into(), json!(concept));
@@ -72,8 +72,8 @@ pub fn manifest_row(concept: &str, index: usize, spec: &ClipSpec) -> Value {
     Value::Object(row)
 }
 
-fn clip_path(concept: &str, index: usize) -> String {
-    format!("clips/{concept}-{index:05}.wav")
+fn clip_path(concept: Concept, index: usize) -> String {
+    format!("clips/{}-{index:05}.wav", concept.name())
 }
 
 pub fn generate(args: &SyntheoryArgs) -> anyhow::Result<()> {
@@ -84,7 +84,7 @@ pub fn generate(args: &SyntheoryArgs) -> anyhow::Result<()> {
         bail!("--limit must be at least 1");
     }
     let programs = music::pick_instruments(args.instruments);
-    let mut specs = music::clips(&args.concept, &programs, args.seed)?;
+    let mut specs = args.concept.clips(&programs, args.seed);
     if let Some(n) = args.limit {
         specs.truncate(n);
     }
@@ -103,13 +103,13 @@ pub fn generate(args: &SyntheoryArgs) -> anyhow::Result<()> {
             .expect("static template")
             .progress_chars("=> "),
     );
-    bar.set_message(args.concept.clone());
+    bar.set_message(args.concept.name());
     let kept = std::sync::atomic::AtomicUsize::new(0);
     specs
         .par_iter()
         .enumerate()
         .try_for_each(|(i, spec)| -> anyhow::Result<()> {
-            let path = args.out.join(clip_path(&args.concept, i));
+            let path = args.out.join(clip_path(args.concept, i));
             if is_valid_clip(&path) {
                 kept.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             } else {
@@ -122,17 +122,17 @@ pub fn generate(args: &SyntheoryArgs) -> anyhow::Result<()> {
         })?;
     bar.finish();
 
-    let classes = music::classes(&args.concept);
+    let classes = args.concept.classes();
     let mut counts = vec![0usize; classes.len()];
     for s in &specs {
         counts[s.class_index] += 1;
     }
-    let regression = args.concept == "tempos";
+    let regression = args.concept.is_regression();
     let info = json!({
         "format": DATASET_FORMAT,
         "concept": args.concept,
         "kind": if regression { "regression" } else { "multiclass" },
-        "label_key": music::label_key(&args.concept),
+        "label_key": args.concept.label_key(),
         "classes": classes,
         "class_counts": counts,
         "clips": specs.len(),
@@ -144,7 +144,7 @@ pub fn generate(args: &SyntheoryArgs) -> anyhow::Result<()> {
     });
     crate::atomic_write(&args.out.join("manifest.jsonl"), |f| {
         for (i, s) in specs.iter().enumerate() {
-            writeln!(f, "{}", manifest_row(&args.concept, i, s))?;
+            writeln!(f, "{}", manifest_row(args.concept, i, s))?;
         }
         Ok(())
     })?;
@@ -153,7 +153,7 @@ pub fn generate(args: &SyntheoryArgs) -> anyhow::Result<()> {
     })?;
     eprintln!(
         "{}: {} clips ({} already there) in {}",
-        args.concept,
+        args.concept.name(),
         specs.len(),
         kept.into_inner(),
         args.out.display()
@@ -190,43 +190,37 @@ fn write_wav(path: &Path, samples: &[f32]) -> anyhow::Result<()> {
     .with_context(|| format!("writing {}", path.display()))
 }
 
-/// Renders `spec` with a fresh synthesizer (default settings: reverb and chorus on) and returns
-/// the mono mix (mean of left and right) of its 4 s window.
+/// Renders `spec` as the reference's `midi2audio` does (a fresh synthesizer, default settings:
+/// reverb and chorus on) and returns the mono mix (mean of left and right) of its 4 s window.
+///
+/// Messages are applied at the sample their tick falls on; the synthesizer renders in 64-sample
+/// blocks, so, as with rustysynth's `MidiFileSequencer`, each takes effect at the next block
+/// start. Rendering stops at the window's end: the synthesis is causal, so the audio up to there
+/// is the same as the full render's, and the reference's `trim` only cuts the tail.
 pub fn render(font: &Arc<SoundFont>, spec: &ClipSpec) -> anyhow::Result<Vec<f32>> {
     let rate = f64::from(SAMPLE_RATE);
     let settings = SynthesizerSettings::new(SAMPLE_RATE as i32);
     let mut synth = Synthesizer::new(font, &settings).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let channel = i32::from(spec.channel);
     let start = (spec.crop_start * rate).round() as usize;
     let total = start + CLIP_SAMPLES;
-    // (sample, order, command, data1, data2); note-offs sort before note-ons at the same sample.
-    let mut events: Vec<(usize, u8, i32, i32, i32)> = Vec::new();
-    if let Some(p) = spec.program {
-        events.push((0, 0, 0xC0, i32::from(p), 0));
-    }
-    if let Some(r) = spec.reverb {
-        events.push((0, 0, 0xB0, 91, i32::from(r)));
-    }
-    for n in &spec.notes {
-        let on = (n.start * rate).round() as usize;
-        let off = ((n.start + n.duration) * rate).round() as usize;
-        if on >= total {
-            continue;
-        }
-        events.push((on, 2, 0x90, i32::from(n.key), i32::from(n.velocity)));
-        events.push((off, 1, 0x80, i32::from(n.key), 0));
-    }
-    events.sort_by_key(|e| (e.0, e.1));
     let mut left = vec![0f32; total];
     let mut right = vec![0f32; total];
     let mut pos = 0;
-    for (at, _, command, d1, d2) in events {
-        let at = at.min(total);
+    for m in music::midi_messages(spec) {
+        let at = ((spec.seconds(m.tick) * rate).round() as usize).min(total);
         if at > pos {
             synth.render(&mut left[pos..at], &mut right[pos..at]);
             pos = at;
         }
-        synth.process_midi_message(channel, command, d1, d2);
+        if at == total {
+            break;
+        }
+        synth.process_midi_message(
+            i32::from(m.status & 0x0F),
+            i32::from(m.status & 0xF0),
+            i32::from(m.data1),
+            i32::from(m.data2),
+        );
     }
     if pos < total {
         synth.render(&mut left[pos..total], &mut right[pos..total]);
