@@ -4,6 +4,22 @@
 //!
 //! Deterministic (a fresh synthesizer per clip, seeded crops) and resumable (a clip whose WAV is
 //! already there with the right format and length is not rendered again).
+//!
+//! The MIDI of every clip is the reference's (brown-palm/syntheory, pinned clip by clip in
+//! `syntheory_music/reference_tests.rs`) and is rendered as its `midi2audio` does. What differs,
+//! and why:
+//! - Clips are mono (the mean of the synthesizer's left and right), not stereo: the probes and
+//!   MusicGen take mono.
+//! - Click clips stay 32-bit float; the reference's ffmpeg `trim` / `random_trim` re-encode them
+//!   as 16-bit PCM (ffmpeg's WAV default). The crop start is drawn from `--seed` in whole samples;
+//!   the reference draws it unseeded.
+//! - Clip order: the class varies fastest (and tempos run in a strided BPM order, notes from the
+//!   middle octave outward) so that a `--limit` prefix is balanced; the set of clips is the same.
+//! - Manifest attribute names are ours (`midi_note`, `play_style` "up"/"down"/"unison", Roman
+//!   numeral progression names, with the reference's label in `chord_progression`).
+//! - Messages are applied at the sample nearest their tick time rather than through a MIDI file;
+//!   both take effect at the synthesizer's next 64-sample block, so the audio is the same.
+//!   Meta messages (track name, time signature) make no sound and are not modelled.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -10,13 +10,15 @@
 
 use serde_json::{Map, Value, json};
 
+mod clicks;
+
 pub const SAMPLE_RATE: u32 = 44_100;
 pub const CLIP_SECONDS: f64 = 4.0;
 pub const CLIP_SAMPLES: usize = 176_400;
 /// `create_midi_file(ticks_per_beat=480)`.
 pub const TICKS_PER_BEAT: u32 = 480;
 /// Tonal concepts and time signatures play at 120 BPM: `bpm2tempo(120)` µs per quarter note.
-const TEMPO_120_BPM: u32 = 500_000;
+pub(crate) const TEMPO_120_BPM: u32 = 500_000;
 /// `write_melody` / `write_progression` velocity (note-on and note-off).
 const VELOCITY: u8 = 64;
 /// Tonal concepts play on MIDI channel index 2; the GM percussion channel is 9.
@@ -96,8 +98,8 @@ impl Concept {
             Concept::Scales => scale_clips(programs),
             Concept::Chords => chord_clips(programs),
             Concept::Progressions => progression_clips(programs),
-            Concept::Tempos => tempo_clips(seed),
-            Concept::TimeSignatures => time_signature_clips(seed),
+            Concept::Tempos => clicks::tempo_clips(seed),
+            Concept::TimeSignatures => clicks::time_signature_clips(seed),
         }
     }
 }
@@ -199,46 +201,6 @@ pub const TIME_SIGNATURES: [(u8, u8); 8] = [
     (9, 8),
     (12, 8),
 ];
-
-/// A click sound (`midi.py::ClickTrackConfig`): every kit marks the downbeat by pitch.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ClickKit {
-    pub name: &'static str,
-    pub channel: u8,
-    pub program: u8,
-    pub downbeat_key: u8,
-    pub offbeat_key: u8,
-}
-
-const fn kit(name: &'static str, channel: u8, program: u8, down: u8, off: u8) -> ClickKit {
-    ClickKit {
-        name,
-        channel,
-        program,
-        downbeat_key: down,
-        offbeat_key: off,
-    }
-}
-
-/// `metronome_configs.py::CLICK_CONFIGS`: the GM drum kit (`SHEETSAGE_DRUM_CLICK`, side stick /
-/// sticks), woodblock (115) dark and light, taiko (116), synth drum (118).
-pub const CLICK_KITS: [ClickKit; 5] = [
-    kit("default", DRUM_CHANNEL, 0, 37, 31),
-    kit("woodblock_dark", MELODIC_CHANNEL, 115, 37, 31),
-    kit("woodblock_light", MELODIC_CHANNEL, 115, 52, 48),
-    kit("taiko", MELODIC_CHANNEL, 116, 52, 48),
-    kit("synth_drum", MELODIC_CHANNEL, 118, 52, 48),
-];
-const DOWNBEAT_VELOCITY: u8 = 100;
-const OFFBEAT_VELOCITY: u8 = 75;
-/// `midi.py::REVERB_LEVELS` (CC91 values of reverb levels 0, 1, 2).
-pub const REVERB_LEVELS: [u8; 3] = [0, 63, 127];
-pub const BPM_RANGE: (u32, u32) = (50, 210);
-/// Click renders are cut to this length (`trim`) before the random 4 s crops.
-const TEMPO_RENDER_SECONDS: f64 = 20.0;
-const TEMPO_CROPS: usize = 5;
-const METER_RENDER_SECONDS: f64 = 30.0;
-const METER_CROPS: usize = 10;
 
 /// One note: on at `tick`, off `ticks` later, with the same velocity both ways.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -501,138 +463,6 @@ fn progression_clips(programs: &[u8]) -> Vec<ClipSpec> {
     out
 }
 
-/// `bpm2tempo(bpm)`: microseconds per quarter note, rounded.
-pub fn tempo_us(bpm: u32) -> u32 {
-    (60e6 / f64::from(bpm)).round() as u32
-}
-
-/// `tempos.py`: 4/4 clicks at every BPM 50–210 (`bpm // 3` beats, just over 20 s), 5 kits, no
-/// reverb, cut to 20 s, 5 random 4 s crops each.
-fn tempo_clips(seed: u64) -> Vec<ClipSpec> {
-    let mut rng = directions::Rng::new(seed);
-    let mut out = Vec::new();
-    // BPMs in a strided order (37 is coprime to the 161 tempos) so a prefix spans the range.
-    let n_bpm = BPM_RANGE.1 - BPM_RANGE.0 + 1;
-    for crop in 0..TEMPO_CROPS {
-        for kit in &CLICK_KITS {
-            for i in 0..n_bpm {
-                let bpm = BPM_RANGE.0 + (i * 37) % n_bpm;
-                let mut c = clicks(kit, tempo_us(bpm), (4, 4), bpm / 3, 0, TEMPO_RENDER_SECONDS);
-                c.label = bpm.to_string();
-                c.value = Some(f64::from(bpm));
-                c.crop_start = crop_offset(&mut rng, c.render_seconds);
-                let start = c.crop_start;
-                out.push(
-                    c.with("bpm", json!(bpm))
-                        .with("crop", json!(crop))
-                        .with("crop_start_s", json!(start)),
-                );
-            }
-        }
-    }
-    out
-}
-
-/// `time_signatures.py`: 120 BPM clicks (`den/4 · 60` beats, just over 30 s) at 3 reverb levels,
-/// 5 kits, cut to 30 s, 10 random 4 s crops each.
-fn time_signature_clips(seed: u64) -> Vec<ClipSpec> {
-    let mut rng = directions::Rng::new(seed);
-    let mut out = Vec::new();
-    for kit in &CLICK_KITS {
-        for reverb in REVERB_LEVELS {
-            for crop in 0..METER_CROPS {
-                for (s, &(num, den)) in TIME_SIGNATURES.iter().enumerate() {
-                    let beats = u32::from(den) * 15;
-                    let mut c = clicks(
-                        kit,
-                        TEMPO_120_BPM,
-                        (num, den),
-                        beats,
-                        reverb,
-                        METER_RENDER_SECONDS,
-                    );
-                    c.label = format!("{num}/{den}");
-                    c.class_index = s;
-                    c.crop_start = crop_offset(&mut rng, c.render_seconds);
-                    let (label, start) = (c.label.clone(), c.crop_start);
-                    out.push(
-                        c.with("time_signature", json!(label))
-                            .with("is_compound", json!(is_compound(num, den)))
-                            .with("bpm", json!(120))
-                            .with("reverb_level", json!(reverb))
-                            .with("crop", json!(crop))
-                            .with("crop_start_s", json!(start)),
-                    );
-                }
-            }
-        }
-    }
-    out
-}
-
-/// A 4 s window start in whole samples, uniform over the rendered length.
-fn crop_offset(rng: &mut directions::Rng, render_seconds: f64) -> f64 {
-    let last = ((render_seconds - CLIP_SECONDS) * f64::from(SAMPLE_RATE)) as usize;
-    rng.below(last + 1) as f64 / f64::from(SAMPLE_RATE)
-}
-
-/// `midi.py::is_compound_time_signature`.
-fn is_compound(num: u8, den: u8) -> bool {
-    num.is_multiple_of(3) && den != 4
-}
-
-/// `midi.py::write_click`: CC91 = `reverb`, then `beats + 1` clicks, each held until the next;
-/// a click per eighth in compound time, else per 1/den note; the downbeat every `num` clicks.
-fn clicks(
-    kit: &ClickKit,
-    tempo_us: u32,
-    (num, den): (u8, u8),
-    beats: u32,
-    reverb: u8,
-    render_seconds: f64,
-) -> ClipSpec {
-    let ticks = if is_compound(num, den) {
-        TICKS_PER_BEAT / 2
-    } else {
-        TICKS_PER_BEAT * 4 / u32::from(den)
-    };
-    let notes = (0..=beats)
-        .map(|b| {
-            let down = b % u32::from(num) == 0;
-            NoteEvent {
-                tick: b * ticks,
-                ticks,
-                key: if down {
-                    kit.downbeat_key
-                } else {
-                    kit.offbeat_key
-                },
-                velocity: if down {
-                    DOWNBEAT_VELOCITY
-                } else {
-                    OFFBEAT_VELOCITY
-                },
-            }
-        })
-        .collect();
-    let mut attributes = Map::new();
-    attributes.insert("click_kit".into(), json!(kit.name));
-    attributes.insert("program".into(), json!(kit.program));
-    ClipSpec {
-        label: String::new(),
-        class_index: 0,
-        value: None,
-        tempo_us,
-        channel: kit.channel,
-        program: kit.program,
-        reverb: Some(reverb),
-        notes,
-        render_seconds,
-        crop_start: 0.0,
-        attributes,
-    }
-}
-
 /// One channel message of a clip's track: at `tick`, `status` (command | channel), two data
 /// bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -671,75 +501,4 @@ pub fn midi_messages(spec: &ClipSpec) -> Vec<MidiMessage> {
 mod reference_tests;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ninety_two_instruments() {
-        let all = instruments();
-        assert_eq!(all.len(), 92);
-        assert!(!all.contains(&47) && !all.contains(&100) && !all.contains(&120));
-        assert_eq!(pick_instruments(Some(1)), vec![0]);
-        assert_eq!(pick_instruments(Some(4)).len(), 4);
-    }
-
-    #[test]
-    fn full_counts_match_the_reference() {
-        let p = instruments();
-        let count = |c: Concept| c.clips(&p, 0).len();
-        assert_eq!(count(Concept::Notes), 9936);
-        assert_eq!(count(Concept::Intervals), 39744);
-        assert_eq!(count(Concept::Chords), 13248);
-        assert_eq!(count(Concept::Scales), 15456);
-        assert_eq!(count(Concept::Progressions), 20976);
-        assert_eq!(Concept::Tempos.clips(&[], 0).len(), 4025);
-        assert_eq!(Concept::TimeSignatures.clips(&[], 0).len(), 1200);
-        for &c in <Concept as clap::ValueEnum>::value_variants() {
-            let clips = c.clips(&p[..1], 0);
-            let classes = c.classes().len();
-            assert!(clips.iter().all(|s| s.class_index < classes), "{c:?}");
-        }
-    }
-
-    #[test]
-    fn concept_names_round_trip_through_clap_and_serde() {
-        use clap::ValueEnum;
-        for &c in Concept::value_variants() {
-            assert_eq!(Concept::from_str(c.name(), false), Ok(c));
-            assert_eq!(serde_json::to_value(c).unwrap(), json!(c.name()));
-        }
-        assert!(Concept::from_str("time_signature", false).is_err());
-    }
-
-    #[test]
-    fn pitch_class_sets() {
-        let want: [[u8; 3]; 4] = [[0, 4, 7], [0, 3, 7], [0, 4, 8], [0, 3, 6]];
-        for c in &Concept::Chords.clips(&[0], 0) {
-            let root = NOTE_NAMES
-                .iter()
-                .position(|n| c.attributes["root_note_name"] == *n)
-                .unwrap() as u8;
-            let mut pcs: Vec<u8> = c.notes.iter().map(|n| (n.key + 12 - root) % 12).collect();
-            pcs.sort_unstable();
-            pcs.dedup();
-            assert_eq!(pcs, want[c.class_index].to_vec(), "{:?}", c.attributes);
-        }
-        for c in Concept::Intervals.clips(&[0], 0) {
-            let keys: Vec<u8> = c.notes.iter().map(|n| n.key).collect();
-            let span = keys.iter().max().unwrap() - keys.iter().min().unwrap();
-            assert_eq!(usize::from(span), c.class_index + 1);
-        }
-    }
-
-    #[test]
-    fn limit_prefix_is_balanced() {
-        let notes = Concept::Notes.clips(&[0], 0);
-        assert!(
-            notes[..24]
-                .iter()
-                .enumerate()
-                .all(|(i, c)| c.class_index == i % 12)
-        );
-        assert_eq!(notes[0].notes[0].key, 48);
-    }
-}
+mod tests;

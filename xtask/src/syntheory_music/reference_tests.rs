@@ -3,6 +3,7 @@
 //! each), not taken from our output. Status bytes: 0xC_ program change, 0xB_ controller,
 //! 0x9_ note-on, 0x8_ note-off; the low nibble is the channel.
 
+use super::clicks::{CLICK_KITS, tempo_us};
 use super::*;
 
 /// (tick, status, data1, data2) of every channel message.
