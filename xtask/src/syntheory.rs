@@ -17,8 +17,8 @@
 //!   middle octave outward) so that a `--limit` prefix is balanced; the set of clips is the same.
 //! - Manifest attribute names are ours (`midi_note`, `play_style` "up"/"down"/"unison", Roman
 //!   numeral progression names, with the reference's label in `chord_progression`).
-//! - Messages are applied at the sample nearest their tick time rather than through a MIDI file;
-//!   both take effect at the synthesizer's next 64-sample block, so the audio is the same.
+//! - Messages go to the synthesizer directly rather than through a MIDI file; both ways they take
+//!   effect at the first 64-sample block start at or after their time, so the audio is the same.
 //!   Meta messages (track name, time signature) make no sound and are not modelled.
 
 use std::io::Write;
@@ -209,9 +209,9 @@ fn write_wav(path: &Path, samples: &[f32]) -> anyhow::Result<()> {
 /// Renders `spec` as the reference's `midi2audio` does (a fresh synthesizer, default settings:
 /// reverb and chorus on) and returns the mono mix (mean of left and right) of its 4 s window.
 ///
-/// Messages are applied at the sample their tick falls on; the synthesizer renders in 64-sample
-/// blocks, so, as with rustysynth's `MidiFileSequencer`, each takes effect at the next block
-/// start. Rendering stops at the window's end: the synthesis is causal, so the audio up to there
+/// Messages are applied at the first sample at or after their time; the synthesizer renders in
+/// 64-sample blocks, so each takes effect at the first block start at or after its time, which
+/// is where rustysynth's `MidiFileSequencer` (the reference's renderer) applies it. Rendering stops at the window's end: the synthesis is causal, so the audio up to there
 /// is the same as the full render's, and the reference's `trim` only cuts the tail.
 pub fn render(font: &Arc<SoundFont>, spec: &ClipSpec) -> anyhow::Result<Vec<f32>> {
     let rate = f64::from(SAMPLE_RATE);
@@ -223,7 +223,8 @@ pub fn render(font: &Arc<SoundFont>, spec: &ClipSpec) -> anyhow::Result<Vec<f32>
     let mut right = vec![0f32; total];
     let mut pos = 0;
     for m in music::midi_messages(spec) {
-        let at = ((spec.seconds(m.tick) * rate).round() as usize).min(total);
+        // The first sample at or after the message's time (less float noise).
+        let at = ((spec.seconds(m.tick) * rate - 1e-6).ceil().max(0.0) as usize).min(total);
         if at > pos {
             synth.render(&mut left[pos..at], &mut right[pos..at]);
             pos = at;
