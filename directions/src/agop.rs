@@ -3,25 +3,76 @@
 //!
 //! g_{l,j} = Σ_i α_{i,l} κ_ij (M x_j − M x_i),  κ_ij = −(p/L^p) k_ij d_ij^(p−2),
 //! G = Σ_rows g gᵀ (rows centred first if asked), M_new = G / (max G + 1e−30).
+//!
+//! Like xRFM's `RFM.fit_M`, the sum runs over batches of training rows, each centred on its own,
+//! and stops after the first 1 + ⌊20 000 / B⌋ batches (see [`agop_batches`]).
 
 use faer::linalg::matmul::triangular::BlockStructure;
 use faer::linalg::matmul::{matmul, triangular};
+use std::ops::Range;
+
 use faer::{Accum, Mat, MatRef, Par};
 
 use crate::kernel::mirror_lower;
 use crate::scalar::Real;
 
-/// The stacked gradients, laid out n × (c·d): block l holds ∇f_l at every training point.
+/// `total_points_to_sample`: xRFM's default cap on the rows the AGOP is evaluated at.
+pub(crate) const AGOP_POINTS: usize = 20_000;
+/// xRFM's `_compute_optimal_M_batch` on the CPU (and for its light Laplace kernel on a GPU with
+/// 40 GB or more free): B = min(n, 10 000).
+pub(crate) const AGOP_BATCH: usize = 10_000;
+
+/// The row batches xRFM's `fit_M` sums the AGOP over: `arange(n).split(B)[:1 + points // B]`,
+/// B = min(n, `batch`). Every row up to n = `points`; beyond, the first (1 + ⌊points / B⌋)·B rows
+/// (30 000 with the defaults), in the order given. Our splits hand the training rows over in
+/// seeded shuffled order (`splits.rs`), so that prefix is a seeded random sample of them.
+pub(crate) fn agop_batches(n: usize, points: usize, batch: usize) -> Vec<Range<usize>> {
+    let b = n.min(batch).max(1);
+    (0..=points / b)
+        .map(|i| (i * b).min(n)..((i + 1) * b).min(n))
+        .filter(|r| !r.is_empty())
+        .collect()
+}
+
+/// Σ over [`agop_batches`] of the batch's AGOP (centred within the batch when `center`), for the
+/// predictor with centres `xm` (= X·M), gradient coefficients `coef` and weights `alpha`.
+pub(crate) fn batched_agop<T: Real>(
+    xm: MatRef<'_, T>,
+    coef: MatRef<'_, T>,
+    alpha: MatRef<'_, T>,
+    center: bool,
+    (points, batch): (usize, usize),
+    par: Par,
+) -> Mat<T> {
+    let d = xm.ncols();
+    let mut total = Mat::<T>::zeros(d, d);
+    for rows in agop_batches(xm.nrows(), points, batch) {
+        let (start, len) = (rows.start, rows.len());
+        let grads = gradients(
+            xm,
+            coef.subrows(start, len),
+            xm.subrows(start, len),
+            alpha,
+            par,
+        );
+        total += agop(grads, d, center, par);
+    }
+    total
+}
+
+/// The stacked gradients at the points whose rows of κ are `coef` (m × n) and whose projections
+/// are `at` (m × d), laid out m × (c·d): block l holds ∇f_l at every point.
 pub(crate) fn gradients<T: Real>(
     xm: MatRef<'_, T>,
     coef: MatRef<'_, T>,
+    at: MatRef<'_, T>,
     alpha: MatRef<'_, T>,
     par: Par,
 ) -> Mat<T> {
     let (n, d) = (xm.nrows(), xm.ncols());
-    let c = alpha.ncols();
-    // s_l = κ α_l (κ symmetric)
-    let mut s = Mat::<T>::zeros(n, c);
+    let (m, c) = (at.nrows(), alpha.ncols());
+    // s_l = κ α_l
+    let mut s = Mat::<T>::zeros(m, c);
     matmul(s.as_mut(), Accum::Replace, coef, alpha, T::one_impl(), par);
     // B_l = α_l ∘ XM, then C = κ B
     let mut b = Mat::<T>::zeros(n, c * d);
@@ -33,7 +84,7 @@ pub(crate) fn gradients<T: Real>(
             }
         }
     }
-    let mut g = Mat::<T>::zeros(n, c * d);
+    let mut g = Mat::<T>::zeros(m, c * d);
     matmul(
         g.as_mut(),
         Accum::Replace,
@@ -43,10 +94,10 @@ pub(crate) fn gradients<T: Real>(
         par,
     );
     drop(b);
-    // g_l = s_l ∘ XM − κ B_l
+    // g_l = s_l ∘ XM_at − κ B_l
     for l in 0..c {
         for k in 0..d {
-            let xmc = xm.col(k);
+            let xmc = at.col(k);
             let col = g.col_as_slice_mut(l * d + k);
             for (i, v) in col.iter_mut().enumerate() {
                 *v = s[(i, l)] * xmc[i] - *v;
@@ -117,7 +168,7 @@ pub(crate) fn normalize_by_max<T: Real>(g: &mut Mat<T>) {
 mod tests {
     use super::*;
     use crate::fastmath::{KernelShape, kernel_and_coef};
-    use crate::kernel::{KernelParams, project};
+    use crate::kernel::{KernelParams, project, train_kernel};
     use crate::test_support::{Fixture, rel_err};
 
     /// Gradients at points z (not the centers) through the same formula, for the fixture.
@@ -174,6 +225,44 @@ mod tests {
         let g = agop(stacked, d, true, Par::Seq);
         let err = rel_err(g.as_ref(), fx.mat("agop_centered").as_ref());
         assert!(err < 1e-10, "agop relative error {err:e}");
+    }
+
+    #[test]
+    fn batches_follow_xrfm_fit_m() {
+        // arange(n).split(min(n, 10_000))[:1 + 20_000 // B]
+        let b = |n| agop_batches(n, AGOP_POINTS, AGOP_BATCH);
+        assert_eq!(b(7), vec![0..7]);
+        assert_eq!(b(10_000), vec![0..10_000]);
+        assert_eq!(b(15_000), vec![0..10_000, 10_000..15_000]);
+        assert_eq!(b(20_000), vec![0..10_000, 10_000..20_000]);
+        assert_eq!(b(45_000), vec![0..10_000, 10_000..20_000, 20_000..30_000]);
+        // B = n below the batch size: every row, one batch.
+        assert_eq!(agop_batches(9, 4, 16), vec![0..9]);
+    }
+
+    #[test]
+    fn batched_agop_sums_the_centred_agop_of_each_batch() {
+        let fx = Fixture::load("kernel");
+        let (x, m, coefs) = (fx.mat("x"), fx.mat("m"), fx.mat("coefs"));
+        let params = KernelParams {
+            bandwidth: 3.0,
+            exponent: 0.9,
+        };
+        let proj = project(x.as_ref(), m.as_ref(), Par::Seq);
+        let (_, coef) = train_kernel(x.as_ref(), &proj, params, Par::Seq);
+        let alpha = coefs.transpose().to_owned();
+        let (xm, n, d) = (proj.xm.as_ref(), x.nrows(), x.ncols());
+        assert!(n >= 4, "the fixture has {n} rows");
+        let all = gradients(xm, coef.as_ref(), xm, alpha.as_ref(), Par::Seq);
+        // 2 rows a batch, 1 + 2 / 2 = 2 batches: rows 0..4 in two centred halves.
+        let got = batched_agop(xm, coef.as_ref(), alpha.as_ref(), true, (2, 2), Par::Seq);
+        let mut want = agop(all.subrows(0, 2).to_owned(), d, true, Par::Seq);
+        want += agop(all.subrows(2, 2).to_owned(), d, true, Par::Seq);
+        assert!(rel_err(got.as_ref(), want.as_ref()) < 1e-12);
+        // No cap: one batch of every row is the plain AGOP.
+        let got = batched_agop(xm, coef.as_ref(), alpha.as_ref(), true, (n, n), Par::Seq);
+        let want = agop(all, d, true, Par::Seq);
+        assert!(rel_err(got.as_ref(), want.as_ref()) < 1e-12);
     }
 
     #[test]

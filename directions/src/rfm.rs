@@ -11,7 +11,7 @@
 
 use faer::{Mat, MatRef, Par};
 
-use crate::agop::{agop, gradients, normalize_by_max};
+use crate::agop::{AGOP_BATCH, AGOP_POINTS, batched_agop, normalize_by_max};
 use crate::error::FitError;
 use crate::kernel::{KernelParams, cross_kernel, project, train_kernel};
 use crate::krr::{SolveMethod, solve_krr};
@@ -226,8 +226,8 @@ fn fit_predictor<T: Real>(
 }
 
 fn normalized_agop<T: Real>(p: &Predictor<T>, center: bool, par: Par) -> Mat<T> {
-    let grads = gradients(p.xm.as_ref(), p.coef.as_ref(), p.alpha.as_ref(), par);
-    let mut g = agop(grads, p.xm.ncols(), center, par);
+    let (xm, coef, alpha) = (p.xm.as_ref(), p.coef.as_ref(), p.alpha.as_ref());
+    let mut g = batched_agop(xm, coef, alpha, center, (AGOP_POINTS, AGOP_BATCH), par);
     normalize_by_max(&mut g);
     g
 }

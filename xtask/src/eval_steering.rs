@@ -311,7 +311,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         serde_json::to_string_pretty(&results)?.as_bytes(),
     )?;
     let png = args.out.join("accuracy.png");
-    crate::atomic_write_path(&png, |tmp| plot(tmp, &results))?;
+    crate::write_file_with(&png, |tmp| plot(tmp, &results))?;
     println!("wrote {} and {}", json_path.display(), png.display());
     Ok(())
 }

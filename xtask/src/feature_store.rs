@@ -55,11 +55,10 @@ pub fn write_shard(
         TensorView::new(Dtype::I64, vec![shard.rows], &index)?,
     ));
     let meta = HashMap::from([("musicrfm".to_string(), run_key.to_string())]);
-    crate::atomic_write_path(path, |tmp| {
+    crate::write_file_with(path, |tmp| {
         safetensors::serialize_to_file(views, Some(meta), tmp)?;
         Ok(())
     })
-    .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Reads a shard, checking it belongs to this run and holds rows `[start, start + rows)`.

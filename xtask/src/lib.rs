@@ -28,23 +28,11 @@ pub fn write_file(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
 
 /// Write `path` atomically through a temporary sibling that `write` fills (see
 /// [`directions::atomic::write_atomic`]), with the path in the error.
-pub fn atomic_write_path(
+pub fn write_file_with(
     path: &std::path::Path,
     write: impl FnOnce(&std::path::Path) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
     directions::atomic::write_atomic(path, write)
         .with_context(|| format!("writing {}", path.display()))
-}
-
-/// [`atomic_write_path`] for a writer (synced to disk before the rename).
-pub fn atomic_write(
-    path: &std::path::Path,
-    write: impl FnOnce(&mut std::fs::File) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    atomic_write_path(path, |tmp| {
-        let mut file = std::fs::File::create(tmp)?;
-        write(&mut file)?;
-        Ok(file.sync_all()?)
-    })
 }

@@ -4,32 +4,44 @@
 //!
 //! Deterministic (a fresh synthesizer per clip, seeded crops) and resumable (a clip whose WAV is
 //! already there with the right format and length is not rendered again).
+//!
+//! The MIDI of every clip is the reference's (brown-palm/syntheory, pinned clip by clip in
+//! `syntheory_music/reference_tests.rs`) and is rendered as its `midi2audio` does. What differs,
+//! and why:
+//! - Clips are mono (the mean of the synthesizer's left and right), not stereo: the probes and
+//!   MusicGen take mono.
+//! - Click clips stay 32-bit float; the reference's ffmpeg `trim` / `random_trim` re-encode them
+//!   as 16-bit PCM (ffmpeg's WAV default). The crop start is drawn from `--seed` in whole samples;
+//!   the reference draws it unseeded.
+//! - Clip order: the class varies fastest (and tempos run in a strided BPM order, notes from the
+//!   middle octave outward) so that a `--limit` prefix is balanced; the set of clips is the same.
+//! - Manifest attribute names are ours (`midi_note`, `play_style` "up"/"down"/"unison", Roman
+//!   numeral progression names, with the reference's label in `chord_progression`).
+//! - Messages go to the synthesizer directly rather than through a MIDI file; both ways they take
+//!   effect at the first 64-sample block start at or after their time, so the audio is the same.
+//!   Meta messages (track name, time signature) make no sound and are not modelled.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use clap::Parser;
+use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use rustysynth::{SoundFont, Synthesizer, SynthesizerSettings};
 use serde_json::{Value, json};
 
-use crate::syntheory_music::{self as music, CLIP_SAMPLES, ClipSpec, SAMPLE_RATE};
+use crate::syntheory_music::{self as music, CLIP_SAMPLES, ClipSpec, Concept, SAMPLE_RATE};
 
 pub const DEFAULT_SOUNDFONT: &str = "/usr/share/sounds/sf2/TimGM6mb.sf2";
 pub const DATASET_FORMAT: &str = "musicrfm.syntheory.v1";
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "cargo xtask syntheory",
-    about = "Render a SynTheory concept to 44.1 kHz 4 s WAV clips with a manifest"
-)]
+/// Render a SynTheory concept to 44.1 kHz 4 s WAV clips with a manifest.
+#[derive(Debug, Args)]
 pub struct SyntheoryArgs {
-    /// notes | intervals | scales | chords | progressions | tempos | time_signatures
-    #[arg(long)]
-    pub concept: String,
+    /// The concept to render.
+    #[arg(long, value_enum)]
+    pub concept: Concept,
     /// Output directory (created; existing valid clips are kept).
     #[arg(long)]
     pub out: PathBuf,
@@ -47,18 +59,10 @@ pub struct SyntheoryArgs {
     pub soundfont: PathBuf,
 }
 
-pub fn run(args: &[String]) -> anyhow::Result<()> {
-    let args = SyntheoryArgs::try_parse_from(
-        std::iter::once("cargo xtask syntheory".to_owned()).chain(args.iter().cloned()),
-    )
-    .unwrap_or_else(|e| e.exit());
-    generate(&args)
-}
-
 /// One manifest row: the clip's file, class and every attribute.
-pub fn manifest_row(concept: &str, index: usize, spec: &ClipSpec) -> Value {
+pub fn manifest_row(concept: Concept, index: usize, spec: &ClipSpec) -> Value {
     let mut row = spec.attributes.clone();
-    row.insert("id".into(), json!(format!("{concept}-{index:05}")));
+    row.insert("id".into(), json!(format!("{}-{index:05}", concept.name())));
     row.insert("index".into(), json!(index));
     row.insert("file".into(), json!(clip_path(concept, index)));
     row.insert("concept".into(), json!(concept));
@@ -72,8 +76,8 @@ pub fn manifest_row(concept: &str, index: usize, spec: &ClipSpec) -> Value {
     Value::Object(row)
 }
 
-fn clip_path(concept: &str, index: usize) -> String {
-    format!("clips/{concept}-{index:05}.wav")
+fn clip_path(concept: Concept, index: usize) -> String {
+    format!("clips/{}-{index:05}.wav", concept.name())
 }
 
 pub fn generate(args: &SyntheoryArgs) -> anyhow::Result<()> {
@@ -84,7 +88,7 @@ pub fn generate(args: &SyntheoryArgs) -> anyhow::Result<()> {
         bail!("--limit must be at least 1");
     }
     let programs = music::pick_instruments(args.instruments);
-    let mut specs = music::clips(&args.concept, &programs, args.seed)?;
+    let mut specs = args.concept.clips(&programs, args.seed);
     if let Some(n) = args.limit {
         specs.truncate(n);
     }
@@ -103,36 +107,36 @@ pub fn generate(args: &SyntheoryArgs) -> anyhow::Result<()> {
             .expect("static template")
             .progress_chars("=> "),
     );
-    bar.set_message(args.concept.clone());
+    bar.set_message(args.concept.name());
     let kept = std::sync::atomic::AtomicUsize::new(0);
     specs
         .par_iter()
         .enumerate()
         .try_for_each(|(i, spec)| -> anyhow::Result<()> {
-            let path = args.out.join(clip_path(&args.concept, i));
+            let path = args.out.join(clip_path(args.concept, i));
             if is_valid_clip(&path) {
                 kept.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             } else {
                 let audio = render(&font, spec)
                     .with_context(|| format!("rendering clip {i} ({})", path.display()))?;
-                write_wav(&path, &audio)?;
+                engine::audio::write_wav(&path, &audio, SAMPLE_RATE)?;
             }
             bar.inc(1);
             Ok(())
         })?;
     bar.finish();
 
-    let classes = music::classes(&args.concept);
+    let classes = args.concept.classes();
     let mut counts = vec![0usize; classes.len()];
     for s in &specs {
         counts[s.class_index] += 1;
     }
-    let regression = args.concept == "tempos";
+    let regression = args.concept.is_regression();
     let info = json!({
         "format": DATASET_FORMAT,
         "concept": args.concept,
         "kind": if regression { "regression" } else { "multiclass" },
-        "label_key": music::label_key(&args.concept),
+        "label_key": args.concept.label_key(),
         "classes": classes,
         "class_counts": counts,
         "clips": specs.len(),
@@ -142,18 +146,19 @@ pub fn generate(args: &SyntheoryArgs) -> anyhow::Result<()> {
         "seed": args.seed,
         "soundfont": args.soundfont.file_name().map(|n| n.to_string_lossy().into_owned()),
     });
-    crate::atomic_write(&args.out.join("manifest.jsonl"), |f| {
-        for (i, s) in specs.iter().enumerate() {
-            writeln!(f, "{}", manifest_row(&args.concept, i, s))?;
-        }
-        Ok(())
-    })?;
-    crate::atomic_write(&args.out.join("dataset.json"), |f| {
-        Ok(f.write_all(serde_json::to_string_pretty(&info)?.as_bytes())?)
-    })?;
+    let manifest: String = specs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("{}\n", manifest_row(args.concept, i, s)))
+        .collect();
+    crate::write_file(&args.out.join("manifest.jsonl"), manifest.as_bytes())?;
+    crate::write_file(
+        &args.out.join("dataset.json"),
+        serde_json::to_string_pretty(&info)?.as_bytes(),
+    )?;
     eprintln!(
         "{}: {} clips ({} already there) in {}",
-        args.concept,
+        args.concept.name(),
         specs.len(),
         kept.into_inner(),
         args.out.display()
@@ -162,71 +167,41 @@ pub fn generate(args: &SyntheoryArgs) -> anyhow::Result<()> {
 }
 
 fn is_valid_clip(path: &Path) -> bool {
-    hound::WavReader::open(path).is_ok_and(|r| {
-        let s = r.spec();
-        s.channels == 1
-            && s.sample_rate == SAMPLE_RATE
-            && s.sample_format == hound::SampleFormat::Float
-            && s.bits_per_sample == 32
-            && r.duration() as usize == CLIP_SAMPLES
-    })
+    engine::audio::is_float_wav(path, SAMPLE_RATE, CLIP_SAMPLES)
 }
 
-fn write_wav(path: &Path, samples: &[f32]) -> anyhow::Result<()> {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: SAMPLE_RATE,
-        bits_per_sample: 32,
-        sample_format: hound::SampleFormat::Float,
-    };
-    crate::atomic_write_path(path, |tmp| {
-        let mut w = hound::WavWriter::create(tmp, spec)?;
-        for &s in samples {
-            w.write_sample(s)?;
-        }
-        w.finalize()?;
-        Ok(())
-    })
-    .with_context(|| format!("writing {}", path.display()))
-}
-
-/// Renders `spec` with a fresh synthesizer (default settings: reverb and chorus on) and returns
-/// the mono mix (mean of left and right) of its 4 s window.
+/// Renders `spec` as the reference's `midi2audio` does (a fresh synthesizer, default settings:
+/// reverb and chorus on) and returns the mono mix (mean of left and right) of its 4 s window.
+///
+/// Messages are applied at the first sample at or after their time; the synthesizer renders in
+/// 64-sample blocks, so each takes effect at the first block start at or after its time, which
+/// is where rustysynth's `MidiFileSequencer` (the reference's renderer) applies it. Rendering stops at the window's end: the synthesis is causal, so the audio up to there
+/// is the same as the full render's, and the reference's `trim` only cuts the tail.
 pub fn render(font: &Arc<SoundFont>, spec: &ClipSpec) -> anyhow::Result<Vec<f32>> {
     let rate = f64::from(SAMPLE_RATE);
     let settings = SynthesizerSettings::new(SAMPLE_RATE as i32);
     let mut synth = Synthesizer::new(font, &settings).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let channel = i32::from(spec.channel);
     let start = (spec.crop_start * rate).round() as usize;
     let total = start + CLIP_SAMPLES;
-    // (sample, order, command, data1, data2); note-offs sort before note-ons at the same sample.
-    let mut events: Vec<(usize, u8, i32, i32, i32)> = Vec::new();
-    if let Some(p) = spec.program {
-        events.push((0, 0, 0xC0, i32::from(p), 0));
-    }
-    if let Some(r) = spec.reverb {
-        events.push((0, 0, 0xB0, 91, i32::from(r)));
-    }
-    for n in &spec.notes {
-        let on = (n.start * rate).round() as usize;
-        let off = ((n.start + n.duration) * rate).round() as usize;
-        if on >= total {
-            continue;
-        }
-        events.push((on, 2, 0x90, i32::from(n.key), i32::from(n.velocity)));
-        events.push((off, 1, 0x80, i32::from(n.key), 0));
-    }
-    events.sort_by_key(|e| (e.0, e.1));
     let mut left = vec![0f32; total];
     let mut right = vec![0f32; total];
     let mut pos = 0;
-    for (at, _, command, d1, d2) in events {
-        let at = at.min(total);
+    for m in music::midi_messages(spec) {
+        // The first sample at or after the message's time (less float noise).
+        let at = ((spec.seconds(m.tick) * rate - 1e-6).ceil().max(0.0) as usize).min(total);
         if at > pos {
             synth.render(&mut left[pos..at], &mut right[pos..at]);
             pos = at;
         }
-        synth.process_midi_message(channel, command, d1, d2);
+        if at == total {
+            break;
+        }
+        synth.process_midi_message(
+            i32::from(m.status & 0x0F),
+            i32::from(m.status & 0xF0),
+            i32::from(m.data1),
+            i32::from(m.data2),
+        );
     }
     if pos < total {
         synth.render(&mut left[pos..total], &mut right[pos..total]);

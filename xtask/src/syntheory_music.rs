@@ -1,39 +1,118 @@
-//! The SynTheory concepts as MIDI built in code (docs/algorithms.md §7, after brown-palm/syntheory
-//! `dataset/synthetic/*.py`): every clip of a concept, its attributes, and its note events.
+//! The SynTheory concepts as MIDI built in code (docs/algorithms.md §7), following brown-palm/syntheory
+//! `dataset/synthetic/*.py` and `dataset/music/{constants,transforms,midi}.py`: every clip of a
+//! concept, its attributes, and its MIDI events in ticks (480 per beat), as the reference's mido
+//! track would hold them.
 //!
 //! Clip order: the class varies fastest, then the other attributes, then the instrument, so a
-//! `--limit` prefix is class-balanced. Notes run octave by octave from the middle outward
-//! (4, 5, 3, 6, 2, 7, 1, 8, 0; all instruments per octave), so a prefix is the audible middle
-//! range (octave 0 is MIDI 0–11, 8–15 Hz); the full set is the reference's.
+//! `--limit` prefix is class-balanced (the reference iterates class-slowest). Notes run octave by
+//! octave from the middle outward (4, 5, 3, 6, 2, 7, 1, 8, 0; all instruments per octave), so a
+//! prefix is the audible middle range; the full set is the reference's.
 
 use serde_json::{Map, Value, json};
+
+mod clicks;
 
 pub const SAMPLE_RATE: u32 = 44_100;
 pub const CLIP_SECONDS: f64 = 4.0;
 pub const CLIP_SAMPLES: usize = 176_400;
-/// Tonal concepts: 120 BPM, 4/4, 8 beats.
-const BEAT: f64 = 0.5;
+/// `create_midi_file(ticks_per_beat=480)`.
+pub const TICKS_PER_BEAT: u32 = 480;
+/// Tonal concepts and time signatures play at 120 BPM: `bpm2tempo(120)` µs per quarter note.
+pub(crate) const TEMPO_120_BPM: u32 = 500_000;
+/// `write_melody` / `write_progression` velocity (note-on and note-off).
 const VELOCITY: u8 = 64;
-/// The reference renders on MIDI channel index 2 (drums on 9, the GM percussion channel).
+/// Tonal concepts play on MIDI channel index 2; the GM percussion channel is 9.
 pub const MELODIC_CHANNEL: u8 = 2;
 pub const DRUM_CHANNEL: u8 = 9;
 
-pub const CONCEPTS: [&str; 7] = [
-    "notes",
-    "intervals",
-    "scales",
-    "chords",
-    "progressions",
-    "tempos",
-    "time_signatures",
-];
+/// A SynTheory concept; the snake_case name is the `--concept` value and the `concept` of
+/// `dataset.json` and the manifest.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[value(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum Concept {
+    Notes,
+    Intervals,
+    Scales,
+    Chords,
+    Progressions,
+    Tempos,
+    TimeSignatures,
+}
 
+impl Concept {
+    pub fn name(self) -> &'static str {
+        match self {
+            Concept::Notes => "notes",
+            Concept::Intervals => "intervals",
+            Concept::Scales => "scales",
+            Concept::Chords => "chords",
+            Concept::Progressions => "progressions",
+            Concept::Tempos => "tempos",
+            Concept::TimeSignatures => "time_signatures",
+        }
+    }
+
+    /// BPM regression (tempos) rather than classification.
+    pub fn is_regression(self) -> bool {
+        self == Concept::Tempos
+    }
+
+    /// Class names (regression: one class).
+    pub fn classes(self) -> Vec<String> {
+        match self {
+            Concept::Notes => NOTE_NAMES.iter().map(|s| s.to_string()).collect(),
+            Concept::Intervals => (1..=12).map(|i| i.to_string()).collect(),
+            Concept::Scales => MODES.iter().map(|(m, _)| m.to_string()).collect(),
+            Concept::Chords => CHORD_TYPES.iter().map(|c| c.to_string()).collect(),
+            Concept::Progressions => PROGRESSIONS.iter().map(|p| p.name.to_string()).collect(),
+            Concept::Tempos => vec!["bpm".into()],
+            Concept::TimeSignatures => TIME_SIGNATURES
+                .iter()
+                .map(|(n, d)| format!("{n}/{d}"))
+                .collect(),
+        }
+    }
+
+    /// The manifest attribute that holds the class.
+    pub fn label_key(self) -> &'static str {
+        match self {
+            Concept::Notes => "root_note_name",
+            Concept::Intervals => "interval",
+            Concept::Scales => "mode",
+            Concept::Chords => "chord_type",
+            Concept::Progressions => "progression",
+            Concept::Tempos => "bpm",
+            Concept::TimeSignatures => "time_signature",
+        }
+    }
+
+    /// Every clip, in order; `programs` are the instruments of the tonal concepts, `seed` draws
+    /// the crop windows of the click concepts.
+    pub fn clips(self, programs: &[u8], seed: u64) -> Vec<ClipSpec> {
+        match self {
+            Concept::Notes => note_clips(programs),
+            Concept::Intervals => interval_clips(programs),
+            Concept::Scales => scale_clips(programs),
+            Concept::Chords => chord_clips(programs),
+            Concept::Progressions => progression_clips(programs),
+            Concept::Tempos => clicks::tempo_clips(seed),
+            Concept::TimeSignatures => clicks::time_signature_clips(seed),
+        }
+    }
+}
+
+/// `PITCH_CLASS_TO_NOTE_NAME_SHARP`.
 pub const NOTE_NAMES: [&str; 12] = [
     "C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B",
 ];
 
-/// The 92 General MIDI programs the reference renders tonal concepts with: all 128 minus Synth
-/// Effects (96–103), Sound Effects (112–127) and 12 programs with unclear pitch or timbre.
+/// The 92 General MIDI programs the reference renders tonal concepts with
+/// (`get_instruments(ignore_atonal, ignore_polyphonic, ignore_highly_articulate)`): all 128 minus
+/// Synth Effects (96–103), Sound Effects (112–127), the "polyphonic" {8, 9, 14, 21, 23, 47, 86}
+/// and the "highly articulate" {22, 31, 55, 77, 78}.
 pub fn instruments() -> Vec<u8> {
     const EXCLUDED: [u8; 12] = [8, 9, 14, 21, 22, 23, 31, 47, 55, 77, 78, 86];
     (0u8..128)
@@ -50,52 +129,68 @@ pub fn pick_instruments(n: Option<usize>) -> Vec<u8> {
     }
 }
 
+const IONIAN: [u8; 7] = [0, 2, 4, 5, 7, 9, 11];
+const AEOLIAN: [u8; 7] = [0, 2, 3, 5, 7, 8, 10];
+const HARMONIC_MINOR: [u8; 7] = [0, 2, 3, 5, 7, 8, 11];
+const LOCRIAN: [u8; 7] = [0, 1, 3, 5, 6, 8, 10];
+
+/// The seven modes of `scales.py::get_all_scales`, in its order.
 pub const MODES: [(&str, [u8; 7]); 7] = [
-    ("ionian", [0, 2, 4, 5, 7, 9, 11]),
+    ("ionian", IONIAN),
     ("dorian", [0, 2, 3, 5, 7, 9, 10]),
     ("phrygian", [0, 1, 3, 5, 7, 8, 10]),
     ("lydian", [0, 2, 4, 6, 7, 9, 11]),
     ("mixolydian", [0, 2, 4, 5, 7, 9, 10]),
-    ("aeolian", [0, 2, 3, 5, 7, 8, 10]),
-    ("locrian", [0, 1, 3, 5, 6, 8, 10]),
+    ("aeolian", AEOLIAN),
+    ("locrian", LOCRIAN),
 ];
 
-/// Triads above the root: major (ionian 1-3-5), minor (aeolian), augmented (degree 3 of the
-/// harmonic minor a minor third below), diminished (locrian).
-pub const CHORD_TYPES: [(&str, [u8; 3]); 4] = [
-    ("major", [0, 4, 7]),
-    ("minor", [0, 3, 7]),
-    ("aug", [0, 4, 8]),
-    ("dim", [0, 3, 6]),
+/// `chords.py::_CHORD_MAP`, in its order.
+pub const CHORD_TYPES: [&str; 4] = ["major", "minor", "aug", "dim"];
+
+/// `inversion or "5"`: root position, first ("6") and second ("64") inversion.
+pub const INVERSIONS: [&str; 3] = ["5", "6", "64"];
+
+/// One chord progression of `chord_progressions.py::PROGRESSIONS`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Progression {
+    pub name: &'static str,
+    pub mode: &'static str,
+    pub degrees: [u8; 4],
+}
+
+const fn prog(name: &'static str, mode: &'static str, degrees: [u8; 4]) -> Progression {
+    Progression {
+        name,
+        mode,
+        degrees,
+    }
+}
+
+/// `chord_progressions.py::PROGRESSIONS`, in its order (names are ours: Roman numerals).
+pub const PROGRESSIONS: [Progression; 19] = [
+    prog("I-IV-V-I", "ionian", [1, 4, 5, 1]),
+    prog("I-IV-vi-V", "ionian", [1, 4, 6, 5]),
+    prog("I-V-vi-IV", "ionian", [1, 5, 6, 4]),
+    prog("I-vi-IV-V", "ionian", [1, 6, 4, 5]),
+    prog("ii-V-I-vi", "ionian", [2, 5, 1, 6]),
+    prog("IV-I-V-vi", "ionian", [4, 1, 5, 6]),
+    prog("IV-V-iii-vi", "ionian", [4, 5, 3, 6]),
+    prog("V-IV-I-V", "ionian", [5, 4, 1, 5]),
+    prog("V-vi-IV-I", "ionian", [5, 6, 4, 1]),
+    prog("vi-IV-I-V", "ionian", [6, 4, 1, 5]),
+    prog("i-iidim-v-i", "aeolian", [1, 2, 5, 1]),
+    prog("i-III-iv-i", "aeolian", [1, 3, 4, 1]),
+    prog("i-iv-v-i", "aeolian", [1, 4, 5, 1]),
+    prog("i-VI-III-VII", "aeolian", [1, 6, 3, 7]),
+    prog("i-VI-VII-i", "aeolian", [1, 6, 7, 1]),
+    prog("i-VI-VII-III", "aeolian", [1, 6, 7, 3]),
+    prog("i-VII-VI-iv", "aeolian", [1, 7, 6, 4]),
+    prog("iv-VII-i-i", "aeolian", [4, 7, 1, 1]),
+    prog("VII-VI-VII-i", "aeolian", [7, 6, 7, 1]),
 ];
 
-pub const INVERSIONS: [&str; 3] = ["root", "6", "64"];
-
-/// Chord progressions as scale degrees (1-based) of ionian (first 10) or aeolian (last 9).
-/// ASSUMPTION: the notes give the count (10 + 9) and two examples, not the list; these are
-/// common pop/classical progressions of four chords.
-pub const PROGRESSIONS: [(&str, &str, [u8; 4]); 19] = [
-    ("I-IV-V-I", "ionian", [1, 4, 5, 1]),
-    ("I-IV-vi-V", "ionian", [1, 4, 6, 5]),
-    ("I-V-vi-IV", "ionian", [1, 5, 6, 4]),
-    ("I-vi-IV-V", "ionian", [1, 6, 4, 5]),
-    ("ii-V-I-vi", "ionian", [2, 5, 1, 6]),
-    ("IV-I-V-vi", "ionian", [4, 1, 5, 6]),
-    ("IV-V-iii-vi", "ionian", [4, 5, 3, 6]),
-    ("V-IV-I-I", "ionian", [5, 4, 1, 1]),
-    ("vi-IV-I-V", "ionian", [6, 4, 1, 5]),
-    ("I-iii-IV-V", "ionian", [1, 3, 4, 5]),
-    ("i-iidim-v-i", "aeolian", [1, 2, 5, 1]),
-    ("i-iv-v-i", "aeolian", [1, 4, 5, 1]),
-    ("i-iv-VI-v", "aeolian", [1, 4, 6, 5]),
-    ("i-VI-III-VII", "aeolian", [1, 6, 3, 7]),
-    ("i-VI-VII-i", "aeolian", [1, 6, 7, 1]),
-    ("i-VI-VII-III", "aeolian", [1, 6, 7, 3]),
-    ("i-VII-VI-VII", "aeolian", [1, 7, 6, 7]),
-    ("iv-VII-i-i", "aeolian", [4, 7, 1, 1]),
-    ("VI-VII-i-i", "aeolian", [6, 7, 1, 1]),
-];
-
+/// `time_signatures.py::get_all_time_signatures`.
 pub const TIME_SIGNATURES: [(u8, u8); 8] = [
     (2, 2),
     (2, 4),
@@ -107,71 +202,17 @@ pub const TIME_SIGNATURES: [(u8, u8); 8] = [
     (12, 8),
 ];
 
-/// A click sound: a GM drum key on the percussion channel, or a melodic program whose downbeat
-/// is pitched higher than the other clicks.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ClickKit {
-    pub name: &'static str,
-    /// `None`: percussion channel.
-    pub program: Option<u8>,
-    pub downbeat_key: u8,
-    pub offbeat_key: u8,
-}
-
-/// The five click kits (GM side stick and sticks; woodblock, taiko, synth drum programs).
-pub const CLICK_KITS: [ClickKit; 5] = [
-    ClickKit {
-        name: "side_stick",
-        program: None,
-        downbeat_key: 37,
-        offbeat_key: 37,
-    },
-    ClickKit {
-        name: "sticks",
-        program: None,
-        downbeat_key: 31,
-        offbeat_key: 31,
-    },
-    ClickKit {
-        name: "woodblock",
-        program: Some(115),
-        downbeat_key: 79,
-        offbeat_key: 72,
-    },
-    ClickKit {
-        name: "taiko",
-        program: Some(116),
-        downbeat_key: 60,
-        offbeat_key: 55,
-    },
-    ClickKit {
-        name: "synth_drum",
-        program: Some(118),
-        downbeat_key: 60,
-        offbeat_key: 55,
-    },
-];
-const DOWNBEAT_VELOCITY: u8 = 100;
-const OFFBEAT_VELOCITY: u8 = 75;
-const CLICK_SECONDS: f64 = 0.1;
-pub const REVERB_LEVELS: [u8; 3] = [0, 63, 127];
-pub const BPM_RANGE: (u32, u32) = (50, 210);
-const TEMPO_RENDER_SECONDS: f64 = 20.0;
-const TEMPO_CROPS: usize = 5;
-const METER_RENDER_SECONDS: f64 = 30.0;
-const METER_CROPS: usize = 10;
-
-/// One sounding note.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// One note: on at `tick`, off `ticks` later, with the same velocity both ways.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NoteEvent {
-    pub start: f64,
-    pub duration: f64,
+    pub tick: u32,
+    pub ticks: u32,
     pub key: u8,
     pub velocity: u8,
 }
 
-/// How one clip is made: a performance rendered for `render_seconds`, then the 4 s window at
-/// `crop_start` seconds (0 for tonal concepts).
+/// How one clip is made: a one-track MIDI performance (tempo, program change on `channel`, an
+/// optional CC91, notes) rendered for `render_seconds`, then the 4 s window at `crop_start`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClipSpec {
     /// Class name (regression: the value as text).
@@ -180,10 +221,12 @@ pub struct ClipSpec {
     pub class_index: usize,
     /// Regression target (BPM), else `None`.
     pub value: Option<f64>,
+    /// Microseconds per quarter note (`bpm2tempo`).
+    pub tempo_us: u32,
     pub channel: u8,
-    /// Program change before the first note (`None` on the percussion channel).
-    pub program: Option<u8>,
-    /// Controller 91 (reverb send), when the concept sets it.
+    /// Program change before the first note (sent on the percussion channel too).
+    pub program: u8,
+    /// Controller 91 (reverb send) before the first note, when the concept sets it.
     pub reverb: Option<u8>,
     pub notes: Vec<NoteEvent>,
     pub render_seconds: f64,
@@ -192,395 +235,270 @@ pub struct ClipSpec {
     pub attributes: Map<String, Value>,
 }
 
-/// Class names of `concept` (regression: one class).
-pub fn classes(concept: &str) -> Vec<String> {
-    match concept {
-        "notes" => NOTE_NAMES.iter().map(|s| s.to_string()).collect(),
-        "intervals" => (1..=12).map(|i| i.to_string()).collect(),
-        "scales" => MODES.iter().map(|(m, _)| m.to_string()).collect(),
-        "chords" => CHORD_TYPES.iter().map(|(c, _)| c.to_string()).collect(),
-        "progressions" => PROGRESSIONS.iter().map(|(p, _, _)| p.to_string()).collect(),
-        "tempos" => vec!["bpm".into()],
-        "time_signatures" => TIME_SIGNATURES
-            .iter()
-            .map(|(n, d)| format!("{n}/{d}"))
-            .collect(),
-        _ => Vec::new(),
+impl ClipSpec {
+    /// Seconds at `tick` under this clip's tempo.
+    pub fn seconds(&self, tick: u32) -> f64 {
+        f64::from(tick) * f64::from(self.tempo_us) / (f64::from(TICKS_PER_BEAT) * 1e6)
+    }
+
+    fn with(mut self, key: &str, value: Value) -> Self {
+        self.attributes.insert(key.into(), value);
+        self
     }
 }
 
-/// The manifest attribute that holds the class.
-pub fn label_key(concept: &str) -> &'static str {
-    match concept {
-        "notes" => "root_note_name",
-        "intervals" => "interval",
-        "scales" => "mode",
-        "chords" => "chord_type",
-        "progressions" => "progression",
-        "tempos" => "bpm",
-        _ => "time_signature",
-    }
-}
-
-/// Tonic MIDI key of pitch class `pc`, keys centred on middle C.
+/// `transforms.py::get_tonic_midi_note_value`: keys centred on middle C (C…F from 60 up,
+/// F#…B from 54 up).
 pub fn tonic(pc: u8) -> u8 {
     if pc <= 5 { 60 + pc } else { 48 + pc }
 }
 
-fn note(start_beat: f64, beats: f64, key: u8) -> NoteEvent {
-    NoteEvent {
-        start: start_beat * BEAT,
-        duration: beats * BEAT,
-        key,
-        velocity: VELOCITY,
-    }
+/// `transforms.py::get_chord` for a triad: scale degrees `degree`, +2, +4 (1-based) of the mode
+/// `steps` on `tonic`, each wrapped into the octave above the tonic, in that order.
+pub fn diatonic_triad(tonic: u8, steps: &[u8; 7], degree: u8) -> [u8; 3] {
+    let d = usize::from(degree - 1);
+    [d, d + 2, d + 4].map(|k| tonic + steps[k % 7])
 }
 
-fn tonal(label: String, class_index: usize, program: u8, notes: Vec<NoteEvent>) -> ClipSpec {
-    let mut attributes = Map::new();
-    attributes.insert("program".into(), json!(program));
-    attributes.insert("bpm".into(), json!(120));
-    ClipSpec {
-        label,
+/// `get_{major,minor,augmented,diminished}_triad` of pitch class `pc`, in `inversion` (index of
+/// [`INVERSIONS`]): the lowest `inversion` notes move up an octave and to the end.
+pub fn triad(pc: u8, chord_type: &str, inversion: usize) -> [u8; 3] {
+    let mut keys = match chord_type {
+        "major" => diatonic_triad(tonic(pc), &IONIAN, 1),
+        "minor" => diatonic_triad(tonic(pc), &AEOLIAN, 1),
+        // The III of the harmonic minor a minor third below; its tonic is centred on middle C,
+        // so F#, G and G# come out an octave above their major triads.
+        "aug" => diatonic_triad(tonic((pc + 9) % 12), &HARMONIC_MINOR, 3),
+        _ => diatonic_triad(tonic(pc), &LOCRIAN, 1),
+    };
+    for k in keys.iter_mut().take(inversion) {
+        *k += 12;
+    }
+    keys.rotate_left(inversion);
+    keys
+}
+
+/// `write_melody`: each key for `beats` beats, one after another.
+fn melody(keys: &[u8], beats: u32) -> Vec<NoteEvent> {
+    let ticks = beats * TICKS_PER_BEAT;
+    let at = (0u32..).map(|i| i * ticks);
+    keys.iter()
+        .zip(at)
+        .map(|(&key, tick)| NoteEvent {
+            tick,
+            ticks,
+            key,
+            velocity: VELOCITY,
+        })
+        .collect()
+}
+
+/// `write_progression`: each chord (all keys at once) for `beats` beats, one after another.
+fn progression<'a>(chords: impl IntoIterator<Item = &'a [u8]>, beats: u32) -> Vec<NoteEvent> {
+    let ticks = beats * TICKS_PER_BEAT;
+    chords
+        .into_iter()
+        .zip((0u32..).map(|i| i * ticks))
+        .flat_map(|(keys, tick)| {
+            keys.iter().map(move |&key| NoteEvent {
+                tick,
+                ticks,
+                key,
+                velocity: VELOCITY,
+            })
+        })
+        .collect()
+}
+
+/// A tonal clip: 120 BPM on the melodic channel, no controller, as long as its MIDI (4 s).
+fn tonal(label: &str, class_index: usize, program: u8, notes: Vec<NoteEvent>) -> ClipSpec {
+    let mut c = ClipSpec {
+        label: label.to_owned(),
         class_index,
         value: None,
+        tempo_us: TEMPO_120_BPM,
         channel: MELODIC_CHANNEL,
-        program: Some(program),
+        program,
         reverb: None,
         notes,
         render_seconds: CLIP_SECONDS,
         crop_start: 0.0,
-        attributes,
-    }
+        attributes: Map::new(),
+    };
+    c.render_seconds = c.seconds(c.notes.iter().map(|n| n.tick + n.ticks).max().unwrap_or(0));
+    c.with("program", json!(program)).with("bpm", json!(120))
 }
 
-/// Every clip of `concept`, in order. `seed` draws the crop windows of the click concepts.
-pub fn clips(concept: &str, programs: &[u8], seed: u64) -> anyhow::Result<Vec<ClipSpec>> {
+/// `notes.py`: MIDI 0–107, each note 4× for 2 beats.
+fn note_clips(programs: &[u8]) -> Vec<ClipSpec> {
     let mut out = Vec::new();
-    match concept {
-        "notes" => {
-            for octave in [4u8, 5, 3, 6, 2, 7, 1, 8, 0] {
-                for &program in programs {
-                    for pc in 0..12u8 {
-                        let key = 12 * octave + pc;
-                        let notes = (0..4).map(|i| note(2.0 * i as f64, 2.0, key)).collect();
-                        let mut c =
-                            tonal(NOTE_NAMES[pc as usize].into(), pc.into(), program, notes);
-                        c.attributes
-                            .insert("root_note_name".into(), json!(NOTE_NAMES[pc as usize]));
-                        c.attributes
-                            .insert("root_note_pitch_class".into(), json!(pc));
-                        c.attributes.insert("octave".into(), json!(octave));
-                        c.attributes.insert("midi_note".into(), json!(key));
-                        out.push(c);
-                    }
-                }
+    for octave in [4u8, 5, 3, 6, 2, 7, 1, 8, 0] {
+        for &program in programs {
+            for pc in 0..12u8 {
+                let key = 12 * octave + pc;
+                let name = NOTE_NAMES[usize::from(pc)];
+                let notes = progression([&[key][..]; 4], 2);
+                out.push(
+                    tonal(name, pc.into(), program, notes)
+                        .with("root_note_name", json!(name))
+                        .with("root_note_pitch_class", json!(pc))
+                        .with("octave", json!(octave))
+                        // notes.py::get_register: bisect((3, 6, 9), octave)
+                        .with("register", json!((octave >= 3) as u8 + (octave >= 6) as u8))
+                        .with("midi_note", json!(key)),
+                );
             }
         }
-        "intervals" => {
-            for &program in programs {
-                for style in ["up", "down", "unison"] {
-                    for base in 60u8..72 {
-                        for iv in 1u8..=12 {
-                            let (lo, hi) = (base, base + iv);
-                            let notes = match style {
-                                "up" | "down" => {
-                                    let (a, b) = if style == "up" { (lo, hi) } else { (hi, lo) };
-                                    (0..4)
-                                        .flat_map(|i| {
-                                            let t = 2.0 * i as f64;
-                                            [note(t, 1.0, a), note(t + 1.0, 1.0, b)]
-                                        })
-                                        .collect()
-                                }
-                                _ => (0..8)
-                                    .flat_map(|i| {
-                                        [note(i as f64, 1.0, lo), note(i as f64, 1.0, hi)]
-                                    })
-                                    .collect(),
-                            };
-                            let mut c = tonal(iv.to_string(), usize::from(iv - 1), program, notes);
-                            c.attributes.insert("interval".into(), json!(iv));
-                            c.attributes.insert("play_style".into(), json!(style));
-                            c.attributes.insert("base_midi_note".into(), json!(base));
-                            c.attributes.insert(
-                                "base_note_name".into(),
-                                json!(NOTE_NAMES[usize::from(base % 12)]),
-                            );
-                            out.push(c);
-                        }
-                    }
-                }
-            }
-        }
-        "scales" => {
-            for &program in programs {
-                for direction in ["up", "down"] {
-                    for pc in 0..12u8 {
-                        for (m, (mode, steps)) in MODES.iter().enumerate() {
-                            let root = tonic(pc);
-                            let mut keys: Vec<u8> = steps.iter().map(|s| root + s).collect();
-                            keys.push(root + 12);
-                            if direction == "down" {
-                                keys.reverse();
-                            }
-                            let notes = keys
-                                .iter()
-                                .enumerate()
-                                .map(|(i, &k)| note(i as f64, 1.0, k))
-                                .collect();
-                            let mut c = tonal(mode.to_string(), m, program, notes);
-                            c.attributes.insert("mode".into(), json!(mode));
-                            c.attributes.insert(
-                                "root_note_name".into(),
-                                json!(NOTE_NAMES[usize::from(pc)]),
-                            );
-                            c.attributes.insert("play_style".into(), json!(direction));
-                            out.push(c);
-                        }
-                    }
-                }
-            }
-        }
-        "chords" => {
-            for &program in programs {
-                for (inv, inversion) in INVERSIONS.iter().enumerate() {
-                    for pc in 0..12u8 {
-                        for (t, (chord, intervals)) in CHORD_TYPES.iter().enumerate() {
-                            let root = tonic(pc);
-                            let mut keys: Vec<u8> = intervals.iter().map(|i| root + i).collect();
-                            for k in keys.iter_mut().take(inv) {
-                                *k += 12;
-                            }
-                            keys.sort_unstable();
-                            let notes = (0..4)
-                                .flat_map(|i| {
-                                    keys.iter().map(move |&k| note(2.0 * i as f64, 2.0, k))
-                                })
-                                .collect();
-                            let mut c = tonal(chord.to_string(), t, program, notes);
-                            c.attributes.insert("chord_type".into(), json!(chord));
-                            c.attributes.insert(
-                                "root_note_name".into(),
-                                json!(NOTE_NAMES[usize::from(pc)]),
-                            );
-                            c.attributes.insert("inversion".into(), json!(inversion));
-                            c.attributes.insert("midi_notes".into(), json!(keys));
-                            out.push(c);
-                        }
-                    }
-                }
-            }
-        }
-        "progressions" => {
-            for &program in programs {
-                for pc in 0..12u8 {
-                    for (p, (name, mode, degrees)) in PROGRESSIONS.iter().enumerate() {
-                        let steps = MODES
-                            .iter()
-                            .find(|(m, _)| m == mode)
-                            .map(|(_, s)| *s)
-                            .unwrap_or_default();
-                        let root = tonic(pc);
-                        let mut notes = Vec::new();
-                        for (i, &deg) in degrees.iter().enumerate() {
-                            let d = usize::from(deg - 1);
-                            // Diatonic triad; chord tones wrap inside the octave above the tonic.
-                            for k in [d, (d + 2) % 7, (d + 4) % 7] {
-                                notes.push(note(2.0 * i as f64, 2.0, root + steps[k]));
-                            }
-                        }
-                        let mut c = tonal(name.to_string(), p, program, notes);
-                        c.attributes.insert("progression".into(), json!(name));
-                        c.attributes.insert("mode".into(), json!(mode));
-                        c.attributes
-                            .insert("key_note_name".into(), json!(NOTE_NAMES[usize::from(pc)]));
-                        out.push(c);
-                    }
-                }
-            }
-        }
-        "tempos" => {
-            let mut rng = directions::Rng::new(seed);
-            // BPMs in a strided order (37 is coprime to the 161 tempos) so a prefix spans the range.
-            let n_bpm = BPM_RANGE.1 - BPM_RANGE.0 + 1;
-            for crop in 0..TEMPO_CROPS {
-                for kit in &CLICK_KITS {
-                    for i in 0..n_bpm {
-                        let bpm = BPM_RANGE.0 + (i * 37) % n_bpm;
-                        let period = 60.0 / f64::from(bpm);
-                        let crop_start = crop_offset(&mut rng, TEMPO_RENDER_SECONDS);
-                        let mut c = clicks(kit, period, 4, TEMPO_RENDER_SECONDS, None);
-                        c.label = bpm.to_string();
-                        c.value = Some(f64::from(bpm));
-                        c.crop_start = crop_start;
-                        c.attributes.insert("bpm".into(), json!(bpm));
-                        c.attributes.insert("crop".into(), json!(crop));
-                        c.attributes
-                            .insert("crop_start_s".into(), json!(crop_start));
-                        out.push(c);
-                    }
-                }
-            }
-        }
-        "time_signatures" => {
-            let mut rng = directions::Rng::new(seed);
-            for kit in &CLICK_KITS {
-                for reverb in REVERB_LEVELS {
-                    for crop in 0..METER_CROPS {
-                        for (s, &(num, den)) in TIME_SIGNATURES.iter().enumerate() {
-                            let compound = num % 3 == 0 && den != 4;
-                            let click_beats = if compound { 0.5 } else { 4.0 / f64::from(den) };
-                            let crop_start = crop_offset(&mut rng, METER_RENDER_SECONDS);
-                            let mut c = clicks(
-                                kit,
-                                click_beats * BEAT,
-                                usize::from(num),
-                                METER_RENDER_SECONDS,
-                                Some(reverb),
-                            );
-                            c.label = format!("{num}/{den}");
-                            c.class_index = s;
-                            c.crop_start = crop_start;
-                            c.attributes.insert("time_signature".into(), json!(c.label));
-                            c.attributes.insert("bpm".into(), json!(120));
-                            c.attributes.insert("reverb_level".into(), json!(reverb));
-                            c.attributes.insert("crop".into(), json!(crop));
-                            c.attributes
-                                .insert("crop_start_s".into(), json!(crop_start));
-                            out.push(c);
-                        }
-                    }
-                }
-            }
-        }
-        other => anyhow::bail!("--concept {other:?} is not one of {}", CONCEPTS.join(", ")),
     }
-    Ok(out)
+    out
 }
 
-/// A 4 s window start in whole samples, uniform over the rendered length.
-fn crop_offset(rng: &mut directions::Rng, render_seconds: f64) -> f64 {
-    let last = ((render_seconds - CLIP_SECONDS) * f64::from(SAMPLE_RATE)) as usize;
-    rng.below(last + 1) as f64 / f64::from(SAMPLE_RATE)
+/// `intervals.py`: base MIDI 60–71, upper = base + 1…12; UP and DOWN alternate the two notes
+/// (1 beat each, 4×), UNISON plays both together 8× for 1 beat.
+fn interval_clips(programs: &[u8]) -> Vec<ClipSpec> {
+    let mut out = Vec::new();
+    for &program in programs {
+        for style in ["up", "down", "unison"] {
+            for base in 60u8..72 {
+                for iv in 1u8..=12 {
+                    let (lo, hi) = (base, base + iv);
+                    let notes = match style {
+                        "up" => melody(&[lo, hi].repeat(4), 1),
+                        "down" => melody(&[hi, lo].repeat(4), 1),
+                        _ => progression([&[lo, hi][..]; 8], 1),
+                    };
+                    out.push(
+                        tonal(&iv.to_string(), usize::from(iv - 1), program, notes)
+                            .with("interval", json!(iv))
+                            .with("play_style", json!(style))
+                            .with("base_midi_note", json!(base))
+                            .with("base_note_name", json!(NOTE_NAMES[usize::from(base % 12)])),
+                    );
+                }
+            }
+        }
+    }
+    out
 }
 
-/// A click track: one click every `period` seconds, a downbeat every `per_bar` clicks.
-fn clicks(
-    kit: &ClickKit,
-    period: f64,
-    per_bar: usize,
-    seconds: f64,
-    reverb: Option<u8>,
-) -> ClipSpec {
-    let n = (seconds / period).ceil() as usize;
-    let notes = (0..n)
-        .map(|i| {
-            let down = i % per_bar == 0;
-            NoteEvent {
-                start: i as f64 * period,
-                duration: CLICK_SECONDS.min(period),
-                key: if down {
-                    kit.downbeat_key
-                } else {
-                    kit.offbeat_key
-                },
-                velocity: if down {
-                    DOWNBEAT_VELOCITY
-                } else {
-                    OFFBEAT_VELOCITY
-                },
+/// `scales.py`: the 7 notes and the octave from the centred tonic, 1 beat each, up or down.
+fn scale_clips(programs: &[u8]) -> Vec<ClipSpec> {
+    let mut out = Vec::new();
+    for &program in programs {
+        for direction in ["up", "down"] {
+            for pc in 0..12u8 {
+                for (m, (mode, steps)) in MODES.iter().enumerate() {
+                    let root = tonic(pc);
+                    let mut keys: Vec<u8> = steps.iter().map(|s| root + s).collect();
+                    keys.push(root + 12);
+                    if direction == "down" {
+                        keys.reverse();
+                    }
+                    out.push(
+                        tonal(mode, m, program, melody(&keys, 1))
+                            .with("mode", json!(mode))
+                            .with("root_note_name", json!(NOTE_NAMES[usize::from(pc)]))
+                            .with("play_style", json!(direction)),
+                    );
+                }
             }
-        })
-        .filter(|n| n.start < seconds)
-        .collect();
-    let mut attributes = Map::new();
-    attributes.insert("click_kit".into(), json!(kit.name));
-    if let Some(p) = kit.program {
-        attributes.insert("program".into(), json!(p));
+        }
     }
-    ClipSpec {
-        label: String::new(),
-        class_index: 0,
-        value: None,
-        channel: if kit.program.is_some() {
-            MELODIC_CHANNEL
-        } else {
-            DRUM_CHANNEL
-        },
-        program: kit.program,
-        reverb,
-        notes,
-        render_seconds: seconds,
-        crop_start: 0.0,
-        attributes,
+    out
+}
+
+/// `chords.py`: every triad type on every pitch class in 3 inversions, 4× for 2 beats.
+fn chord_clips(programs: &[u8]) -> Vec<ClipSpec> {
+    let mut out = Vec::new();
+    for &program in programs {
+        for (inv, inversion) in INVERSIONS.iter().enumerate() {
+            for pc in 0..12u8 {
+                for (t, chord) in CHORD_TYPES.iter().enumerate() {
+                    let keys = triad(pc, chord, inv);
+                    out.push(
+                        tonal(chord, t, program, progression([&keys[..]; 4], 2))
+                            .with("chord_type", json!(chord))
+                            .with("root_note_name", json!(NOTE_NAMES[usize::from(pc)]))
+                            .with("inversion", json!(inversion))
+                            .with("midi_notes", json!(keys)),
+                    );
+                }
+            }
+        }
     }
+    out
+}
+
+/// `chord_progressions.py`: four root-position diatonic triads, 2 beats each, in every key.
+fn progression_clips(programs: &[u8]) -> Vec<ClipSpec> {
+    let mut out = Vec::new();
+    for &program in programs {
+        for pc in 0..12u8 {
+            for (p, pr) in PROGRESSIONS.iter().enumerate() {
+                let steps = if pr.mode == "ionian" {
+                    &IONIAN
+                } else {
+                    &AEOLIAN
+                };
+                let chords = pr.degrees.map(|deg| diatonic_triad(tonic(pc), steps, deg));
+                let degrees = pr.degrees.map(|d| d.to_string()).join(", ");
+                out.push(
+                    tonal(
+                        pr.name,
+                        p,
+                        program,
+                        progression(chords.iter().map(|c| &c[..]), 2),
+                    )
+                    .with("progression", json!(pr.name))
+                    .with(
+                        "chord_progression",
+                        json!(format!("{}-({degrees})", pr.mode)),
+                    )
+                    .with("mode", json!(pr.mode))
+                    .with("key_note_name", json!(NOTE_NAMES[usize::from(pc)])),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// One channel message of a clip's track: at `tick`, `status` (command | channel), two data
+/// bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MidiMessage {
+    pub tick: u32,
+    pub status: u8,
+    pub data1: u8,
+    pub data2: u8,
+}
+
+/// The channel messages of `spec` in the order of the reference's mido track: program change,
+/// CC91 when set, then the notes; at one tick the note-offs come before the note-ons.
+pub fn midi_messages(spec: &ClipSpec) -> Vec<MidiMessage> {
+    let ch = spec.channel;
+    let msg = |tick, status: u8, data1, data2| MidiMessage {
+        tick,
+        status: status | ch,
+        data1,
+        data2,
+    };
+    // (tick, rank, message): controls, then note-offs, then note-ons.
+    let mut out = vec![(0, 0, msg(0, 0xC0, spec.program, 0))];
+    if let Some(r) = spec.reverb {
+        out.push((0, 0, msg(0, 0xB0, 91, r)));
+    }
+    for n in &spec.notes {
+        out.push((n.tick, 2, msg(n.tick, 0x90, n.key, n.velocity)));
+        let off = n.tick + n.ticks;
+        out.push((off, 1, msg(off, 0x80, n.key, n.velocity)));
+    }
+    out.sort_by_key(|&(tick, rank, _)| (tick, rank));
+    out.into_iter().map(|(_, _, m)| m).collect()
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
+mod reference_tests;
 
-    #[test]
-    fn ninety_two_instruments() {
-        let all = instruments();
-        assert_eq!(all.len(), 92);
-        assert!(!all.contains(&47) && !all.contains(&100) && !all.contains(&120));
-        assert_eq!(pick_instruments(Some(1)), vec![0]);
-        assert_eq!(pick_instruments(Some(4)).len(), 4);
-    }
-
-    #[test]
-    fn full_counts_match_the_reference() {
-        let p = instruments();
-        let count = |c| clips(c, &p, 0).unwrap().len();
-        assert_eq!(count("notes"), 9936);
-        assert_eq!(count("intervals"), 39744);
-        assert_eq!(count("chords"), 13248);
-        assert_eq!(count("scales"), 15456);
-        assert_eq!(count("progressions"), 20976);
-        assert_eq!(clips("tempos", &[], 0).unwrap().len(), 4025);
-        assert_eq!(clips("time_signatures", &[], 0).unwrap().len(), 1200);
-    }
-
-    #[test]
-    fn pitch_class_sets() {
-        let chords = clips("chords", &[0], 0).unwrap();
-        for c in &chords {
-            let root = NOTE_NAMES
-                .iter()
-                .position(|n| c.attributes["root_note_name"] == *n)
-                .unwrap() as u8;
-            let mut pcs: Vec<u8> = c.notes.iter().map(|n| (n.key + 12 - root) % 12).collect();
-            pcs.sort_unstable();
-            pcs.dedup();
-            assert_eq!(
-                pcs,
-                CHORD_TYPES[c.class_index].1.to_vec(),
-                "{:?}",
-                c.attributes
-            );
-        }
-        // aug = degree 3 of the harmonic minor a minor third below: C aug = C E G#.
-        let steps = [0u8, 2, 3, 5, 7, 8, 11];
-        let aug: Vec<u8> = [2, 4, 6].iter().map(|&k| (steps[k] + 9) % 12).collect();
-        assert_eq!(aug, vec![0, 4, 8]);
-        for c in clips("intervals", &[0], 0).unwrap() {
-            let keys: Vec<u8> = c.notes.iter().map(|n| n.key).collect();
-            let span = keys.iter().max().unwrap() - keys.iter().min().unwrap();
-            assert_eq!(usize::from(span), c.class_index + 1);
-        }
-    }
-
-    #[test]
-    fn limit_prefix_is_balanced() {
-        let notes = clips("notes", &[0], 0).unwrap();
-        assert!(
-            notes[..24]
-                .iter()
-                .enumerate()
-                .all(|(i, c)| c.class_index == i % 12)
-        );
-        assert_eq!(notes[0].notes[0].key, 48);
-    }
-}
+#[cfg(test)]
+mod tests;

@@ -98,7 +98,7 @@ pub fn run(args: &TrainProbesArgs) -> anyhow::Result<()> {
         &report_path,
         serde_json::to_string_pretty(report)?.as_bytes(),
     )?;
-    crate::atomic_write_path(&plot_path, |tmp| probe_plot::plot(tmp, report))?;
+    crate::write_file_with(&plot_path, |tmp| probe_plot::plot(tmp, report))?;
     print_summary(report);
     eprintln!(
         "wrote {}, {}, {}, {} in {:.1} s",
