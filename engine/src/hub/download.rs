@@ -14,11 +14,13 @@
 //!
 //! # Why `ureq`
 //!
-//! | option | blocking | TLS | new crates for `engine` | verdict |
-//! | --- | --- | --- | --- | --- |
-//! | `hf-hub` 0.4/0.5 (sync API, feature `ureq`) | yes | ureq 2 + rustls, or native-tls | ≈ 40 (ureq 2, indicatif, dirs, rand, serde…) | does the cache layout, but no cancel, no progress a GUI can poll, sha256 is not checked, and the TLS and progress-bar choices come with it |
-//! | `reqwest` blocking | wraps tokio | rustls or native-tls | ≈ 70 (tokio, hyper, h2, tower…) | an async runtime inside a plugin, for two kinds of request |
-//! | **`ureq` 3, `rustls` (ring provider)** | yes | rustls + webpki-roots | 24 with `sha2` (rustls, ring, webpki, ureq-proto, http…) | chosen: small, maintained, no OpenSSL, no cmake (ring builds with cc), no runtime |
+//! Crate counts are `cargo tree -e normal,build` of a scratch crate with only that dependency.
+//!
+//! | option | crates | what comes with it | verdict |
+//! | --- | --- | --- | --- |
+//! | `hf-hub` 0.4 (sync API: `ureq` feature, no defaults) | 86 | ureq 2, rustls, indicatif 0.17, dirs, rand | does the cache layout, resume and a progress callback, but no cancel, no sha256 check, a blob lock that gives up after 5 s, and a second ureq and indicatif |
+//! | `reqwest` 0.12 `blocking` + `rustls-tls` | 91 | tokio, hyper, h2, tower | an async runtime inside a plugin, for a HEAD and a GET |
+//! | **`ureq` 3 `rustls` (ring) + `sha2`** | 34 | rustls, ring, webpki-roots, ureq-proto, http | chosen: blocking, maintained, no OpenSSL, no cmake (ring builds with cc), no runtime; 26 crates new to `engine` |
 //!
 //! The protocol itself is a HEAD and a ranged GET per file; the rest (resume, hashes, locks,
 //! cancel) is ours in either case.
@@ -154,15 +156,20 @@ fn cached_model(cache: &RepoCache, revision: &str) -> Option<PathBuf> {
         .read_ref(revision)
         .unwrap_or_else(|| revision.to_owned());
     let dir = cache.snapshot(&commit);
+    has_model_files(&dir).then_some(dir)
+}
+
+/// Whether `dir` holds every file [`download_model`] fetches that a model cannot do without; a
+/// snapshot another tool filled only in part (say, `config.json` alone) does not.
+pub fn has_model_files(dir: &Path) -> bool {
     let weights_present = if dir.join(INDEX).is_file() {
         crate::weights::shard_names(&dir.join(INDEX))
             .is_ok_and(|shards| shards.iter().all(|s| dir.join(s).is_file()))
     } else {
         dir.join("model.safetensors").is_file()
     };
-    let present = weights_present
+    weights_present
         && ["config.json", "tokenizer.json"]
             .iter()
-            .all(|f| dir.join(f).is_file());
-    present.then_some(dir)
+            .all(|f| dir.join(f).is_file())
 }
