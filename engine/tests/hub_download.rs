@@ -387,3 +387,45 @@ fn a_full_disk_is_reported_with_the_path() {
     );
     assert!(!cache.repo_dir().join("snapshots").exists());
 }
+
+#[test]
+fn a_sharded_checkpoint_comes_with_its_index_and_every_shard() {
+    let fixture = model_dir("musicgen-tiny");
+    let mut repo = Repo::from_dir(&fixture);
+    let single = repo.files.remove(WEIGHTS).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&single).unwrap();
+    let mut names = st.names();
+    names.sort();
+    let half = names.len() / 2;
+    let mut weight_map = serde_json::Map::new();
+    for (i, part) in [&names[..half], &names[half..]].into_iter().enumerate() {
+        let shard = format!("model-0000{}-of-00002.safetensors", i + 1);
+        let views: Vec<(String, safetensors::tensor::TensorView)> = part
+            .iter()
+            .map(|n| (n.to_string(), st.tensor(n).unwrap()))
+            .collect();
+        repo.files
+            .insert(shard.clone(), safetensors::serialize(views, None).unwrap());
+        for n in part {
+            weight_map.insert(n.to_string(), shard.clone().into());
+        }
+    }
+    let index = serde_json::json!({ "metadata": {}, "weight_map": weight_map });
+    repo.files.insert(
+        "model.safetensors.index.json".to_owned(),
+        index.to_string().into_bytes(),
+    );
+    let hub = FakeHub::start(HashMap::from([(REPO.to_owned(), repo)]));
+    let cache = TempCache::new("sharded");
+
+    let snapshot = download(&config(&hub, &cache)).unwrap();
+    for file in [
+        "model.safetensors.index.json",
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+    ] {
+        assert!(snapshot.join(file).is_file(), "{file} missing");
+    }
+    assert!(!snapshot.join(WEIGHTS).exists());
+    MusicGen::load(&snapshot, &device()).expect("the sharded download loads");
+}
