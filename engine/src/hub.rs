@@ -1,11 +1,14 @@
 //! Where a model comes from: a directory, or a Hugging Face repo id (`facebook/musicgen-small`)
-//! resolved in the local Hugging Face cache (`models--org--name/snapshots/<rev>/`). This module
-//! never touches the network; downloading is the caller's choice (the xtask CLI does it where a
-//! network exists).
+//! resolved in the local Hugging Face cache (`models--org--name/snapshots/<rev>/`). Resolving
+//! never touches the network; [`download`] (feature `download`) fills the cache when a caller
+//! chooses to.
 
 use std::path::{Path, PathBuf};
 
 use crate::error::LoadError;
+
+#[cfg(feature = "download")]
+pub mod download;
 
 /// The model every tool uses when none is named.
 pub const DEFAULT_MODEL: &str = "facebook/musicgen-small";
@@ -60,13 +63,15 @@ pub fn parse_repo_id(source: &str) -> Option<(&str, &str)> {
     (ok(org) && ok(name)).then_some((org, name))
 }
 
-/// Hub cache directories in the order `huggingface_hub` consults them.
+/// Hub cache directories in the order `huggingface_hub` consults them; the first is where
+/// downloads go.
 pub fn cache_dirs() -> Vec<PathBuf> {
-    let env = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
+    cache_dirs_from(|k| std::env::var(k).ok())
+}
+
+/// [`cache_dirs`] with the environment read through `var`.
+pub fn cache_dirs_from(var: impl Fn(&str) -> Option<String>) -> Vec<PathBuf> {
+    let env = |k: &str| var(k).filter(|v| !v.is_empty()).map(PathBuf::from);
     let mut dirs = Vec::new();
     if let Some(d) = env("HF_HUB_CACHE") {
         dirs.push(d);

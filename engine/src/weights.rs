@@ -287,6 +287,21 @@ fn release(file: &WeightFile, info: &TensorInfo) {
 
 /// The shard files named by `model.safetensors.index.json`, in a stable order.
 fn shard_files(dir: &Path, index: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let paths: Vec<PathBuf> = shard_names(index)?.iter().map(|n| dir.join(n)).collect();
+    for p in &paths {
+        if !p.is_file() {
+            return Err(LoadError::Index {
+                path: index.to_owned(),
+                message: format!("shard {} is missing", p.display()),
+            });
+        }
+    }
+    Ok(paths)
+}
+
+/// The shard file names `index` (a `model.safetensors.index.json`) maps tensors to, sorted and
+/// each named once; names that would leave the model directory are refused.
+pub fn shard_names(index: &Path) -> Result<Vec<String>, LoadError> {
     let json: serde_json::Value = crate::config::read_json(index)?;
     let map = json
         .get("weight_map")
@@ -312,14 +327,5 @@ fn shard_files(dir: &Path, index: &Path) -> Result<Vec<PathBuf>, LoadError> {
         }
     }
     names.sort_unstable();
-    let paths: Vec<PathBuf> = names.iter().map(|n| dir.join(n)).collect();
-    for p in &paths {
-        if !p.is_file() {
-            return Err(LoadError::Index {
-                path: index.to_owned(),
-                message: format!("shard {} is missing", p.display()),
-            });
-        }
-    }
-    Ok(paths)
+    Ok(names.into_iter().map(str::to_owned).collect())
 }

@@ -1,39 +1,77 @@
-//! `--model`: a directory or a repo id. Repo ids come from the local Hugging Face cache; when the
-//! model is not there and `huggingface-cli` (or `hf`) is installed, it is asked to download it
-//! (which needs a network), and the cache is searched again.
+//! `--model`: a directory or a repo id. Repo ids come from the local Hugging Face cache; a model
+//! that is not there (or only in part) is downloaded into it, with a progress bar
+//! (`engine::hub::download`; `HF_ENDPOINT`, `HF_TOKEN` and `HF_HUB_OFFLINE` apply).
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use engine::LoadError;
+use engine::hub::download::{DownloadOptions, DownloadProgress, HubConfig, has_model_files};
+use indicatif::{HumanBytes, HumanDuration, ProgressBar, ProgressStyle};
 
 pub fn resolve(source: &str) -> anyhow::Result<PathBuf> {
+    let is_repo_id = engine::hub::parse_repo_id(source).is_some() && !Path::new(source).exists();
     match engine::hub::resolve_model(source) {
+        Ok(dir) if !is_repo_id || has_model_files(&dir) => Ok(dir),
+        Ok(_) | Err(LoadError::ModelNotFound { .. }) if is_repo_id => download(source),
         Ok(dir) => Ok(dir),
-        Err(LoadError::ModelNotFound { .. })
-            if engine::hub::parse_repo_id(source).is_some()
-                && !std::path::Path::new(source).exists() =>
-        {
-            for cli in ["hf", "huggingface-cli"] {
-                let found = Command::new(cli)
-                    .arg("--help")
-                    .output()
-                    .is_ok_and(|o| o.status.success());
-                if !found {
-                    continue;
-                }
-                eprintln!(
-                    "{source} is not in the Hugging Face cache; downloading it with `{cli} download {source}` …"
-                );
-                let status = Command::new(cli).args(["download", source]).status();
-                if status.is_ok_and(|s| s.success()) {
-                    return Ok(engine::hub::resolve_model(source)?);
-                }
-                eprintln!("`{cli} download {source}` failed (no network?)");
-                break;
-            }
-            Err(engine::hub::resolve_model(source).unwrap_err().into())
-        }
         Err(e) => Err(e.into()),
     }
+}
+
+fn download(repo: &str) -> anyhow::Result<PathBuf> {
+    let config = HubConfig::from_env();
+    if !config.offline {
+        eprintln!(
+            "{repo} is not in the Hugging Face cache; downloading it from {} into {}",
+            config.endpoint,
+            config.cache_dir.display()
+        );
+    }
+    let progress = DownloadProgress::new();
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("[{bar:40}] {bytes}/{total_bytes} {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let done = AtomicBool::new(false);
+    let result = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                show(&bar, &progress);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            show(&bar, &progress);
+        });
+        let result = engine::hub::download::download_model(
+            repo,
+            &config,
+            &DownloadOptions::default(),
+            &progress,
+        );
+        done.store(true, Ordering::Relaxed);
+        result
+    });
+    bar.finish_and_clear();
+    let dir = result?;
+    eprintln!("{repo}: {}", dir.display());
+    Ok(dir)
+}
+
+fn show(bar: &ProgressBar, progress: &DownloadProgress) {
+    let s = progress.snapshot();
+    bar.set_length(s.total);
+    bar.set_position(s.done);
+    let rate = if s.bytes_per_second > 0.0 {
+        format!(", {}/s", HumanBytes(s.bytes_per_second as u64))
+    } else {
+        String::new()
+    };
+    let eta = s
+        .eta
+        .map(|e| format!(", {} left", HumanDuration(e)))
+        .unwrap_or_default();
+    bar.set_message(format!("{}{rate}{eta}", s.file));
 }
