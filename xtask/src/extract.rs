@@ -116,6 +116,7 @@ pub fn extract(args: &ExtractArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating --out {}", args.out.display()))?;
     let protocol = FeatureProtocol {
         text_conditioned: args.text_conditioned,
+        ..FeatureProtocol::default()
     };
     let block_features = model
         .as_ref()
