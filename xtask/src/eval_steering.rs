@@ -597,10 +597,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     }
     bar.finish();
 
-    let chance = match probe_kind_classes(kind, &file) {
-        Some(k) => Some(1.0 / k as f64),
-        None => None,
-    };
+    let chance = (kind == EvalKind::Multiclass).then(|| 1.0 / file.classes.len() as f64);
     let results = EvalResults {
         model: args.model.clone(),
         directions: args.directions.clone(),
@@ -637,11 +634,6 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     crate::write_file_with(&png, |tmp| plot(tmp, &results))?;
     println!("wrote {} and {}", json_path.display(), png.display());
     Ok(())
-}
-
-/// The number of classes of a multiclass evaluation.
-fn probe_kind_classes(kind: EvalKind, file: &DirectionsFile) -> Option<usize> {
-    (kind == EvalKind::Multiclass).then_some(file.classes.len())
 }
 
 /// What the classifier and the distances read, in words.
@@ -721,16 +713,26 @@ fn range(values: impl Iterator<Item = f64>, floor_zero: bool) -> (f64, f64) {
     )
 }
 
-/// One panel: `series` (label, colour, points) against η, with optional dashed reference line.
+/// A line of points against η, as one panel draws it.
+struct Series {
+    label: &'static str,
+    colour: RGBColor,
+    points: Vec<(f64, f64)>,
+}
+
+/// One panel: `series` against η, with an optional horizontal reference line.
 fn panel(
     area: &DrawingArea<BitMapBackend<'_>, Shift>,
     title: &str,
     y_desc: &str,
-    series: &[(&str, RGBColor, Vec<(f64, f64)>)],
+    series: &[Series],
     y: (f64, f64),
     line: Option<(&str, f64)>,
 ) -> anyhow::Result<()> {
-    let x = range(series.iter().flat_map(|s| s.2.iter().map(|p| p.0)), false);
+    let x = range(
+        series.iter().flat_map(|s| s.points.iter().map(|p| p.0)),
+        false,
+    );
     let mut chart = ChartBuilder::on(area)
         .caption(title, (FONT, 20))
         .margin(12)
@@ -744,7 +746,12 @@ fn panel(
         .label_style((FONT, 14))
         .axis_desc_style((FONT, 16))
         .draw()?;
-    for (label, colour, points) in series {
+    for Series {
+        label,
+        colour,
+        points,
+    } in series
+    {
         let colour = *colour;
         chart
             .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))?
@@ -765,6 +772,7 @@ fn panel(
     }
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
         .label_font((FONT, 14))
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
@@ -799,7 +807,11 @@ fn plot(path: &Path, results: &EvalResults) -> anyhow::Result<()> {
             &panels[0],
             "probe accuracy",
             "accuracy",
-            &[("steered", BLUE, points(&|r| r.accuracy))],
+            &[Series {
+                label: "steered",
+                colour: BLUE,
+                points: points(&|r| r.accuracy),
+            }],
             (0.0, 1.0),
             results.chance.map(|c| ("chance", c)),
         )?,
@@ -810,7 +822,11 @@ fn plot(path: &Path, results: &EvalResults) -> anyhow::Result<()> {
                 &panels[0],
                 "predicted tempo shift",
                 "BPM shift vs unsteered",
-                &[("steered", BLUE, shift)],
+                &[Series {
+                    label: "steered",
+                    colour: BLUE,
+                    points: shift,
+                }],
                 y,
                 Some(("unsteered", 0.0)),
             )?
@@ -822,7 +838,11 @@ fn plot(path: &Path, results: &EvalResults) -> anyhow::Result<()> {
         &panels[1],
         &format!("Fréchet distance ({distance})"),
         "FD to unsteered",
-        &[("FD", RGBColor(0, 120, 60), fd)],
+        &[Series {
+            label: "FD",
+            colour: RGBColor(0, 120, 60),
+            points: fd,
+        }],
         y,
         None,
     )?;
@@ -832,7 +852,11 @@ fn plot(path: &Path, results: &EvalResults) -> anyhow::Result<()> {
         &panels[2],
         &format!("MMD² ({distance})"),
         "MMD² to unsteered",
-        &[("MMD²", RGBColor(150, 60, 0), mmd)],
+        &[Series {
+            label: "MMD²",
+            colour: RGBColor(150, 60, 0),
+            points: mmd,
+        }],
         y,
         None,
     )?;
