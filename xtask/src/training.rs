@@ -412,7 +412,7 @@ pub fn train_directions(
         model: file.model.clone(),
         protocol: FeatureProtocol {
             text_conditioned: info["text_conditioned"].as_bool().unwrap_or(false),
-            ..FeatureProtocol::default()
+            last_block_normed: info["last_block_normed"].as_bool().unwrap_or(false),
         },
         clips: n,
         classes: file.classes.clone(),
