@@ -597,6 +597,14 @@ impl DecoderLm {
         x
     }
 
+    /// The final LayerNorm alone (`model.decoder.layer_norm`), as the heads see the last block.
+    ///
+    /// # Shapes
+    /// `hidden: [batch, seq, d_model]` → same
+    pub fn final_norm(&self, hidden: Tensor<3>) -> Tensor<3> {
+        self.layer_norm.forward(hidden)
+    }
+
     /// Final norm and the per-codebook heads.
     ///
     /// # Shapes

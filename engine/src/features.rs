@@ -5,7 +5,8 @@
 //! A clip (mono, any rate) → resampled to the model's rate ([`crate::audio::resample`]) →
 //! EnCodec codes → the decoder LM on the *undelayed* codes (all codebooks of frame t at position
 //! t, no BOS), without text (cross-attention skipped) unless [`FeatureProtocol::text_conditioned`]
-//! (the empty prompt's condition) → every block's output mean-pooled over time.
+//! (the empty prompt's condition) → every block's output mean-pooled over time (the last one after
+//! the final LayerNorm when [`FeatureProtocol::last_block_normed`], MusicRFM's reference layout).
 
 use std::path::Path;
 
@@ -23,6 +24,10 @@ use crate::model::MusicGen;
 pub struct FeatureProtocol {
     /// Run the decoder with the empty prompt's text condition (cross-attention on).
     pub text_conditioned: bool,
+    /// Read the last block after the final LayerNorm, as MusicRFM's reference code does for its
+    /// layer −1 (`--layer-protocol reference`); every other block is its raw output.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub last_block_normed: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +142,11 @@ impl<'m> BlockFeatures<'m> {
         });
         let mut capture = CaptureBlocks::default();
         model.decoder.hidden(codes, context.as_ref(), &mut capture);
+        if self.protocol.last_block_normed
+            && let Some(last) = capture.outputs.pop()
+        {
+            capture.outputs.push(model.decoder.final_norm(last));
+        }
         capture
             .outputs
             .into_iter()

@@ -15,6 +15,7 @@ use rayon::prelude::*;
 use serde_json::{Value, json};
 
 use crate::audio_features::{self, FEATURE_KINDS};
+use crate::eval_steering::LayerProtocol;
 use crate::feature_store::{
     FEATURES_FORMAT, Shard, read_manifest, read_shard, shard_name, write_shard,
 };
@@ -38,6 +39,10 @@ pub struct ExtractArgs {
     /// Run the decoder with the empty-prompt text condition (cross-attention on).
     #[arg(long, conflicts_with = "features")]
     pub text_conditioned: bool,
+    /// `ours`: blocks 0…n−1 at their outputs. `reference`: MusicRFM's code — blocks 1…n−1, the
+    /// last one after the final LayerNorm (docs/algorithms.md §6).
+    #[arg(long, value_enum, default_value_t = LayerProtocol::Ours, conflicts_with = "features")]
+    pub layer_protocol: LayerProtocol,
     /// Model-free features instead of MusicGen: chroma | logmel.
     #[arg(long)]
     pub features: Option<String>,
@@ -102,11 +107,15 @@ pub fn extract(args: &ExtractArgs) -> anyhow::Result<()> {
         }
     };
     let source = args.features.as_deref().unwrap_or("musicgen");
-    let layer_ids: Vec<usize> = (0..n_layers_model).collect();
+    let reference = args.layer_protocol == LayerProtocol::Reference;
+    // MusicRFM's code never reads block 0 (with one block there is nothing else to read).
+    let skip = usize::from(reference && n_layers_model > 1);
+    let layer_ids: Vec<usize> = (skip..n_layers_model).collect();
     let run_key = json!({
         "source": source,
         "model": model_name,
         "text_conditioned": args.text_conditioned,
+        "last_block_normed": reference,
         "pooling": "mean",
         "clips": manifest.len(),
     })
@@ -116,6 +125,7 @@ pub fn extract(args: &ExtractArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating --out {}", args.out.display()))?;
     let protocol = FeatureProtocol {
         text_conditioned: args.text_conditioned,
+        last_block_normed: reference,
     };
     let block_features = model
         .as_ref()
@@ -153,7 +163,7 @@ pub fn extract(args: &ExtractArgs) -> anyhow::Result<()> {
                 }
                 None => audio_batch(source, batch)?,
             };
-            for (l, f) in layers.iter_mut().zip(feats) {
+            for (l, f) in layers.iter_mut().zip(feats.into_iter().skip(skip)) {
                 l.extend(f);
             }
             bar.inc((b1 - b0) as u64);
@@ -184,6 +194,7 @@ pub fn extract(args: &ExtractArgs) -> anyhow::Result<()> {
         "pooling": "mean",
         "site": "block_output",
         "text_conditioned": args.text_conditioned,
+        "last_block_normed": reference,
         "concept": dataset["concept"],
         "classes": dataset["classes"],
         "kind": dataset["kind"],

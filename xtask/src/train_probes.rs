@@ -39,6 +39,11 @@ pub struct TrainProbesArgs {
     /// Skip the multiclass probes.
     #[arg(long)]
     pub no_multiclass: bool,
+    /// Also write every block's multiclass (or regression) probe as
+    /// `<stem>.probe.b<block>.safetensors`, for `eval-steering --classifier layers` (off by
+    /// default: each holds its training points and a d×d matrix, ~70 MB a block at d = 2048).
+    #[arg(long)]
+    pub layer_probes: bool,
 }
 
 /// `<dir>/<stem><suffix>` beside `out`.
@@ -61,6 +66,7 @@ pub fn run(args: &TrainProbesArgs) -> anyhow::Result<()> {
         seed: args.seed,
         layers: args.layers.clone(),
         multiclass: !args.no_multiclass,
+        layer_probes: args.layer_probes,
     };
     let rows = args.layers.as_ref().map_or(feats.layer_ids.len(), Vec::len);
     let classes = feats.info["classes"].as_array().map_or(1, Vec::len);
@@ -93,6 +99,10 @@ pub fn run(args: &TrainProbesArgs) -> anyhow::Result<()> {
             "no multiclass probe could be fitted; {} not written",
             probe_path.display()
         ),
+    }
+    for (block, probe) in &trained.layer_probes {
+        let path = crate::training::layer_probe_path(&probe_path, *block)?;
+        crate::write_file(&path, &probe.to_bytes()?)?;
     }
     crate::write_file(
         &report_path,

@@ -175,6 +175,9 @@ pub struct TrainOptions {
     pub layers: Option<Vec<usize>>,
     /// Also fit a multiclass probe per layer (classification concepts).
     pub multiclass: bool,
+    /// Keep every layer's multiclass (or regression) probe, not only the best one, for
+    /// `eval-steering --classifier layers`.
+    pub layer_probes: bool,
 }
 
 /// What training produced.
@@ -182,7 +185,26 @@ pub struct Trained {
     pub directions: DirectionsFile,
     /// The best layer's multiclass (or regression) probe; none when no multiclass fit succeeded.
     pub probe: Option<Probe<f32>>,
+    /// Every layer's multiclass (or regression) probe by block, when asked for
+    /// ([`TrainOptions::layer_probes`]); written as [`layer_probe_path`].
+    pub layer_probes: Vec<(usize, Probe<f32>)>,
     pub report: TrainReport,
+}
+
+/// Where the probe of one block lives beside the best one: `<stem>.probe.safetensors` →
+/// `<stem>.probe.b<block>.safetensors`.
+pub fn layer_probe_path(probe: &Path, block: usize) -> anyhow::Result<std::path::PathBuf> {
+    let name = probe
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name.strip_suffix(".probe.safetensors").with_context(|| {
+        format!(
+            "{}: not named <stem>.probe.safetensors, so its layer probes cannot be found",
+            probe.display()
+        )
+    })?;
+    Ok(probe.with_file_name(format!("{stem}.probe.b{block}.safetensors")))
 }
 
 /// Seed of one probe's search, distinct per (layer, class).
@@ -300,7 +322,11 @@ pub fn train_directions(
     let mut scores = vec![Vec::new(); binary_classes];
     let mut layers = Vec::new();
     let mut best: Option<(f64, usize, Probe<f32>)> = None;
+    let mut layer_probes = Vec::new();
     let mut keep_best = |score: f64, layer: usize, probe: Probe<f32>| {
+        if options.layer_probes {
+            layer_probes.push((layer, probe.clone()));
+        }
         if best.as_ref().is_none_or(|b| score > b.0) {
             best = Some((score, layer, probe));
         }
@@ -386,6 +412,7 @@ pub fn train_directions(
         model: file.model.clone(),
         protocol: FeatureProtocol {
             text_conditioned: info["text_conditioned"].as_bool().unwrap_or(false),
+            last_block_normed: info["last_block_normed"].as_bool().unwrap_or(false),
         },
         clips: n,
         classes: file.classes.clone(),
@@ -410,6 +437,7 @@ pub fn train_directions(
     Ok(Trained {
         directions: file,
         probe: best.map(|b| b.2),
+        layer_probes,
         report,
     })
 }

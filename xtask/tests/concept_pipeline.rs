@@ -21,6 +21,21 @@ fn xtask(args: &[&str]) -> String {
     text
 }
 
+/// `xtask extract --model M --dataset D --out O` with `extra` flags.
+fn extract(model: &Path, data: &Path, out: &Path, extra: &[&str]) -> String {
+    let mut args = vec![
+        "extract",
+        "--model",
+        s(model),
+        "--dataset",
+        s(data),
+        "--out",
+        s(out),
+    ];
+    args.extend(extra);
+    xtask(&args)
+}
+
 fn tmp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("musicrfm-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -356,17 +371,7 @@ fn extract_matches_the_reference_protocol() {
     .unwrap();
     let model = root().join("tests/fixtures/musicgen-tiny");
     let feats = dir.join("feats");
-    xtask(&[
-        "extract",
-        "--model",
-        s(&model),
-        "--dataset",
-        s(&data),
-        "--out",
-        s(&feats),
-        "--batch",
-        "2",
-    ]);
+    extract(&model, &data, &feats, &["--batch", "2"]);
     let shard = std::fs::read(feats.join("shard-00000.safetensors")).unwrap();
     let shard = safetensors::SafeTensors::deserialize(&shard).unwrap();
     let mut worst = 0f32;
@@ -406,34 +411,20 @@ fn syntheory_extract_train_probes_chain_writes_a_valid_directions_file() {
         "--instruments",
         "1",
     ]);
-    xtask(&[
-        "extract",
-        "--model",
-        s(&model),
-        "--dataset",
-        s(&data),
-        "--out",
-        s(&feats),
-        "--batch",
-        "8",
-        "--shard-size",
-        "64",
-    ]);
+    extract(
+        &model,
+        &data,
+        &feats,
+        &["--batch", "8", "--shard-size", "64"],
+    );
     // Resumable: a second run reuses both shards and gives the same bytes.
     let before = std::fs::read(feats.join("shard-00001.safetensors")).unwrap();
-    xtask(&[
-        "extract",
-        "--model",
-        s(&model),
-        "--dataset",
-        s(&data),
-        "--out",
-        s(&feats),
-        "--batch",
-        "8",
-        "--shard-size",
-        "64",
-    ]);
+    extract(
+        &model,
+        &data,
+        &feats,
+        &["--batch", "8", "--shard-size", "64"],
+    );
     assert_eq!(
         before,
         std::fs::read(feats.join("shard-00001.safetensors")).unwrap()
@@ -504,24 +495,64 @@ fn syntheory_extract_train_probes_chain_writes_a_valid_directions_file() {
         steered_bytes, plain_bytes,
         "a strong steer changes the audio"
     );
-    xtask(&[
-        "eval-steering",
-        "--model",
-        s(&model),
-        "--directions",
-        s(&out),
-        "--probe",
-        s(&dir.join("chords.probe.safetensors")),
-        "--etas",
-        "0,4",
-        "--clips",
-        "1",
-        "--seconds",
-        "0.2",
-        "--out",
-        s(&dir.join("eval")),
-    ]);
+    let eval = |directions: &Path, probe: &str, folder: &str, extra: &[&str]| {
+        let probe = dir.join(probe);
+        let out = dir.join(folder);
+        let mut args = vec!["eval-steering", "--model", s(&model), "--directions"];
+        args.extend([s(directions), "--probe", s(&probe), "--out", s(&out)]);
+        args.extend(["--etas", "0,4", "--clips", "1", "--seconds", "0.2"]);
+        args.extend(extra);
+        xtask(&args)
+    };
+    eval(&out, "chords.probe.safetensors", "eval", &[]);
     assert!(dir.join("eval/results.json").is_file());
+
+    // MusicRFM's layer protocol end to end: features of blocks 1…n−1 (the last one after the
+    // final LayerNorm), every block's probe kept and classifying by their mean.
+    let feats_ref = dir.join("feats-reference");
+    extract(
+        &model,
+        &data,
+        &feats_ref,
+        &["--batch", "8", "--layer-protocol", "reference"],
+    );
+    let out_ref = dir.join("chords-ref.safetensors");
+    xtask(&[
+        "train-probes",
+        "--features",
+        s(&feats_ref),
+        "--concept",
+        "chords",
+        "--out",
+        s(&out_ref),
+        "--search",
+        "2",
+        "--iters",
+        "2",
+        "--layer-probes",
+    ]);
+    assert_eq!(
+        directions::DirectionsFile::read(&out_ref).unwrap().layers,
+        vec![1]
+    );
+    let report = xtask::training::TrainReport::read(&dir.join("chords-ref.report.json")).unwrap();
+    assert!(report.protocol.last_block_normed);
+    assert!(dir.join("chords-ref.probe.b1.safetensors").is_file());
+    let text = eval(
+        &out_ref,
+        "chords-ref.probe.safetensors",
+        "eval-ref",
+        &["--classifier", "layers", "--layer-protocol", "reference"],
+    );
+    assert!(
+        text.contains("codes changed") && text.contains("MMD²"),
+        "{text}"
+    );
+    let results: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("eval-ref/results.json")).unwrap())
+            .unwrap();
+    assert_eq!(results["classifier_blocks"], serde_json::json!([1]));
+    assert_eq!(results["steered_blocks"], serde_json::json!([1]));
     // Asking for another concept is an error naming the flag.
     let bad = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args([
