@@ -66,6 +66,11 @@ impl AudioEndpoint {
         }
     }
 
+    /// Whether the engine thread has ended (its handle was dropped).
+    pub fn engine_stopped(&self) -> bool {
+        self.pcm.is_abandoned()
+    }
+
     /// A snapshot of the engine's state.
     pub fn status(&self) -> Status {
         self.shared.status()
