@@ -192,6 +192,7 @@ pub(crate) enum Command {
     SetGeneration(GenerationSettings),
     Seek(u64),
     Codes(Sender<Option<Codes>>),
+    StepTimes(Sender<Vec<std::time::Duration>>),
     /// Fault injection: the next step panics (tests of the panic path).
     PanicInStep,
 }
@@ -297,6 +298,13 @@ impl EngineHandle {
 
     pub fn status(&self) -> Status {
         self.shared.status()
+    }
+
+    /// How long each step since the engine started took (benchmarks, monitoring).
+    pub fn step_times(&self) -> Result<Vec<std::time::Duration>, StreamError> {
+        let (tx, rx) = bounded(1);
+        self.send(Command::StepTimes(tx))?;
+        rx.recv().map_err(|_| StreamError::Stopped)
     }
 
     /// Make the next step panic, to exercise the engine's recovery (tests only).

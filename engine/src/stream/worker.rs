@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
@@ -53,6 +53,8 @@ pub(super) struct Worker {
     failed: bool,
     /// Fault injection for tests: the next step panics.
     panic_next_step: bool,
+    /// The duration of every step run.
+    step_times: Vec<Duration>,
 }
 
 impl Worker {
@@ -80,6 +82,7 @@ impl Worker {
             scratch: Vec::new(),
             failed: false,
             panic_next_step: false,
+            step_times: Vec::new(),
         }
     }
 
@@ -190,6 +193,7 @@ impl Worker {
         let plan = self.steering.plan_for(control);
         let scratch = &mut self.scratch;
         let inject = std::mem::take(&mut self.panic_next_step);
+        let started = Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| {
             assert!(!inject, "fault injected by the engine's panic test");
             session.step(plan, scratch)
@@ -206,6 +210,7 @@ impl Worker {
                 return Err(StreamError::Panic { step, message });
             }
         }
+        self.step_times.push(started.elapsed());
         self.out.extend(self.scratch.drain(..));
         self.shared.step.store(session.next_step(), Release);
         self.shared.steps_done.fetch_add(1, Relaxed);
@@ -279,6 +284,10 @@ impl Worker {
             }
             Command::Codes(reply) => {
                 let _ = reply.send(session.map(|s| s.codes()));
+                Ok(Flow::Continue)
+            }
+            Command::StepTimes(reply) => {
+                let _ = reply.send(self.step_times.clone());
                 Ok(Flow::Continue)
             }
             Command::PanicInStep => {
