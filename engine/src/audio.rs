@@ -77,6 +77,61 @@ fn gcd(a: u64, b: u64) -> u64 {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 
+/// The windowed-sinc filter bank of [`resample`] (and of the stream's resampler, which must
+/// give the same samples): one filter of `2 · taps` coefficients per output phase.
+pub(crate) struct SincFilter {
+    /// Filter of output phase p (`n · down mod up`), applied to inputs `base − taps + 1 ..= base + taps`.
+    pub phases: Vec<Vec<f32>>,
+    pub taps: isize,
+    /// Output and input steps per period: `to / gcd`, `from / gcd`.
+    pub up: usize,
+    pub down: usize,
+}
+
+impl SincFilter {
+    /// For rates `from` → `to`, both non-zero.
+    pub fn new(from: u32, to: u32) -> Self {
+        let g = gcd(u64::from(from), u64::from(to));
+        let (up, down) = ((u64::from(to) / g) as usize, (u64::from(from) / g) as usize);
+        const ZERO_CROSSINGS: f64 = 6.0;
+        const ROLLOFF: f64 = 0.99;
+        // Cutoff in cycles per input sample.
+        let fc = 0.5 * ROLLOFF * (up as f64 / down as f64).min(1.0);
+        let half_width = ZERO_CROSSINGS / (2.0 * fc);
+        let taps = half_width.ceil() as isize;
+        // One filter per output phase: output n has fractional input position (n·down mod up)/up.
+        let phases: Vec<Vec<f32>> = (0..up)
+            .map(|p| {
+                let frac = p as f64 / up as f64;
+                (-taps + 1..=taps)
+                    .map(|k| {
+                        let t = k as f64 - frac;
+                        if t.abs() > half_width {
+                            return 0.0;
+                        }
+                        let arg = 2.0 * fc * t;
+                        let sinc = if arg == 0.0 {
+                            1.0
+                        } else {
+                            (std::f64::consts::PI * arg).sin() / (std::f64::consts::PI * arg)
+                        };
+                        let w = (std::f64::consts::PI * t / (2.0 * half_width))
+                            .cos()
+                            .powi(2);
+                        (2.0 * fc * sinc * w) as f32
+                    })
+                    .collect()
+            })
+            .collect();
+        Self {
+            phases,
+            taps,
+            up,
+            down,
+        }
+    }
+}
+
 /// Band-limited resampling by a windowed sinc: output sample n sits at input time
 /// n · from / to; the low-pass cutoff is 0.99 × the lower Nyquist frequency; 6 zero crossings
 /// of the sinc on each side under a Hann window; zeros outside the signal (as torchaudio).
@@ -88,38 +143,12 @@ pub fn resample(x: &[f32], from: u32, to: u32) -> Result<Vec<f32>, AudioError> {
     if from == to {
         return Ok(x.to_vec());
     }
-    let g = gcd(u64::from(from), u64::from(to));
-    let (up, down) = ((u64::from(to) / g) as usize, (u64::from(from) / g) as usize);
-    const ZERO_CROSSINGS: f64 = 6.0;
-    const ROLLOFF: f64 = 0.99;
-    // Cutoff in cycles per input sample.
-    let fc = 0.5 * ROLLOFF * (up as f64 / down as f64).min(1.0);
-    let half_width = ZERO_CROSSINGS / (2.0 * fc);
-    let taps = half_width.ceil() as isize;
-    // One filter per output phase: output n has fractional input position (n·down mod up)/up.
-    let phases: Vec<Vec<f32>> = (0..up)
-        .map(|p| {
-            let frac = p as f64 / up as f64;
-            (-taps + 1..=taps)
-                .map(|k| {
-                    let t = k as f64 - frac;
-                    if t.abs() > half_width {
-                        return 0.0;
-                    }
-                    let arg = 2.0 * fc * t;
-                    let sinc = if arg == 0.0 {
-                        1.0
-                    } else {
-                        (std::f64::consts::PI * arg).sin() / (std::f64::consts::PI * arg)
-                    };
-                    let w = (std::f64::consts::PI * t / (2.0 * half_width))
-                        .cos()
-                        .powi(2);
-                    (2.0 * fc * sinc * w) as f32
-                })
-                .collect()
-        })
-        .collect();
+    let SincFilter {
+        phases,
+        taps,
+        up,
+        down,
+    } = SincFilter::new(from, to);
     let n_out = (x.len() * up).div_ceil(down);
     let mut y = Vec::with_capacity(n_out);
     for n in 0..n_out {

@@ -10,6 +10,7 @@ mod conv;
 mod lstm;
 mod quantizer;
 mod seanet;
+mod streaming;
 
 use std::path::PathBuf;
 
@@ -21,6 +22,7 @@ use crate::weights::Weights;
 
 use quantizer::ResidualVectorQuantizer;
 use seanet::{SeanetDecoder, SeanetEncoder};
+pub use streaming::StreamingDecoder;
 
 /// The EnCodec codec: keys `{prefix}.encoder.*`, `{prefix}.decoder.*`, `{prefix}.quantizer.*`
 /// (`prefix` is `audio_encoder` in a MusicGen checkpoint).
@@ -30,6 +32,7 @@ pub struct EncodecModel {
     decoder: SeanetDecoder,
     quantizer: ResidualVectorQuantizer,
     hop_length: usize,
+    device: Device,
 }
 
 impl EncodecModel {
@@ -63,6 +66,7 @@ impl EncodecModel {
             decoder,
             quantizer,
             hop_length: config.hop_length(),
+            device: device.clone(),
         })
     }
 
@@ -74,6 +78,11 @@ impl EncodecModel {
     /// Codes per codebook (2048).
     pub fn codebook_size(&self) -> usize {
         self.quantizer.codebook_size()
+    }
+
+    /// The device the codec's weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
     }
 
     /// Samples per frame (640 at 32 kHz).

@@ -99,6 +99,13 @@ pub struct Generation<'m> {
     /// Host copy of one step's logits `[rows, codebooks, vocab]`, and the guided row.
     guided: Vec<f32>,
     step: usize,
+    /// The global step of this generation's step 0: sampling draws and steering are keyed by
+    /// the global step, so a stream that restarts a generation mid-timeline (a seek, a window
+    /// slide) keeps its clock. 0 unless set with [`Generation::starting_at`].
+    clock: usize,
+    /// Frames the steps must reproduce instead of sampling (a re-prompt with earlier codes,
+    /// audiocraft's continuation): frame f's codebook c at `c * frames + f`.
+    prefix: Option<Codes>,
 }
 
 impl<'m> Generation<'m> {
@@ -133,7 +140,42 @@ impl<'m> Generation<'m> {
             history,
             guided: vec![0.0; model.config.decoder.vocab_size],
             step: 0,
+            clock: 0,
+            prefix: None,
         })
+    }
+
+    /// Put this generation's step 0 at global step `clock` (sampling keys, steering clock).
+    pub fn starting_at(mut self, clock: usize) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Continue `prefix` (undelayed codes with this model's codebooks): its frames are taken as
+    /// they are, the steps after it sample. The first `prefix.frames` frames of [`Generation::codes`]
+    /// are the prefix.
+    pub fn with_prefix(mut self, prefix: Codes) -> Self {
+        self.prefix = Some(prefix);
+        self
+    }
+
+    /// The code the prefix fixes for `codebook` at the position `step` samples, if any.
+    fn prefix_code(&self, step: usize, codebook: usize) -> Option<u32> {
+        let prefix = self.prefix.as_ref()?;
+        let frame = step.checked_sub(codebook)?;
+        (frame < prefix.frames && codebook < prefix.codebooks)
+            .then(|| prefix.data[codebook * prefix.frames + frame] as u32)
+    }
+
+    /// The global step the next call to [`Generation::step`] runs.
+    pub fn global_step(&self) -> usize {
+        self.clock + self.step
+    }
+
+    /// Condition the steps from now on on `prompt` (the cache of past positions stays).
+    pub fn set_prompt(&mut self, prompt: &str) -> Result<(), LoadError> {
+        self.condition = self.model.condition(prompt, self.rows == 2)?;
+        Ok(())
     }
 
     /// Steps run so far.
@@ -170,7 +212,7 @@ impl<'m> Generation<'m> {
         if plan.is_empty() {
             self.step(&mut NoHook)
         } else {
-            let step = self.step;
+            let step = self.global_step();
             self.step(&mut plan.hook(step))
         }
     }
@@ -210,7 +252,8 @@ impl<'m> Generation<'m> {
         let vocab = self.guided.len();
         let g = self.options.guidance;
         for codebook in 0..k {
-            let mut rng = Rng::keyed(self.options.seed, &[s as u64, codebook as u64]);
+            let key = (self.clock + s) as u64;
+            let mut rng = Rng::keyed(self.options.seed, &[key, codebook as u64]);
             let cond = &logits[codebook * vocab..(codebook + 1) * vocab];
             let code = if self.rows == 2 {
                 let uncond = &logits[(k + codebook) * vocab..(k + codebook + 1) * vocab];
@@ -222,10 +265,10 @@ impl<'m> Generation<'m> {
             } else {
                 self.sampler.pick(cond, self.options.sampling, &mut rng)
             };
-            let code = if self.in_pattern(s, codebook) {
-                code
-            } else {
-                self.pad
+            let code = match self.prefix_code(s, codebook) {
+                Some(forced) => forced,
+                None if self.in_pattern(s, codebook) => code,
+                None => self.pad,
             };
             self.history.push(code);
         }

@@ -15,6 +15,7 @@ pub mod nn;
 pub mod render;
 pub mod sampling;
 pub mod steering;
+pub mod stream;
 pub mod t5;
 pub mod weights;
 

@@ -8,37 +8,14 @@ mod common;
 use std::path::Path;
 
 use burn::tensor::{Int, Tensor, TensorData};
+use common::host::head_direction;
 use common::*;
-use directions::{ConceptKind, DirectionsFile};
+use directions::DirectionsFile;
 use engine::steering::{LayerWeights, Schedule, SteeringPlan};
 use engine::{BlockHook, CaptureBlocks, Generation, GenerationOptions, MusicGen, Sampling};
 
 const TARGET: usize = 1234;
 const STEPS: usize = 40;
-
-/// The unit vector codebook 0's head reads for `code`, as a one-class directions file.
-fn head_direction(model: &MusicGen, code: usize) -> DirectionsFile {
-    let d = model.decoder.d_model();
-    let n = model.decoder.num_blocks();
-    let w: Tensor<2> = model.decoder.lm_head_weight(0); // [d, vocab]
-    let column = to_vec(w.slice([0..d, code..code + 1]));
-    let norm = column.iter().map(|x| x * x).sum::<f32>().sqrt();
-    let unit: Vec<f32> = column.iter().map(|x| x / norm).collect();
-    DirectionsFile {
-        concept: "code".into(),
-        classes: vec![format!("code{code}")],
-        kind: ConceptKind::Binary,
-        metric: "auc".into(),
-        model: "musicgen-tiny".into(),
-        d_model: d,
-        n_layers_model: n,
-        pooling: "mean".into(),
-        site: "block_output".into(),
-        layers: (0..n as i64).collect(),
-        directions: vec![vec![unit; n]],
-        scores: vec![vec![1.0; n]],
-    }
-}
 
 /// How often codebook 0 emits `code` over a greedy run, steered at `blocks` with `strength`.
 fn count(model: &MusicGen, file: &DirectionsFile, strength: f32, blocks: &[usize]) -> usize {

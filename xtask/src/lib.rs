@@ -14,6 +14,7 @@ pub mod model_source;
 pub mod npy;
 pub mod probe_plot;
 pub mod render;
+pub mod stream;
 pub mod syntheory;
 pub mod syntheory_music;
 pub mod test_cmd;

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use xtask::{
-    bench_decode, bench_rfm, eval_steering, extract, render, syntheory, test_cmd, train_probes,
+    bench_decode, bench_rfm, eval_steering, extract, render, stream, syntheory, test_cmd,
+    train_probes,
 };
 
 #[derive(Debug, Parser)]
@@ -31,6 +32,8 @@ enum Command {
     },
     /// Render MusicGen offline to a 32 kHz WAV, optionally steered.
     Render(render::RenderArgs),
+    /// Stream through the real-time engine as an offline bounce, to a WAV, with step timings.
+    Stream(stream::StreamArgs),
     /// Benchmarks that print a ratio against the reference run side by side.
     Bench {
         #[command(subcommand)]
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
         ),
         Command::Test { args } => test_cmd::run(&args),
         Command::Render(args) => render::run(&args),
+        Command::Stream(args) => stream::run(&args),
         Command::Bench {
             bench: Bench::Decode(args),
         } => bench_decode::run(&args),

@@ -52,6 +52,16 @@ pub struct RenderArgs {
     /// Classifier-free guidance scale (≤ 1 disables it). Default: the generation config's.
     #[arg(long, allow_hyphen_values = true)]
     pub guidance: Option<f32>,
+    #[command(flatten)]
+    pub steering: SteerFlags,
+    /// Also write the codes handed to EnCodec: int64 .npy, shape [codebooks, frames].
+    #[arg(long)]
+    pub codes_out: Option<PathBuf>,
+}
+
+/// `--steer`, `--layers`, `--gate`: shared by `render` and `stream`.
+#[derive(Debug, Args)]
+pub struct SteerFlags {
     /// Steer toward a concept: <FILE>:<CLASS>=<STRENGTH>[@<SCHEDULE>] (class by name or index;
     /// schedule const | rise:T0:T1 | decay:T | exp:R | logistic:MID:K | sine:PERIOD). Repeatable.
     #[arg(
@@ -67,9 +77,27 @@ pub struct RenderArgs {
     /// Bernoulli gate probability per (steer, block, step); 1 steers every step.
     #[arg(long, default_value_t = engine::steering::DEFAULT_GATE, allow_hyphen_values = true)]
     pub gate: f32,
-    /// Also write the codes handed to EnCodec: int64 .npy, shape [codebooks, frames].
-    #[arg(long)]
-    pub codes_out: Option<PathBuf>,
+}
+
+impl SteerFlags {
+    /// Every flag parsed: the steers, and the layer weights (`None`: each file's default).
+    pub fn parse(&self) -> anyhow::Result<(Vec<SteerArg>, Option<LayerWeights>)> {
+        if !(0.0..=1.0).contains(&self.gate) {
+            bail!("--gate must be a probability in [0, 1], got {}", self.gate);
+        }
+        let layers = match &self.layers {
+            Some(text) => Some(
+                LayerWeights::parse(text).map_err(|e| anyhow::anyhow!("--layers {text}: {e}"))?,
+            ),
+            None => None,
+        };
+        let steers = self
+            .steers
+            .iter()
+            .map(|spec| SteerArg::parse(spec))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((steers, layers))
+    }
 }
 
 /// Decoder steps for the requested length.
@@ -103,15 +131,7 @@ pub fn validate(args: &RenderArgs) -> anyhow::Result<()> {
     {
         bail!("--temperature must be positive, got {t}");
     }
-    if !(0.0..=1.0).contains(&args.gate) {
-        bail!("--gate must be a probability in [0, 1], got {}", args.gate);
-    }
-    if let Some(layers) = &args.layers {
-        LayerWeights::parse(layers).map_err(|e| anyhow::anyhow!("--layers {layers}: {e}"))?;
-    }
-    for spec in &args.steers {
-        SteerArg::parse(spec)?;
-    }
+    args.steering.parse()?;
     Ok(())
 }
 
@@ -123,13 +143,9 @@ pub fn steering_plan(args: &RenderArgs, model: &MusicGen) -> anyhow::Result<Stee
         args.seed,
         &model.device,
     );
-    let layers = match &args.layers {
-        Some(text) => Some(LayerWeights::parse(text).map_err(anyhow::Error::msg)?),
-        None => None,
-    };
-    for spec in &args.steers {
-        let steer = SteerArg::parse(spec)?;
-        plan.add_from_file(&steer, layers.as_ref(), args.gate)?;
+    let (steers, layers) = args.steering.parse()?;
+    for steer in &steers {
+        plan.add_from_file(steer, layers.as_ref(), args.steering.gate)?;
     }
     Ok(plan)
 }

@@ -132,6 +132,17 @@ impl EncodecConv1d {
         }
     }
 
+    /// How many input steps before and after its own position one output reads, for a
+    /// stride-1 conv: the padding on each side. Outputs that far from a cut see no padding.
+    pub fn reach(&self) -> (usize, usize) {
+        if self.causal {
+            (self.padding_total, 0)
+        } else {
+            let right = self.padding_total / 2;
+            (self.padding_total - right, right)
+        }
+    }
+
     /// `y[:, o, t] = b[o] + Σ_k (W_k x)[o, t + k · dilation]`, with every `W_k x` from one matmul.
     fn forward_by_taps(&self, x: Tensor<3>, taps: Tensor<3>) -> Tensor<3> {
         let (kernel, dilation) = (self.conv.kernel_size, self.conv.dilation);

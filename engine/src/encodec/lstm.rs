@@ -68,41 +68,72 @@ impl EncodecLstm {
     /// - `x`: `[batch, hidden, time]` (convolutional layout)
     /// - returns `[batch, hidden, time]`: the last layer's hidden states plus `x`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let mut state = self.zero_state(x.dims()[0]);
+        self.forward_with_state(x, &mut state)
+    }
+
+    /// Every layer's `(h, c)` at rest: what `forward` starts from.
+    pub fn zero_state(&self, batch: usize) -> LstmState {
+        let zeros = || vec![0.0f32; batch * self.hidden];
+        LstmState {
+            layers: self.layers.iter().map(|_| (zeros(), zeros())).collect(),
+            batch,
+        }
+    }
+
+    /// `forward` continued from `state`, which is left at the last time step: running a
+    /// sequence in consecutive pieces through one state gives the whole sequence's result (the
+    /// streaming decoder's use).
+    ///
+    /// # Shapes
+    /// - `x`: `[state.batch, hidden, time]`
+    /// - returns `[state.batch, hidden, time]`
+    pub fn forward_with_state(&self, x: Tensor<3>, state: &mut LstmState) -> Tensor<3> {
         let [batch, hidden, time] = x.dims();
+        assert_eq!(batch, state.batch, "LSTM state for another batch size");
         let device = x.device();
         let input = x.swap_dims(1, 2); // [batch, time, hidden]
         let mut seq = input.clone();
-        for layer in &self.layers {
+        for (layer, (h, c)) in self.layers.iter().zip(&mut state.layers) {
             let projected = seq.matmul(layer.weight_ih_t.clone().unsqueeze::<3>())
                 + layer.bias.clone().unsqueeze::<3>();
             let projected = projected
                 .into_data()
                 .try_into_vec_as::<f32>()
                 .expect("an f32 tensor converts to Vec<f32>");
-            let states = recur(&projected, &layer.weight_hh, batch, time, self.hidden);
+            let states = recur(&projected, &layer.weight_hh, time, self.hidden, h, c);
             seq = Tensor::from_data(TensorData::new(states, [batch, time, hidden]), &device);
         }
         (seq + input).swap_dims(1, 2)
     }
 }
 
-/// Run one layer's recurrence from zero state over precomputed input projections
-/// `projected: [batch, time, 4 · hidden]`; returns the hidden states `[batch, time, hidden]`.
+/// The recurrent state of every layer between two pieces of a sequence.
+#[derive(Debug, Clone)]
+pub struct LstmState {
+    /// Per layer `(h, c)`, each `[batch, hidden]` row-major.
+    layers: Vec<(Vec<f32>, Vec<f32>)>,
+    batch: usize,
+}
+
+/// Run one layer's recurrence from `(h, c)` (`[batch, hidden]` each, left at the last step)
+/// over precomputed input projections `projected: [batch, time, 4 · hidden]`; returns the
+/// hidden states `[batch, time, hidden]`.
 fn recur(
     projected: &[f32],
     weight_hh: &[f32],
-    batch: usize,
     time: usize,
     hidden: usize,
+    h: &mut [f32],
+    c: &mut [f32],
 ) -> Vec<f32> {
     let gates_len = 4 * hidden;
+    let batch = h.len() / hidden.max(1);
     let mut out = vec![0.0f32; batch * time * hidden];
-    let mut h = vec![0.0f32; batch * hidden];
-    let mut c = vec![0.0f32; batch * hidden];
     let mut gates = vec![0.0f32; batch * gates_len];
     let matvec = MatVec::new(weight_hh, hidden);
     for t in 0..time {
-        matvec.apply(&h, &mut gates, batch);
+        matvec.apply(h, &mut gates, batch);
         for b in 0..batch {
             let g = &mut gates[b * gates_len..(b + 1) * gates_len];
             let x = &projected[(b * time + t) * gates_len..(b * time + t + 1) * gates_len];

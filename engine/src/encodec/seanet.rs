@@ -9,7 +9,7 @@ use burn::tensor::activation::elu;
 use burn::tensor::{Device, Tensor};
 
 use super::conv::{ConvShape, EncodecConv1d, EncodecConvTranspose1d};
-use super::lstm::EncodecLstm;
+use super::lstm::{EncodecLstm, LstmState};
 use crate::config::{EncodecConfig, PadMode};
 use crate::error::LoadError;
 use crate::weights::Weights;
@@ -354,12 +354,40 @@ impl SeanetDecoder {
         Tensor::cat(pieces, 2)
     }
 
+    /// The first conv (before the LSTM), and how many frames each output reads before and
+    /// after its own.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, hidden_size, frames]`
+    /// - returns `[batch, channels, frames]`
+    pub(super) fn first_conv(&self, x: Tensor<3>) -> Tensor<3> {
+        self.first_conv.forward(x)
+    }
+
+    pub(super) fn first_conv_reach(&self) -> (usize, usize) {
+        self.first_conv.reach()
+    }
+
+    /// The LSTM continued from `state` (see [`EncodecLstm::forward_with_state`]).
+    pub(super) fn lstm(&self, x: Tensor<3>, state: &mut LstmState) -> Tensor<3> {
+        self.lstm.forward_with_state(x, state)
+    }
+
+    pub(super) fn lstm_zero_state(&self) -> LstmState {
+        self.lstm.zero_state(1)
+    }
+
+    /// Frames of LSTM output a piece of the layers after the LSTM needs on each side.
+    pub(super) fn halo_frames(&self) -> usize {
+        self.halo_frames
+    }
+
     /// The layers after the LSTM.
     ///
     /// # Shapes
     /// - `x`: `[batch, channels, frames]`
     /// - returns `[batch, audio_channels, frames · hop_length]`
-    fn upsample(&self, mut x: Tensor<3>) -> Tensor<3> {
+    pub(super) fn upsample(&self, mut x: Tensor<3>) -> Tensor<3> {
         for stage in &self.stages {
             x = stage.upsample.forward(elu1(x));
             for block in &stage.residual_blocks {

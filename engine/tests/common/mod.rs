@@ -94,3 +94,4 @@ pub fn prompt_text(model: &str, p: usize) -> String {
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     json["prompts"][p]["text"].as_str().unwrap().to_owned()
 }
+pub mod host;

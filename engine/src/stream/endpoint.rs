@@ -1,0 +1,99 @@
+//! The real-time side of the stream: what the plugin's audio thread calls.
+//!
+//! Rules for everything in this file: no allocation, no lock, no I/O, no blocking — except
+//! [`AudioEndpoint::wait_for`], the one waiting call, for offline bounces only. Controls go
+//! out through a preallocated SPSC queue, PCM comes back through a preallocated ring, status
+//! is read from atomics.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::time::{Duration, Instant};
+
+use super::ControlFrame;
+use super::shared::{Shared, Status};
+
+/// Owned by the host's audio thread.
+pub struct AudioEndpoint {
+    pub(super) controls: rtrb::Producer<ControlFrame>,
+    pub(super) pcm: rtrb::Consumer<f32>,
+    pub(super) shared: Arc<Shared>,
+    /// The last flush epoch this side has acted on (see [`Shared::epoch`]).
+    pub(super) epoch: u64,
+    /// Samples played as silence during underruns: the late samples are skipped when they
+    /// arrive, so an underrun never shifts the timeline.
+    pub(super) owed: usize,
+}
+
+impl AudioEndpoint {
+    /// Queue the control of one step. `false` when the queue is full (the control is dropped;
+    /// the engine holds the previous values for that step).
+    pub fn push_control(&mut self, frame: ControlFrame) -> bool {
+        self.controls.push(frame).is_ok()
+    }
+
+    /// Fill `out` with the next samples of the stream; what is not there yet is silence, counted
+    /// as an underrun while the engine is running. Returns the samples that came from the ring.
+    pub fn pop(&mut self, out: &mut [f32]) -> usize {
+        self.follow_flush();
+        let n = out.len().min(self.pcm.slots());
+        if let Ok(chunk) = self.pcm.read_chunk(n) {
+            let (a, b) = chunk.as_slices();
+            out[..a.len()].copy_from_slice(a);
+            out[a.len()..n].copy_from_slice(b);
+            chunk.commit_all();
+        }
+        out[n..].fill(0.0);
+        if n < out.len() && self.shared.running.load(Acquire) {
+            self.shared.underruns.fetch_add(1, Relaxed);
+            self.owed += out.len() - n;
+        }
+        n
+    }
+
+    /// Offline bounce only: wait until `samples` samples can be popped, or `timeout` passed.
+    /// Returns whether they are there.
+    pub fn wait_for(&mut self, samples: usize, timeout: Duration) -> bool {
+        let start = Instant::now();
+        loop {
+            self.follow_flush();
+            if self.pcm.slots() >= samples {
+                return true;
+            }
+            if start.elapsed() >= timeout {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+
+    /// Whether the engine thread has ended (its handle was dropped).
+    pub fn engine_stopped(&self) -> bool {
+        self.pcm.is_abandoned()
+    }
+
+    /// A snapshot of the engine's state.
+    pub fn status(&self) -> Status {
+        self.shared.status()
+    }
+
+    /// Drop the ring's stale audio after a seek or restart, then skip what underruns owe.
+    fn follow_flush(&mut self) {
+        let epoch = self.shared.epoch.load(Acquire);
+        if epoch != self.epoch {
+            let stale = self.pcm.slots();
+            if let Ok(chunk) = self.pcm.read_chunk(stale) {
+                chunk.commit_all();
+            }
+            self.owed = 0;
+            self.epoch = epoch;
+            self.shared.acknowledged.store(epoch, Release);
+        }
+        if self.owed > 0 {
+            let skip = self.owed.min(self.pcm.slots());
+            if let Ok(chunk) = self.pcm.read_chunk(skip) {
+                chunk.commit_all();
+            }
+            self.owed -= skip;
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! The streaming engine: a thread that owns the model and turns per-step controls into audio
+//! in a lock-free ring (docs/architecture.md, "Threads in the plugin", "Clocks and latency").
+//!
+//! [`Engine::spawn`] returns an [`EngineHandle`] (commands on a bounded channel: model,
+//! prompt, slot directions, sampling, seek — any non-real-time thread) and an
+//! [`AudioEndpoint`] (the audio thread: controls in, PCM out, status from atomics).
+//!
+//! Each decoder step runs [`crate::Generation::step_steered`], the step `render` runs, with
+//! slot k steered by `Schedule::External` at c = master · strength_k; sampling is keyed by
+//! (seed, step, codebook), so a stream given the controls a render's schedules compute gives
+//! the render's codes whatever the block sizes or timing. Completed frames go through the
+//! exact streaming EnCodec decode and the resampler into the ring, after a pre-roll of
+//! silence as long as the reported latency.
+
+mod endpoint;
+mod resample;
+mod session;
+mod shared;
+mod slots;
+mod worker;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Sender, bounded};
+
+use crate::generate::Codes;
+use crate::model::MusicGen;
+use crate::sampling::Sampling;
+use crate::steering::LayerWeights;
+
+pub use endpoint::AudioEndpoint;
+pub use resample::StreamResampler;
+pub use session::{Session, SessionOptions};
+pub use shared::{ErrorCode, Status};
+
+/// Slots of directions a control frame drives.
+pub const SLOTS: usize = 8;
+/// Pitch classes of the notes control.
+pub const NOTES: usize = 12;
+
+/// The controls of one decoder step, sent by the audio thread at the step's first sample.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ControlFrame {
+    /// The timeline step these values drive.
+    pub step: u64,
+    /// Strength of each slot's direction (already shaped by the caller).
+    pub slots: [f32; SLOTS],
+    /// Strength of each pitch class of the notes directions, when a notes file is set.
+    pub notes: [f32; NOTES],
+    /// Scales every slot and note.
+    pub master: f32,
+}
+
+impl ControlFrame {
+    /// Nothing steered.
+    pub fn silent(step: u64) -> Self {
+        Self {
+            step,
+            slots: [0.0; SLOTS],
+            notes: [0.0; NOTES],
+            master: 1.0,
+        }
+    }
+}
+
+/// How the engine paces its steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    /// Step s runs once its control has arrived: the result depends on the controls alone.
+    Timeline,
+    /// Run ahead until the ring holds the latency's worth of audio, with the latest controls.
+    Live,
+}
+
+/// Fixed when the engine starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineConfig {
+    /// Host sample rate in Hz.
+    pub sample_rate: u32,
+    pub clock: Clock,
+    /// Steps of compute headroom added to the latency (realtime playback needs ≥ 1).
+    pub cushion_steps: usize,
+    /// Frames per streaming-decode run (see [`crate::encodec::StreamingDecoder`]).
+    pub decode_chunk_frames: usize,
+    /// Decoder positions per generation before the window slides.
+    pub window: usize,
+    /// Frames of the last codes a slide re-prompts with.
+    pub reprompt_frames: usize,
+    /// PCM ring capacity in host samples.
+    pub ring_samples: usize,
+    /// Control queue capacity in frames.
+    pub control_capacity: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            sample_rate: 48_000,
+            clock: Clock::Timeline,
+            cushion_steps: 2,
+            decode_chunk_frames: 1,
+            window: 1500,
+            // audiocraft: max_duration 30 s, extend_stride 18 s → 12 s of context kept.
+            reprompt_frames: 600,
+            ring_samples: 1 << 17,
+            control_capacity: 4096,
+        }
+    }
+}
+
+/// Where a model comes from.
+#[derive(Clone)]
+pub enum ModelSource {
+    /// A directory or a Hugging Face repo id in the local cache ([`crate::hub::resolve_model`]).
+    Path(String),
+    /// A model already loaded (tests, a host that shares one).
+    Loaded(Arc<MusicGen>),
+}
+
+/// A directions file's class for one slot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlotDirection {
+    pub file: PathBuf,
+    /// A class name or a 0-based index.
+    pub class: String,
+    /// `None`: [`LayerWeights::default_for`] the file.
+    pub layers: Option<LayerWeights>,
+    pub gate: f32,
+}
+
+/// Sampling, guidance and seed of the stream's generations.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GenerationSettings {
+    pub sampling: Sampling,
+    pub guidance: f32,
+    pub seed: u64,
+}
+
+impl Default for GenerationSettings {
+    fn default() -> Self {
+        Self {
+            sampling: Sampling::MUSICGEN_DEFAULT,
+            guidance: 3.0,
+            seed: 0,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("model `{model}`: {error}")]
+    Model {
+        model: String,
+        error: Box<crate::error::LoadError>,
+    },
+    #[error("slot {slot} ({file}): {error}")]
+    Slot {
+        slot: usize,
+        file: PathBuf,
+        error: Box<crate::steering::SteeringError>,
+    },
+    #[error("slot {0}: there are {SLOTS} slots (0..{SLOTS})")]
+    NoSuchSlot(usize),
+    #[error("prompt `{prompt}`: {error}")]
+    Prompt {
+        prompt: String,
+        error: Box<crate::error::LoadError>,
+    },
+    #[error("step {step}: {error}")]
+    Generate {
+        step: u64,
+        error: crate::generate::GenerateError,
+    },
+    #[error("step {step} panicked: {message}")]
+    Panic { step: u64, message: String },
+    #[error("engine config: {0}")]
+    Config(String),
+    #[error("the engine thread has stopped")]
+    Stopped,
+}
+
+pub(crate) enum Command {
+    LoadModel(ModelSource),
+    SetPrompt {
+        prompt: String,
+        at_step: u64,
+    },
+    SetSlot(usize, Option<SlotDirection>),
+    SetNotes(Option<SlotDirection>),
+    SetGeneration(GenerationSettings),
+    Seek(u64),
+    Codes(Sender<Option<Codes>>),
+    StepTimes(Sender<Vec<std::time::Duration>>),
+    /// Fault injection: the next step panics (tests of the panic path).
+    PanicInStep,
+}
+
+/// Non-real-time control of the engine thread. Dropping it stops the thread.
+pub struct EngineHandle {
+    commands: Option<Sender<Command>>,
+    shared: Arc<shared::Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+pub struct Engine;
+
+impl Engine {
+    /// Start the engine thread. No model is loaded yet; the endpoint outputs silence until one
+    /// is and a prompt is set.
+    pub fn spawn(config: EngineConfig) -> Result<(EngineHandle, AudioEndpoint), StreamError> {
+        if config.sample_rate == 0 || config.ring_samples == 0 || config.control_capacity == 0 {
+            return Err(StreamError::Config(format!(
+                "sample_rate {}, ring_samples {}, control_capacity {}: each must be positive",
+                config.sample_rate, config.ring_samples, config.control_capacity
+            )));
+        }
+        if config.reprompt_frames + 8 > config.window {
+            return Err(StreamError::Config(format!(
+                "reprompt_frames {} must leave room in window {}",
+                config.reprompt_frames, config.window
+            )));
+        }
+        let shared = Arc::new(shared::Shared::default());
+        let (control_tx, control_rx) = rtrb::RingBuffer::new(config.control_capacity);
+        let (pcm_tx, pcm_rx) = rtrb::RingBuffer::new(config.ring_samples);
+        let (command_tx, command_rx) = bounded(64);
+        let worker = worker::Worker::new(config, command_rx, control_rx, pcm_tx, shared.clone());
+        let thread = std::thread::Builder::new()
+            .name("musicrfm-engine".into())
+            .spawn(move || worker.run())
+            .map_err(|e| StreamError::Config(format!("engine thread: {e}")))?;
+        let handle = EngineHandle {
+            commands: Some(command_tx),
+            shared: shared.clone(),
+            thread: Some(thread),
+        };
+        let endpoint = AudioEndpoint {
+            controls: control_tx,
+            pcm: pcm_rx,
+            shared,
+            epoch: 0,
+            owed: 0,
+        };
+        Ok((handle, endpoint))
+    }
+}
+
+impl EngineHandle {
+    fn send(&self, command: Command) -> Result<(), StreamError> {
+        let sender = self.commands.as_ref().ok_or(StreamError::Stopped)?;
+        sender.send(command).map_err(|_| StreamError::Stopped)
+    }
+
+    pub fn load_model(&self, source: ModelSource) -> Result<(), StreamError> {
+        self.send(Command::LoadModel(source))
+    }
+
+    /// Condition the steps from `at_step` on (step 0: the stream's first prompt).
+    pub fn set_prompt(&self, prompt: &str, at_step: u64) -> Result<(), StreamError> {
+        self.send(Command::SetPrompt {
+            prompt: prompt.to_owned(),
+            at_step,
+        })
+    }
+
+    /// Set (or clear) slot `slot`'s direction; the next steps use it.
+    pub fn set_slot(
+        &self,
+        slot: usize,
+        direction: Option<SlotDirection>,
+    ) -> Result<(), StreamError> {
+        self.send(Command::SetSlot(slot, direction))
+    }
+
+    /// Set (or clear) the notes directions file: class i is driven by `notes[i]`.
+    pub fn set_notes(&self, direction: Option<SlotDirection>) -> Result<(), StreamError> {
+        self.send(Command::SetNotes(direction))
+    }
+
+    /// New sampling, guidance or seed: the stream restarts at its current step.
+    pub fn set_generation(&self, settings: GenerationSettings) -> Result<(), StreamError> {
+        self.send(Command::SetGeneration(settings))
+    }
+
+    /// Restart the stream at timeline step `step` (0: reset). The ring's audio is dropped.
+    pub fn seek(&self, step: u64) -> Result<(), StreamError> {
+        self.send(Command::Seek(step))
+    }
+
+    /// The codes of the current stream's generation (`None` when none runs).
+    pub fn codes(&self) -> Result<Option<Codes>, StreamError> {
+        let (tx, rx) = bounded(1);
+        self.send(Command::Codes(tx))?;
+        rx.recv().map_err(|_| StreamError::Stopped)
+    }
+
+    pub fn status(&self) -> Status {
+        self.shared.status()
+    }
+
+    /// How long each step since the engine started took (benchmarks, monitoring).
+    pub fn step_times(&self) -> Result<Vec<std::time::Duration>, StreamError> {
+        let (tx, rx) = bounded(1);
+        self.send(Command::StepTimes(tx))?;
+        rx.recv().map_err(|_| StreamError::Stopped)
+    }
+
+    /// Make the next step panic, to exercise the engine's recovery (tests only).
+    #[doc(hidden)]
+    pub fn inject_step_panic(&self) -> Result<(), StreamError> {
+        self.send(Command::PanicInStep)
+    }
+
+    /// The last error's message (empty when none).
+    pub fn last_error(&self) -> String {
+        match self.shared.error_message.lock() {
+            Ok(message) => message.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
+impl Drop for EngineHandle {
+    fn drop(&mut self) {
+        self.commands = None; // the worker sees the channel disconnect and returns
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

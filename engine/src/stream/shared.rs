@@ -1,0 +1,90 @@
+//! State shared between the engine thread, the audio thread and non-real-time readers (GUI,
+//! tools). Numbers are atomics; only the error message is behind a lock, which the audio
+//! thread never touches.
+
+use std::sync::Mutex;
+use std::sync::atomic::Ordering::{Acquire, Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
+
+/// What went wrong last, as the audio thread can read it (the message is in
+/// [`Shared::error_message`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum ErrorCode {
+    None = 0,
+    /// A model failed to load (a bad directory, repo id or checkpoint).
+    ModelLoad = 1,
+    /// A directions file failed to load or does not fit the model.
+    Directions = 2,
+    /// A prompt could not be tokenised or encoded.
+    Prompt = 3,
+    /// A decoder step failed or panicked.
+    Step = 4,
+    /// A command was invalid (a slot out of range, a bad setting).
+    Command = 5,
+}
+
+impl ErrorCode {
+    fn from_u32(code: u32) -> Self {
+        match code {
+            1 => Self::ModelLoad,
+            2 => Self::Directions,
+            3 => Self::Prompt,
+            4 => Self::Step,
+            5 => Self::Command,
+            _ => Self::None,
+        }
+    }
+}
+
+/// A snapshot of the stream's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    /// Decoder steps run since the stream (re)started, on the timeline's clock: the next step
+    /// to run.
+    pub step: u64,
+    /// Steps run since the engine started (all streams).
+    pub steps_done: u64,
+    /// `pop` calls that found fewer samples than asked for while running.
+    pub underruns: u64,
+    pub error: ErrorCode,
+    /// Host samples from a control's step start to the audio it made.
+    pub latency_samples: u64,
+    /// A model is loaded and a stream is producing audio.
+    pub running: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// Written by the engine thread after each step; read by anyone.
+    pub step: AtomicU64,
+    pub steps_done: AtomicU64,
+    /// Written by the audio thread (`pop`); read by anyone.
+    pub underruns: AtomicU64,
+    /// Written by the engine thread; read by anyone.
+    pub error_code: AtomicU32,
+    /// Written by the engine thread; read by non-real-time threads only.
+    pub error_message: Mutex<String>,
+    /// Written by the engine thread when a stream starts; read by anyone.
+    pub latency_samples: AtomicU64,
+    /// Written by the engine thread; read by the audio thread (underruns count only while set).
+    pub running: AtomicBool,
+    /// Bumped by the engine thread when the ring's audio is stale (seek, restart); the audio
+    /// thread then drains the ring and stores the epoch in `acknowledged`, and the engine
+    /// writes no new audio before it has.
+    pub epoch: AtomicU64,
+    pub acknowledged: AtomicU64,
+}
+
+impl Shared {
+    pub fn status(&self) -> Status {
+        Status {
+            step: self.step.load(Acquire),
+            steps_done: self.steps_done.load(Relaxed),
+            underruns: self.underruns.load(Relaxed),
+            error: ErrorCode::from_u32(self.error_code.load(Acquire)),
+            latency_samples: self.latency_samples.load(Acquire),
+            running: self.running.load(Acquire),
+        }
+    }
+}

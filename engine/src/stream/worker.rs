@@ -1,0 +1,394 @@
+//! The engine thread: commands in, one [`Session`] at a time, steps paced by the clock,
+//! audio into the ring. Everything here runs on that thread; it may allocate and block.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+
+use crate::model::MusicGen;
+
+use super::session::{Session, SessionOptions};
+use super::shared::{ErrorCode, Shared};
+use super::slots::Steering;
+use super::{
+    Clock, Command, ControlFrame, EngineConfig, GenerationSettings, ModelSource, SLOTS, StreamError,
+};
+
+/// How long the thread sleeps when it has nothing to do, waiting for a command.
+const IDLE: Duration = Duration::from_micros(500);
+
+/// What a command asks of the running session.
+enum Flow {
+    Continue,
+    /// Build a new session (new model, settings, seek).
+    Restart,
+    /// The handle was dropped.
+    Stop,
+}
+
+pub(super) struct Worker {
+    config: EngineConfig,
+    commands: Receiver<Command>,
+    controls: rtrb::Consumer<ControlFrame>,
+    pcm: rtrb::Producer<f32>,
+    shared: Arc<Shared>,
+    model: Option<Arc<MusicGen>>,
+    /// Prompts by the step they start at.
+    prompts: BTreeMap<u64, String>,
+    steering: Steering,
+    settings: GenerationSettings,
+    /// Where the next session starts.
+    start_step: u64,
+    /// Controls popped but not yet due, and the values of the last one used.
+    pending: VecDeque<ControlFrame>,
+    held: ControlFrame,
+    /// Audio made but not yet in the ring (full, or the audio thread has not drained a flush).
+    out: VecDeque<f32>,
+    scratch: Vec<f32>,
+    /// Set when a session failed: wait for a command before trying again.
+    failed: bool,
+    /// Fault injection for tests: the next step panics.
+    panic_next_step: bool,
+    /// The duration of every step run.
+    step_times: Vec<Duration>,
+}
+
+impl Worker {
+    pub fn new(
+        config: EngineConfig,
+        commands: Receiver<Command>,
+        controls: rtrb::Consumer<ControlFrame>,
+        pcm: rtrb::Producer<f32>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Self {
+            config,
+            commands,
+            controls,
+            pcm,
+            shared,
+            model: None,
+            prompts: BTreeMap::new(),
+            steering: Steering::default(),
+            settings: GenerationSettings::default(),
+            start_step: 0,
+            pending: VecDeque::new(),
+            held: ControlFrame::silent(0),
+            out: VecDeque::new(),
+            scratch: Vec::new(),
+            failed: false,
+            panic_next_step: false,
+            step_times: Vec::new(),
+        }
+    }
+
+    pub fn run(mut self) {
+        loop {
+            let ready = self
+                .model
+                .clone()
+                .filter(|_| !self.failed && self.prompt_at(self.start_step).is_some());
+            let Some(model) = ready else {
+                match self.commands.recv() {
+                    Ok(command) => {
+                        if let Flow::Stop = self.handle(command, None) {
+                            return;
+                        }
+                    }
+                    Err(_) => return,
+                }
+                continue;
+            };
+            match self.stream(&model) {
+                Flow::Stop => return,
+                Flow::Restart | Flow::Continue => {}
+            }
+        }
+    }
+
+    /// Run one session until a command replaces it or it fails.
+    fn stream(&mut self, model: &MusicGen) -> Flow {
+        self.shared.running.store(false, Release);
+        let epoch = self.shared.epoch.fetch_add(1, AcqRel) + 1;
+        self.out.clear();
+        self.pending.clear();
+        let prompt = self
+            .prompt_at(self.start_step)
+            .unwrap_or_default()
+            .to_owned();
+        let options = SessionOptions {
+            start_step: self.start_step,
+            settings: self.settings,
+            window: self.config.window,
+            reprompt_frames: self.config.reprompt_frames,
+            decode_chunk_frames: self.config.decode_chunk_frames,
+            sample_rate: self.config.sample_rate,
+            cushion_steps: self.config.cushion_steps,
+        };
+        let started = self
+            .steering
+            .rebuild(model, self.settings.seed)
+            .and_then(|()| Session::new(model, &prompt, options));
+        let mut session = match started {
+            Ok(session) => session,
+            Err(e) => return self.fail(&e),
+        };
+        let latency = session.latency_samples();
+        self.shared.latency_samples.store(latency as u64, Release);
+        self.shared.step.store(self.start_step, Release);
+        self.out.extend(std::iter::repeat_n(0.0, latency));
+        self.held = ControlFrame::silent(self.start_step);
+        self.shared.running.store(true, Release);
+        loop {
+            let mut worked = false;
+            loop {
+                match self.commands.try_recv() {
+                    Ok(command) => match self.handle(command, Some(&mut session)) {
+                        Flow::Continue => worked = true,
+                        flow => return flow,
+                    },
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return Flow::Stop,
+                }
+            }
+            if self.shared.acknowledged.load(Acquire) == epoch {
+                worked |= self.flush_out();
+            }
+            if let Some(control) = self.due_control(session.next_step(), latency) {
+                if let Err(e) = self.run_step(&mut session, &control) {
+                    return self.fail(&e);
+                }
+                worked = true;
+            }
+            if !worked {
+                match self.commands.recv_timeout(IDLE) {
+                    Ok(command) => {
+                        if let flow @ (Flow::Restart | Flow::Stop) =
+                            self.handle(command, Some(&mut session))
+                        {
+                            return flow;
+                        }
+                    }
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => return Flow::Stop,
+                }
+            }
+        }
+    }
+
+    /// One step, a panic inside it caught and reported.
+    fn run_step(
+        &mut self,
+        session: &mut Session<'_>,
+        control: &ControlFrame,
+    ) -> Result<(), StreamError> {
+        let step = session.next_step();
+        if let Some(prompt) = self.prompts.get(&step).filter(|_| step > self.start_step) {
+            session.set_prompt(prompt)?;
+        }
+        let plan = self.steering.plan_for(control);
+        let scratch = &mut self.scratch;
+        let inject = std::mem::take(&mut self.panic_next_step);
+        let started = Instant::now();
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            assert!(!inject, "fault injected by the engine's panic test");
+            session.step(plan, scratch)
+        }));
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic without a message".to_owned());
+                return Err(StreamError::Panic { step, message });
+            }
+        }
+        self.step_times.push(started.elapsed());
+        self.out.extend(self.scratch.drain(..));
+        self.shared.step.store(session.next_step(), Release);
+        self.shared.steps_done.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    /// The control for `step` when the clock says to run it now.
+    fn due_control(&mut self, step: u64, latency: usize) -> Option<ControlFrame> {
+        while let Ok(control) = self.controls.pop() {
+            self.pending.push_back(control);
+        }
+        let buffered = self.out.len() + (self.pcm.buffer().capacity() - self.pcm.slots());
+        match self.config.clock {
+            Clock::Timeline => {
+                if self.out.len() > self.config.ring_samples {
+                    return None; // nobody drains the ring: park
+                }
+                while self.pending.front().is_some_and(|c| c.step < step) {
+                    self.pending.pop_front(); // stale: for a step already run or before a seek
+                }
+                match self.pending.front() {
+                    Some(c) if c.step == step => {
+                        self.held = *c;
+                        self.pending.pop_front();
+                    }
+                    // The control of this step never came: hold the previous values.
+                    Some(_) => {}
+                    None => return None,
+                }
+                Some(ControlFrame { step, ..self.held })
+            }
+            Clock::Live => {
+                if let Some(&last) = self.pending.back() {
+                    self.held = last;
+                }
+                self.pending.clear();
+                (buffered < latency).then_some(ControlFrame { step, ..self.held })
+            }
+        }
+    }
+
+    /// Move made audio into the ring; whether anything moved.
+    fn flush_out(&mut self) -> bool {
+        let n = self.out.len().min(self.pcm.slots());
+        if n == 0 {
+            return false;
+        }
+        if let Ok(chunk) = self.pcm.write_chunk_uninit(n) {
+            chunk.fill_from_iter(self.out.drain(..n));
+        }
+        true
+    }
+
+    /// Apply a command; `session` is the running one, if any.
+    fn handle(&mut self, command: Command, session: Option<&mut Session<'_>>) -> Flow {
+        let result = match command {
+            Command::LoadModel(source) => self.load_model(source).map(|()| Flow::Restart),
+            Command::SetPrompt { prompt, at_step } => Ok(self.set_prompt(prompt, at_step, session)),
+            Command::SetSlot(slot, spec) => self.set_slot(slot, spec),
+            Command::SetNotes(spec) => self.set_slot(SLOTS, spec),
+            Command::SetGeneration(settings) => {
+                self.settings = settings;
+                if let Some(s) = &session {
+                    self.start_step = s.next_step();
+                }
+                Ok(Flow::Restart)
+            }
+            Command::Seek(step) => {
+                self.start_step = step;
+                Ok(Flow::Restart)
+            }
+            Command::Codes(reply) => {
+                let _ = reply.send(session.map(|s| s.codes()));
+                Ok(Flow::Continue)
+            }
+            Command::StepTimes(reply) => {
+                let _ = reply.send(self.step_times.clone());
+                Ok(Flow::Continue)
+            }
+            Command::PanicInStep => {
+                self.panic_next_step = true;
+                Ok(Flow::Continue)
+            }
+        };
+        match result {
+            Ok(flow) => {
+                if let Flow::Restart = flow {
+                    self.failed = false;
+                }
+                flow
+            }
+            Err(e) => {
+                self.report(&e);
+                Flow::Continue
+            }
+        }
+    }
+
+    /// A prompt for the steps from `at_step` on. Without a session, or before the session's
+    /// first step, one at or before its start (re)starts it; otherwise a prompt for a step
+    /// already run applies from the next one.
+    fn set_prompt(
+        &mut self,
+        prompt: String,
+        at_step: u64,
+        session: Option<&mut Session<'_>>,
+    ) -> Flow {
+        match session {
+            Some(s) if s.next_step() > self.start_step || at_step > self.start_step => {
+                self.prompts.insert(at_step.max(s.next_step()), prompt);
+                Flow::Continue
+            }
+            _ => {
+                self.prompts.insert(at_step.min(self.start_step), prompt);
+                Flow::Restart
+            }
+        }
+    }
+
+    fn set_slot(
+        &mut self,
+        slot: usize,
+        spec: Option<super::SlotDirection>,
+    ) -> Result<Flow, StreamError> {
+        let model = self.model.clone();
+        self.steering
+            .set(model.as_deref(), slot, spec, self.settings.seed)?;
+        Ok(Flow::Continue)
+    }
+
+    fn load_model(&mut self, source: ModelSource) -> Result<(), StreamError> {
+        let model = match source {
+            ModelSource::Loaded(model) => model,
+            ModelSource::Path(name) => {
+                let loaded = crate::hub::resolve_model(&name)
+                    .and_then(|dir| MusicGen::load(&dir, &crate::default_device()));
+                Arc::new(loaded.map_err(|error| StreamError::Model {
+                    model: name,
+                    error: Box::new(error),
+                })?)
+            }
+        };
+        self.steering.rebuild(&model, self.settings.seed)?;
+        self.model = Some(model);
+        Ok(())
+    }
+
+    /// The prompt in effect at `step`.
+    fn prompt_at(&self, step: u64) -> Option<&str> {
+        self.prompts
+            .range(..=step)
+            .next_back()
+            .map(|(_, p)| p.as_str())
+    }
+
+    /// Report `error`, stop the audio (silence) and wait for the next command.
+    fn fail(&mut self, error: &StreamError) -> Flow {
+        self.report(error);
+        self.shared.running.store(false, Release);
+        self.shared.epoch.fetch_add(1, AcqRel);
+        self.out.clear();
+        self.failed = true;
+        Flow::Continue
+    }
+
+    fn report(&self, error: &StreamError) {
+        let code = match error {
+            StreamError::Model { .. } => ErrorCode::ModelLoad,
+            StreamError::Slot { .. } => ErrorCode::Directions,
+            StreamError::Prompt { .. } => ErrorCode::Prompt,
+            StreamError::Generate { .. } | StreamError::Panic { .. } => ErrorCode::Step,
+            StreamError::NoSuchSlot(_) | StreamError::Config(_) | StreamError::Stopped => {
+                ErrorCode::Command
+            }
+        };
+        if let Ok(mut message) = self.shared.error_message.lock() {
+            *message = error.to_string();
+        }
+        self.shared.error_code.store(code as u32, Release);
+    }
+}

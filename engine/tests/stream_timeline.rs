@@ -1,0 +1,216 @@
+//! Timeline mode at the model rate: a stream driven by the controls a render's schedule
+//! computes gives the render's codes exactly and its audio within 1e-5 (but the look-ahead
+//! tail), whatever the host's block sizes; a control for step s changes step s and nothing
+//! before it; live mode runs ahead of the controls only up to the latency.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::host::*;
+use common::*;
+use engine::render::{decode_audio, generate_codes};
+use engine::steering::{Schedule, SteerArg, SteeringPlan};
+use engine::stream::{
+    AudioEndpoint, Clock, ControlFrame, EngineConfig, EngineHandle, GenerationSettings,
+    SlotDirection,
+};
+use engine::{Codes, GenerationOptions, MusicGen, Sampling};
+
+const PROMPT: &str = "80s pop with synths";
+const STEPS: usize = 24;
+const TARGET: usize = 1234;
+
+/// The window equals the render's step count: the KV cache's capacity sets the layout burn's
+/// attention runs on, so equal capacities make the two bit-identical (a near-tie in a draw can
+/// otherwise fall the other way).
+fn config(clock: Clock) -> EngineConfig {
+    EngineConfig {
+        sample_rate: 32_000,
+        clock,
+        window: STEPS,
+        reprompt_frames: 16,
+        ..EngineConfig::default()
+    }
+}
+
+/// A timeline stream with slot 0 set, started; and its latency.
+fn timeline(
+    model: &Arc<MusicGen>,
+    settings: GenerationSettings,
+    slot: &SlotDirection,
+) -> (EngineHandle, AudioEndpoint, usize) {
+    let config = config(Clock::Timeline);
+    let (handle, endpoint) = start(model, config, PROMPT, settings, Some(slot.clone()));
+    let latency = latency(&endpoint);
+    (handle, endpoint, latency)
+}
+
+/// musicgen-tiny and a directions file toward code TARGET in a temp dir named for `test`.
+fn tiny_with_head(test: &str) -> (Arc<MusicGen>, std::path::PathBuf) {
+    let model = Arc::new(MusicGen::load(&model_dir("musicgen-tiny"), &device()).unwrap());
+    let path = temp_dir(test).join("head.safetensors");
+    let path = head_direction_file(&model, TARGET, &path);
+    (model, path)
+}
+
+/// Frames `0..frames` of every codebook.
+fn head(codes: &Codes, frames: usize) -> Vec<i64> {
+    (0..codes.codebooks)
+        .flat_map(|c| codes.data[c * codes.frames..c * codes.frames + frames].to_vec())
+        .collect()
+}
+
+#[test]
+fn stream_reproduces_the_render_for_any_block_sizes() {
+    let (model, path) = tiny_with_head("timeline");
+    let schedule = Schedule::LinearRise { t0: 3, t1: 15 };
+    let (eta, gate, seed) = (6.0, 0.5, 11);
+    let settings = GenerationSettings {
+        sampling: Sampling::MUSICGEN_DEFAULT,
+        guidance: 3.0,
+        seed,
+    };
+    let arg = SteerArg {
+        file: path.clone(),
+        class: "0".into(),
+        strength: eta,
+        schedule,
+    };
+    let mut plan = SteeringPlan::new(
+        model.decoder.num_blocks(),
+        model.decoder.d_model(),
+        seed,
+        &model.device,
+    );
+    plan.add_from_file(&arg, None, gate).unwrap();
+    // Open-ended over a window of STEPS: a run of known length pads the delay pattern's tail
+    // (its last steps are fed pad ids), which a stream that goes on never does.
+    let options = GenerationOptions {
+        steps: None,
+        window: STEPS,
+        guidance: settings.guidance,
+        sampling: settings.sampling,
+        seed,
+    };
+    let offline = generate_codes(&model, PROMPT, options, &mut plan, |_| {}).unwrap();
+    let frames = offline.frames;
+    assert_eq!(frames, STEPS - 3);
+    let offline_audio = decode_audio(&model, &offline).unwrap();
+    let slot = SlotDirection {
+        file: path,
+        class: "code1234".into(),
+        layers: None,
+        gate,
+    };
+    let control = |s: u64| {
+        let mut frame = ControlFrame::silent(s);
+        frame.slots[0] = schedule.coefficient(eta, s as usize, 0.0);
+        frame
+    };
+    let random: Vec<usize> = (0..97).map(|i| 1 + (i * 7919 + 13) % 1500).collect();
+    let patterns: [&[usize]; 5] = [&[1], &[64], &[512], &[4096], &random];
+    for blocks in patterns {
+        let (handle, mut endpoint, latency) = timeline(&model, settings, &slot);
+        let settled = frames - 7; // at least the codec's look-ahead is still open at the end
+        let samples = latency + settled * 640;
+        let steps = (STEPS + 16) as u64;
+        let out = bounce(&mut endpoint, 32_000, steps, samples, blocks, control);
+        assert!(
+            out[..latency].iter().all(|&x| x == 0.0),
+            "pre-roll is silent"
+        );
+        let codes = handle.codes().unwrap().expect("a stream runs");
+        assert!(codes.frames >= frames, "{} frames", codes.frames);
+        assert_eq!(
+            head(&codes, frames),
+            head(&offline, frames),
+            "codes, blocks {:?}",
+            &blocks[..1]
+        );
+        let err = max_abs_err(&out[latency..], &offline_audio[..settled * 640]);
+        assert!(err <= 1e-5, "blocks {:?}: max abs err {err}", &blocks[..1]);
+        assert_eq!(endpoint.status().underruns, 0);
+        assert!(handle.last_error().is_empty(), "{}", handle.last_error());
+    }
+}
+
+#[test]
+fn a_control_changes_its_step_and_nothing_before() {
+    let (model, path) = tiny_with_head("control");
+    let settings = GenerationSettings {
+        sampling: Sampling::Greedy,
+        guidance: 3.0,
+        seed: 0,
+    };
+    let slot = SlotDirection {
+        file: path,
+        class: "0".into(),
+        layers: None,
+        gate: 1.0,
+    };
+    let s = 9u64;
+    let run = |kick: f32| {
+        let (handle, mut endpoint, latency) = timeline(&model, settings, &slot);
+        let control = |step: u64| {
+            let mut frame = ControlFrame::silent(step);
+            if step == s {
+                frame.slots[0] = kick;
+            }
+            frame
+        };
+        bounce(
+            &mut endpoint,
+            32_000,
+            30,
+            latency + 6 * 640,
+            &[256],
+            control,
+        );
+        handle.codes().unwrap().unwrap()
+    };
+    let (plain, kicked) = (run(0.0), run(40.0));
+    let frames = plain.frames.min(kicked.frames);
+    assert!(frames > s as usize + 3);
+    for c in 0..plain.codebooks {
+        for f in 0..frames {
+            let (a, b) = (
+                plain.data[c * plain.frames + f],
+                kicked.data[c * kicked.frames + f],
+            );
+            if f + c < s as usize {
+                assert_eq!(a, b, "codebook {c} frame {f}, sampled before step {s}");
+            }
+        }
+    }
+    let at = |codes: &Codes| codes.data[s as usize];
+    assert_ne!(at(&plain), TARGET as i64);
+    assert_eq!(
+        at(&kicked),
+        TARGET as i64,
+        "the kick at step {s} makes codebook 0 emit the target"
+    );
+}
+
+#[test]
+fn live_mode_runs_ahead_only_up_to_the_latency() {
+    let model = Arc::new(MusicGen::load(&model_dir("musicgen-tiny"), &device()).unwrap());
+    let settings = GenerationSettings::default();
+    let (handle, mut endpoint) = start(&model, config(Clock::Live), PROMPT, settings, None);
+    let latency = latency(&endpoint);
+    // No control was pushed: live mode runs on the held values until the ring holds the latency.
+    assert!(endpoint.wait_for(latency, WAIT));
+    let status = endpoint.status();
+    let bound = latency.div_ceil(640) as u64 + 1;
+    assert!(
+        status.step <= bound,
+        "ran {} steps ahead, bound {bound}",
+        status.step
+    );
+    let mut out = vec![0.0; latency];
+    assert_eq!(endpoint.pop(&mut out), latency);
+    // Popped: it runs on, again up to the latency.
+    assert!(endpoint.wait_for(latency / 2, WAIT));
+    assert!(endpoint.status().step > status.step);
+    assert!(handle.last_error().is_empty());
+}
