@@ -16,14 +16,23 @@ use nice_plug_egui::{
 use parking_lot::RwLock;
 
 /// Logical size of the editor window.
-pub const EDITOR_SIZE: (f64, f64) = (520.0, 300.0);
+pub const EDITOR_SIZE: (f64, f64) = (520.0, 560.0);
+
+/// Slots of directions the editor shows.
+pub const SLOTS: usize = 8;
 
 /// What the editor reads and edits. Implemented by the plugin's parameter struct.
 pub trait EditorModel: Send + Sync + 'static {
-    /// The automatable steering strength.
-    fn strength(&self) -> &FloatParam;
+    /// Scales every slot's strength.
+    fn master(&self) -> &FloatParam;
+    /// Slot `slot`'s (0-based) automatable strength.
+    fn slot_strength(&self, slot: usize) -> &FloatParam;
+    /// The persisted model source (directory or repo id). GUI writes; the audio thread never.
+    fn model_source(&self) -> &RwLock<String>;
     /// The persisted text prompt. The GUI thread writes it; the audio thread never touches it.
     fn prompt(&self) -> &RwLock<String>;
+    /// One line on the engine's state (model, errors).
+    fn engine_status(&self) -> String;
 }
 
 /// The egui application behind the editor window.
@@ -33,15 +42,19 @@ pub struct EditorApp<M: EditorModel> {
     gui_context: Option<GuiContext>,
     /// The prompt as typed; committed to the persisted state when the text field changes.
     prompt_draft: String,
+    /// The model source as typed; committed when the field loses focus.
+    model_draft: String,
 }
 
 impl<M: EditorModel> EditorApp<M> {
     pub fn new(model: Arc<M>) -> Self {
         let prompt_draft = model.prompt().read().clone();
+        let model_draft = model.model_source().read().clone();
         Self {
             model,
             gui_context: None,
             prompt_draft,
+            model_draft,
         }
     }
 }
@@ -55,6 +68,7 @@ impl<M: EditorModel> NiceEguiApp for EditorApp<M> {
     ) -> Result<(), nice_plug_egui::baseview::HandlerError> {
         // The state may have been restored since the editor was last open.
         self.prompt_draft = self.model.prompt().read().clone();
+        self.model_draft = self.model.model_source().read().clone();
         self.gui_context = Some(nice_gui_ctx);
         Ok(())
     }
@@ -63,6 +77,14 @@ impl<M: EditorModel> NiceEguiApp for EditorApp<M> {
         ui.heading("musicrfm");
         ui.label("MusicGen, steered by RFM concept directions.");
         ui.separator();
+
+        ui.label("Model (directory or Hugging Face repo id)");
+        if ui
+            .add(egui::TextEdit::singleline(&mut self.model_draft))
+            .lost_focus()
+        {
+            *self.model.model_source().write() = self.model_draft.clone();
+        }
 
         ui.label("Prompt");
         if ui
@@ -73,15 +95,20 @@ impl<M: EditorModel> NiceEguiApp for EditorApp<M> {
         }
 
         ui.add_space(8.0);
-        ui.label("Strength");
         if let Some(gui_context) = &self.gui_context {
             let setter = gui_context.param_setter();
-            ui.add(ParamSlider::for_param(self.model.strength(), &setter).with_width(300.0));
+            ui.label("Master");
+            ui.add(ParamSlider::for_param(self.model.master(), &setter).with_width(300.0));
+            for slot in 0..SLOTS {
+                ui.label(format!("Slot {} strength", slot + 1));
+                let param = self.model.slot_strength(slot);
+                ui.add(ParamSlider::for_param(param, &setter).with_width(300.0));
+            }
         }
 
         ui.add_space(8.0);
         ui.separator();
-        ui.label("Engine: no model loaded.");
+        ui.label(self.model.engine_status());
     }
 
     fn editor_closed(&mut self) {

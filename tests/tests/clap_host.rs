@@ -115,6 +115,21 @@ fn find_param(instance: &mut PluginInstance<Host>, name: &str) -> (ClapId, f64) 
     panic!("no parameter named {name}");
 }
 
+/// Every parameter's name, in the plugin's order.
+fn param_names(instance: &mut PluginInstance<Host>) -> Vec<String> {
+    let handle = instance.plugin_handle();
+    let params: PluginParams = handle.get_extension().expect("params extension");
+    let mut buffer = ParamInfoBuffer::new();
+    (0..params.count(&handle))
+        .map(|index| {
+            let info = params
+                .get_info(&handle, index, &mut buffer)
+                .expect("param info");
+            String::from_utf8_lossy(info.name).into_owned()
+        })
+        .collect()
+}
+
 /// Activate, process blocks of varying size with a parameter change in the middle, deactivate.
 /// Returns every output sample.
 fn run_blocks(instance: &mut PluginInstance<Host>, param: ClapId, value: f64) -> Vec<f32> {
@@ -184,10 +199,32 @@ fn clap_scan_process_and_state_round_trip() {
 
     let mut first = instantiate(&entry, &id);
     let default_state = save_state(&mut first);
-    let (strength, initial) = find_param(&mut first, "Strength");
+    let names = param_names(&mut first);
+    assert_eq!(names.len(), 3 * 8 + 10, "parameters: {names:?}");
+    for k in 1..=8 {
+        for what in ["strength", "shape", "length"] {
+            let name = format!("Slot {k} {what}");
+            assert!(names.contains(&name), "no parameter {name}: {names:?}");
+        }
+    }
+    for name in [
+        "Master",
+        "Layers",
+        "Layers value",
+        "Gate",
+        "Guidance",
+        "Temperature",
+        "Top k",
+        "Seed",
+        "Clock",
+        "Cushion",
+    ] {
+        assert!(names.iter().any(|n| n == name), "no parameter {name}");
+    }
+    let (strength, initial) = find_param(&mut first, "Slot 1 strength");
     assert_eq!(
         initial, 0.5,
-        "strength defaults to 0 (normalised 0.5 of -1..1)"
+        "slot 1 strength defaults to 0 (normalised 0.5 of -2..2)"
     );
 
     // Offline render mode is what a bounce uses; the plugin must accept it.
@@ -199,14 +236,14 @@ fn clap_scan_process_and_state_round_trip() {
             .expect("offline render mode");
     }
 
-    // CLAP hosts see float parameters normalised to 0..1: 0.8 is strength 0.6.
+    // CLAP hosts see float parameters normalised to 0..1: 0.8 is strength 1.2.
     let samples = run_blocks(&mut first, strength, 0.8);
     assert_eq!(samples.len(), 2 * (64 + 1 + 300 + 512 + 7 + 256 + 129));
     assert!(
         samples.iter().all(|s| s.is_finite()),
         "every output sample is written and finite"
     );
-    let (_, automated) = find_param(&mut first, "Strength");
+    let (_, automated) = find_param(&mut first, "Slot 1 strength");
     assert!(
         (automated - 0.8).abs() < 1e-6,
         "the parameter event reached the plugin: {automated}"
@@ -220,7 +257,7 @@ fn clap_scan_process_and_state_round_trip() {
 
     let mut second = instantiate(&entry, &id);
     load_state(&mut second, &saved);
-    let (_, restored) = find_param(&mut second, "Strength");
+    let (_, restored) = find_param(&mut second, "Slot 1 strength");
     assert!(
         (restored - 0.8).abs() < 1e-6,
         "state restores the parameter: {restored}"

@@ -66,6 +66,12 @@ impl AudioEndpoint {
         }
     }
 
+    /// The flush epoch this side last followed: it changes when the engine restarts its stream
+    /// (a seek, new settings), after the stale audio was dropped. Updated by `pop`/`wait_for`.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
     /// Whether the engine thread has ended (its handle was dropped).
     pub fn engine_stopped(&self) -> bool {
         self.pcm.is_abandoned()

@@ -390,5 +390,6 @@ impl Worker {
             *message = error.to_string();
         }
         self.shared.error_code.store(code as u32, Release);
+        self.shared.errors.fetch_add(1, AcqRel);
     }
 }
