@@ -6,6 +6,8 @@
 pub mod audio_features;
 pub mod bench_decode;
 pub mod bench_rfm;
+pub mod bounce;
+pub mod clap_host;
 pub mod distances;
 pub mod eval_steering;
 pub mod extract;
