@@ -102,7 +102,7 @@ pub struct FitReport {
     pub split: [usize; 3],
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct MetricsReport {
     pub auc: Option<f64>,
     pub balanced_accuracy: Option<f64>,
