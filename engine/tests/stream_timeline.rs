@@ -1,7 +1,8 @@
 //! Timeline mode at the model rate: a stream driven by the controls a render's schedule
 //! computes gives the render's codes exactly and its audio within 1e-5 (but the look-ahead
 //! tail), whatever the host's block sizes; a control for step s changes step s and nothing
-//! before it; live mode runs ahead of the controls only up to the latency.
+//! before it; a prompt change at step s conditions step s on, as an offline run re-conditioned
+//! there; live mode runs ahead of the controls only up to the latency.
 
 mod common;
 
@@ -213,4 +214,68 @@ fn live_mode_runs_ahead_only_up_to_the_latency() {
     assert!(endpoint.wait_for(latency / 2, WAIT));
     assert!(endpoint.status().step > status.step);
     assert!(handle.last_error().is_empty());
+}
+
+#[test]
+fn a_prompt_change_at_a_step_conditions_that_step_on_like_an_offline_run() {
+    let model = Arc::new(MusicGen::load(&model_dir("musicgen-tiny"), &device()).unwrap());
+    let settings = GenerationSettings {
+        sampling: Sampling::MUSICGEN_DEFAULT,
+        guidance: 3.0,
+        seed: 5,
+    };
+    let (s, other) = (9usize, "slow classical piano");
+    // Offline: the same generation, re-conditioned before step s.
+    let options = GenerationOptions {
+        steps: None,
+        window: STEPS,
+        guidance: settings.guidance,
+        sampling: settings.sampling,
+        seed: settings.seed,
+    };
+    let mut generation = engine::Generation::new(&model, PROMPT, options).unwrap();
+    let mut plan = SteeringPlan::new(0, 0, 0, &model.device);
+    for step in 0..STEPS {
+        if step == s {
+            generation.set_prompt(other).unwrap();
+        }
+        generation.step_steered(&mut plan).unwrap();
+    }
+    let offline = generation.codes();
+    let unchanged = generate_codes(&model, PROMPT, options, &mut plan, |_| {}).unwrap();
+
+    // Streamed: the prompt command is queued before any control, so it lands at step s.
+    let (handle, mut endpoint) = start(&model, config(Clock::Timeline), PROMPT, settings, None);
+    handle.set_prompt(other, s as u64).unwrap();
+    let latency = latency(&endpoint);
+    let frames = offline.frames;
+    let out = bounce(
+        &mut endpoint,
+        32_000,
+        (STEPS + 16) as u64,
+        latency + (frames - 7) * 640,
+        &[333],
+        ControlFrame::silent,
+    );
+    let streamed = handle.codes().unwrap().expect("a stream runs");
+    assert_eq!(head(&streamed, frames), head(&offline, frames));
+    assert_ne!(
+        head(&offline, frames),
+        head(&unchanged, frames),
+        "the new prompt changes the music"
+    );
+    // Codes sampled before step s (codebook c of frame f is sampled at step f + c) are the
+    // unchanged prompt's.
+    for c in 0..offline.codebooks {
+        for f in (0..frames).filter(|f| f + c < s) {
+            assert_eq!(
+                offline.data[c * offline.frames + f],
+                unchanged.data[c * unchanged.frames + f],
+                "codebook {c} frame {f}"
+            );
+        }
+    }
+    assert!(out.iter().all(|x| x.is_finite()));
+    assert_eq!(endpoint.status().underruns, 0);
+    assert!(handle.last_error().is_empty(), "{}", handle.last_error());
 }

@@ -10,7 +10,11 @@ use xtask::{
 };
 
 #[derive(Debug, Parser)]
-#[command(name = "cargo xtask", about = "musicrfm's build and offline tools")]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "musicrfm's build and offline tools"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

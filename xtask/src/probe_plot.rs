@@ -45,13 +45,13 @@ pub fn plot(path: &Path, report: &TrainReport) -> anyhow::Result<()> {
     // Chance: balanced accuracy of a one-vs-rest probe is 0.5; multiclass accuracy is 1/C.
     let chance: Vec<(String, f64, RGBColor)> = match report.kind {
         ConceptKind::Binary => {
-            let mut lines = vec![("chance, one-vs-rest".to_owned(), 0.5, RGBColor(200, 0, 0))];
+            let mut lines = vec![("chance, one-vs-rest".to_owned(), 0.5, RGBColor(90, 90, 90))];
             if !multi.is_empty() {
                 let c = report.classes.len().max(1) as f64;
                 lines.push((
                     format!("chance, multiclass (1/{})", report.classes.len()),
                     1.0 / c,
-                    RGBColor(120, 120, 120),
+                    RGBColor(170, 170, 170),
                 ));
             }
             lines
@@ -88,7 +88,8 @@ pub fn plot(path: &Path, report: &TrainReport) -> anyhow::Result<()> {
         .margin(14)
         .x_label_area_size(45)
         .y_label_area_size(65)
-        .build_cartesian_2d((0..n_blocks).into_segmented(), lo - pad..hi + pad)?;
+        // plotters' integer ranges include their end: 0..n−1 is n segments, one per block.
+        .build_cartesian_2d((0..n_blocks - 1).into_segmented(), lo - pad..hi + pad)?;
     chart
         .configure_mesh()
         .x_labels(n_blocks as usize)
@@ -113,7 +114,7 @@ pub fn plot(path: &Path, report: &TrainReport) -> anyhow::Result<()> {
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
     }
     for (i, (name, pts)) in class_series.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
+        let color = Palette99::pick(i + 1).to_rgba();
         chart
             .draw_series(LineSeries::new(pts.iter().cloned(), color.stroke_width(2)))?
             .label(name.clone())
@@ -133,6 +134,11 @@ pub fn plot(path: &Path, report: &TrainReport) -> anyhow::Result<()> {
             ))?
             .label("multiclass test accuracy")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.stroke_width(3)));
+        chart.draw_series(
+            multi
+                .iter()
+                .map(|p| Cross::new(p.clone(), 6, BLACK.stroke_width(2))),
+        )?;
     }
     chart
         .configure_series_labels()
@@ -143,4 +149,73 @@ pub fn plot(path: &Path, report: &TrainReport) -> anyhow::Result<()> {
         .draw()?;
     root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::training::{
+        ClassReport, FitReport, LayerReport, MetricsReport, MulticlassFit, TrainReport,
+    };
+
+    fn fit(score: f64) -> FitReport {
+        FitReport {
+            val_score: score,
+            test: MetricsReport {
+                auc: Some(score),
+                balanced_accuracy: Some(score),
+                accuracy: Some(score),
+                mse: None,
+                r2: None,
+            },
+            reg: 1e-3,
+            bandwidth: 10.0,
+            exponent: 1.0,
+            center_grads: false,
+            best_iter: 1,
+            split: [10, 5, 5],
+        }
+    }
+
+    /// One block or many, the plot renders; `MUSICRFM_KEEP_PLOT=1` keeps the PNGs to look at.
+    #[test]
+    fn plots_one_or_many_blocks() {
+        for blocks in [1usize, 5] {
+            let report = TrainReport {
+                concept: "chords".into(),
+                features: "f".into(),
+                source: "musicgen".into(),
+                model: "m".into(),
+                protocol: Default::default(),
+                clips: 20,
+                classes: vec!["major".into(), "minor".into(), "aug".into()],
+                kind: ConceptKind::Binary,
+                metric: "balanced_accuracy".into(),
+                search: 1,
+                iters: 1,
+                seed: 0,
+                probe: None,
+                seconds: 0.0,
+                layers: (0..blocks)
+                    .map(|b| LayerReport {
+                        block: b,
+                        binary: (0..3)
+                            .map(|c| ClassReport {
+                                class: format!("{c}"),
+                                fit: fit(0.5 + 0.1 * (b + c) as f64 / 2.0),
+                            })
+                            .collect(),
+                        multiclass: Some(MulticlassFit::Fitted(fit(0.4 + 0.1 * b as f64))),
+                    })
+                    .collect(),
+            };
+            let path = std::env::temp_dir().join(format!("probe-plot-{blocks}.png"));
+            plot(&path, &report).unwrap();
+            let png = std::fs::read(&path).unwrap();
+            assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+            if std::env::var_os("MUSICRFM_KEEP_PLOT").is_none() {
+                std::fs::remove_file(&path).unwrap();
+            }
+        }
+    }
 }

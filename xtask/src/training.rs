@@ -102,7 +102,7 @@ pub struct FitReport {
     pub split: [usize; 3],
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct MetricsReport {
     pub auc: Option<f64>,
     pub balanced_accuracy: Option<f64>,
@@ -148,16 +148,7 @@ impl TrainReport {
 
     /// The report beside a probe file `<stem>.probe.safetensors` (`<stem>.report.json`).
     pub fn beside_probe(probe: &Path) -> anyhow::Result<Self> {
-        let name = probe
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let stem = name.strip_suffix(".probe.safetensors").with_context(|| {
-            format!(
-                "{}: not named <stem>.probe.safetensors, so its report cannot be found",
-                probe.display()
-            )
-        })?;
+        let stem = probe_stem(probe, "its report")?;
         Self::read(&probe.with_file_name(format!("{stem}.report.json")))
     }
 }
@@ -194,17 +185,24 @@ pub struct Trained {
 /// Where the probe of one block lives beside the best one: `<stem>.probe.safetensors` →
 /// `<stem>.probe.b<block>.safetensors`.
 pub fn layer_probe_path(probe: &Path, block: usize) -> anyhow::Result<std::path::PathBuf> {
+    let stem = probe_stem(probe, "its layer probes")?;
+    Ok(probe.with_file_name(format!("{stem}.probe.b{block}.safetensors")))
+}
+
+/// `<stem>` of `<stem>.probe.safetensors`; the files named after it are `what`.
+fn probe_stem(probe: &Path, what: &str) -> anyhow::Result<String> {
     let name = probe
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let stem = name.strip_suffix(".probe.safetensors").with_context(|| {
-        format!(
-            "{}: not named <stem>.probe.safetensors, so its layer probes cannot be found",
-            probe.display()
-        )
-    })?;
-    Ok(probe.with_file_name(format!("{stem}.probe.b{block}.safetensors")))
+    name.strip_suffix(".probe.safetensors")
+        .map(str::to_owned)
+        .with_context(|| {
+            format!(
+                "{}: not named <stem>.probe.safetensors, so {what} cannot be found",
+                probe.display()
+            )
+        })
 }
 
 /// Seed of one probe's search, distinct per (layer, class).

@@ -52,13 +52,7 @@ fn probe(kind: ProbeKind, salt: usize) -> Probe<f32> {
 fn fit() -> FitReport {
     FitReport {
         val_score: 0.5,
-        test: MetricsReport {
-            auc: None,
-            balanced_accuracy: None,
-            accuracy: None,
-            mse: None,
-            r2: None,
-        },
+        test: MetricsReport::default(),
         reg: 1e-3,
         bandwidth: 10.0,
         exponent: 1.0,
