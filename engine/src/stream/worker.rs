@@ -279,6 +279,10 @@ impl Worker {
                 Ok(Flow::Restart)
             }
             Command::Seek(step) => {
+                // Controls queued before the seek belong to the old timeline: the audio thread
+                // pushes none between asking for a seek and seeing its new epoch.
+                while self.controls.pop().is_ok() {}
+                self.pending.clear();
                 self.start_step = step;
                 Ok(Flow::Restart)
             }
