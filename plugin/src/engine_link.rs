@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -16,17 +16,22 @@ use engine::sampling::Sampling;
 use engine::steering::LayerWeights;
 use engine::stream::{EngineHandle, GenerationSettings, ModelSource, SlotDirection};
 
-use crate::params::{MusicrfmParams, SLOTS, SlotState};
+use crate::params::{MusicrfmParams, SLOTS, STATE_FORMAT, SlotState};
 
 /// How often the link looks at the state.
 const POLL: Duration = Duration::from_millis(10);
 
 /// Between the audio thread and the link thread.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LinkShared {
-    /// Bumped by the audio thread when playback starts again after the stream has run; the
-    /// link thread answers with a seek to step 0 (the new timeline origin).
+    /// Bumped by the audio thread when playback starts or jumps somewhere the engine's stream
+    /// is not; the link thread answers with a seek to `seek_step`.
     pub seek_requests: AtomicU64,
+    /// Written by the audio thread before it bumps `seek_requests`: the step to seek to.
+    pub seek_step: AtomicU64,
+    /// Written by the link thread: the slot in "MIDI notes" mode (`SLOTS`: none). The audio
+    /// thread drives the notes of the control frames from MIDI with that slot's strength.
+    pub midi_slot: AtomicUsize,
     /// Written by the link thread: a model is set and no error was reported since the inputs
     /// last changed, so audio will come. The audio thread waits for the engine in an offline
     /// bounce only while this is set.
@@ -36,6 +41,19 @@ pub struct LinkShared {
     pub faulted: AtomicBool,
     /// Written by the link thread once it has sent the state it found at start.
     pub settled: AtomicBool,
+}
+
+impl Default for LinkShared {
+    fn default() -> Self {
+        Self {
+            seek_requests: AtomicU64::new(0),
+            seek_step: AtomicU64::new(0),
+            midi_slot: AtomicUsize::new(SLOTS),
+            expect_audio: AtomicBool::new(false),
+            faulted: AtomicBool::new(false),
+            settled: AtomicBool::new(false),
+        }
+    }
 }
 
 /// The running link thread; dropping it stops the thread and with it the engine.
@@ -80,6 +98,7 @@ struct Applied {
     /// The prompt the stream's step 0 uses (what a seek to the origin restarts with).
     prompt_at_origin: Option<String>,
     slots: [Option<Option<SlotDirection>>; SLOTS],
+    notes: Option<Option<SlotDirection>>,
     generation: Option<GenerationSettings>,
     seeks: u64,
 }
@@ -118,6 +137,22 @@ impl Link {
 
     /// Send the engine whatever changed; update the flags and the status line.
     fn sync(&mut self) -> Result<(), engine::stream::StreamError> {
+        let format = *self.params.format.read();
+        if format > STATE_FORMAT {
+            // A newer musicrfm's state: apply none of it, say so, play silence.
+            self.shared.faulted.store(true, Release);
+            self.shared.expect_audio.store(false, Release);
+            let line = format!(
+                "Engine error: this project was saved by a newer musicrfm (state format \
+                 {format}, this one reads {STATE_FORMAT}); update the plugin. Nothing of it is \
+                 played."
+            );
+            let mut shown = self.params.status.0.lock();
+            if *shown != line {
+                *shown = line;
+            }
+            return Ok(());
+        }
         let mut changed = false;
         let model = self.params.model.read().clone();
         if self.applied.model.as_ref() != Some(&model) {
@@ -137,14 +172,26 @@ impl Link {
         let files: [SlotState; SLOTS] = self.params.slot_files.read().clone();
         let layers = self.params.layer_weights();
         let gate = self.params.gate.value();
+        // The first slot in MIDI notes mode gives the engine its notes file; it steers no class
+        // of its own.
+        let midi_slot = files.iter().position(|f| f.midi && !f.file.trim().is_empty());
         for (k, state) in files.iter().enumerate() {
-            let direction = slot_direction(state, &layers, gate);
+            let direction = slot_direction(state, &layers, gate).filter(|_| !state.midi);
             if self.applied.slots[k].as_ref() != Some(&direction) {
                 self.handle.set_slot(k, direction.clone())?;
                 self.applied.slots[k] = Some(direction);
                 changed = true;
             }
         }
+        let notes = midi_slot.and_then(|k| slot_direction(&files[k], &layers, gate));
+        if self.applied.notes.as_ref() != Some(&notes) {
+            self.handle.set_notes(notes.clone())?;
+            self.applied.notes = Some(notes);
+            changed = true;
+        }
+        self.shared
+            .midi_slot
+            .store(midi_slot.unwrap_or(SLOTS), Release);
         let prompt = self.params.prompt.read().clone();
         if self.applied.prompt.as_ref() != Some(&prompt) {
             self.handle.set_prompt(&prompt, 0)?;
@@ -156,7 +203,8 @@ impl Link {
         }
         let seeks = self.shared.seek_requests.load(Acquire);
         if seeks != self.applied.seeks {
-            self.handle.seek(0)?;
+            let step = self.shared.seek_step.load(Acquire);
+            self.handle.seek(step)?;
             // The prompt map is a timeline: a prompt set mid-stream applies from that step, so
             // the origin gets the current prompt anew.
             if self.applied.prompt_at_origin != self.applied.prompt
@@ -199,11 +247,17 @@ impl Link {
 
     fn generation_settings(&self) -> GenerationSettings {
         let params = &self.params;
+        // Top-k 1 is greedy: argmax with ties to the lowest index, as `render --greedy`.
+        let top_k = params.top_k.value().max(0) as usize;
         GenerationSettings {
-            sampling: Sampling::Sample {
-                temperature: params.temperature.value(),
-                top_k: params.top_k.value().max(0) as usize,
-                top_p: 1.0,
+            sampling: if top_k == 1 {
+                Sampling::Greedy
+            } else {
+                Sampling::Sample {
+                    temperature: params.temperature.value(),
+                    top_k,
+                    top_p: 1.0,
+                }
             },
             guidance: params.guidance.value(),
             seed: params.seed.value().max(0) as u64,
@@ -222,7 +276,8 @@ fn slot_direction(state: &SlotState, layers: &LayerWeights, gate: f32) -> Option
     })
 }
 
-/// Bump the counter on the audio thread (lock- and allocation-free).
-pub fn request_seek(shared: &LinkShared) {
+/// Ask for a seek to `step`, from the audio thread (lock- and allocation-free).
+pub fn request_seek(shared: &LinkShared, step: u64) {
+    shared.seek_step.store(step, Release);
     shared.seek_requests.fetch_add(1, AcqRel);
 }

@@ -8,7 +8,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Acquire;
+use std::sync::atomic::Ordering::{Acquire, Release};
 use std::time::{Duration, Instant};
 
 use engine::stream::{Clock, Engine, EngineConfig};
@@ -18,6 +18,7 @@ use nice_plug_egui::RepaintNotifier;
 pub mod audio;
 pub mod engine_link;
 pub mod params;
+pub mod timeline;
 
 use audio::AudioState;
 use engine_link::EngineLink;
@@ -61,26 +62,15 @@ impl Musicrfm {
             self.link = None; // stops the previous link and engine threads
             let (handle, endpoint) = Engine::spawn(config.clone()).ok()?;
             let link = EngineLink::spawn(handle, self.params.clone()).ok()?;
-            self.audio = Some(AudioState {
-                endpoint,
-                link: link.shared.clone(),
-                sample_rate: u64::from(config.sample_rate),
-                offline,
-                position: 0,
-                next_step: 0,
-                playing: false,
-                played: false,
-                awaiting_epoch: None,
-                gave_up: false,
-                reported_latency: 0,
-            });
+            let rate = u64::from(config.sample_rate);
+            self.audio = Some(AudioState::new(endpoint, link.shared.clone(), rate));
             self.link = Some(link);
             self.engine_config = Some(config);
         }
         let link = self.link.as_ref()?;
         let audio = self.audio.as_mut()?;
-        audio.offline = offline;
-        audio.gave_up = false;
+        // The link thread sets this again once it has sent the state as it is now.
+        link.shared.settled.store(false, Release);
         let started = Instant::now();
         while started.elapsed() < LOAD_WAIT {
             let settled = link.shared.settled.load(Acquire);
@@ -91,12 +81,13 @@ impl Musicrfm {
             std::thread::sleep(Duration::from_millis(2));
         }
         let status = audio.endpoint.status();
-        audio.reported_latency = if status.running {
+        let latency = if status.running {
             status.latency_samples as u32
         } else {
             0
         };
-        Some(audio.reported_latency)
+        audio.activated(offline, latency);
+        Some(latency)
     }
 }
 
@@ -114,6 +105,11 @@ impl Plugin for Musicrfm {
     }];
 
     const SAMPLE_ACCURATE_AUTOMATION: bool = true;
+    /// Note on/off for the slot in MIDI notes mode.
+    const MIDI_INPUT: MidiConfig = MidiConfig::Basic;
+    /// Large enough that the wrapper's input event queue never grows (grows = allocates) in
+    /// `process()`: a dense automation lane plus a chord per buffer.
+    const INPUT_EVENT_CAPACITY: usize = 8192;
 
     type Editor = nice_plug_egui::EguiEditor<gui::EditorApp<MusicrfmParams>>;
     type SysExMessage = ();
@@ -155,6 +151,7 @@ impl Plugin for Musicrfm {
     fn reset(&mut self) {
         if let Some(audio) = &mut self.audio {
             audio.playing = false;
+            audio.notes.clear();
         }
     }
 

@@ -167,9 +167,18 @@ unsafe impl Params for SlotBank {
 pub struct SlotState {
     /// Path of the directions file ("" = the slot is empty).
     pub file: String,
-    /// Class name or 0-based index.
+    /// Class name or 0-based index (unused in MIDI notes mode).
     pub class: String,
+    /// "MIDI notes" mode: the file is a notes directions file whose class p is driven by the
+    /// held MIDI notes of pitch class p (velocity × the slot's strength). One slot at most: the
+    /// first one set wins.
+    #[serde(default)]
+    pub midi: bool,
 }
+
+/// The layout of the persisted state this build writes. A state with a larger number comes from
+/// a newer musicrfm: it is not applied (an error says so) rather than half-understood.
+pub const STATE_FORMAT: u32 = 1;
 
 /// Engine status for the editor: written by the engine link thread, read by the GUI thread.
 #[derive(Debug, Default)]
@@ -221,6 +230,11 @@ pub struct MusicrfmParams {
     /// Each slot's directions file and class. GUI / host state write; engine link thread reads.
     #[persist = "slots"]
     pub slot_files: Arc<RwLock<[SlotState; SLOTS]>>,
+
+    /// The state layout ([`STATE_FORMAT`]) of the state last loaded; host state writes, the
+    /// engine link thread reads.
+    #[persist = "format"]
+    pub format: Arc<RwLock<u32>>,
 
     /// What the engine says (model loaded, errors); engine link thread writes, GUI reads.
     pub status: Arc<EngineStatusLine>,
@@ -282,6 +296,7 @@ impl Default for MusicrfmParams {
             model: Arc::new(RwLock::new(String::new())),
             prompt: Arc::new(RwLock::new(DEFAULT_PROMPT.to_owned())),
             slot_files: Arc::new(RwLock::new(Default::default())),
+            format: Arc::new(RwLock::new(STATE_FORMAT)),
             status: Arc::new(EngineStatusLine::default()),
         }
     }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, anyhow, bail};
 use clap::Args;
 
-use crate::clap_host::{self, ParamChange};
+use crate::clap_host::{self, HostEvent, Instance, Playback, TimedEvent};
 
 /// Bounce the built plugin offline to a WAV.
 #[derive(Debug, Args)]
@@ -76,7 +76,32 @@ fn library(path: &Path) -> PathBuf {
     }
 }
 
+/// A bounce: channel 0 from the timeline origin on, the reported latency removed.
+pub struct Bounced {
+    pub samples: Vec<f32>,
+    pub latency: u32,
+}
+
 pub fn run(args: &BounceArgs) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let bounced = bounce(args, &[])?;
+    engine::audio::write_wav(&args.out, &bounced.samples, args.sample_rate)
+        .with_context(|| format!("writing --out {}", args.out.display()))?;
+    eprintln!(
+        "bounced {:.2} s at {} Hz (latency {} samples) in {:.1} s → {}",
+        args.seconds,
+        args.sample_rate,
+        bounced.latency,
+        started.elapsed().as_secs_f64(),
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// Load the plugin, give it `args`' state and parameters, and bounce it offline with the
+/// automation lanes of `args` and `events` (absolute samples from the origin: MIDI notes,
+/// more parameter changes).
+pub fn bounce(args: &BounceArgs, events: &[TimedEvent]) -> anyhow::Result<Bounced> {
     if !(args.seconds > 0.0 && args.seconds.is_finite()) {
         bail!("--seconds {}: a positive length is expected", args.seconds);
     }
@@ -86,8 +111,39 @@ pub fn run(args: &BounceArgs) -> anyhow::Result<()> {
     let plugin = args.plugin.clone().unwrap_or_else(default_plugin);
     let (entry, id) = clap_host::load_entry(&library(&plugin))?;
     let mut instance = clap_host::instantiate(&entry, &id)?;
+    configure(&mut instance, args)?;
+    clap_host::set_offline(&mut instance)?;
+    let rate = f64::from(args.sample_rate);
+    let mut timed = automation(&mut instance, args)?;
+    timed.extend_from_slice(events);
+    timed.sort_by_key(|e| e.sample);
 
-    let mut state = clap_host::state_json(&clap_host::save_state(&mut instance)?)?;
+    // The latency is known after activation; bounce generously, then cut.
+    let wanted = (args.seconds * rate).round() as usize;
+    let blocks = blocks(&args.block, args.seed, wanted + (rate as usize) * 2)?;
+    let played = Playback {
+        sample_rate: rate,
+        blocks: &blocks,
+        events: &timed,
+        transport: None,
+        offline_after_activation: false,
+    }
+    .run(&mut instance)?;
+    let latency = played.latency as usize;
+    let samples = played.channels[0]
+        .get(latency..latency + wanted)
+        .ok_or_else(|| anyhow!("latency {latency} samples exceeds the 2 s margin"))?
+        .to_vec();
+    Ok(Bounced {
+        samples,
+        latency: played.latency,
+    })
+}
+
+/// Set the plugin's persisted state (model, prompt, slots) and parameters (`--seed`, `--set`)
+/// from `args`, through a state load as a DAW restoring a project does.
+pub fn configure(instance: &mut Instance, args: &BounceArgs) -> anyhow::Result<()> {
+    let mut state = clap_host::state_json(&clap_host::save_state(instance)?)?;
     clap_host::set_field(&mut state, "model", &serde_json::json!(args.model));
     clap_host::set_field(&mut state, "prompt", &serde_json::json!(args.prompt));
     let mut slots = vec![serde_json::json!({"file": "", "class": ""}); 8];
@@ -113,46 +169,31 @@ pub fn run(args: &BounceArgs) -> anyhow::Result<()> {
             .ok_or_else(|| anyhow!("--set {set}: expected PARAM_ID=VALUE"))?;
         clap_host::set_param(&mut state, param, value).with_context(|| format!("--set {set}"))?;
     }
-    clap_host::load_state(&mut instance, &clap_host::state_bytes(&state))?;
-    clap_host::set_offline(&mut instance)?;
+    clap_host::load_state(instance, &clap_host::state_bytes(&state))
+}
 
+/// The parameter events of the `--automation` lanes.
+fn automation(instance: &mut Instance, args: &BounceArgs) -> anyhow::Result<Vec<TimedEvent>> {
     let rate = f64::from(args.sample_rate);
-    let mut changes = Vec::new();
+    let mut timed = Vec::new();
     for lane in &args.automation {
         let (param, file) = lane
             .split_once('=')
             .ok_or_else(|| anyhow!("--automation {lane}: expected PARAM_ID=FILE.csv"))?;
         let points = read_points(Path::new(file))?;
         for (sample, plain) in lane_events(&points, rate, args.seconds) {
-            changes.push(ParamChange {
+            let value = clap_host::clap_value(instance, param, plain)
+                .with_context(|| format!("--automation {lane}"))?;
+            timed.push(TimedEvent {
                 sample,
-                param: clap_host::clap_param_id(param),
-                value: clap_host::clap_value(&mut instance, param, plain)
-                    .with_context(|| format!("--automation {lane}"))?,
+                event: HostEvent::Param {
+                    param: clap_host::clap_param_id(param),
+                    value,
+                },
             });
         }
     }
-    changes.sort_by_key(|c| c.sample);
-
-    // The latency is known after activation; bounce generously, then cut.
-    let wanted = (args.seconds * rate).round() as usize;
-    let mut latency = 0;
-    let probe_blocks = blocks(&args.block, args.seed, wanted + (rate as usize) * 2)?;
-    let channels =
-        clap_host::process_blocks(&mut instance, rate, &probe_blocks, &changes, &mut latency)?;
-    let latency = latency as usize;
-    let out = channels[0]
-        .get(latency..latency + wanted)
-        .ok_or_else(|| anyhow!("latency {latency} samples exceeds the 2 s margin"))?;
-    engine::audio::write_wav(&args.out, out, args.sample_rate)
-        .with_context(|| format!("writing --out {}", args.out.display()))?;
-    eprintln!(
-        "bounced {:.2} s at {} Hz (latency {latency} samples) → {}",
-        args.seconds,
-        args.sample_rate,
-        args.out.display()
-    );
-    Ok(())
+    Ok(timed)
 }
 
 /// Block sizes covering at least `total` samples.
@@ -222,16 +263,23 @@ fn lane_events(points: &[(f64, f64)], rate: f64, seconds: f64) -> Vec<(u64, f64)
         }
     };
     let end = ((seconds + 2.0) * rate).ceil() as u64;
+    let mut samples: Vec<u64> = (0..end).step_by(AUTOMATION_GRID as usize).collect();
+    samples.extend(
+        points
+            .iter()
+            .map(|p| (p.0 * rate).round() as u64)
+            .filter(|&s| s < end),
+    );
+    samples.sort_unstable();
+    samples.dedup();
     let mut events = Vec::new();
     let mut last = None;
-    let mut sample = 0;
-    while sample < end {
+    for sample in samples {
         let value = value_at(sample as f64 / rate);
         if last != Some(value) {
             events.push((sample, value));
             last = Some(value);
         }
-        sample += AUTOMATION_GRID;
     }
     events
 }

@@ -10,8 +10,13 @@ use clack_extensions::latency::PluginLatency;
 use clack_extensions::params::{ParamInfoBuffer, PluginParams};
 use clack_extensions::render::{PluginRender, RenderMode};
 use clack_extensions::state::PluginState;
-use clack_host::events::event_types::ParamValueEvent;
+use clack_host::events::event_types::{
+    NoteOffEvent, NoteOnEvent, ParamValueEvent, TransportEvent, TransportFlags,
+};
+use clack_host::events::{EventFlags, EventHeader, Match};
 use clack_host::prelude::*;
+use clack_host::utils::FixedPoint;
+pub use clack_host::utils::ClapId;
 
 pub struct Shared;
 
@@ -218,85 +223,156 @@ pub fn latency(instance: &mut Instance) -> u32 {
         .map_or(0, |latency| latency.get(&handle))
 }
 
-/// A parameter change at an absolute sample.
-#[derive(Debug, Clone, Copy)]
-pub struct ParamChange {
-    pub sample: u64,
-    pub param: ClapId,
-    pub value: f64,
+/// What the host sends at an absolute sample of the run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum HostEvent {
+    /// A parameter's CLAP value (normalised for floats).
+    Param { param: ClapId, value: f64 },
+    /// A MIDI note-on, channel 0; velocity in 0..=1.
+    NoteOn { key: u8, velocity: f64 },
+    NoteOff { key: u8 },
 }
 
-/// Activate at `sample_rate`, process `blocks` (sizes in order) with `changes` (sorted by
-/// sample) delivered at their sample, deactivate. `latency_out` receives the latency the
-/// plugin reported after activating. Returns channel 0's samples.
-pub fn process_blocks(
-    instance: &mut Instance,
-    sample_rate: f64,
-    blocks: &[usize],
-    changes: &[ParamChange],
-    latency_out: &mut u32,
-) -> anyhow::Result<Vec<Vec<f32>>> {
-    let max_frames = blocks.iter().copied().max().unwrap_or(1).max(1);
-    let config = PluginAudioConfiguration {
-        sample_rate,
-        min_frames_count: 1,
-        max_frames_count: max_frames as u32,
-    };
-    let stopped = instance
-        .activate(|_, _| (), config)
-        .map_err(|e| anyhow!("activate: {e:?}"))?;
-    *latency_out = latency(instance);
-    let mut processor = stopped
-        .start_processing()
-        .map_err(|e| anyhow!("start processing: {e:?}"))?;
+/// A [`HostEvent`] at absolute sample `sample` of the run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TimedEvent {
+    pub sample: u64,
+    pub event: HostEvent,
+}
 
-    let mut outputs = vec![vec![f32::NAN; max_frames]; 2];
-    let mut output_ports = AudioPorts::with_capacity(2, 1);
-    let mut all = vec![Vec::new(), Vec::new()];
-    let mut steady_time = 0u64;
-    let mut next_change = 0usize;
-    let mut events = Vec::new();
-    for &frames in blocks {
-        events.clear();
-        let end = steady_time + frames as u64;
-        while let Some(change) = changes.get(next_change).filter(|c| c.sample < end) {
-            let at = change.sample.saturating_sub(steady_time) as u32;
-            events.push(ParamValueEvent::new(
-                at,
-                change.param,
-                Pckn::match_all(),
-                change.value,
-            ));
-            next_change += 1;
-        }
-        let input_events = InputEvents::from_buffer(&events);
-        let mut output_event_buffer = EventBuffer::new();
-        let mut output_events = OutputEvents::from_buffer(&mut output_event_buffer);
-        for channel in outputs.iter_mut() {
-            channel.fill(f32::NAN);
-        }
-        let input_audio = InputAudioBuffers::empty();
-        let mut output_audio = output_ports.with_output_buffers([AudioPortBuffer {
-            latency: 0,
-            channels: AudioPortBufferType::f32_output_only(
-                outputs.iter_mut().map(|b| &mut b.as_mut_slice()[..frames]),
-            ),
-        }]);
-        processor
-            .process(
-                &input_audio,
-                &mut output_audio,
-                &input_events,
-                &mut output_events,
-                Some(steady_time),
-                None,
-            )
-            .map_err(|e| anyhow!("process: {e:?}"))?;
-        steady_time = end;
-        for (all, channel) in all.iter_mut().zip(&outputs) {
-            all.extend_from_slice(&channel[..frames]);
-        }
+/// The transport a block starts with: playing or stopped, at a song position in samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransportState {
+    pub playing: bool,
+    pub position: u64,
+}
+
+/// One run of the plugin: activate, process the blocks, deactivate.
+pub struct Playback<'a> {
+    pub sample_rate: f64,
+    /// Host buffer sizes, in order.
+    pub blocks: &'a [usize],
+    /// Sorted by sample.
+    pub events: &'a [TimedEvent],
+    /// The transport at each block's first sample (the argument: samples since the run began);
+    /// `None`: no transport at all, as a host that has none (the plugin runs freely).
+    pub transport: Option<&'a dyn Fn(u64) -> TransportState>,
+    /// Switch the render mode to offline after activating, as hosts that do not re-activate.
+    pub offline_after_activation: bool,
+}
+
+/// What a [`Playback`] produced.
+pub struct Played {
+    /// Each output channel's samples.
+    pub channels: Vec<Vec<f32>>,
+    /// The latency the plugin reported after activating.
+    pub latency: u32,
+}
+
+fn transport_event(state: TransportState, sample_rate: f64) -> TransportEvent {
+    let mut flags = TransportFlags::HAS_SECONDS_TIMELINE;
+    if state.playing {
+        flags |= TransportFlags::IS_PLAYING;
     }
-    instance.deactivate(processor.stop_processing());
-    Ok(all)
+    let zero = FixedPoint::from_int(0);
+    TransportEvent {
+        header: EventHeader::new_core(0, EventFlags::empty()),
+        flags,
+        song_pos_beats: zero,
+        song_pos_seconds: FixedPoint::from_float(state.position as f64 / sample_rate),
+        tempo: 0.0,
+        tempo_inc: 0.0,
+        loop_start_beats: zero,
+        loop_end_beats: zero,
+        loop_start_seconds: zero,
+        loop_end_seconds: zero,
+        bar_start: zero,
+        bar_number: 0,
+        time_signature_numerator: 4,
+        time_signature_denominator: 4,
+    }
+}
+
+fn push_event(buffer: &mut EventBuffer, at: u32, event: HostEvent) {
+    let note = |key: u8| Pckn::new(0u16, 0u16, u16::from(key), Match::All);
+    match event {
+        HostEvent::Param { param, value } => {
+            buffer.push(&ParamValueEvent::new(at, param, Pckn::match_all(), value));
+        }
+        HostEvent::NoteOn { key, velocity } => {
+            buffer.push(&NoteOnEvent::new(at, note(key), velocity));
+        }
+        HostEvent::NoteOff { key } => buffer.push(&NoteOffEvent::new(at, note(key), 0.0)),
+    }
+}
+
+impl Playback<'_> {
+    /// Run it on `instance`.
+    pub fn run(&self, instance: &mut Instance) -> anyhow::Result<Played> {
+        let max_frames = self.blocks.iter().copied().max().unwrap_or(1).max(1);
+        let config = PluginAudioConfiguration {
+            sample_rate: self.sample_rate,
+            min_frames_count: 1,
+            max_frames_count: max_frames as u32,
+        };
+        let stopped = instance
+            .activate(|_, _| (), config)
+            .map_err(|e| anyhow!("activate: {e:?}"))?;
+        let latency = latency(instance);
+        if self.offline_after_activation {
+            set_offline(instance)?;
+        }
+        let mut processor = stopped
+            .start_processing()
+            .map_err(|e| anyhow!("start processing: {e:?}"))?;
+
+        let mut outputs = vec![vec![f32::NAN; max_frames]; 2];
+        let mut output_ports = AudioPorts::with_capacity(2, 1);
+        let total: usize = self.blocks.iter().sum();
+        let mut channels = vec![Vec::with_capacity(total), Vec::with_capacity(total)];
+        let mut steady_time = 0u64;
+        let mut next_event = 0usize;
+        let mut events = EventBuffer::with_capacity(64);
+        let mut output_event_buffer = EventBuffer::new();
+        for &frames in self.blocks {
+            events.clear();
+            let end = steady_time + frames as u64;
+            while let Some(timed) = self.events.get(next_event).filter(|e| e.sample < end) {
+                let at = timed.sample.saturating_sub(steady_time) as u32;
+                push_event(&mut events, at, timed.event);
+                next_event += 1;
+            }
+            output_event_buffer.clear();
+            let mut output_events = OutputEvents::from_buffer(&mut output_event_buffer);
+            for channel in outputs.iter_mut() {
+                channel.fill(f32::NAN);
+            }
+            let transport = self
+                .transport
+                .map(|at| transport_event(at(steady_time), self.sample_rate));
+            let input_audio = InputAudioBuffers::empty();
+            let mut output_audio = output_ports.with_output_buffers([AudioPortBuffer {
+                latency: 0,
+                channels: AudioPortBufferType::f32_output_only(
+                    outputs.iter_mut().map(|b| &mut b.as_mut_slice()[..frames]),
+                ),
+            }]);
+            processor
+                .process(
+                    &input_audio,
+                    &mut output_audio,
+                    &events.as_input(),
+                    &mut output_events,
+                    Some(steady_time),
+                    transport.as_ref(),
+                )
+                .map_err(|e| anyhow!("process: {e:?}"))?;
+            steady_time = end;
+            for (all, channel) in channels.iter_mut().zip(&outputs) {
+                all.extend_from_slice(&channel[..frames]);
+            }
+        }
+        instance.deactivate(processor.stop_processing());
+        Ok(Played { channels, latency })
+    }
 }
