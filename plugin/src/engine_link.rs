@@ -153,6 +153,7 @@ impl Link {
             }
             return Ok(());
         }
+        let errors_before = self.handle.status().errors;
         let mut changed = false;
         let model = self.params.model.read().clone();
         if self.applied.model.as_ref() != Some(&model) {
@@ -216,10 +217,13 @@ impl Link {
             self.applied.seeks = seeks;
         }
 
-        let status = self.handle.status();
         if changed {
-            self.errors_at_change = status.errors;
+            // A round trip: the engine has handled every command above when it answers, so
+            // their errors are counted before anyone is told the state is settled.
+            self.handle.codes()?;
+            self.errors_at_change = errors_before;
         }
+        let status = self.handle.status();
         let faulted = status.errors > self.errors_at_change;
         let has_model = !model.trim().is_empty();
         self.shared.faulted.store(faulted, Release);

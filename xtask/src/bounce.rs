@@ -283,3 +283,35 @@ fn lane_events(points: &[(f64, f64)], rate: f64, seconds: f64) -> Vec<(u64, f64)
     }
     events
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lane_has_an_event_at_every_point_and_interpolates_between() {
+        // A step from 0 to 1 between samples 1000 and 1001 (off the grid), at 1 kHz.
+        let points = [(0.0, 0.0), (1.0, 0.0), (1.001, 1.0)];
+        let events = lane_events(&points, 1000.0, 1.5);
+        assert_eq!(events[0], (0, 0.0));
+        assert_eq!(events[1], (1001, 1.0), "{events:?}");
+        assert_eq!(events.len(), 2, "constant segments send nothing: {events:?}");
+        let ramp = lane_events(&[(0.0, 0.0), (0.064, 1.0)], 1000.0, 0.1);
+        assert_eq!(
+            ramp,
+            [(0, 0.0), (16, 0.25), (32, 0.5), (48, 0.75), (64, 1.0)],
+            "a slope on the {AUTOMATION_GRID}-sample grid"
+        );
+    }
+
+    #[test]
+    fn random_blocks_repeat_for_a_seed_and_cover_the_length() {
+        let a = blocks("random", 3, 10_000).unwrap();
+        assert_eq!(a, blocks("random", 3, 10_000).unwrap());
+        assert_ne!(a, blocks("random", 4, 10_000).unwrap());
+        assert!(a.iter().sum::<usize>() >= 10_000);
+        assert!(a.iter().all(|&n| (1..=1024).contains(&n)));
+        assert_eq!(blocks("512", 0, 1000).unwrap(), [512, 512]);
+        assert!(blocks("0", 0, 10).is_err());
+    }
+}
