@@ -165,9 +165,13 @@ impl AudioState {
         self.reported = reported;
 
         if let Some(epoch) = self.awaiting_epoch {
-            if self.may_wait() {
+            if self.may_wait() && self.link.expect_audio.load(Acquire) {
                 let started = Instant::now();
-                while self.endpoint.epoch() == epoch && started.elapsed() < OFFLINE_WAIT {
+                while self.endpoint.epoch() == epoch {
+                    if started.elapsed() >= OFFLINE_WAIT {
+                        self.gave_up = true;
+                        break;
+                    }
                     self.endpoint.pop(&mut []); // follows the engine's flush
                     std::thread::sleep(Duration::from_micros(100));
                 }

@@ -26,6 +26,10 @@ pub struct BounceArgs {
     /// Slot directions: <K>=<FILE>:<CLASS> (K = 1..8). Repeatable.
     #[arg(long = "slot", value_name = "K=FILE:CLASS")]
     pub slots: Vec<String>,
+    /// A slot in MIDI notes mode: <K>=<NOTES_FILE> (a 12-class notes directions file; `--midi`
+    /// notes of pitch class p steer class p with velocity × the slot's strength).
+    #[arg(long = "midi-slot", value_name = "K=FILE")]
+    pub midi_slots: Vec<String>,
     /// A parameter's plain value: <PARAM_ID>=<VALUE> (`slot1-strength=1.5`, `slot1-shape=rise`).
     #[arg(
         long = "set",
@@ -36,6 +40,9 @@ pub struct BounceArgs {
     /// An automation lane: <PARAM_ID>=<FILE.csv> with `seconds,value` points, linear between.
     #[arg(long = "automation", value_name = "PARAM_ID=FILE.csv")]
     pub automation: Vec<String>,
+    /// A standard MIDI file whose notes play into the plugin (for a slot in MIDI notes mode).
+    #[arg(long)]
+    pub midi: Option<PathBuf>,
     /// Length in seconds, from the timeline origin.
     #[arg(long)]
     pub seconds: f64,
@@ -115,6 +122,18 @@ pub fn bounce(args: &BounceArgs, events: &[TimedEvent]) -> anyhow::Result<Bounce
     clap_host::set_offline(&mut instance)?;
     let rate = f64::from(args.sample_rate);
     let mut timed = automation(&mut instance, args)?;
+    if let Some(path) = &args.midi {
+        timed.extend(crate::midi_file::read(path)?.into_iter().map(|note| TimedEvent {
+            sample: (note.seconds * rate).round() as u64,
+            event: match note.velocity {
+                Some(velocity) => HostEvent::NoteOn {
+                    key: note.key,
+                    velocity,
+                },
+                None => HostEvent::NoteOff { key: note.key },
+            },
+        }));
+    }
     timed.extend_from_slice(events);
     timed.sort_by_key(|e| e.sample);
 
@@ -151,15 +170,18 @@ pub fn configure(instance: &mut Instance, args: &BounceArgs) -> anyhow::Result<(
         let (k, rest) = spec
             .split_once('=')
             .ok_or_else(|| anyhow!("--slot {spec}: expected K=FILE:CLASS"))?;
-        let k: usize = k
-            .parse()
-            .ok()
-            .filter(|k| (1..=8).contains(k))
-            .ok_or_else(|| anyhow!("--slot {spec}: K is 1..8"))?;
+        let k = slot_number(k).ok_or_else(|| anyhow!("--slot {spec}: K is 1..8"))?;
         let (file, class) = rest
             .rsplit_once(':')
             .ok_or_else(|| anyhow!("--slot {spec}: expected K=FILE:CLASS"))?;
         slots[k - 1] = serde_json::json!({"file": file, "class": class});
+    }
+    for spec in &args.midi_slots {
+        let (k, file) = spec
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--midi-slot {spec}: expected K=FILE"))?;
+        let k = slot_number(k).ok_or_else(|| anyhow!("--midi-slot {spec}: K is 1..8"))?;
+        slots[k - 1] = serde_json::json!({"file": file, "class": "", "midi": true});
     }
     clap_host::set_field(&mut state, "slots", &serde_json::Value::Array(slots));
     clap_host::set_param(&mut state, "seed", &args.seed.to_string())?;
@@ -170,6 +192,11 @@ pub fn configure(instance: &mut Instance, args: &BounceArgs) -> anyhow::Result<(
         clap_host::set_param(&mut state, param, value).with_context(|| format!("--set {set}"))?;
     }
     clap_host::load_state(instance, &clap_host::state_bytes(&state))
+}
+
+/// A slot number 1..=8.
+fn slot_number(text: &str) -> Option<usize> {
+    text.parse().ok().filter(|k| (1..=8).contains(k))
 }
 
 /// The parameter events of the `--automation` lanes.
@@ -296,7 +323,7 @@ mod tests {
         assert_eq!(events[0], (0, 0.0));
         assert_eq!(events[1], (1001, 1.0), "{events:?}");
         assert_eq!(events.len(), 2, "constant segments send nothing: {events:?}");
-        let ramp = lane_events(&[(0.0, 0.0), (0.064, 1.0)], 1000.0, 0.1);
+        let ramp = lane_events(&[(0.0, 0.0), (0.0625, 1.0)], 1024.0, 0.1);
         assert_eq!(
             ramp,
             [(0, 0.0), (16, 0.25), (32, 0.5), (48, 0.75), (64, 1.0)],

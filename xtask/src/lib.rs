@@ -12,6 +12,7 @@ pub mod distances;
 pub mod eval_steering;
 pub mod extract;
 pub mod feature_store;
+pub mod midi_file;
 pub mod model_source;
 pub mod npy;
 pub mod probe_plot;
