@@ -267,8 +267,16 @@ impl AudioState {
 
     fn note(&mut self, event: NoteEvent<()>) {
         match event {
-            NoteEvent::NoteOn { key, velocity, .. } => self.notes.note_on(key, velocity),
-            NoteEvent::NoteOff { key, .. } => self.notes.note_off(key),
+            NoteEvent::NoteOn { key, velocity, .. } => {
+                if let Some(key) = key.number() {
+                    self.notes.note_on(key, velocity);
+                }
+            }
+            // A note-off for any key: every held note is released.
+            NoteEvent::NoteOff { key, .. } => match key.number() {
+                Some(key) => self.notes.note_off(key),
+                None => self.notes.release_all(),
+            },
             _ => {}
         }
     }

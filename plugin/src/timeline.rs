@@ -95,7 +95,12 @@ impl Notes {
         self.held[usize::from(key & 127)] = 0.0;
     }
 
-    /// Everything released at once (transport stop, all notes off).
+    /// Every held key released (each class ramps down).
+    pub fn release_all(&mut self) {
+        self.held = [0.0; 128];
+    }
+
+    /// Everything silent at once (transport stop, reset).
     pub fn clear(&mut self) {
         *self = Self::default();
     }

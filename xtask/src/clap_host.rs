@@ -122,28 +122,41 @@ pub fn set_field(json: &mut serde_json::Value, name: &str, value: &serde_json::V
 }
 
 /// Set parameter `id` to the plain value `text` in the state: a number for float and int
-/// parameters, a variant id (`rise`) for enum parameters.
+/// parameters, a variant id (`rise`) for enum parameters. nice-plug stores each as a tagged
+/// value: `{"f32": 0.5}`, `{"i32": 3}`, `{"bool": true}`, `{"string": "rise"}`.
 pub fn set_param(json: &mut serde_json::Value, id: &str, text: &str) -> anyhow::Result<()> {
     let slot = json["params"]
         .get_mut(id)
         .ok_or_else(|| anyhow!("no parameter `{id}`"))?;
-    *slot = match slot {
-        serde_json::Value::String(_) => serde_json::Value::String(text.to_owned()),
-        serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => {
-            let v: i64 = text
+    let kind = slot
+        .as_object()
+        .and_then(|o| o.keys().next())
+        .cloned()
+        .ok_or_else(|| anyhow!("parameter `{id}`: unexpected state value {slot}"))?;
+    let value = match kind.as_str() {
+        "string" => serde_json::Value::String(text.to_owned()),
+        "i32" => {
+            let v: i32 = text
                 .parse()
                 .with_context(|| format!("parameter `{id}`: `{text}` is not an integer"))?;
             serde_json::json!(v)
         }
+        "bool" => {
+            let v: bool = text
+                .parse()
+                .with_context(|| format!("parameter `{id}`: `{text}` is not true or false"))?;
+            serde_json::json!(v)
+        }
         _ => {
-            let v: f64 = text
+            let v: f32 = text
                 .parse()
                 .ok()
-                .filter(|v: &f64| v.is_finite())
+                .filter(|v: &f32| v.is_finite())
                 .ok_or_else(|| anyhow!("parameter `{id}`: `{text}` is not a number"))?;
             serde_json::json!(v)
         }
     };
+    *slot = serde_json::json!({ kind: value });
     Ok(())
 }
 
