@@ -175,7 +175,9 @@ impl Link {
         let gate = self.params.gate.value();
         // The first slot in MIDI notes mode gives the engine its notes file; it steers no class
         // of its own.
-        let midi_slot = files.iter().position(|f| f.midi && !f.file.trim().is_empty());
+        let midi_slot = files
+            .iter()
+            .position(|f| f.midi && !f.file.trim().is_empty());
         for (k, state) in files.iter().enumerate() {
             let direction = slot_direction(state, &layers, gate).filter(|_| !state.midi);
             if self.applied.slots[k].as_ref() != Some(&direction) {

@@ -189,7 +189,10 @@ mod tests {
             for position in 0..3000 {
                 let s = step_at(position, rate);
                 assert!(step_start(s, rate) >= position, "{rate} {position}");
-                assert!(s == 0 || step_start(s - 1, rate) < position, "{rate} {position}");
+                assert!(
+                    s == 0 || step_start(s - 1, rate) < position,
+                    "{rate} {position}"
+                );
             }
         }
     }
@@ -198,13 +201,31 @@ mod tests {
     fn a_start_after_the_origin_lands_on_its_step_and_one_before_moves_it() {
         let mut origin = Origin::default();
         let first = origin.start_at(1000, 48_000);
-        assert_eq!(first, Start { position: 0, step: 0 });
+        assert_eq!(
+            first,
+            Start {
+                position: 0,
+                step: 0
+            }
+        );
         let later = origin.start_at(1000 + 961, 48_000);
-        assert_eq!(later, Start { position: 961, step: 2 });
+        assert_eq!(
+            later,
+            Start {
+                position: 961,
+                step: 2
+            }
+        );
         let exact = origin.start_at(1000 + 960, 48_000);
         assert_eq!(exact.step, 1);
         let before = origin.start_at(10, 48_000);
-        assert_eq!(before, Start { position: 0, step: 0 });
+        assert_eq!(
+            before,
+            Start {
+                position: 0,
+                step: 0
+            }
+        );
         assert_eq!(origin.start_at(10 + 960, 48_000).step, 1);
         origin.reset();
         assert_eq!(origin.start_at(5000, 48_000).step, 0);
@@ -226,7 +247,10 @@ mod tests {
         let ramp: Vec<f32> = (0..6).map(|_| notes.step()[0]).collect();
         assert!((ramp[0] - 0.4).abs() < 1e-6, "{ramp:?}");
         assert!(ramp.windows(2).all(|w| w[1] <= w[0]), "{ramp:?}");
-        assert_eq!(ramp[4], 0.0, "released within {RELEASE_STEPS} steps: {ramp:?}");
+        assert_eq!(
+            ramp[4], 0.0,
+            "released within {RELEASE_STEPS} steps: {ramp:?}"
+        );
         assert_eq!(notes.step()[4], 0.25, "E still held");
     }
 
@@ -245,9 +269,7 @@ mod tests {
         for _ in 0..8 {
             realtime.enter(512, rate);
             realtime.leave();
-            realtime.returned = realtime
-                .returned
-                .map(|r| r - Duration::from_micros(10_000));
+            realtime.returned = realtime.returned.map(|r| r - Duration::from_micros(10_000));
         }
         assert_eq!(realtime.offline(), Some(false));
         assert_eq!(Pacing::default().offline(), None);

@@ -60,7 +60,9 @@ fn tiny_dir() -> String {
 
 fn tiny() -> &'static Arc<MusicGen> {
     static MODEL: OnceLock<Arc<MusicGen>> = OnceLock::new();
-    MODEL.get_or_init(|| Arc::new(MusicGen::load(&model_dir("musicgen-tiny"), &common::device()).unwrap()))
+    MODEL.get_or_init(|| {
+        Arc::new(MusicGen::load(&model_dir("musicgen-tiny"), &common::device()).unwrap())
+    })
 }
 
 fn temp_dir(test: &str) -> PathBuf {
@@ -78,9 +80,11 @@ fn head_file(dir: &Path, code: usize) -> PathBuf {
 fn notes_file(dir: &Path) -> PathBuf {
     let mut file: DirectionsFile = head_direction(tiny(), TARGET);
     file.concept = "notes".into();
-    file.classes = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
-        .map(String::from)
-        .to_vec();
+    file.classes = [
+        "C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B",
+    ]
+    .map(String::from)
+    .to_vec();
     file.directions = (0..12)
         .map(|p| head_direction(tiny(), TARGET + p).directions.remove(0))
         .collect();
@@ -154,19 +158,49 @@ fn bounce_equals_render_for_greedy_and_seeded_top_k() {
         (&[][..], &["--top-k", "250", "--temperature", "1"][..]),
     ] {
         let mut cli = vec![
-            "--seconds", "0.5", "--sample-rate", "32000", "--seed", "7", "--slot", &slot,
-            "--set", "slot1-strength=1.5", "--set", "slot1-shape=rise", "--set",
+            "--seconds",
+            "0.5",
+            "--sample-rate",
+            "32000",
+            "--seed",
+            "7",
+            "--slot",
+            &slot,
+            "--set",
+            "slot1-strength=1.5",
+            "--set",
+            "slot1-shape=rise",
+            "--set",
             "slot1-length=0.2",
         ];
         cli.extend_from_slice(set);
         let plugin = bounced(&cli);
 
         let out = dir.join("render.wav");
-        let (model, out_text, steps_text) = (tiny_dir(), out.display().to_string(), steps.to_string());
+        let (model, out_text, steps_text) =
+            (tiny_dir(), out.display().to_string(), steps.to_string());
         let mut argv = vec![
-            "render", "--model", &model, "--prompt", PROMPT, "--steps", &steps_text, "--window",
-            "1500", "--out", &out_text, "--seed", "7", "--guidance", "3", "--steer", &steer,
-            "--layers", "power:0.95", "--gate", "0.3",
+            "render",
+            "--model",
+            &model,
+            "--prompt",
+            PROMPT,
+            "--steps",
+            &steps_text,
+            "--window",
+            "1500",
+            "--out",
+            &out_text,
+            "--seed",
+            "7",
+            "--guidance",
+            "3",
+            "--steer",
+            &steer,
+            "--layers",
+            "power:0.95",
+            "--gate",
+            "0.3",
         ];
         argv.extend_from_slice(sampling);
         xtask::render::run(&RenderCli::try_parse_from(argv).unwrap().args).unwrap();
@@ -193,16 +227,37 @@ fn bounces_are_identical_for_any_block_sizes_and_runs() {
     let slot = format!("1={}:code{TARGET}", file.display());
     let bounce_with = |block: &str| {
         bounced(&[
-            "--seconds", "0.6", "--sample-rate", "48000", "--seed", "3", "--slot", &slot,
-            "--set", "slot1-strength=1", "--set", "slot1-shape=sine", "--set", "slot1-length=0.3",
-            "--block", block,
+            "--seconds",
+            "0.6",
+            "--sample-rate",
+            "48000",
+            "--seed",
+            "3",
+            "--slot",
+            &slot,
+            "--set",
+            "slot1-strength=1",
+            "--set",
+            "slot1-shape=sine",
+            "--set",
+            "slot1-length=0.3",
+            "--block",
+            block,
         ])
     };
     let reference = bounce_with("512");
     assert!(reference.iter().any(|&x| x.abs() > 1e-3), "not silence");
-    assert_eq!(bits(&bounce_with("512")), bits(&reference), "a second bounce");
+    assert_eq!(
+        bits(&bounce_with("512")),
+        bits(&reference),
+        "a second bounce"
+    );
     for block in ["64", "4096", "random"] {
-        assert_eq!(bits(&bounce_with(block)), bits(&reference), "blocks of {block}");
+        assert_eq!(
+            bits(&bounce_with(block)),
+            bits(&reference),
+            "blocks of {block}"
+        );
     }
 }
 
@@ -210,8 +265,18 @@ fn bounces_are_identical_for_any_block_sizes_and_runs() {
 fn kicked_at(rate: u32, at: Option<u64>, slot: &str) -> Vec<f32> {
     let rate_text = rate.to_string();
     let args = bounce_args(&[
-        "--seconds", "0.5", "--sample-rate", &rate_text, "--seed", "5", "--slot", slot, "--set",
-        "gate=1", "--block", "300",
+        "--seconds",
+        "0.5",
+        "--sample-rate",
+        &rate_text,
+        "--seed",
+        "5",
+        "--slot",
+        slot,
+        "--set",
+        "gate=1",
+        "--block",
+        "300",
     ]);
     let (entry, id) = clap_host::load_entry(&plugin_path()).unwrap();
     let mut instance = clap_host::instantiate(&entry, &id).unwrap();
@@ -249,7 +314,11 @@ fn an_automation_point_changes_its_step_and_nothing_before() {
             bits(&latest),
             "{rate} Hz: points in (start(s-1), start(s)] all drive step {s}"
         );
-        assert_ne!(bits(&latest), bits(&next), "{rate} Hz: start(s) + 1 drives step s + 1");
+        assert_ne!(
+            bits(&latest),
+            bits(&next),
+            "{rate} Hz: start(s) + 1 drives step s + 1"
+        );
         let first_change = plain
             .iter()
             .zip(&latest)
@@ -273,8 +342,12 @@ fn reported_latency_is_the_engines() {
             ..EngineConfig::default()
         };
         let (handle, endpoint) = Engine::spawn(config).unwrap();
-        handle.load_model(ModelSource::Loaded(model.clone())).unwrap();
-        handle.set_generation(GenerationSettings::default()).unwrap();
+        handle
+            .load_model(ModelSource::Loaded(model.clone()))
+            .unwrap();
+        handle
+            .set_generation(GenerationSettings::default())
+            .unwrap();
         handle.set_prompt(PROMPT, 0).unwrap();
         let engine_latency = latency(&endpoint);
         let mut instance = configured(&["--seconds", "1"]);
@@ -303,7 +376,12 @@ fn state_round_trips_with_eight_slots_and_plays_the_same_after_reload() {
     let files: serde_json::Value =
         serde_json::from_str(json["fields"]["slots"].as_str().unwrap()).unwrap();
     assert_eq!(
-        files.as_array().unwrap().iter().filter(|s| s["file"] != "").count(),
+        files
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["file"] != "")
+            .count(),
         8,
         "eight filled slots: {files}"
     );
@@ -349,7 +427,10 @@ fn bad_inputs_give_silence_and_the_host_lives() {
     assert!(out.iter().all(|&x| x == 0.0), "newer state: silence");
     // The host goes on: the same process bounces a good configuration.
     let out = bounced(&["--seconds", "0.3"]);
-    assert!(out.iter().any(|&x| x.abs() > 1e-3), "a good bounce after the bad ones");
+    assert!(
+        out.iter().any(|&x| x.abs() > 1e-3),
+        "a good bounce after the bad ones"
+    );
 }
 
 #[test]
@@ -358,7 +439,16 @@ fn a_midi_note_steers_its_class_from_its_step_with_its_velocity() {
     let notes = notes_file(&dir);
     let rate = 48_000u32;
     let at = (11 * u64::from(rate)).div_ceil(50) - 100; // inside step 10: drives step 11
-    let common = ["--seconds", "0.5", "--seed", "4", "--set", "gate=1", "--block", "256"];
+    let common = [
+        "--seconds",
+        "0.5",
+        "--seed",
+        "4",
+        "--set",
+        "gate=1",
+        "--block",
+        "256",
+    ];
 
     // Slot 1 in MIDI notes mode, strength 2: E (pitch class 4) at velocity 0.75 → η 1.5.
     let mut midi = configured(&common);
@@ -391,9 +481,20 @@ fn a_midi_note_steers_its_class_from_its_step_with_its_velocity() {
         },
     }];
     let (automated, _) = play(&mut plain, f64::from(rate), 24_000, 256, &point, None);
-    let (unsteered, _) = play(&mut configured(&cli), f64::from(rate), 24_000, 256, &[], None);
+    let (unsteered, _) = play(
+        &mut configured(&cli),
+        f64::from(rate),
+        24_000,
+        256,
+        &[],
+        None,
+    );
 
-    assert_eq!(bits(&played), bits(&automated), "the note is the automation point");
+    assert_eq!(
+        bits(&played),
+        bits(&automated),
+        "the note is the automation point"
+    );
     assert_ne!(bits(&played), bits(&unsteered), "the note steers");
 }
 
@@ -402,7 +503,16 @@ fn transport_stops_loops_and_starts_anywhere() {
     let rate = 48_000u64;
     let dir = temp_dir("transport");
     let slot = format!("1={}:0", head_file(&dir, TARGET).display());
-    let cli = ["--seconds", "1", "--seed", "2", "--slot", &slot, "--set", "slot1-strength=1"];
+    let cli = [
+        "--seconds",
+        "1",
+        "--seed",
+        "2",
+        "--slot",
+        &slot,
+        "--set",
+        "slot1-strength=1",
+    ];
     let pass = 19_200u64; // 0.4 s
     let (start, block) = (48_000u64 * 3, 480usize);
     // Play [start, start + pass) twice (a loop), stop for a while, then play from a position
@@ -410,38 +520,86 @@ fn transport_stops_loops_and_starts_anywhere() {
     let jump = (7 * rate).div_ceil(50) + 300;
     let transport = move |t: u64| {
         if t < 2 * pass {
-            TransportState { playing: true, position: start + t % pass }
+            TransportState {
+                playing: true,
+                position: start + t % pass,
+            }
         } else if t < 2 * pass + 4800 {
-            TransportState { playing: false, position: start }
+            TransportState {
+                playing: false,
+                position: start,
+            }
         } else {
-            TransportState { playing: true, position: start + jump + (t - 2 * pass - 4800) }
+            TransportState {
+                playing: true,
+                position: start + jump + (t - 2 * pass - 4800),
+            }
         }
     };
     let total = (2 * pass + 4800 + pass) as usize;
     let mut instance = configured(&cli);
-    let (out, _) = play(&mut instance, rate as f64, total, block, &[], Some(&transport));
+    let (out, _) = play(
+        &mut instance,
+        rate as f64,
+        total,
+        block,
+        &[],
+        Some(&transport),
+    );
     let pass = pass as usize;
-    assert!(out[..pass].iter().any(|&x| x.abs() > 1e-3), "the first pass plays");
-    assert_eq!(bits(&out[..pass]), bits(&out[pass..2 * pass]), "the loop replays");
-    assert!(out[2 * pass..2 * pass + 4800].iter().all(|&x| x == 0.0), "stopped: silence");
+    assert!(
+        out[..pass].iter().any(|&x| x.abs() > 1e-3),
+        "the first pass plays"
+    );
+    assert_eq!(
+        bits(&out[..pass]),
+        bits(&out[pass..2 * pass]),
+        "the loop replays"
+    );
+    assert!(
+        out[2 * pass..2 * pass + 4800].iter().all(|&x| x == 0.0),
+        "stopped: silence"
+    );
 
     // From the jump: silent until step 8 starts (and then the latency's pre-roll), then the
     // step-8 stream; a start exactly at step 8 gives the same song-aligned audio.
     let resumed = &out[2 * pass + 4800..];
     let step8 = (8 * rate).div_ceil(50) as usize - jump as usize;
-    assert!(resumed[..step8].iter().all(|&x| x == 0.0), "nothing before step 8");
+    assert!(
+        resumed[..step8].iter().all(|&x| x == 0.0),
+        "nothing before step 8"
+    );
     let aligned = move |t: u64| {
         if t < 960 {
-            TransportState { playing: true, position: start + t }
+            TransportState {
+                playing: true,
+                position: start + t,
+            }
         } else if t < 960 + 4800 {
-            TransportState { playing: false, position: start }
+            TransportState {
+                playing: false,
+                position: start,
+            }
         } else {
-            TransportState { playing: true, position: start + (8 * rate).div_ceil(50) + (t - 960 - 4800) }
+            TransportState {
+                playing: true,
+                position: start + (8 * rate).div_ceil(50) + (t - 960 - 4800),
+            }
         }
     };
     let mut other = configured(&cli);
-    let (exact, _) = play(&mut other, rate as f64, 960 + 4800 + pass, block, &[], Some(&aligned));
+    let (exact, _) = play(
+        &mut other,
+        rate as f64,
+        960 + 4800 + pass,
+        block,
+        &[],
+        Some(&aligned),
+    );
     let exact = &exact[960 + 4800..];
-    assert!(exact.iter().any(|&x| x.abs() > 1e-3), "the step-8 stream plays");
+    assert!(
+        exact.iter().any(|&x| x.abs() > 1e-3),
+        "the step-8 stream plays"
+    );
     assert_eq!(bits(&resumed[step8..]), bits(&exact[..pass - step8]));
 }

@@ -15,13 +15,15 @@ use xtask::clap_host::{self, HostEvent, Playback, TimedEvent, TransportState, cl
 
 #[test]
 fn process_does_not_allocate_over_automation_midi_transport_and_the_offline_wait() {
-    let path = std::env::var_os("MUSICRFM_CLAP_ALLOC_CHECKED").map(PathBuf::from).expect(
-        "MUSICRFM_CLAP_ALLOC_CHECKED: a debug build with --features assert_process_allocs \
+    let path = std::env::var_os("MUSICRFM_CLAP_ALLOC_CHECKED")
+        .map(PathBuf::from)
+        .expect(
+            "MUSICRFM_CLAP_ALLOC_CHECKED: a debug build with --features assert_process_allocs \
          (run `cargo xtask test`)",
-    );
+        );
     let dir = std::env::temp_dir().join(format!("musicrfm-allocs-{}", std::process::id()));
-    let model = engine::MusicGen::load(&common::model_dir("musicgen-tiny"), &common::device())
-        .unwrap();
+    let model =
+        engine::MusicGen::load(&common::model_dir("musicgen-tiny"), &common::device()).unwrap();
     let file = common::host::head_direction_file(&model, 1234, &dir.join("head.safetensors"));
     drop(model);
 
@@ -30,7 +32,11 @@ fn process_does_not_allocate_over_automation_midi_transport_and_the_offline_wait
     let mut state = clap_host::state_json(&clap_host::save_state(&mut instance).unwrap()).unwrap();
     let model_dir = common::model_dir("musicgen-tiny").display().to_string();
     clap_host::set_field(&mut state, "model", &serde_json::json!(model_dir));
-    clap_host::set_field(&mut state, "prompt", &serde_json::json!("80s pop with synths"));
+    clap_host::set_field(
+        &mut state,
+        "prompt",
+        &serde_json::json!("80s pop with synths"),
+    );
     let mut slots = vec![serde_json::json!({"file": "", "class": ""}); 8];
     slots[0] = serde_json::json!({"file": file.display().to_string(), "class": "0"});
     slots[1] = serde_json::json!({"file": file.display().to_string(), "class": "0", "midi": false});
@@ -68,10 +74,22 @@ fn process_does_not_allocate_over_automation_midi_transport_and_the_offline_wait
         }
     }
     let transport = |t: u64| match t {
-        0..9_600 => TransportState { playing: true, position: t },
-        9_600..12_000 => TransportState { playing: false, position: 0 },
-        12_000..19_200 => TransportState { playing: true, position: 4_800 + t - 12_000 },
-        _ => TransportState { playing: true, position: t - 19_200 },
+        0..9_600 => TransportState {
+            playing: true,
+            position: t,
+        },
+        9_600..12_000 => TransportState {
+            playing: false,
+            position: 0,
+        },
+        12_000..19_200 => TransportState {
+            playing: true,
+            position: 4_800 + t - 12_000,
+        },
+        _ => TransportState {
+            playing: true,
+            position: t - 19_200,
+        },
     };
     let blocks: Vec<usize> = (0..120).map(|i| [480, 64, 333, 1][i % 4]).collect();
     let played = Playback {

@@ -123,16 +123,20 @@ pub fn bounce(args: &BounceArgs, events: &[TimedEvent]) -> anyhow::Result<Bounce
     let rate = f64::from(args.sample_rate);
     let mut timed = automation(&mut instance, args)?;
     if let Some(path) = &args.midi {
-        timed.extend(crate::midi_file::read(path)?.into_iter().map(|note| TimedEvent {
-            sample: (note.seconds * rate).round() as u64,
-            event: match note.velocity {
-                Some(velocity) => HostEvent::NoteOn {
-                    key: note.key,
-                    velocity,
-                },
-                None => HostEvent::NoteOff { key: note.key },
-            },
-        }));
+        timed.extend(
+            crate::midi_file::read(path)?
+                .into_iter()
+                .map(|note| TimedEvent {
+                    sample: (note.seconds * rate).round() as u64,
+                    event: match note.velocity {
+                        Some(velocity) => HostEvent::NoteOn {
+                            key: note.key,
+                            velocity,
+                        },
+                        None => HostEvent::NoteOff { key: note.key },
+                    },
+                }),
+        );
     }
     timed.extend_from_slice(events);
     timed.sort_by_key(|e| e.sample);
@@ -322,7 +326,11 @@ mod tests {
         let events = lane_events(&points, 1000.0, 1.5);
         assert_eq!(events[0], (0, 0.0));
         assert_eq!(events[1], (1001, 1.0), "{events:?}");
-        assert_eq!(events.len(), 2, "constant segments send nothing: {events:?}");
+        assert_eq!(
+            events.len(),
+            2,
+            "constant segments send nothing: {events:?}"
+        );
         let ramp = lane_events(&[(0.0, 0.0), (0.0625, 1.0)], 1024.0, 0.1);
         assert_eq!(
             ramp,

@@ -15,8 +15,8 @@ use clack_host::events::event_types::{
 };
 use clack_host::events::{EventFlags, EventHeader, Match};
 use clack_host::prelude::*;
-use clack_host::utils::FixedPoint;
 pub use clack_host::utils::ClapId;
+use clack_host::utils::FixedPoint;
 
 pub struct Shared;
 
@@ -240,10 +240,18 @@ pub fn latency(instance: &mut Instance) -> u32 {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum HostEvent {
     /// A parameter's CLAP value (normalised for floats).
-    Param { param: ClapId, value: f64 },
+    Param {
+        param: ClapId,
+        value: f64,
+    },
     /// A MIDI note-on, channel 0; velocity in 0..=1.
-    NoteOn { key: u8, velocity: f64 },
-    NoteOff { key: u8 },
+    NoteOn {
+        key: u8,
+        velocity: f64,
+    },
+    NoteOff {
+        key: u8,
+    },
 }
 
 /// A [`HostEvent`] at absolute sample `sample` of the run.

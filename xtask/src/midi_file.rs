@@ -41,7 +41,10 @@ impl<'a> Cursor<'a> {
     }
 
     fn be(&mut self, n: usize) -> anyhow::Result<u32> {
-        Ok(self.take(n)?.iter().fold(0, |v, &b| (v << 8) | u32::from(b)))
+        Ok(self
+            .take(n)?
+            .iter()
+            .fold(0, |v, &b| (v << 8) | u32::from(b)))
     }
 
     /// A variable-length quantity (7 bits per byte, at most 4 bytes).
@@ -54,7 +57,10 @@ impl<'a> Cursor<'a> {
                 return Ok(value);
             }
         }
-        bail!("a variable-length number longer than 4 bytes at byte {}", self.at)
+        bail!(
+            "a variable-length number longer than 4 bytes at byte {}",
+            self.at
+        )
     }
 
     fn done(&self) -> bool {

@@ -22,7 +22,13 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
 
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let status = Command::new(&cargo)
-        .args(["build", "-p", "musicrfm", "--features", "assert_process_allocs"])
+        .args([
+            "build",
+            "-p",
+            "musicrfm",
+            "--features",
+            "assert_process_allocs",
+        ])
         .status()
         .context("could not run cargo build")?;
     if !status.success() {
