@@ -4,27 +4,12 @@
 //! The plugin file is `$MUSICRFM_CLAP` (set by `cargo xtask test` to the release bundle), or
 //! else the `libmusicrfm.so` that `cargo test --workspace` builds beside this test binary.
 
-use std::path::PathBuf;
-
 use xtask::clap_host::{
     self, HostEvent, Instance, Playback, TimedEvent, find_param, load_state, param_names,
     save_state, set_offline,
 };
 
 const SAMPLE_RATE: f64 = 48_000.0;
-
-fn plugin_path() -> PathBuf {
-    if let Some(path) = std::env::var_os("MUSICRFM_CLAP") {
-        return PathBuf::from(path);
-    }
-    // target/<profile>/deps/clap_host-<hash> → target/<profile>/libmusicrfm.so
-    let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test binary lives in target/<profile>/deps");
-    profile_dir.join("libmusicrfm.so")
-}
 
 /// Threads of this process (Linux: the entries of `/proc/self/task`).
 fn thread_count() -> usize {
@@ -59,7 +44,7 @@ fn clap_scan_process_and_state_round_trip() {
     // the engine, whose model loading runs on threads of its own. This is the only test in
     // this binary, so no other test's threads come and go meanwhile.
     let threads = thread_count();
-    let (entry, id) = clap_host::load_entry(&plugin_path()).expect("plugin built");
+    let (entry, id) = clap_host::load_entry(&clap_host::test_plugin()).expect("plugin built");
     assert_eq!(id.to_str().unwrap(), "com.musicrfm.musicrfm");
     assert_eq!(
         thread_count(),

@@ -42,18 +42,6 @@ struct RenderCli {
     args: RenderArgs,
 }
 
-fn plugin_path() -> PathBuf {
-    if let Some(path) = std::env::var_os("MUSICRFM_CLAP") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test binary lives in target/<profile>/deps");
-    profile_dir.join("libmusicrfm.so")
-}
-
 fn tiny_dir() -> String {
     model_dir("musicgen-tiny").display().to_string()
 }
@@ -95,7 +83,7 @@ fn notes_file(dir: &Path) -> PathBuf {
 }
 
 fn bounce_args(cli: &[&str]) -> BounceArgs {
-    let plugin = plugin_path().display().to_string();
+    let plugin = clap_host::test_plugin().display().to_string();
     let model = tiny_dir();
     let mut argv = vec!["bounce", "--plugin", &plugin, "--prompt", PROMPT];
     if !cli.contains(&"--model") {
@@ -115,7 +103,7 @@ fn bits(samples: &[f32]) -> Vec<u32> {
 
 /// An instance of the plugin configured as `cli` would configure a bounce.
 fn configured(cli: &[&str]) -> Instance {
-    let (entry, id) = clap_host::load_entry(&plugin_path()).unwrap();
+    let (entry, id) = clap_host::load_entry(&clap_host::test_plugin()).unwrap();
     let mut instance = clap_host::instantiate(&entry, &id).unwrap();
     configure(&mut instance, &bounce_args(cli)).unwrap();
     // The entry must outlive the instance: leak it (one per test process and configuration).
@@ -278,7 +266,7 @@ fn kicked_at(rate: u32, at: Option<u64>, slot: &str) -> Vec<f32> {
         "--block",
         "300",
     ]);
-    let (entry, id) = clap_host::load_entry(&plugin_path()).unwrap();
+    let (entry, id) = clap_host::load_entry(&clap_host::test_plugin()).unwrap();
     let mut instance = clap_host::instantiate(&entry, &id).unwrap();
     let value = clap_value(&mut instance, "slot1-strength", 2.0).unwrap();
     drop(instance);
@@ -386,7 +374,7 @@ fn state_round_trips_with_eight_slots_and_plays_the_same_after_reload() {
         "eight filled slots: {files}"
     );
 
-    let (entry, id) = clap_host::load_entry(&plugin_path()).unwrap();
+    let (entry, id) = clap_host::load_entry(&clap_host::test_plugin()).unwrap();
     let mut second = clap_host::instantiate(&entry, &id).unwrap();
     clap_host::load_state(&mut second, &saved).unwrap();
     let saved_again = clap_host::save_state(&mut second).unwrap();
@@ -498,6 +486,35 @@ fn a_midi_note_steers_its_class_from_its_step_with_its_velocity() {
     assert_ne!(bits(&played), bits(&unsteered), "the note steers");
 }
 
+/// A transport that plays `first` samples from song sample `from`, looping every `loop_len`,
+/// stops for `pause` samples, then plays on from song sample `resume`.
+fn play_stop_play(
+    from: u64,
+    loop_len: u64,
+    first: u64,
+    pause: u64,
+    resume: u64,
+) -> impl Fn(u64) -> TransportState {
+    move |t| {
+        if t < first {
+            TransportState {
+                playing: true,
+                position: from + t % loop_len,
+            }
+        } else if t < first + pause {
+            TransportState {
+                playing: false,
+                position: from,
+            }
+        } else {
+            TransportState {
+                playing: true,
+                position: resume + (t - first - pause),
+            }
+        }
+    }
+}
+
 #[test]
 fn transport_stops_loops_and_starts_anywhere() {
     let rate = 48_000u64;
@@ -518,24 +535,7 @@ fn transport_stops_loops_and_starts_anywhere() {
     // Play [start, start + pass) twice (a loop), stop for a while, then play from a position
     // inside step 7 (so from step 8 on).
     let jump = (7 * rate).div_ceil(50) + 300;
-    let transport = move |t: u64| {
-        if t < 2 * pass {
-            TransportState {
-                playing: true,
-                position: start + t % pass,
-            }
-        } else if t < 2 * pass + 4800 {
-            TransportState {
-                playing: false,
-                position: start,
-            }
-        } else {
-            TransportState {
-                playing: true,
-                position: start + jump + (t - 2 * pass - 4800),
-            }
-        }
-    };
+    let transport = play_stop_play(start, pass, 2 * pass, 4800, start + jump);
     let total = (2 * pass + 4800 + pass) as usize;
     let mut instance = configured(&cli);
     let (out, _) = play(
@@ -569,24 +569,7 @@ fn transport_stops_loops_and_starts_anywhere() {
         resumed[..step8].iter().all(|&x| x == 0.0),
         "nothing before step 8"
     );
-    let aligned = move |t: u64| {
-        if t < 960 {
-            TransportState {
-                playing: true,
-                position: start + t,
-            }
-        } else if t < 960 + 4800 {
-            TransportState {
-                playing: false,
-                position: start,
-            }
-        } else {
-            TransportState {
-                playing: true,
-                position: start + (8 * rate).div_ceil(50) + (t - 960 - 4800),
-            }
-        }
-    };
+    let aligned = play_stop_play(start, 960, 960, 4800, start + (8 * rate).div_ceil(50));
     let mut other = configured(&cli);
     let (exact, _) = play(
         &mut other,

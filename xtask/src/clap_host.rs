@@ -3,7 +3,7 @@
 //! `cargo xtask bounce` and the plugin's host tests (`tests/tests/clap_host.rs`).
 
 use std::ffi::CString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
 use clack_extensions::latency::PluginLatency;
@@ -35,6 +35,21 @@ impl HostHandlers for Host {
 }
 
 pub type Instance = PluginInstance<Host>;
+
+/// The plugin a test loads: `$MUSICRFM_CLAP` (`cargo xtask test` sets it to the release bundle),
+/// else the `libmusicrfm.so` that `cargo test --workspace` builds in the profile directory of
+/// the running test binary (`target/<profile>/deps/<test>`).
+pub fn test_plugin() -> PathBuf {
+    if let Some(path) = std::env::var_os("MUSICRFM_CLAP") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("."));
+    profile_dir.join("libmusicrfm.so")
+}
 
 /// The plugin library's entry and its one plugin's id.
 pub fn load_entry(path: &Path) -> anyhow::Result<(PluginEntry, CString)> {
