@@ -586,3 +586,35 @@ fn transport_stops_loops_and_starts_anywhere() {
     );
     assert_eq!(bits(&resumed[step8..]), bits(&exact[..pass - step8]));
 }
+
+#[test]
+fn a_host_that_switches_to_offline_without_reactivating_gets_the_exact_bounce() {
+    let dir = temp_dir("switch");
+    let slot = format!("1={}:0", head_file(&dir, TARGET).display());
+    let cli = [
+        "--seconds",
+        "0.6",
+        "--seed",
+        "6",
+        "--slot",
+        &slot,
+        "--set",
+        "slot1-strength=1",
+    ];
+    let (expected, _) = play(&mut configured(&cli), 48_000.0, 28_800, 512, &[], None);
+    // Activated in real time, then switched with `render.set` only (this host ignores the
+    // plugin's restart request, as some DAWs do).
+    let mut switched = configured(&cli);
+    let blocks = vec![512; 28_800usize.div_ceil(512)];
+    let played = Playback {
+        sample_rate: 48_000.0,
+        blocks: &blocks,
+        events: &[],
+        transport: None,
+        offline_after_activation: true,
+    }
+    .run(&mut switched)
+    .unwrap();
+    assert!(expected.iter().any(|&x| x.abs() > 1e-3), "not silence");
+    assert_eq!(bits(&played.channels[0][..28_800]), bits(&expected));
+}
