@@ -287,3 +287,44 @@ pub fn request_seek(shared: &LinkShared, step: u64) {
     shared.seek_step.store(step, Release);
     shared.seek_requests.fetch_add(1, AcqRel);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine::stream::{Engine, EngineConfig};
+
+    /// Polls the link's status line until `done` holds (the link thread works on its own time).
+    fn status_until(params: &MusicrfmParams, done: impl Fn(&str) -> bool) -> String {
+        for _ in 0..2000 {
+            let line = params.status.0.lock().clone();
+            if done(&line) {
+                return line;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        params.status.0.lock().clone()
+    }
+
+    #[test]
+    fn a_missing_model_is_an_error_naming_it_and_silences_the_plugin() {
+        let params = Arc::new(MusicrfmParams::default());
+        *params.model.write() = "/no/such/musicgen-dir".to_owned();
+        let (handle, _endpoint) = Engine::spawn(EngineConfig::default()).unwrap();
+        let link = EngineLink::spawn(handle, params.clone()).unwrap();
+        let line = status_until(&params, |l| l.starts_with("Engine error"));
+        assert!(line.contains("/no/such/musicgen-dir"), "{line}");
+        assert!(link.shared.faulted.load(Acquire));
+        assert!(!link.shared.expect_audio.load(Acquire));
+    }
+
+    #[test]
+    fn a_state_from_a_newer_format_is_refused_with_an_error() {
+        let params = Arc::new(MusicrfmParams::default());
+        *params.format.write() = STATE_FORMAT + 1;
+        let (handle, _endpoint) = Engine::spawn(EngineConfig::default()).unwrap();
+        let link = EngineLink::spawn(handle, params.clone()).unwrap();
+        let line = status_until(&params, |l| l.starts_with("Engine error"));
+        assert!(line.contains("newer musicrfm"), "{line}");
+        assert!(link.shared.faulted.load(Acquire));
+    }
+}
