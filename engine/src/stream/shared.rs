@@ -52,6 +52,8 @@ pub struct Status {
     pub latency_samples: u64,
     /// A model is loaded and a stream is producing audio.
     pub running: bool,
+    /// Window slides of the current stream (re-prompts past the model's window).
+    pub slides: u64,
 }
 
 #[derive(Debug, Default)]
@@ -59,6 +61,7 @@ pub struct Shared {
     /// Written by the engine thread after each step; read by anyone.
     pub step: AtomicU64,
     pub steps_done: AtomicU64,
+    pub slides: AtomicU64,
     /// Written by the audio thread (`pop`); read by anyone.
     pub underruns: AtomicU64,
     /// Written by the engine thread; read by anyone.
@@ -85,6 +88,7 @@ impl Shared {
             error: ErrorCode::from_u32(self.error_code.load(Acquire)),
             latency_samples: self.latency_samples.load(Acquire),
             running: self.running.load(Acquire),
+            slides: self.slides.load(Acquire),
         }
     }
 }

@@ -11,7 +11,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
 use crate::model::MusicGen;
 
-use super::session::{Session, SessionOptions};
+use super::session::{Plans, Session, SessionOptions};
 use super::shared::{ErrorCode, Shared};
 use super::slots::Steering;
 use super::{
@@ -20,6 +20,12 @@ use super::{
 
 /// How long the thread sleeps when it has nothing to do, waiting for a command.
 const IDLE: Duration = Duration::from_micros(500);
+
+/// Controls kept for late steps: more than the codebook delay a successor lags by.
+const RECENT: usize = 64;
+
+/// Step times kept for [`super::EngineHandle::step_times`].
+const STEP_TIMES: usize = 1 << 16;
 
 /// What a command asks of the running session.
 enum Flow {
@@ -46,6 +52,9 @@ pub(super) struct Worker {
     /// Controls popped but not yet due, and the values of the last one used.
     pending: VecDeque<ControlFrame>,
     held: ControlFrame,
+    /// The controls of the last [`RECENT`] steps run, for the steps a window's successor runs
+    /// late.
+    recent: VecDeque<ControlFrame>,
     /// Audio made but not yet in the ring (full, or the audio thread has not drained a flush).
     out: VecDeque<f32>,
     scratch: Vec<f32>,
@@ -78,6 +87,7 @@ impl Worker {
             start_step: 0,
             pending: VecDeque::new(),
             held: ControlFrame::silent(0),
+            recent: VecDeque::with_capacity(RECENT + 1),
             out: VecDeque::new(),
             scratch: Vec::new(),
             failed: false,
@@ -116,6 +126,7 @@ impl Worker {
         let epoch = self.shared.epoch.fetch_add(1, AcqRel) + 1;
         self.out.clear();
         self.pending.clear();
+        self.recent.clear();
         let prompt = self
             .prompt_at(self.start_step)
             .unwrap_or_default()
@@ -140,6 +151,7 @@ impl Worker {
         let latency = session.latency_samples();
         self.shared.latency_samples.store(latency as u64, Release);
         self.shared.step.store(self.start_step, Release);
+        self.shared.slides.store(0, Release);
         self.out.extend(std::iter::repeat_n(0.0, latency));
         self.held = ControlFrame::silent(self.start_step);
         self.shared.running.store(true, Release);
@@ -158,11 +170,10 @@ impl Worker {
             if self.shared.acknowledged.load(Acquire) == epoch {
                 worked |= self.flush_out();
             }
-            if let Some(control) = self.due_control(session.next_step(), latency) {
-                if let Err(e) = self.run_step(&mut session, &control) {
-                    return self.fail(&e);
-                }
-                worked = true;
+            let control = self.due_control(session.next_step(), latency);
+            match self.run_step(&mut session, control.as_ref()) {
+                Ok(ran) => worked |= ran,
+                Err(e) => return self.fail(&e),
             }
             if !worked {
                 match self.commands.recv_timeout(IDLE) {
@@ -180,27 +191,46 @@ impl Worker {
         }
     }
 
-    /// One step, a panic inside it caught and reported.
+    /// Timeline step `control.step` (with a prompt change due there), or with `None` one unit
+    /// of the session's deferred work; a panic inside caught and reported. Whether anything
+    /// ran.
     fn run_step(
         &mut self,
         session: &mut Session<'_>,
-        control: &ControlFrame,
-    ) -> Result<(), StreamError> {
+        control: Option<&ControlFrame>,
+    ) -> Result<bool, StreamError> {
         let step = session.next_step();
-        if let Some(prompt) = self.prompts.get(&step).filter(|_| step > self.start_step) {
-            session.set_prompt(prompt)?;
+        let prompt = control
+            .and_then(|_| self.prompts.get(&step))
+            .filter(|_| step > self.start_step)
+            .cloned();
+        if let Some(control) = control {
+            if self.recent.len() == RECENT {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(*control);
         }
-        let plan = self.steering.plan_for(control);
+        let mut plans = RecentPlans {
+            steering: &mut self.steering,
+            recent: &self.recent,
+        };
         let scratch = &mut self.scratch;
-        let inject = std::mem::take(&mut self.panic_next_step);
+        let inject = control.is_some() && std::mem::take(&mut self.panic_next_step);
         let started = Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| {
             assert!(!inject, "fault injected by the engine's panic test");
-            session.step(plan, scratch)
+            match control {
+                Some(_) => {
+                    if let Some(prompt) = &prompt {
+                        session.set_prompt(prompt, &mut plans, scratch)?;
+                    }
+                    session.step(&mut plans, scratch).map(|()| true)
+                }
+                None => session.work(&mut plans, scratch),
+            }
         }));
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
+        let worked = match result {
+            Ok(result) => result?,
             Err(panic) => {
                 let message = panic
                     .downcast_ref::<&str>()
@@ -209,12 +239,18 @@ impl Worker {
                     .unwrap_or_else(|| "a panic without a message".to_owned());
                 return Err(StreamError::Panic { step, message });
             }
-        }
-        self.step_times.push(started.elapsed());
+        };
         self.out.extend(self.scratch.drain(..));
-        self.shared.step.store(session.next_step(), Release);
-        self.shared.steps_done.fetch_add(1, Relaxed);
-        Ok(())
+        if control.is_some() {
+            if self.step_times.len() == STEP_TIMES {
+                self.step_times.drain(..STEP_TIMES / 2);
+            }
+            self.step_times.push(started.elapsed());
+            self.shared.step.store(session.next_step(), Release);
+            self.shared.steps_done.fetch_add(1, Relaxed);
+            self.shared.slides.store(session.slides() as u64, Release);
+        }
+        Ok(worked)
     }
 
     /// The control for `step` when the clock says to run it now.
@@ -390,5 +426,24 @@ impl Worker {
             *message = error.to_string();
         }
         self.shared.error_code.store(code as u32, Release);
+    }
+}
+
+/// The plans of the steps run lately: the control of that step, or the nearest earlier one.
+struct RecentPlans<'a> {
+    steering: &'a mut Steering,
+    recent: &'a VecDeque<ControlFrame>,
+}
+
+impl Plans for RecentPlans<'_> {
+    fn plan(&mut self, step: u64) -> &mut crate::steering::SteeringPlan {
+        let control = self
+            .recent
+            .iter()
+            .rev()
+            .find(|c| c.step <= step)
+            .or(self.recent.front())
+            .map_or(ControlFrame::silent(step), |c| ControlFrame { step, ..*c });
+        self.steering.plan_for(&control)
     }
 }
