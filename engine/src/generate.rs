@@ -271,6 +271,20 @@ impl<'m> Generation<'m> {
         }
     }
 
+    /// [`Generation::step_steered`], with `observer` seeing every block's steered output.
+    pub fn step_observed(
+        &mut self,
+        plan: &mut SteeringPlan,
+        observer: &mut impl BlockHook,
+    ) -> Result<StepOutput, GenerateError> {
+        if plan.is_empty() {
+            self.step(observer)
+        } else {
+            let step = self.global_step();
+            self.step(&mut (plan.hook(step), observer))
+        }
+    }
+
     /// Run one decoder step; `hook` sees every block's output.
     pub fn step(&mut self, hook: &mut impl BlockHook) -> Result<StepOutput, GenerateError> {
         let s = self.step;

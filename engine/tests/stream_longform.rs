@@ -106,7 +106,14 @@ fn slides_reprompt_like_the_offline_run_and_keep_the_codec_stream_continuous() {
     assert!(codes.frames >= 60, "{} frames", codes.frames);
     let mut unsteered = SteeringPlan::new(1, 1, 0, &model.device);
     let window = (WINDOW, KEEP);
-    let expected = offline(&model, settings, window, codes.frames, &mut unsteered, |_| 0.0);
+    let expected = offline(
+        &model,
+        settings,
+        window,
+        codes.frames,
+        &mut unsteered,
+        |_| 0.0,
+    );
     for (c, row) in expected.iter().enumerate() {
         let got = &codes.data[c * codes.frames..(c + 1) * codes.frames];
         assert_eq!(got, &row[..codes.frames], "codebook {c}");
@@ -163,8 +170,19 @@ fn three_minutes_of_steered_streaming_slide_on_without_gaps_or_growth() {
     let mut chunk = vec![0.0f32; minute];
     for m in 0..3 {
         // One minute's bounce: the helper pushes the controls of the steps in its range.
-        bounce_into(&mut endpoint, 48_000, m * 3000, steps, &mut chunk, &[480], control);
-        assert!(chunk.iter().all(|x| x.is_finite()), "NaN or inf in minute {m}");
+        bounce_into(
+            &mut endpoint,
+            48_000,
+            m * 3000,
+            steps,
+            &mut chunk,
+            &[480],
+            control,
+        );
+        assert!(
+            chunk.iter().all(|x| x.is_finite()),
+            "NaN or inf in minute {m}"
+        );
         // No silent gap: every 10 ms after the latency has signal.
         let skip = if m == 0 { latency.div_ceil(480) } else { 0 };
         for (i, block) in chunk.chunks_exact(480).enumerate().skip(skip) {
@@ -204,7 +222,14 @@ fn three_minutes_of_steered_streaming_slide_on_without_gaps_or_growth() {
         schedule: Schedule::External,
     };
     plan.add_from_file(&arg, None, gate).unwrap();
-    let expected = offline(&model, settings, (window, keep), frames, &mut plan, external);
+    let expected = offline(
+        &model,
+        settings,
+        (window, keep),
+        frames,
+        &mut plan,
+        external,
+    );
     for (c, row) in expected.iter().enumerate() {
         let got = &codes.data[c * codes.frames..c * codes.frames + frames];
         assert_eq!(got, &row[..frames], "codebook {c}");

@@ -319,7 +319,14 @@ fn a_note_steers_its_pitch_class_from_its_step() {
             }
             frame
         };
-        bounce(&mut endpoint, 32_000, 30, latency + 6 * 640, &[200], control);
+        bounce(
+            &mut endpoint,
+            32_000,
+            30,
+            latency + 6 * 640,
+            &[200],
+            control,
+        );
         assert!(handle.last_error().is_empty(), "{}", handle.last_error());
         handle.codes().unwrap().unwrap()
     };
@@ -329,7 +336,11 @@ fn a_note_steers_its_pitch_class_from_its_step() {
         // Codebook 0 is sampled at step f for frame f: before s it is the plain stream's.
         let row = |codes: &Codes| codes.data[..codes.frames.min(s as usize + 3)].to_vec();
         let (a, b) = (row(&plain), row(&played));
-        assert_eq!(a[..s as usize], b[..s as usize], "pitch class {p}: before step {s}");
+        assert_eq!(
+            a[..s as usize],
+            b[..s as usize],
+            "pitch class {p}: before step {s}"
+        );
         for f in s as usize..b.len() {
             assert_eq!(b[f], target(p) as i64, "pitch class {p}, frame {f}");
         }

@@ -13,6 +13,7 @@
 //! silence as long as the reported latency.
 
 mod endpoint;
+pub mod meters;
 mod resample;
 mod session;
 mod shared;
@@ -311,6 +312,21 @@ impl EngineHandle {
     #[doc(hidden)]
     pub fn inject_step_panic(&self) -> Result<(), StreamError> {
         self.send(Command::PanicInStep)
+    }
+
+    /// Slot `slot`'s live concept meter: the class probabilities last published and how many
+    /// publications there were; `None` when the slot has no multiclass probe beside its file.
+    pub fn meter(&self, slot: usize) -> Option<(Vec<f32>, u64)> {
+        use std::sync::atomic::Ordering::Acquire;
+        let meter = self.shared.meters.get(slot)?;
+        let classes = meter.classes.load(Acquire) as usize;
+        (classes > 0).then(|| {
+            let scores = meter.scores[..classes]
+                .iter()
+                .map(|c| f32::from_bits(c.load(Acquire)))
+                .collect();
+            (scores, meter.updates.load(Acquire))
+        })
     }
 
     /// The last error's message (empty when none).

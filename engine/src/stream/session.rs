@@ -7,9 +7,8 @@
 //! Owned by the engine thread (and usable offline: the same steps, no thread).
 
 use crate::encodec::StreamingDecoder;
-use crate::generate::{Codes, Generation, GenerationOptions};
+use crate::generate::{Codes, GenerateError, Generation, GenerationOptions, StepOutput};
 use crate::model::MusicGen;
-use crate::steering::SteeringPlan;
 
 use super::resample::StreamResampler;
 use super::{GenerationSettings, StreamError};
@@ -31,11 +30,16 @@ pub struct SessionOptions {
     pub cushion_steps: usize,
 }
 
-/// The steering plan for a timeline step, set to that step's controls. A step of a window's
-/// successor runs a few steps after its timeline step, so the plans of recent steps must still
-/// be at hand.
-pub trait Plans {
-    fn plan(&mut self, step: u64) -> &mut SteeringPlan;
+/// Runs a generation's next step with the steering plan of its timeline step (a step of a
+/// window's successor runs a few steps after its timeline step, so the plans of recent steps
+/// must still be at hand). `fresh`: the step computes a new position of the stream, not a
+/// successor's replay of known frames (the concept meters see only fresh steps).
+pub trait Stepper {
+    fn step(
+        &mut self,
+        generation: &mut Generation<'_>,
+        fresh: bool,
+    ) -> Result<StepOutput, GenerateError>;
 }
 
 /// Generation steps one [`Session::step`] may run: the timeline step, plus one step of the
@@ -117,6 +121,10 @@ impl<'m> Session<'m> {
         (steps * rate).div_ceil(50) + self.resampler.delay_samples()
     }
 
+    pub fn model(&self) -> &'m MusicGen {
+        self.model
+    }
+
     /// Window slides so far.
     pub fn slides(&self) -> usize {
         self.slides
@@ -128,7 +136,7 @@ impl<'m> Session<'m> {
     pub fn set_prompt(
         &mut self,
         prompt: &str,
-        plans: &mut impl Plans,
+        plans: &mut impl Stepper,
         out: &mut Vec<f32>,
     ) -> Result<(), StreamError> {
         while self.work(plans, out)? {}
@@ -147,7 +155,11 @@ impl<'m> Session<'m> {
     /// Run timeline step [`Session::next_step`]: at most [`STEP_BUDGET`] units of
     /// [`Session::work`], the rest left for when the engine is idle. Audio that became final
     /// is appended to `out` at the host rate.
-    pub fn step(&mut self, plans: &mut impl Plans, out: &mut Vec<f32>) -> Result<(), StreamError> {
+    pub fn step(
+        &mut self,
+        plans: &mut impl Stepper,
+        out: &mut Vec<f32>,
+    ) -> Result<(), StreamError> {
         self.next += 1;
         for _ in 0..STEP_BUDGET {
             if !self.work(plans, out)? {
@@ -168,7 +180,7 @@ impl<'m> Session<'m> {
     /// runs: every step's inputs (prefix frames, plan of its timeline step) are fixed.
     pub fn work(
         &mut self,
-        plans: &mut impl Plans,
+        plans: &mut impl Stepper,
         out: &mut Vec<f32>,
     ) -> Result<bool, StreamError> {
         if (self.generation.global_step() as u64) < self.next {
@@ -176,9 +188,8 @@ impl<'m> Session<'m> {
                 self.swap()?;
             }
             let step = self.generation.global_step() as u64;
-            let done = self
-                .generation
-                .step_steered(plans.plan(step))
+            let done = plans
+                .step(&mut self.generation, true)
                 .map_err(|error| StreamError::Generate { step, error })?;
             if let Some(frame) = done.completed_frame {
                 self.completed(frame, out);
@@ -191,8 +202,8 @@ impl<'m> Session<'m> {
                     && next.generation.global_step() < self.generation.global_step() =>
             {
                 let step = next.generation.global_step() as u64;
-                next.generation
-                    .step_steered(plans.plan(step))
+                plans
+                    .step(&mut next.generation, false)
                     .map_err(|error| StreamError::Generate { step, error })?;
                 Ok(true)
             }

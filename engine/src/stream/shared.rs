@@ -56,6 +56,18 @@ pub struct Status {
     pub slides: u64,
 }
 
+/// One slot's live concept meter (see [`super::meters`]): written by the engine thread, read by
+/// anyone without a lock.
+#[derive(Debug, Default)]
+pub struct SlotMeter {
+    /// Classes metered; 0: the slot has no probe.
+    pub classes: AtomicU32,
+    /// Class probabilities as `f32` bits.
+    pub scores: [AtomicU32; super::meters::METER_CLASSES],
+    /// Publications so far.
+    pub updates: AtomicU64,
+}
+
 #[derive(Debug, Default)]
 pub struct Shared {
     /// Written by the engine thread after each step; read by anyone.
@@ -77,6 +89,7 @@ pub struct Shared {
     /// writes no new audio before it has.
     pub epoch: AtomicU64,
     pub acknowledged: AtomicU64,
+    pub meters: [SlotMeter; super::SLOTS],
 }
 
 impl Shared {

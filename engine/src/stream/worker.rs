@@ -11,7 +11,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
 use crate::model::MusicGen;
 
-use super::session::{Plans, Session, SessionOptions};
+use super::meters::{EVERY_STEPS, MeterProbe, Meters};
+use super::session::{Session, SessionOptions, Stepper};
 use super::shared::{ErrorCode, Shared};
 use super::slots::Steering;
 use super::{
@@ -55,6 +56,7 @@ pub(super) struct Worker {
     /// The controls of the last [`RECENT`] steps run, for the steps a window's successor runs
     /// late.
     recent: VecDeque<ControlFrame>,
+    meters: Meters,
     /// Audio made but not yet in the ring (full, or the audio thread has not drained a flush).
     out: VecDeque<f32>,
     scratch: Vec<f32>,
@@ -88,6 +90,7 @@ impl Worker {
             pending: VecDeque::new(),
             held: ControlFrame::silent(0),
             recent: VecDeque::with_capacity(RECENT + 1),
+            meters: Meters::default(),
             out: VecDeque::new(),
             scratch: Vec::new(),
             failed: false,
@@ -127,6 +130,7 @@ impl Worker {
         self.out.clear();
         self.pending.clear();
         self.recent.clear();
+        self.meters.clear();
         let prompt = self
             .prompt_at(self.start_step)
             .unwrap_or_default()
@@ -213,6 +217,8 @@ impl Worker {
         let mut plans = RecentPlans {
             steering: &mut self.steering,
             recent: &self.recent,
+            meters: &mut self.meters,
+            model: session.model(),
         };
         let scratch = &mut self.scratch;
         let inject = control.is_some() && std::mem::take(&mut self.panic_next_step);
@@ -249,6 +255,9 @@ impl Worker {
             self.shared.step.store(session.next_step(), Release);
             self.shared.steps_done.fetch_add(1, Relaxed);
             self.shared.slides.store(session.slides() as u64, Release);
+            if session.next_step().is_multiple_of(EVERY_STEPS) {
+                self.meters.publish(&self.shared);
+            }
         }
         Ok(worked)
     }
@@ -373,7 +382,12 @@ impl Worker {
     ) -> Result<Flow, StreamError> {
         let model = self.model.clone();
         self.steering
-            .set(model.as_deref(), slot, spec, self.settings.seed)?;
+            .set(model.as_deref(), slot, spec.clone(), self.settings.seed)?;
+        // A probe that cannot be used only leaves the slot without a meter.
+        let probe = spec
+            .zip(model)
+            .and_then(|(spec, model)| MeterProbe::beside(&spec.file, &model).ok().flatten());
+        self.meters.set(slot, probe, &self.shared);
         Ok(Flow::Continue)
     }
 
@@ -429,14 +443,22 @@ impl Worker {
     }
 }
 
-/// The plans of the steps run lately: the control of that step, or the nearest earlier one.
+/// Steps with the plans of the steps run lately (the control of that step, or the nearest
+/// earlier one), the meters watching fresh steps.
 struct RecentPlans<'a> {
     steering: &'a mut Steering,
     recent: &'a VecDeque<ControlFrame>,
+    meters: &'a mut Meters,
+    model: &'a MusicGen,
 }
 
-impl Plans for RecentPlans<'_> {
-    fn plan(&mut self, step: u64) -> &mut crate::steering::SteeringPlan {
+impl Stepper for RecentPlans<'_> {
+    fn step(
+        &mut self,
+        generation: &mut crate::Generation<'_>,
+        fresh: bool,
+    ) -> Result<crate::generate::StepOutput, crate::generate::GenerateError> {
+        let step = generation.global_step() as u64;
         let control = self
             .recent
             .iter()
@@ -444,6 +466,11 @@ impl Plans for RecentPlans<'_> {
             .find(|c| c.step <= step)
             .or(self.recent.front())
             .map_or(ControlFrame::silent(step), |c| ControlFrame { step, ..*c });
-        self.steering.plan_for(&control)
+        let plan = self.steering.plan_for(&control);
+        if fresh && !self.meters.is_empty() {
+            generation.step_observed(plan, &mut self.meters.observer(self.model))
+        } else {
+            generation.step_steered(plan)
+        }
     }
 }
