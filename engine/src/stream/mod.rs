@@ -66,6 +66,15 @@ impl ControlFrame {
     }
 }
 
+/// One timeline step's duration on the engine thread.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepTime {
+    pub took: std::time::Duration,
+    /// The step ran while a window slide was under way (the next window's generation running
+    /// alongside, or catching up after the swap).
+    pub sliding: bool,
+}
+
 /// How the engine paces its steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Clock {
@@ -193,7 +202,7 @@ pub(crate) enum Command {
     SetGeneration(GenerationSettings),
     Seek(u64),
     Codes(Sender<Option<Codes>>),
-    StepTimes(Sender<Vec<std::time::Duration>>),
+    StepTimes(Sender<Vec<StepTime>>),
     /// Fault injection: the next step panics (tests of the panic path).
     PanicInStep,
 }
@@ -301,8 +310,9 @@ impl EngineHandle {
         self.shared.status()
     }
 
-    /// How long each step since the engine started took (benchmarks, monitoring).
-    pub fn step_times(&self) -> Result<Vec<std::time::Duration>, StreamError> {
+    /// How long each timeline step since the engine started took (the last 65 536 at most;
+    /// benchmarks, monitoring).
+    pub fn step_times(&self) -> Result<Vec<StepTime>, StreamError> {
         let (tx, rx) = bounded(1);
         self.send(Command::StepTimes(tx))?;
         rx.recv().map_err(|_| StreamError::Stopped)

@@ -125,6 +125,12 @@ impl<'m> Session<'m> {
         self.model
     }
 
+    /// A window slide is under way: the next window's generation exists, or the new one is
+    /// still catching up.
+    pub fn sliding(&self) -> bool {
+        self.successor.is_some() || (self.generation.global_step() as u64) < self.next
+    }
+
     /// Window slides so far.
     pub fn slides(&self) -> usize {
         self.slides

@@ -16,7 +16,8 @@ use super::session::{Session, SessionOptions, Stepper};
 use super::shared::{ErrorCode, Shared};
 use super::slots::Steering;
 use super::{
-    Clock, Command, ControlFrame, EngineConfig, GenerationSettings, ModelSource, SLOTS, StreamError,
+    Clock, Command, ControlFrame, EngineConfig, GenerationSettings, ModelSource, SLOTS, StepTime,
+    StreamError,
 };
 
 /// How long the thread sleeps when it has nothing to do, waiting for a command.
@@ -65,7 +66,7 @@ pub(super) struct Worker {
     /// Fault injection for tests: the next step panics.
     panic_next_step: bool,
     /// The duration of every step run.
-    step_times: Vec<Duration>,
+    step_times: Vec<StepTime>,
 }
 
 impl Worker {
@@ -222,6 +223,7 @@ impl Worker {
         };
         let scratch = &mut self.scratch;
         let inject = control.is_some() && std::mem::take(&mut self.panic_next_step);
+        let sliding = session.sliding();
         let started = Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| {
             assert!(!inject, "fault injected by the engine's panic test");
@@ -251,7 +253,10 @@ impl Worker {
             if self.step_times.len() == STEP_TIMES {
                 self.step_times.drain(..STEP_TIMES / 2);
             }
-            self.step_times.push(started.elapsed());
+            self.step_times.push(StepTime {
+                took: started.elapsed(),
+                sliding: sliding || session.sliding(),
+            });
             self.shared.step.store(session.next_step(), Release);
             self.shared.steps_done.fetch_add(1, Relaxed);
             self.shared.slides.store(session.slides() as u64, Release);
