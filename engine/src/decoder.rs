@@ -49,11 +49,18 @@ impl BlockHook for CaptureBlocks {
     }
 }
 
-/// Lets a hook run, then records what it left (steered outputs).
-impl<H: BlockHook> BlockHook for (H, CaptureBlocks) {
+/// Lets the first hook run, then the second on what it left (e.g. steering, then a capture of
+/// the steered outputs).
+impl<A: BlockHook, B: BlockHook> BlockHook for (A, B) {
     fn after_block(&mut self, block: usize, hidden: Tensor<3>) -> Tensor<3> {
         let hidden = self.0.after_block(block, hidden);
         self.1.after_block(block, hidden)
+    }
+}
+
+impl<H: BlockHook + ?Sized> BlockHook for &mut H {
+    fn after_block(&mut self, block: usize, hidden: Tensor<3>) -> Tensor<3> {
+        (**self).after_block(block, hidden)
     }
 }
 

@@ -52,6 +52,28 @@ pub enum FeatureError {
     Tensor(String),
 }
 
+/// What `train-probes` reports of the probe it writes beside a directions file (the `probe`
+/// entry of `<stem>.report.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeReport {
+    /// File name of the probe, beside the directions file.
+    pub file: String,
+    /// The decoder block whose mean-pooled output the probe reads.
+    pub block: usize,
+    /// `multiclass` or `regression`.
+    pub kind: String,
+}
+
+/// `<dir>/<stem><suffix>` beside `path` (`<dir>/<stem>.<ext>`): where `train-probes` puts the
+/// probe (`.probe.safetensors`) and the report (`.report.json`) of a directions file.
+pub fn beside(path: &Path, suffix: &str) -> std::path::PathBuf {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!("{stem}{suffix}"))
+}
+
 /// Mean-pooled block outputs of clips, per [`FeatureProtocol`].
 pub struct BlockFeatures<'m> {
     model: &'m MusicGen,

@@ -29,6 +29,9 @@ pub enum GenerateError {
          sizes it to its steps; an open-ended run to its window)"
     )]
     WindowFull { step: usize, capacity: usize },
+    /// The step would sample a position whose prefix frame has not been pushed yet.
+    #[error("step {step}: prefix frame {frame} has not been pushed yet")]
+    PrefixPending { step: usize, frame: usize },
 }
 
 /// What a generation run is asked for.
@@ -104,8 +107,16 @@ pub struct Generation<'m> {
     /// slide) keeps its clock. 0 unless set with [`Generation::starting_at`].
     clock: usize,
     /// Frames the steps must reproduce instead of sampling (a re-prompt with earlier codes,
-    /// audiocraft's continuation): frame f's codebook c at `c * frames + f`.
-    prefix: Option<Codes>,
+    /// audiocraft's continuation).
+    prefix: Prefix,
+}
+
+/// The frames a generation continues: `planned` of them, the first `data.len() / codebooks`
+/// known so far (frame-major), so a successor can start before its last frame exists.
+#[derive(Debug, Clone, Default)]
+struct Prefix {
+    planned: usize,
+    data: Vec<u32>,
 }
 
 impl<'m> Generation<'m> {
@@ -114,9 +125,16 @@ impl<'m> Generation<'m> {
         prompt: &str,
         options: GenerationOptions,
     ) -> Result<Self, LoadError> {
-        let guided = options.guidance > 1.0;
-        let condition = model.condition(prompt, guided)?;
-        let rows = if guided { 2 } else { 1 };
+        let condition = model.condition(prompt, options.guidance > 1.0)?;
+        Ok(Self::with_condition(model, condition, options))
+    }
+
+    fn with_condition(
+        model: &'m MusicGen,
+        condition: TextCondition,
+        options: GenerationOptions,
+    ) -> Self {
+        let rows = if options.guidance > 1.0 { 2 } else { 1 };
         let capacity = options.steps.unwrap_or(options.window).max(1);
         let cache = model.decoder.new_cache(rows, capacity);
         let codebooks = model.config.decoder.num_codebooks;
@@ -127,7 +145,7 @@ impl<'m> Generation<'m> {
             .unwrap_or(model.config.decoder.vocab_size as i64) as u32;
         let mut history = Vec::with_capacity((capacity + 1) * codebooks);
         history.extend(std::iter::repeat_n(pad, codebooks));
-        Ok(Self {
+        Self {
             model,
             condition,
             cache,
@@ -141,8 +159,39 @@ impl<'m> Generation<'m> {
             guided: vec![0.0; model.config.decoder.vocab_size],
             step: 0,
             clock: 0,
-            prefix: None,
-        })
+            prefix: Prefix::default(),
+        }
+    }
+
+    /// A generation with this one's prompt condition and options (no T5 run), starting at
+    /// global step `clock` and continuing `prefix_frames` frames that are pushed one by one
+    /// with [`Generation::push_prefix_frame`] as they become known: a window slide prepared
+    /// while the full window still runs.
+    pub fn successor(&self, clock: usize, prefix_frames: usize) -> Generation<'m> {
+        let mut next = Self::with_condition(self.model, self.condition.clone(), self.options)
+            .starting_at(clock);
+        next.prefix = Prefix {
+            planned: prefix_frames,
+            data: Vec::with_capacity(prefix_frames * self.codebooks),
+        };
+        next
+    }
+
+    /// Append the next prefix frame (one code per codebook) of a [`Generation::successor`].
+    pub fn push_prefix_frame(&mut self, frame: &[u32]) {
+        debug_assert_eq!(frame.len(), self.codebooks);
+        if self.prefix_known() < self.prefix.planned {
+            self.prefix.data.extend_from_slice(frame);
+        }
+    }
+
+    fn prefix_known(&self) -> usize {
+        self.prefix.data.len() / self.codebooks
+    }
+
+    /// Whether the next step has every prefix frame it takes (always, without a prefix).
+    pub fn ready(&self) -> bool {
+        self.prefix_known() >= (self.step + 1).min(self.prefix.planned)
     }
 
     /// Put this generation's step 0 at global step `clock` (sampling keys, steering clock).
@@ -155,16 +204,21 @@ impl<'m> Generation<'m> {
     /// they are, the steps after it sample. The first `prefix.frames` frames of [`Generation::codes`]
     /// are the prefix.
     pub fn with_prefix(mut self, prefix: Codes) -> Self {
-        self.prefix = Some(prefix);
+        let mut data = Vec::with_capacity(prefix.frames * self.codebooks);
+        for f in 0..prefix.frames {
+            data.extend((0..self.codebooks).map(|c| prefix.data[c * prefix.frames + f] as u32));
+        }
+        self.prefix = Prefix {
+            planned: prefix.frames,
+            data,
+        };
         self
     }
 
     /// The code the prefix fixes for `codebook` at the position `step` samples, if any.
     fn prefix_code(&self, step: usize, codebook: usize) -> Option<u32> {
-        let prefix = self.prefix.as_ref()?;
         let frame = step.checked_sub(codebook)?;
-        (frame < prefix.frames && codebook < prefix.codebooks)
-            .then(|| prefix.data[codebook * prefix.frames + frame] as u32)
+        (frame < self.prefix.planned).then(|| self.prefix.data[frame * self.codebooks + codebook])
     }
 
     /// The global step the next call to [`Generation::step`] runs.
@@ -217,6 +271,20 @@ impl<'m> Generation<'m> {
         }
     }
 
+    /// [`Generation::step_steered`], with `observer` seeing every block's steered output.
+    pub fn step_observed(
+        &mut self,
+        plan: &mut SteeringPlan,
+        observer: &mut impl BlockHook,
+    ) -> Result<StepOutput, GenerateError> {
+        if plan.is_empty() {
+            self.step(observer)
+        } else {
+            let step = self.global_step();
+            self.step(&mut (plan.hook(step), observer))
+        }
+    }
+
     /// Run one decoder step; `hook` sees every block's output.
     pub fn step(&mut self, hook: &mut impl BlockHook) -> Result<StepOutput, GenerateError> {
         let s = self.step;
@@ -224,6 +292,12 @@ impl<'m> Generation<'m> {
             return Err(GenerateError::WindowFull {
                 step: s,
                 capacity: self.capacity,
+            });
+        }
+        if !self.ready() {
+            return Err(GenerateError::PrefixPending {
+                step: s,
+                frame: self.prefix_known(),
             });
         }
         let k = self.codebooks;

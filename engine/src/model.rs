@@ -15,6 +15,7 @@ use crate::t5::T5Encoder;
 use crate::weights::Weights;
 
 /// The text condition of one prompt, ready for the decoder's cross-attention.
+#[derive(Clone)]
 pub struct TextCondition {
     /// Tokenizer ids of the prompt (T5's `</s>` included).
     pub input_ids: Vec<u32>,

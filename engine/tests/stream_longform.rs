@@ -1,7 +1,8 @@
 //! Past the window the stream re-prompts with its last frames and goes on: after several slides
 //! the codes equal an offline run doing the same re-prompting with `Generation` directly, the
 //! codec stream stays continuous (the audio is the one-shot decode of all the codes) and
-//! nothing is NaN.
+//! nothing is NaN. Three minutes of steered streaming: dozens of slides, no NaN, no silent gap,
+//! memory flat, and the codes across the first slides equal the offline run's.
 
 mod common;
 
@@ -10,19 +11,28 @@ use std::sync::Arc;
 use common::host::*;
 use common::*;
 use engine::render::decode_audio;
-use engine::stream::{Clock, ControlFrame, EngineConfig, GenerationSettings};
-use engine::{Codes, Generation, GenerationOptions, MusicGen, NoHook};
+use engine::steering::{Schedule, SteerArg, SteeringPlan};
+use engine::stream::{Clock, ControlFrame, EngineConfig, GenerationSettings, SlotDirection};
+use engine::{Codes, Generation, GenerationOptions, MusicGen};
 
 const WINDOW: usize = 24;
 const KEEP: usize = 12;
 const PROMPT: &str = "slow ambient pads";
 
-/// Window after window: each generation runs its window; the next continues its last KEEP
-/// complete frames on the global clock. Frame-major frames, per codebook rows at the end.
-fn offline(model: &MusicGen, settings: GenerationSettings, frames: usize) -> Vec<Vec<i64>> {
+/// Window after window: each generation runs its window; the next continues its last `keep`
+/// complete frames on the global clock. Every step is steered by `plan` with steer 0's value
+/// `external(global step)`. Per codebook rows of the frames.
+fn offline(
+    model: &MusicGen,
+    settings: GenerationSettings,
+    (window, keep): (usize, usize),
+    frames: usize,
+    plan: &mut SteeringPlan,
+    external: impl Fn(u64) -> f32,
+) -> Vec<Vec<i64>> {
     let options = GenerationOptions {
         steps: None,
-        window: WINDOW,
+        window,
         guidance: settings.guidance,
         sampling: settings.sampling,
         seed: settings.seed,
@@ -33,7 +43,10 @@ fn offline(model: &MusicGen, settings: GenerationSettings, frames: usize) -> Vec
     let mut base = 0;
     loop {
         while generation.steps_done() < generation.capacity() {
-            generation.step(&mut NoHook).unwrap();
+            if !plan.is_empty() {
+                plan.set_external(0, external(generation.global_step() as u64));
+            }
+            generation.step_steered(plan).unwrap();
         }
         let codes = generation.codes();
         let known = rows[0].len() - base;
@@ -43,13 +56,13 @@ fn offline(model: &MusicGen, settings: GenerationSettings, frames: usize) -> Vec
         if rows[0].len() >= frames {
             return rows;
         }
-        let first = codes.frames - KEEP;
+        let first = codes.frames - keep;
         let prefix = Codes {
             data: (0..k)
                 .flat_map(|c| codes.data[c * codes.frames + first..(c + 1) * codes.frames].to_vec())
                 .collect(),
             codebooks: k,
-            frames: KEEP,
+            frames: keep,
         };
         base += first;
         generation = Generation::new(model, PROMPT, options)
@@ -91,7 +104,16 @@ fn slides_reprompt_like_the_offline_run_and_keep_the_codec_stream_continuous() {
     );
     let codes = handle.codes().unwrap().unwrap();
     assert!(codes.frames >= 60, "{} frames", codes.frames);
-    let expected = offline(&model, settings, codes.frames);
+    let mut unsteered = SteeringPlan::new(1, 1, 0, &model.device);
+    let window = (WINDOW, KEEP);
+    let expected = offline(
+        &model,
+        settings,
+        window,
+        codes.frames,
+        &mut unsteered,
+        |_| 0.0,
+    );
     for (c, row) in expected.iter().enumerate() {
         let got = &codes.data[c * codes.frames..(c + 1) * codes.frames];
         assert_eq!(got, &row[..codes.frames], "codebook {c}");
@@ -100,4 +122,116 @@ fn slides_reprompt_like_the_offline_run_and_keep_the_codec_stream_continuous() {
     let err = max_abs_err(&out[latency..], &whole[..out.len() - latency]);
     assert!(err <= 1e-5, "codec stream across slides: max abs err {err}");
     assert!(handle.last_error().is_empty(), "{}", handle.last_error());
+}
+
+/// Resident memory of this process in bytes.
+fn rss() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+#[test]
+fn three_minutes_of_steered_streaming_slide_on_without_gaps_or_growth() {
+    let model = Arc::new(MusicGen::load(&model_dir("musicgen-tiny"), &device()).unwrap());
+    let path = head_direction_file(&model, 777, &temp_dir("soak").join("head.safetensors"));
+    let (window, keep) = (500, 200);
+    let (gate, seed) = (0.5, 5);
+    let settings = GenerationSettings {
+        seed,
+        ..GenerationSettings::default()
+    };
+    let config = EngineConfig {
+        sample_rate: 48_000,
+        clock: Clock::Timeline,
+        window,
+        reprompt_frames: keep,
+        ..EngineConfig::default()
+    };
+    let slot = SlotDirection {
+        file: path.clone(),
+        class: "0".into(),
+        layers: None,
+        gate,
+    };
+    // A slow sine on slot 0: steering goes on across every slide on the timeline's clock.
+    let external = |s: u64| 4.0 * (s as f32 * 0.01).sin();
+    let control = |s: u64| {
+        let mut frame = ControlFrame::silent(s);
+        frame.slots[0] = external(s);
+        frame
+    };
+    let (handle, mut endpoint) = start(&model, config, PROMPT, settings, Some(slot));
+    let latency = latency(&endpoint);
+    let minute = 60 * 48_000;
+    let steps = 3 * 60 * 50 + 64;
+    let mut rss_after = Vec::new();
+    // One buffer for every minute, so the test's own allocations do not count as growth.
+    let mut chunk = vec![0.0f32; minute];
+    for m in 0..3 {
+        // One minute's bounce: the helper pushes the controls of the steps in its range.
+        bounce_into(
+            &mut endpoint,
+            48_000,
+            m * 3000,
+            steps,
+            &mut chunk,
+            &[480],
+            control,
+        );
+        assert!(
+            chunk.iter().all(|x| x.is_finite()),
+            "NaN or inf in minute {m}"
+        );
+        // No silent gap: every 10 ms after the latency has signal.
+        let skip = if m == 0 { latency.div_ceil(480) } else { 0 };
+        for (i, block) in chunk.chunks_exact(480).enumerate().skip(skip) {
+            assert!(
+                block.iter().any(|&x| x != 0.0),
+                "silence at {:.2} s",
+                (m as usize * minute + i * 480) as f64 / 48_000.0
+            );
+        }
+        rss_after.push(rss());
+    }
+    let status = handle.status();
+    assert!(handle.last_error().is_empty(), "{}", handle.last_error());
+    assert!(status.slides >= 5, "{} slides in 3 minutes", status.slides);
+    // Memory flat: minute 3 holds no more than minute 1 plus a small allowance for the
+    // allocator's slack (measured: 0–1 MB).
+    let growth = rss_after[2] as i64 - rss_after[0] as i64;
+    eprintln!(
+        "rss after minute 1, 2, 3: {:?} MB; {} slides",
+        rss_after.iter().map(|b| b / (1 << 20)).collect::<Vec<_>>(),
+        status.slides
+    );
+    assert!(growth < 4 << 20, "resident memory grew by {growth} bytes");
+    // The codes across the first slides equal an offline run doing the same re-prompting.
+    let codes = handle.codes().unwrap().unwrap();
+    let frames = 1500;
+    let mut plan = SteeringPlan::new(
+        model.decoder.num_blocks(),
+        model.decoder.d_model(),
+        seed,
+        &model.device,
+    );
+    let arg = SteerArg {
+        file: path,
+        class: "0".into(),
+        strength: 1.0,
+        schedule: Schedule::External,
+    };
+    plan.add_from_file(&arg, None, gate).unwrap();
+    let expected = offline(
+        &model,
+        settings,
+        (window, keep),
+        frames,
+        &mut plan,
+        external,
+    );
+    for (c, row) in expected.iter().enumerate() {
+        let got = &codes.data[c * codes.frames..c * codes.frames + frames];
+        assert_eq!(got, &row[..frames], "codebook {c}");
+    }
 }

@@ -279,3 +279,71 @@ fn a_prompt_change_at_a_step_conditions_that_step_on_like_an_offline_run() {
     assert_eq!(endpoint.status().underruns, 0);
     assert!(handle.last_error().is_empty(), "{}", handle.last_error());
 }
+
+#[test]
+fn a_note_steers_its_pitch_class_from_its_step() {
+    let model = Arc::new(MusicGen::load(&model_dir("musicgen-tiny"), &device()).unwrap());
+    // A 12-class "notes" file: class p points at codebook 0's head for code 100 + 37 p.
+    let target = |p: usize| 100 + 37 * p;
+    let mut notes = head_direction(&model, target(0));
+    notes.concept = "notes".into();
+    notes.classes = (0..12).map(|p| format!("pc{p}")).collect();
+    notes.directions = (0..12)
+        .map(|p| head_direction(&model, target(p)).directions.remove(0))
+        .collect();
+    notes.scores = vec![notes.scores[0].clone(); 12];
+    let path = temp_dir("notes").join("notes.safetensors");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    notes.write(&path).unwrap();
+    let settings = GenerationSettings {
+        sampling: Sampling::Greedy,
+        guidance: 3.0,
+        seed: 0,
+    };
+    let spec = SlotDirection {
+        file: path,
+        class: String::new(),
+        layers: None,
+        gate: 1.0,
+    };
+    let s = 7u64;
+    let run = |pitch: Option<usize>| {
+        let config = config(Clock::Timeline);
+        let (handle, mut endpoint) = start(&model, config, PROMPT, settings, None);
+        handle.set_notes(Some(spec.clone())).unwrap();
+        let latency = latency(&endpoint);
+        let control = |step: u64| {
+            let mut frame = ControlFrame::silent(step);
+            if let Some(p) = pitch.filter(|_| step >= s) {
+                frame.notes[p] = 40.0; // held from step s on
+            }
+            frame
+        };
+        bounce(
+            &mut endpoint,
+            32_000,
+            30,
+            latency + 6 * 640,
+            &[200],
+            control,
+        );
+        assert!(handle.last_error().is_empty(), "{}", handle.last_error());
+        handle.codes().unwrap().unwrap()
+    };
+    let plain = run(None);
+    for p in [0, 4, 11] {
+        let played = run(Some(p));
+        // Codebook 0 is sampled at step f for frame f: before s it is the plain stream's.
+        let row = |codes: &Codes| codes.data[..codes.frames.min(s as usize + 3)].to_vec();
+        let (a, b) = (row(&plain), row(&played));
+        assert_eq!(
+            a[..s as usize],
+            b[..s as usize],
+            "pitch class {p}: before step {s}"
+        );
+        for f in s as usize..b.len() {
+            assert_eq!(b[f], target(p) as i64, "pitch class {p}, frame {f}");
+        }
+        assert_ne!(a[s as usize], target(p) as i64);
+    }
+}

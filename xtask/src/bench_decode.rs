@@ -34,7 +34,7 @@ pub struct DecodeArgs {
     pub skip_reference: bool,
 }
 
-fn default_bench_model() -> PathBuf {
+pub(crate) fn default_bench_model() -> PathBuf {
     std::env::var_os("HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."))
@@ -129,7 +129,7 @@ pub fn run(options: &DecodeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn ensure_model(options: &DecodeArgs) -> anyhow::Result<()> {
+pub(crate) fn ensure_model(options: &DecodeArgs) -> anyhow::Result<()> {
     if options.model.join("config.json").is_file() {
         return Ok(());
     }
@@ -313,6 +313,6 @@ fn peak_rss_mb() -> anyhow::Result<f64> {
     Ok(kb / 1024.0)
 }
 
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }

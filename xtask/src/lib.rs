@@ -6,6 +6,7 @@
 pub mod audio_features;
 pub mod bench_decode;
 pub mod bench_rfm;
+pub mod bench_stream;
 pub mod bounce;
 pub mod clap_host;
 pub mod distances;

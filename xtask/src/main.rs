@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use xtask::{
-    bench_decode, bench_rfm, bounce, eval_steering, extract, render, stream, syntheory, test_cmd,
-    train_probes,
+    bench_decode, bench_rfm, bench_stream, bounce, eval_steering, extract, render, stream,
+    syntheory, test_cmd, train_probes,
 };
 
 #[derive(Debug, Parser)]
@@ -61,6 +61,8 @@ enum Bench {
     Decode(bench_decode::DecodeArgs),
     /// RFM probe fits at d = 1024 and 2048, against xrfm.
     Rfm(bench_rfm::RfmArgs),
+    /// The streaming engine against real time: steps/s, step times, slides, latency, meters.
+    Stream(bench_stream::StreamBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +76,9 @@ fn main() -> ExitCode {
         Command::Render(args) => render::run(&args),
         Command::Stream(args) => stream::run(&args),
         Command::Bounce(args) => bounce::run(&args),
+        Command::Bench {
+            bench: Bench::Stream(args),
+        } => bench_stream::run(&args),
         Command::Bench {
             bench: Bench::Decode(args),
         } => bench_decode::run(&args),

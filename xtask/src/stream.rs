@@ -12,9 +12,10 @@ use anyhow::{Context, bail};
 use clap::Args;
 use engine::MusicGen;
 use engine::render::{SamplingChoice, default_guidance};
+use engine::steering::{LayerWeights, SteerArg};
 use engine::stream::{
     Clock, ControlFrame, Engine, EngineConfig, GenerationSettings, ModelSource, SLOTS,
-    SlotDirection,
+    SlotDirection, StepTime,
 };
 
 use crate::model_source;
@@ -61,20 +62,40 @@ pub struct StreamArgs {
 /// Give up on a step after this long: a stalled engine is an error, not a hang.
 const WAIT: Duration = Duration::from_secs(120);
 
+/// One bounce through the engine.
+pub struct StreamSetup<'a> {
+    pub prompt: &'a str,
+    pub seconds: f64,
+    pub rate: u32,
+    pub block: usize,
+    pub settings: GenerationSettings,
+    pub window: usize,
+    pub reprompt_frames: usize,
+    /// Slot k steered by `steers[k]`'s schedule.
+    pub steers: &'a [SteerArg],
+    pub layers: Option<LayerWeights>,
+    pub gate: f32,
+}
+
+/// What a bounce measured.
+pub struct StreamReport {
+    /// The audio, latency removed.
+    pub audio: Vec<f32>,
+    pub latency: usize,
+    /// Seconds of the bounce loop.
+    pub wall: f64,
+    pub times: Vec<StepTime>,
+    pub underruns: u64,
+    pub slides: u64,
+    /// Meter publications of slot 0 (0 without a probe).
+    pub meter_updates: u64,
+}
+
 pub fn run(args: &StreamArgs) -> anyhow::Result<()> {
     if !(args.seconds > 0.0 && args.seconds.is_finite()) {
         bail!("--seconds {}: a positive length is expected", args.seconds);
     }
-    if args.block == 0 {
-        bail!("--block 0: a positive block size is expected");
-    }
     let (steers, layers) = args.steering.parse()?;
-    if steers.len() > SLOTS {
-        bail!(
-            "--steer: at most {SLOTS} (one per slot), got {}",
-            steers.len()
-        );
-    }
     let dir = model_source::resolve(&args.model)?;
     let model = MusicGen::load(&dir, &engine::default_device())
         .with_context(|| format!("loading --model {}", args.model))?;
@@ -89,26 +110,58 @@ pub fn run(args: &StreamArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| default_guidance(&model.generation_config)),
         seed: args.seed,
     };
-    let config = EngineConfig {
-        sample_rate: args.rate,
-        clock: Clock::Timeline,
+    let setup = StreamSetup {
+        prompt: &args.prompt,
+        seconds: args.seconds,
+        rate: args.rate,
+        block: args.block,
+        settings,
         window: args.window,
         reprompt_frames: (args.window * 2 / 5).min(600),
+        steers: &steers,
+        layers,
+        gate: args.steering.gate,
+    };
+    let report = bounce(Arc::new(model), &setup)?;
+    engine::audio::write_wav(&args.out, &report.audio, args.rate)
+        .with_context(|| format!("writing --out {}", args.out.display()))?;
+    report.print(args.rate);
+    println!("wrote {}", args.out.display());
+    Ok(())
+}
+
+/// Bounce `setup` through a new engine with `model`: one control per step at the step's first
+/// host sample, fixed blocks, waiting for the engine as an offline host does.
+pub fn bounce(model: Arc<MusicGen>, setup: &StreamSetup) -> anyhow::Result<StreamReport> {
+    if setup.block == 0 {
+        bail!("--block 0: a positive block size is expected");
+    }
+    if setup.steers.len() > SLOTS {
+        bail!(
+            "--steer: at most {SLOTS} (one per slot), got {}",
+            setup.steers.len()
+        );
+    }
+    let config = EngineConfig {
+        sample_rate: setup.rate,
+        clock: Clock::Timeline,
+        window: setup.window,
+        reprompt_frames: setup.reprompt_frames,
         ..EngineConfig::default()
     };
     let (handle, mut endpoint) = Engine::spawn(config)?;
-    handle.load_model(ModelSource::Loaded(Arc::new(model)))?;
-    handle.set_generation(settings)?;
-    for (slot, steer) in steers.iter().enumerate() {
+    handle.load_model(ModelSource::Loaded(model))?;
+    handle.set_generation(setup.settings)?;
+    for (slot, steer) in setup.steers.iter().enumerate() {
         let direction = SlotDirection {
             file: steer.file.clone(),
             class: steer.class.clone(),
-            layers: layers.clone(),
-            gate: args.steering.gate,
+            layers: setup.layers.clone(),
+            gate: setup.gate,
         };
         handle.set_slot(slot, Some(direction))?;
     }
-    handle.set_prompt(&args.prompt, 0)?;
+    handle.set_prompt(setup.prompt, 0)?;
 
     let started = Instant::now();
     let latency = loop {
@@ -124,11 +177,11 @@ pub fn run(args: &StreamArgs) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(1));
     };
-    let rate = u64::from(args.rate);
-    let samples = latency + (args.seconds * args.rate as f64).round() as usize;
+    let rate = u64::from(setup.rate);
+    let samples = latency + (setup.seconds * setup.rate as f64).round() as usize;
     let control = |s: u64| {
         let mut frame = ControlFrame::silent(s);
-        for (k, steer) in steers.iter().enumerate() {
+        for (k, steer) in setup.steers.iter().enumerate() {
             frame.slots[k] = steer.schedule.coefficient(steer.strength, s as usize, 0.0);
         }
         frame
@@ -137,7 +190,7 @@ pub fn run(args: &StreamArgs) -> anyhow::Result<()> {
     let (mut t, mut next) = (0usize, 0u64);
     let bounce = Instant::now();
     while t < samples {
-        let n = args.block.min(samples - t);
+        let n = setup.block.min(samples - t);
         while (next * rate).div_ceil(50) < (t + n) as u64 {
             if !endpoint.push_control(control(next)) {
                 break; // the queue is full: the engine takes them as it goes
@@ -155,35 +208,73 @@ pub fn run(args: &StreamArgs) -> anyhow::Result<()> {
         t += n;
     }
     let wall = bounce.elapsed().as_secs_f64();
-    engine::audio::write_wav(&args.out, &out[latency..], args.rate)
-        .with_context(|| format!("writing --out {}", args.out.display()))?;
-
-    let mut times = handle.step_times()?;
+    let times = handle.step_times()?;
     if times.is_empty() {
         bail!("the engine ran no step");
     }
-    let steps = times.len();
-    times.sort();
-    let at = |q: f64| times[((steps - 1) as f64 * q).round() as usize].as_secs_f64() * 1e3;
-    let audio_seconds = (samples - latency) as f64 / args.rate as f64;
-    println!(
-        "{steps} steps in {wall:.2} s: {:.1} steps/s, realtime factor {:.2} (audio s / wall s), \
-         latency {latency} samples ({:.0} ms)",
-        steps as f64 / wall,
-        audio_seconds / wall,
-        latency as f64 * 1e3 / args.rate as f64
-    );
-    println!(
-        "step time: P50 {:.2} ms, P95 {:.2} ms, P99 {:.2} ms, max {:.2} ms (budget 20 ms)",
-        at(0.5),
-        at(0.95),
-        at(0.99),
-        at(1.0)
-    );
-    println!(
-        "underruns {}, wrote {}",
-        endpoint.status().underruns,
-        args.out.display()
-    );
-    Ok(())
+    let status = endpoint.status();
+    out.drain(..latency);
+    Ok(StreamReport {
+        audio: out,
+        latency,
+        wall,
+        times,
+        underruns: status.underruns,
+        slides: status.slides,
+        meter_updates: handle.meter(0).map_or(0, |(_, updates)| updates),
+    })
+}
+
+impl StreamReport {
+    pub fn steps_per_second(&self) -> f64 {
+        self.times.len() as f64 / self.wall
+    }
+
+    /// Audio seconds per wall second.
+    pub fn realtime_factor(&self, rate: u32) -> f64 {
+        self.audio.len() as f64 / rate as f64 / self.wall
+    }
+
+    /// The `q` quantile of the step times in ms, over the steps `keep` selects.
+    pub fn quantile_ms(&self, q: f64, keep: impl Fn(&StepTime) -> bool) -> Option<f64> {
+        let mut times: Vec<Duration> = self
+            .times
+            .iter()
+            .filter(|t| keep(t))
+            .map(|t| t.took)
+            .collect();
+        times.sort();
+        let last = times.len().checked_sub(1)?;
+        Some(times[(last as f64 * q).round() as usize].as_secs_f64() * 1e3)
+    }
+
+    pub fn print(&self, rate: u32) {
+        println!(
+            "{} steps in {:.2} s: {:.1} steps/s, realtime factor {:.2} (audio s / wall s; real time \
+             needs 50 steps/s), latency {} samples ({:.0} ms)",
+            self.times.len(),
+            self.wall,
+            self.steps_per_second(),
+            self.realtime_factor(rate),
+            self.latency,
+            self.latency as f64 * 1e3 / rate as f64
+        );
+        let all = |_: &StepTime| true;
+        let q = |q| self.quantile_ms(q, all).unwrap_or(f64::NAN);
+        println!(
+            "step time: P50 {:.2} ms, P95 {:.2} ms, P99 {:.2} ms, max {:.2} ms (budget 20 ms)",
+            q(0.5),
+            q(0.95),
+            q(0.99),
+            q(1.0)
+        );
+        let fmt = |v: Option<f64>| v.map_or("none".to_owned(), |v| format!("{v:.2} ms"));
+        println!(
+            "window slides {}: worst step while sliding {}, elsewhere {}; underruns {}",
+            self.slides,
+            fmt(self.quantile_ms(1.0, |t| t.sliding)),
+            fmt(self.quantile_ms(1.0, |t| !t.sliding)),
+            self.underruns
+        );
+    }
 }

@@ -3,7 +3,7 @@
 //! (`<stem>.probe.safetensors`), the report (`<stem>.report.json`), a plot (`<stem>.png`), and
 //! prints a summary table.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -46,14 +46,7 @@ pub struct TrainProbesArgs {
     pub layer_probes: bool,
 }
 
-/// `<dir>/<stem><suffix>` beside `out`.
-pub fn sibling(out: &Path, suffix: &str) -> PathBuf {
-    let stem = out
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    out.with_file_name(format!("{stem}{suffix}"))
-}
+use engine::features::beside;
 
 pub fn run(args: &TrainProbesArgs) -> anyhow::Result<()> {
     if args.out.extension().and_then(|e| e.to_str()) != Some("safetensors") {
@@ -82,9 +75,9 @@ pub fn run(args: &TrainProbesArgs) -> anyhow::Result<()> {
     })?;
     bar.finish_and_clear();
 
-    let probe_path = sibling(&args.out, ".probe.safetensors");
-    let report_path = sibling(&args.out, ".report.json");
-    let plot_path = sibling(&args.out, ".png");
+    let probe_path = beside(&args.out, ".probe.safetensors");
+    let report_path = beside(&args.out, ".report.json");
+    let plot_path = beside(&args.out, ".png");
     if let Some(probe) = &mut trained.report.probe {
         probe.file = probe_path
             .file_name()

@@ -16,6 +16,7 @@ use directions::{
     TestMetrics, train_concept_probe,
 };
 use engine::features::FeatureProtocol;
+pub use engine::features::ProbeReport;
 use serde::{Deserialize, Serialize};
 
 use crate::feature_store::Features;
@@ -43,16 +44,6 @@ pub struct TrainReport {
     pub probe: Option<ProbeReport>,
     pub seconds: f64,
     pub layers: Vec<LayerReport>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ProbeReport {
-    /// File name of the probe, beside the directions file.
-    pub file: String,
-    /// The decoder block whose mean-pooled output the probe reads.
-    pub block: usize,
-    /// `multiclass` or `regression`.
-    pub kind: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

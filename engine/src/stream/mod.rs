@@ -13,6 +13,7 @@
 //! silence as long as the reported latency.
 
 mod endpoint;
+pub mod meters;
 mod resample;
 mod session;
 mod shared;
@@ -63,6 +64,15 @@ impl ControlFrame {
             master: 1.0,
         }
     }
+}
+
+/// One timeline step's duration on the engine thread.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepTime {
+    pub took: std::time::Duration,
+    /// The step ran while a window slide was under way (the next window's generation running
+    /// alongside, or catching up after the swap).
+    pub sliding: bool,
 }
 
 /// How the engine paces its steps.
@@ -192,7 +202,7 @@ pub(crate) enum Command {
     SetGeneration(GenerationSettings),
     Seek(u64),
     Codes(Sender<Option<Codes>>),
-    StepTimes(Sender<Vec<std::time::Duration>>),
+    StepTimes(Sender<Vec<StepTime>>),
     /// Fault injection: the next step panics (tests of the panic path).
     PanicInStep,
 }
@@ -300,8 +310,9 @@ impl EngineHandle {
         self.shared.status()
     }
 
-    /// How long each step since the engine started took (benchmarks, monitoring).
-    pub fn step_times(&self) -> Result<Vec<std::time::Duration>, StreamError> {
+    /// How long each timeline step since the engine started took (the last 65 536 at most;
+    /// benchmarks, monitoring).
+    pub fn step_times(&self) -> Result<Vec<StepTime>, StreamError> {
         let (tx, rx) = bounded(1);
         self.send(Command::StepTimes(tx))?;
         rx.recv().map_err(|_| StreamError::Stopped)
@@ -311,6 +322,21 @@ impl EngineHandle {
     #[doc(hidden)]
     pub fn inject_step_panic(&self) -> Result<(), StreamError> {
         self.send(Command::PanicInStep)
+    }
+
+    /// Slot `slot`'s live concept meter: the class probabilities last published and how many
+    /// publications there were; `None` when the slot has no multiclass probe beside its file.
+    pub fn meter(&self, slot: usize) -> Option<(Vec<f32>, u64)> {
+        use std::sync::atomic::Ordering::Acquire;
+        let meter = self.shared.meters.get(slot)?;
+        let classes = meter.classes.load(Acquire) as usize;
+        (classes > 0).then(|| {
+            let scores = meter.scores[..classes]
+                .iter()
+                .map(|c| f32::from_bits(c.load(Acquire)))
+                .collect();
+            (scores, meter.updates.load(Acquire))
+        })
     }
 
     /// The last error's message (empty when none).

@@ -7,9 +7,8 @@
 //! Owned by the engine thread (and usable offline: the same steps, no thread).
 
 use crate::encodec::StreamingDecoder;
-use crate::generate::{Codes, Generation, GenerationOptions};
+use crate::generate::{Codes, GenerateError, Generation, GenerationOptions, StepOutput};
 use crate::model::MusicGen;
-use crate::steering::SteeringPlan;
 
 use super::resample::StreamResampler;
 use super::{GenerationSettings, StreamError};
@@ -31,21 +30,53 @@ pub struct SessionOptions {
     pub cushion_steps: usize,
 }
 
+/// Runs a generation's next step with the steering plan of its timeline step (a step of a
+/// window's successor runs a few steps after its timeline step, so the plans of recent steps
+/// must still be at hand). `fresh`: the step computes a new position of the stream, not a
+/// successor's replay of known frames (the concept meters see only fresh steps).
+pub trait Stepper {
+    fn step(
+        &mut self,
+        generation: &mut Generation<'_>,
+        fresh: bool,
+    ) -> Result<StepOutput, GenerateError>;
+}
+
+/// Generation steps one [`Session::step`] may run: the timeline step, plus one step of the
+/// next window's generation while the window ends, or a second step of the new generation
+/// catching up after the swap. No step stalls for a whole re-prefill.
+const STEP_BUDGET: usize = 2;
+
+/// Frames of codes a session keeps for [`Session::codes`]: the last hour.
+const HISTORY_FRAMES: usize = 50 * 3600;
+
 pub struct Session<'m> {
     model: &'m MusicGen,
     options: SessionOptions,
     prompt: String,
     generation: Generation<'m>,
-    /// The current generation's frames already decoded (its prefix counts as decoded).
-    fed: usize,
     /// The global frame of the current generation's frame 0.
     base_frame: u64,
+    /// The next window's generation, fed the current one's last frames as they complete.
+    successor: Option<Successor<'m>>,
+    /// The timeline step the next [`Session::step`] runs.
+    next: u64,
+    /// The global frames before this one have been decoded.
+    fed: u64,
     decoder: StreamingDecoder,
     resampler: StreamResampler,
-    /// Every frame of the stream so far, frame-major.
+    /// The last [`HISTORY_FRAMES`] frames, frame-major, and the global frame of the first.
     frames: Vec<u32>,
+    first_frame: u64,
     pcm: Vec<f32>,
     slides: usize,
+}
+
+struct Successor<'m> {
+    generation: Generation<'m>,
+    base_frame: u64,
+    /// Its prefix: global frames `base_frame..base_frame + frames`.
+    frames: u64,
 }
 
 impl<'m> Session<'m> {
@@ -62,11 +93,14 @@ impl<'m> Session<'m> {
             options,
             prompt: prompt.to_owned(),
             generation,
-            fed: 0,
             base_frame: options.start_step,
+            successor: None,
+            next: options.start_step,
+            fed: options.start_step,
             decoder: codec.streaming_decoder(options.decode_chunk_frames),
             resampler: StreamResampler::new(model_rate, options.sample_rate),
             frames: Vec::new(),
+            first_frame: options.start_step,
             pcm: Vec::new(),
             slides: 0,
         })
@@ -74,7 +108,7 @@ impl<'m> Session<'m> {
 
     /// The timeline step the next [`Session::step`] runs.
     pub fn next_step(&self) -> u64 {
-        self.generation.global_step() as u64
+        self.next
     }
 
     /// Host samples between a step's start and its audio: the delay pattern, the codec's
@@ -87,82 +121,163 @@ impl<'m> Session<'m> {
         (steps * rate).div_ceil(50) + self.resampler.delay_samples()
     }
 
+    pub fn model(&self) -> &'m MusicGen {
+        self.model
+    }
+
+    /// A window slide is under way: the next window's generation exists, or the new one is
+    /// still catching up.
+    pub fn sliding(&self) -> bool {
+        self.successor.is_some() || (self.generation.global_step() as u64) < self.next
+    }
+
     /// Window slides so far.
     pub fn slides(&self) -> usize {
         self.slides
     }
 
-    /// Condition the steps from the next one on on `prompt`.
-    pub fn set_prompt(&mut self, prompt: &str) -> Result<(), StreamError> {
-        self.generation
-            .set_prompt(prompt)
-            .map_err(|error| StreamError::Prompt {
-                prompt: prompt.to_owned(),
-                error: Box::new(error),
-            })?;
+    /// Condition the steps from the next one on on `prompt`. The deferred work (see
+    /// [`Session::work`]) is done first, so which steps see the new prompt does not depend on
+    /// when the engine found time for it.
+    pub fn set_prompt(
+        &mut self,
+        prompt: &str,
+        plans: &mut impl Stepper,
+        out: &mut Vec<f32>,
+    ) -> Result<(), StreamError> {
+        while self.work(plans, out)? {}
+        let fail = |error| StreamError::Prompt {
+            prompt: prompt.to_owned(),
+            error: Box::new(error),
+        };
+        self.generation.set_prompt(prompt).map_err(fail)?;
+        if let Some(next) = &mut self.successor {
+            next.generation.set_prompt(prompt).map_err(fail)?;
+        }
         self.prompt = prompt.to_owned();
         Ok(())
     }
 
-    /// Run the next timeline step with `plan` (its external values set for this step) and
-    /// append the host-rate audio that became final to `out`.
-    pub fn step(&mut self, plan: &mut SteeringPlan, out: &mut Vec<f32>) -> Result<(), StreamError> {
-        if self.generation.steps_done() >= self.generation.capacity() {
-            self.slide(plan)?;
+    /// Run timeline step [`Session::next_step`]: at most [`STEP_BUDGET`] units of
+    /// [`Session::work`], the rest left for when the engine is idle. Audio that became final
+    /// is appended to `out` at the host rate.
+    pub fn step(
+        &mut self,
+        plans: &mut impl Stepper,
+        out: &mut Vec<f32>,
+    ) -> Result<(), StreamError> {
+        self.next += 1;
+        for _ in 0..STEP_BUDGET {
+            if !self.work(plans, out)? {
+                break;
+            }
         }
-        let step = self.next_step();
-        let done = self
+        Ok(())
+    }
+
+    /// One generation step of the work the timeline steps so far ask for, each with the plan
+    /// of its own timeline step; whether there was any.
+    ///
+    /// Past the window, the generation is replaced by one that continues its last
+    /// `reprompt_frames` complete frames from their own global step (audiocraft's
+    /// `extend_stride`). That successor runs its steps alongside the window's last steps, as
+    /// each prefix frame completes, and after the swap it catches up the codebook delay: so
+    /// no timeline step waits for a whole re-prefill. Results do not depend on when the work
+    /// runs: every step's inputs (prefix frames, plan of its timeline step) are fixed.
+    pub fn work(
+        &mut self,
+        plans: &mut impl Stepper,
+        out: &mut Vec<f32>,
+    ) -> Result<bool, StreamError> {
+        if (self.generation.global_step() as u64) < self.next {
+            if self.generation.steps_done() >= self.generation.capacity() {
+                self.swap()?;
+            }
+            let step = self.generation.global_step() as u64;
+            let done = plans
+                .step(&mut self.generation, true)
+                .map_err(|error| StreamError::Generate { step, error })?;
+            if let Some(frame) = done.completed_frame {
+                self.completed(frame, out);
+            }
+            return Ok(true);
+        }
+        match &mut self.successor {
+            Some(next)
+                if next.generation.ready()
+                    && next.generation.global_step() < self.generation.global_step() =>
+            {
+                let step = next.generation.global_step() as u64;
+                plans
+                    .step(&mut next.generation, false)
+                    .map_err(|error| StreamError::Generate { step, error })?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// The current generation completed its frame `frame`: decode it if new, hand it to the
+    /// successor if it is part of its prefix (creating the successor at its first frame).
+    fn completed(&mut self, frame: usize, out: &mut Vec<f32>) {
+        let global = self.base_frame + frame as u64;
+        let codes = self
             .generation
-            .step_steered(plan)
-            .map_err(|error| StreamError::Generate { step, error })?;
-        if let Some(frame) = done.completed_frame.filter(|&f| f >= self.fed) {
-            let codes = self
-                .generation
-                .frame(frame)
-                .expect("a completed frame has codes");
-            self.frames.extend_from_slice(&codes);
+            .frame(frame)
+            .expect("a completed frame has codes");
+        if global >= self.fed {
+            self.remember(&codes);
             self.decoder
                 .push(&self.model.audio_encoder, &codes, &mut self.pcm);
             self.resampler.process(&self.pcm, out);
             self.pcm.clear();
-            self.fed = frame + 1;
+            self.fed = global + 1;
         }
-        Ok(())
+        let capacity = self.generation.capacity();
+        let k = self.model.config.decoder.num_codebooks;
+        // Complete frames when the window is full, and the first of them the next one keeps.
+        let complete = (capacity + 1).saturating_sub(k);
+        let keep = self.options.reprompt_frames.min(complete);
+        let first = complete - keep;
+        if frame == first && self.successor.is_none() && keep > 0 {
+            self.successor = Some(Successor {
+                generation: self
+                    .generation
+                    .successor((self.base_frame + first as u64) as usize, keep),
+                base_frame: self.base_frame + first as u64,
+                frames: keep as u64,
+            });
+        }
+        if let Some(next) = &mut self.successor
+            && (next.base_frame..next.base_frame + next.frames).contains(&global)
+        {
+            next.generation.push_prefix_frame(&codes);
+        }
     }
 
-    /// Replace the full generation by one that continues its last `reprompt_frames` complete
-    /// frames, and run its prefix steps, so that its next step is the timeline's next step.
-    fn slide(&mut self, plan: &mut SteeringPlan) -> Result<(), StreamError> {
-        let complete = self.generation.complete_frames();
-        let keep = self.options.reprompt_frames.min(complete);
-        let all = self.generation.codes();
-        let first = complete - keep;
-        let mut data = Vec::with_capacity(all.codebooks * keep);
-        for c in 0..all.codebooks {
-            data.extend_from_slice(&all.data[c * all.frames + first..c * all.frames + complete]);
-        }
-        let prefix = Codes {
-            data,
-            codebooks: all.codebooks,
-            frames: keep,
-        };
-        let next = self.next_step();
-        let base_frame = self.base_frame + first as u64;
-        let generation = new_generation(self.model, &self.prompt, &self.options, base_frame)?;
-        self.generation = generation.with_prefix(prefix);
-        self.base_frame = base_frame;
-        self.fed = keep;
-        while self.next_step() < next {
-            let step = self.next_step();
-            self.generation
-                .step_steered(plan)
-                .map_err(|error| StreamError::Generate { step, error })?;
-        }
+    /// The window is full: its successor takes over (its prefix is complete by now).
+    fn swap(&mut self) -> Result<(), StreamError> {
+        let next = self.successor.take().ok_or_else(|| {
+            StreamError::Config(format!(
+                "window {} leaves no frames to re-prompt with",
+                self.options.window
+            ))
+        })?;
+        self.generation = next.generation;
+        self.base_frame = next.base_frame;
         self.slides += 1;
         Ok(())
     }
 
-    /// Every frame decoded so far, undelayed `[codebooks, frames]`.
+    fn remember(&mut self, codes: &[u32]) {
+        if self.frames.len() >= 2 * HISTORY_FRAMES * codes.len() {
+            self.frames.drain(..HISTORY_FRAMES * codes.len());
+            self.first_frame += HISTORY_FRAMES as u64;
+        }
+        self.frames.extend_from_slice(codes);
+    }
+
+    /// The frames decoded so far (the last hour at most), undelayed `[codebooks, frames]`.
     pub fn codes(&self) -> Codes {
         let k = self.model.config.decoder.num_codebooks;
         let frames = self.frames.len() / k;
@@ -175,6 +290,11 @@ impl<'m> Session<'m> {
             codebooks: k,
             frames,
         }
+    }
+
+    /// The global frame of [`Session::codes`]' first frame.
+    pub fn first_frame(&self) -> u64 {
+        self.first_frame
     }
 }
 

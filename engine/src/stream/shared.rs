@@ -55,6 +55,20 @@ pub struct Status {
     pub latency_samples: u64,
     /// A model is loaded and a stream is producing audio.
     pub running: bool,
+    /// Window slides of the current stream (re-prompts past the model's window).
+    pub slides: u64,
+}
+
+/// One slot's live concept meter (see [`super::meters`]): written by the engine thread, read by
+/// anyone without a lock.
+#[derive(Debug, Default)]
+pub struct SlotMeter {
+    /// Classes metered; 0: the slot has no probe.
+    pub classes: AtomicU32,
+    /// Class probabilities as `f32` bits.
+    pub scores: [AtomicU32; super::meters::METER_CLASSES],
+    /// Publications so far.
+    pub updates: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -62,6 +76,7 @@ pub struct Shared {
     /// Written by the engine thread after each step; read by anyone.
     pub step: AtomicU64,
     pub steps_done: AtomicU64,
+    pub slides: AtomicU64,
     /// Written by the audio thread (`pop`); read by anyone.
     pub underruns: AtomicU64,
     /// Written by the engine thread; read by anyone.
@@ -79,6 +94,7 @@ pub struct Shared {
     /// writes no new audio before it has.
     pub epoch: AtomicU64,
     pub acknowledged: AtomicU64,
+    pub meters: [SlotMeter; super::SLOTS],
 }
 
 impl Shared {
@@ -91,6 +107,7 @@ impl Shared {
             errors: self.errors.load(Acquire),
             latency_samples: self.latency_samples.load(Acquire),
             running: self.running.load(Acquire),
+            slides: self.slides.load(Acquire),
         }
     }
 }

@@ -11,15 +11,23 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
 use crate::model::MusicGen;
 
-use super::session::{Session, SessionOptions};
+use super::meters::{EVERY_STEPS, MeterProbe, Meters};
+use super::session::{Session, SessionOptions, Stepper};
 use super::shared::{ErrorCode, Shared};
 use super::slots::Steering;
 use super::{
-    Clock, Command, ControlFrame, EngineConfig, GenerationSettings, ModelSource, SLOTS, StreamError,
+    Clock, Command, ControlFrame, EngineConfig, GenerationSettings, ModelSource, SLOTS, StepTime,
+    StreamError,
 };
 
 /// How long the thread sleeps when it has nothing to do, waiting for a command.
 const IDLE: Duration = Duration::from_micros(500);
+
+/// Controls kept for late steps: more than the codebook delay a successor lags by.
+const RECENT: usize = 64;
+
+/// Step times kept for [`super::EngineHandle::step_times`].
+const STEP_TIMES: usize = 1 << 16;
 
 /// What a command asks of the running session.
 enum Flow {
@@ -46,6 +54,10 @@ pub(super) struct Worker {
     /// Controls popped but not yet due, and the values of the last one used.
     pending: VecDeque<ControlFrame>,
     held: ControlFrame,
+    /// The controls of the last [`RECENT`] steps run, for the steps a window's successor runs
+    /// late.
+    recent: VecDeque<ControlFrame>,
+    meters: Meters,
     /// Audio made but not yet in the ring (full, or the audio thread has not drained a flush).
     out: VecDeque<f32>,
     scratch: Vec<f32>,
@@ -54,7 +66,7 @@ pub(super) struct Worker {
     /// Fault injection for tests: the next step panics.
     panic_next_step: bool,
     /// The duration of every step run.
-    step_times: Vec<Duration>,
+    step_times: Vec<StepTime>,
 }
 
 impl Worker {
@@ -78,6 +90,8 @@ impl Worker {
             start_step: 0,
             pending: VecDeque::new(),
             held: ControlFrame::silent(0),
+            recent: VecDeque::with_capacity(RECENT + 1),
+            meters: Meters::default(),
             out: VecDeque::new(),
             scratch: Vec::new(),
             failed: false,
@@ -116,6 +130,8 @@ impl Worker {
         let epoch = self.shared.epoch.fetch_add(1, AcqRel) + 1;
         self.out.clear();
         self.pending.clear();
+        self.recent.clear();
+        self.meters.clear();
         let prompt = self
             .prompt_at(self.start_step)
             .unwrap_or_default()
@@ -140,6 +156,7 @@ impl Worker {
         let latency = session.latency_samples();
         self.shared.latency_samples.store(latency as u64, Release);
         self.shared.step.store(self.start_step, Release);
+        self.shared.slides.store(0, Release);
         self.out.extend(std::iter::repeat_n(0.0, latency));
         self.held = ControlFrame::silent(self.start_step);
         self.shared.running.store(true, Release);
@@ -158,11 +175,10 @@ impl Worker {
             if self.shared.acknowledged.load(Acquire) == epoch {
                 worked |= self.flush_out();
             }
-            if let Some(control) = self.due_control(session.next_step(), latency) {
-                if let Err(e) = self.run_step(&mut session, &control) {
-                    return self.fail(&e);
-                }
-                worked = true;
+            let control = self.due_control(session.next_step(), latency);
+            match self.run_step(&mut session, control.as_ref()) {
+                Ok(ran) => worked |= ran,
+                Err(e) => return self.fail(&e),
             }
             if !worked {
                 match self.commands.recv_timeout(IDLE) {
@@ -180,27 +196,49 @@ impl Worker {
         }
     }
 
-    /// One step, a panic inside it caught and reported.
+    /// Timeline step `control.step` (with a prompt change due there), or with `None` one unit
+    /// of the session's deferred work; a panic inside caught and reported. Whether anything
+    /// ran.
     fn run_step(
         &mut self,
         session: &mut Session<'_>,
-        control: &ControlFrame,
-    ) -> Result<(), StreamError> {
+        control: Option<&ControlFrame>,
+    ) -> Result<bool, StreamError> {
         let step = session.next_step();
-        if let Some(prompt) = self.prompts.get(&step).filter(|_| step > self.start_step) {
-            session.set_prompt(prompt)?;
+        let prompt = control
+            .and_then(|_| self.prompts.get(&step))
+            .filter(|_| step > self.start_step)
+            .cloned();
+        if let Some(control) = control {
+            if self.recent.len() == RECENT {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(*control);
         }
-        let plan = self.steering.plan_for(control);
+        let mut plans = RecentPlans {
+            steering: &mut self.steering,
+            recent: &self.recent,
+            meters: &mut self.meters,
+            model: session.model(),
+        };
         let scratch = &mut self.scratch;
-        let inject = std::mem::take(&mut self.panic_next_step);
+        let inject = control.is_some() && std::mem::take(&mut self.panic_next_step);
+        let sliding = session.sliding();
         let started = Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| {
             assert!(!inject, "fault injected by the engine's panic test");
-            session.step(plan, scratch)
+            match control {
+                Some(_) => {
+                    if let Some(prompt) = &prompt {
+                        session.set_prompt(prompt, &mut plans, scratch)?;
+                    }
+                    session.step(&mut plans, scratch).map(|()| true)
+                }
+                None => session.work(&mut plans, scratch),
+            }
         }));
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
+        let worked = match result {
+            Ok(result) => result?,
             Err(panic) => {
                 let message = panic
                     .downcast_ref::<&str>()
@@ -209,12 +247,24 @@ impl Worker {
                     .unwrap_or_else(|| "a panic without a message".to_owned());
                 return Err(StreamError::Panic { step, message });
             }
-        }
-        self.step_times.push(started.elapsed());
+        };
         self.out.extend(self.scratch.drain(..));
-        self.shared.step.store(session.next_step(), Release);
-        self.shared.steps_done.fetch_add(1, Relaxed);
-        Ok(())
+        if control.is_some() {
+            if self.step_times.len() == STEP_TIMES {
+                self.step_times.drain(..STEP_TIMES / 2);
+            }
+            self.step_times.push(StepTime {
+                took: started.elapsed(),
+                sliding: sliding || session.sliding(),
+            });
+            self.shared.step.store(session.next_step(), Release);
+            self.shared.steps_done.fetch_add(1, Relaxed);
+            self.shared.slides.store(session.slides() as u64, Release);
+            if session.next_step().is_multiple_of(EVERY_STEPS) {
+                self.meters.publish(&self.shared);
+            }
+        }
+        Ok(worked)
     }
 
     /// The control for `step` when the clock says to run it now.
@@ -341,7 +391,12 @@ impl Worker {
     ) -> Result<Flow, StreamError> {
         let model = self.model.clone();
         self.steering
-            .set(model.as_deref(), slot, spec, self.settings.seed)?;
+            .set(model.as_deref(), slot, spec.clone(), self.settings.seed)?;
+        // A probe that cannot be used only leaves the slot without a meter.
+        let probe = spec
+            .zip(model)
+            .and_then(|(spec, model)| MeterProbe::beside(&spec.file, &model).ok().flatten());
+        self.meters.set(slot, probe, &self.shared);
         Ok(Flow::Continue)
     }
 
@@ -395,5 +450,37 @@ impl Worker {
         }
         self.shared.error_code.store(code as u32, Release);
         self.shared.errors.fetch_add(1, AcqRel);
+    }
+}
+
+/// Steps with the plans of the steps run lately (the control of that step, or the nearest
+/// earlier one), the meters watching fresh steps.
+struct RecentPlans<'a> {
+    steering: &'a mut Steering,
+    recent: &'a VecDeque<ControlFrame>,
+    meters: &'a mut Meters,
+    model: &'a MusicGen,
+}
+
+impl Stepper for RecentPlans<'_> {
+    fn step(
+        &mut self,
+        generation: &mut crate::Generation<'_>,
+        fresh: bool,
+    ) -> Result<crate::generate::StepOutput, crate::generate::GenerateError> {
+        let step = generation.global_step() as u64;
+        let control = self
+            .recent
+            .iter()
+            .rev()
+            .find(|c| c.step <= step)
+            .or(self.recent.front())
+            .map_or(ControlFrame::silent(step), |c| ControlFrame { step, ..*c });
+        let plan = self.steering.plan_for(&control);
+        if fresh && !self.meters.is_empty() {
+            generation.step_observed(plan, &mut self.meters.observer(self.model))
+        } else {
+            generation.step_steered(plan)
+        }
     }
 }

@@ -81,13 +81,30 @@ pub fn bounce(
     blocks: &[usize],
     control: impl Fn(u64) -> ControlFrame,
 ) -> Vec<f32> {
-    let start = |s: u64| (s * u64::from(rate)).div_ceil(50);
     let mut out = vec![0.0f32; samples];
-    let (mut t, mut next, mut i) = (0usize, 0u64, 0usize);
+    bounce_into(endpoint, rate, 0, steps, &mut out, blocks, control);
+    out
+}
+
+/// [`bounce`] continued into `out`: the stream's host samples from step `from`'s start on
+/// (`from` is where the last call ended).
+pub fn bounce_into(
+    endpoint: &mut AudioEndpoint,
+    rate: u32,
+    from: u64,
+    steps: u64,
+    out: &mut [f32],
+    blocks: &[usize],
+    control: impl Fn(u64) -> ControlFrame,
+) {
+    let start = |s: u64| (s * u64::from(rate)).div_ceil(50);
+    let origin = start(from);
+    let samples = out.len();
+    let (mut t, mut next, mut i) = (0usize, from, 0usize);
     while t < samples {
         let n = blocks[i % blocks.len()].min(samples - t);
         i += 1;
-        while next < steps && start(next) < (t + n) as u64 {
+        while next < steps && start(next) < origin + (t + n) as u64 {
             assert!(endpoint.push_control(control(next)), "control queue full");
             next += 1;
         }
@@ -99,7 +116,6 @@ pub fn bounce(
         assert_eq!(endpoint.pop(&mut out[t..t + n]), n);
         t += n;
     }
-    out
 }
 
 /// Wait until the engine runs a stream and return its latency in host samples.

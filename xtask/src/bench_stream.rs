@@ -1,0 +1,210 @@
+//! `cargo xtask bench stream`: the streaming engine in real-time terms — steps/s against the 50
+//! a second real time needs, step-time percentiles, the worst step while a window slides,
+//! latency at the host rate — on the committed tiny model and on the musicgen-small-shape bench
+//! model, each with and without a live concept meter (the meter's cost side by side).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use directions::faer::Mat;
+use directions::{ConceptKind, DirectionsFile, KernelParams, Probe, ProbeKind};
+use engine::MusicGen;
+use engine::features::{ProbeReport, beside};
+use engine::render::{SamplingChoice, default_guidance};
+use engine::steering::{Schedule, SteerArg};
+use engine::stream::GenerationSettings;
+
+use crate::bench_decode::{DecodeArgs, default_bench_model, ensure_model, workspace_root};
+use crate::stream::{StreamReport, StreamSetup, bounce};
+
+/// Streaming speed and latency, with and without a concept meter, on the tiny and the
+/// musicgen-small-shape models.
+#[derive(Debug, clap::Args)]
+pub struct StreamBenchArgs {
+    /// The musicgen-small-shape bench model (made as `bench decode` makes it).
+    #[arg(long, default_value_os_t = default_bench_model())]
+    pub model: PathBuf,
+    /// Seconds of audio streamed on the bench model.
+    #[arg(long, default_value_t = 4.0)]
+    pub seconds: f64,
+    /// Decoder positions per window on the bench model: small, so the run includes slides.
+    #[arg(long, default_value_t = 150)]
+    pub window: usize,
+    /// Seconds of audio streamed on the tiny model (window 500, re-prompt 200).
+    #[arg(long, default_value_t = 60.0)]
+    pub tiny_seconds: f64,
+    /// Host sample rate in Hz.
+    #[arg(long, default_value_t = 48_000)]
+    pub rate: u32,
+    /// Python with torch + transformers, to make the bench model on first use.
+    #[arg(long, env = "MUSICRFM_PYTHON", default_value = "python3")]
+    pub python: String,
+}
+
+const PROMPT: &str = "80s pop track with bassy drums and synth";
+
+pub fn run(args: &StreamBenchArgs) -> anyhow::Result<()> {
+    ensure_model(&DecodeArgs {
+        model: args.model.clone(),
+        steps: 3,
+        decode_seconds: 1.0,
+        python: args.python.clone(),
+        skip_reference: true,
+    })?;
+    println!(
+        "{} threads, {} Hz, blocks of 512, sampled (top-k 250) with CFG 3, slot 0 steered by a \
+         sine of strength 2",
+        rayon::current_num_threads(),
+        args.rate
+    );
+    let tiny = workspace_root().join("tests/fixtures/musicgen-tiny");
+    let runs = [
+        ("musicgen-tiny", tiny.as_path(), args.tiny_seconds, 500, 200),
+        (
+            "musicgen-small shape (random weights)",
+            args.model.as_path(),
+            args.seconds,
+            args.window,
+            args.window * 2 / 5,
+        ),
+    ];
+    for (name, dir, seconds, window, reprompt) in runs {
+        println!("\n== {name}: {seconds} s, window {window}, re-prompt {reprompt} frames");
+        let model = Arc::new(
+            MusicGen::load(dir, &engine::default_device())
+                .with_context(|| format!("loading {}", dir.display()))?,
+        );
+        let scratch =
+            std::env::temp_dir().join(format!("musicrfm-bench-stream-{}", std::process::id()));
+        std::fs::create_dir_all(&scratch)?;
+        let plain = write_directions(&model, &scratch.join("plain.safetensors"))?;
+        let metered = write_directions(&model, &scratch.join("metered.safetensors"))?;
+        write_probe(&model, &metered)?;
+        let settings = GenerationSettings {
+            sampling: SamplingChoice::default().resolve(&model.generation_config),
+            guidance: default_guidance(&model.generation_config),
+            seed: 0,
+        };
+        let mut reports: Vec<StreamReport> = Vec::new();
+        for file in [&plain, &metered] {
+            let steers = [SteerArg {
+                file: file.clone(),
+                class: "0".into(),
+                strength: 2.0,
+                schedule: Schedule::Sine { period: 200.0 },
+            }];
+            let setup = StreamSetup {
+                prompt: PROMPT,
+                seconds,
+                rate: args.rate,
+                block: 512,
+                settings,
+                window,
+                reprompt_frames: reprompt,
+                steers: &steers,
+                layers: None,
+                gate: 1.0,
+            };
+            let report = bounce(model.clone(), &setup)?;
+            println!(
+                "-- {}",
+                if reports.is_empty() {
+                    "no meter"
+                } else {
+                    "with a live meter"
+                }
+            );
+            report.print(args.rate);
+            reports.push(report);
+        }
+        let (a, b) = (&reports[0], &reports[1]);
+        println!(
+            "meter: {} publications; steps/s with / without {:.3} (1 = free)",
+            b.meter_updates,
+            b.steps_per_second() / a.steps_per_second()
+        );
+        let rt = a.realtime_factor(args.rate);
+        println!(
+            "real time: {:.2}× ({})",
+            rt,
+            if rt >= 1.0 {
+                "keeps up".to_owned()
+            } else {
+                format!(
+                    "{:.1}× too slow for live playback; offline bounces stay exact",
+                    1.0 / rt
+                )
+            }
+        );
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
+    println!(
+        "\nlatency budget: codebook delay (K−1 steps) + codec look-ahead + cushion (2 steps), \
+         20 ms a step, plus the resampler's delay; a step must finish in 20 ms on average, and \
+         the cushion absorbs a late one"
+    );
+    Ok(())
+}
+
+/// One class of random unit vectors over every block, as a directions file.
+fn write_directions(model: &MusicGen, path: &Path) -> anyhow::Result<PathBuf> {
+    let (d, n) = (model.decoder.d_model(), model.decoder.num_blocks());
+    let mut rng = directions::Rng::keyed(7, &[d as u64]);
+    let directions = (0..n)
+        .map(|_| {
+            let v: Vec<f32> = (0..d).map(|_| rng.normal() as f32).collect();
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.into_iter().map(|x| x / norm).collect()
+        })
+        .collect();
+    DirectionsFile {
+        concept: "bench".into(),
+        classes: vec!["bench".into()],
+        kind: ConceptKind::Binary,
+        metric: "auc".into(),
+        model: "bench".into(),
+        d_model: d,
+        n_layers_model: n,
+        pooling: "mean".into(),
+        site: "block_output".into(),
+        layers: (0..n as i64).collect(),
+        directions: vec![directions],
+        scores: vec![vec![1.0; n]],
+    }
+    .write(path)?;
+    Ok(path.to_owned())
+}
+
+/// A 12-class probe of the model's width with 600 centers beside `directions`, read at the
+/// middle block: the size of a SynTheory notes probe.
+fn write_probe(model: &MusicGen, directions: &Path) -> anyhow::Result<()> {
+    let d = model.decoder.d_model();
+    let mut rng = directions::Rng::keyed(11, &[d as u64]);
+    let mut normal = |_: usize, _: usize| rng.normal() as f32;
+    let probe = Probe::new(
+        ProbeKind::Multiclass { n_classes: 12 },
+        KernelParams {
+            bandwidth: 10.0,
+            exponent: 1.0,
+        },
+        1e-3,
+        false,
+        Mat::<f32>::from_fn(d, d, |i, j| if i == j { 1.0 } else { 0.0 }),
+        Mat::<f32>::from_fn(600, d, &mut normal),
+        Mat::<f32>::from_fn(600, 12, &mut normal),
+        0.0,
+        1.0,
+    )?;
+    let probe_path = beside(directions, ".probe.safetensors");
+    probe.save(&probe_path)?;
+    let report = serde_json::json!({
+        "probe": ProbeReport {
+            file: probe_path.file_name().unwrap_or_default().to_string_lossy().into_owned(),
+            block: model.decoder.num_blocks() / 2,
+            kind: "multiclass".into(),
+        }
+    });
+    std::fs::write(beside(directions, ".report.json"), report.to_string())?;
+    Ok(())
+}
