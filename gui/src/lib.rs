@@ -16,7 +16,7 @@ use nice_plug_egui::{
 use parking_lot::RwLock;
 
 /// Logical size of the editor window.
-pub const EDITOR_SIZE: (f64, f64) = (520.0, 560.0);
+pub const EDITOR_SIZE: (f64, f64) = (560.0, 640.0);
 
 /// Slots of directions the editor shows.
 pub const SLOTS: usize = 8;
@@ -33,6 +33,21 @@ pub trait EditorModel: Send + Sync + 'static {
     fn prompt(&self) -> &RwLock<String>;
     /// One line on the engine's state (model, errors).
     fn engine_status(&self) -> String;
+    /// Slot `slot`'s persisted directions: file, class, and whether it is in MIDI notes mode.
+    fn slot_directions(&self, slot: usize) -> SlotDirections;
+    /// Replace slot `slot`'s persisted directions (the GUI thread; never the audio thread).
+    fn set_slot_directions(&self, slot: usize, directions: SlotDirections);
+}
+
+/// What the editor shows and edits of one slot's persisted directions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlotDirections {
+    /// A directions file ("" = the slot is empty).
+    pub file: String,
+    /// A class name or 0-based index (unused in MIDI notes mode).
+    pub class: String,
+    /// MIDI notes mode: the file is a 12-class notes file played from MIDI.
+    pub midi: bool,
 }
 
 /// The egui application behind the editor window.
@@ -44,17 +59,21 @@ pub struct EditorApp<M: EditorModel> {
     prompt_draft: String,
     /// The model source as typed; committed when the field loses focus.
     model_draft: String,
+    /// Each slot's directions as edited; committed when a field loses focus or the box toggles.
+    slot_drafts: [SlotDirections; SLOTS],
 }
 
 impl<M: EditorModel> EditorApp<M> {
     pub fn new(model: Arc<M>) -> Self {
         let prompt_draft = model.prompt().read().clone();
         let model_draft = model.model_source().read().clone();
+        let slot_drafts = std::array::from_fn(|k| model.slot_directions(k));
         Self {
             model,
             gui_context: None,
             prompt_draft,
             model_draft,
+            slot_drafts,
         }
     }
 }
@@ -69,6 +88,7 @@ impl<M: EditorModel> NiceEguiApp for EditorApp<M> {
         // The state may have been restored since the editor was last open.
         self.prompt_draft = self.model.prompt().read().clone();
         self.model_draft = self.model.model_source().read().clone();
+        self.slot_drafts = std::array::from_fn(|k| self.model.slot_directions(k));
         self.gui_context = Some(nice_gui_ctx);
         Ok(())
     }
@@ -99,11 +119,33 @@ impl<M: EditorModel> NiceEguiApp for EditorApp<M> {
             let setter = gui_context.param_setter();
             ui.label("Master");
             ui.add(ParamSlider::for_param(self.model.master(), &setter).with_width(300.0));
-            for slot in 0..SLOTS {
-                ui.label(format!("Slot {} strength", slot + 1));
-                let param = self.model.slot_strength(slot);
-                ui.add(ParamSlider::for_param(param, &setter).with_width(300.0));
-            }
+            egui::ScrollArea::vertical().show(ui, |ui| {
+                for slot in 0..SLOTS {
+                    ui.label(format!("Slot {} strength", slot + 1));
+                    let param = self.model.slot_strength(slot);
+                    ui.add(ParamSlider::for_param(param, &setter).with_width(300.0));
+                    let draft = &mut self.slot_drafts[slot];
+                    let committed = ui
+                        .horizontal(|ui| {
+                            let file = ui.add(
+                                egui::TextEdit::singleline(&mut draft.file)
+                                    .hint_text("directions file")
+                                    .desired_width(220.0),
+                            );
+                            let class = ui.add(
+                                egui::TextEdit::singleline(&mut draft.class)
+                                    .hint_text("class")
+                                    .desired_width(80.0),
+                            );
+                            let midi = ui.checkbox(&mut draft.midi, "MIDI notes");
+                            file.lost_focus() || class.lost_focus() || midi.changed()
+                        })
+                        .inner;
+                    if committed {
+                        self.model.set_slot_directions(slot, draft.clone());
+                    }
+                }
+            });
         }
 
         ui.add_space(8.0);

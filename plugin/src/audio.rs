@@ -201,10 +201,12 @@ impl AudioState {
         }
         let faulted = self.link.faulted.load(Acquire);
         let wanted = n - lead;
-        if wanted > 0 && self.may_wait() && self.link.expect_audio.load(Acquire) {
-            if !self.endpoint.wait_for(wanted, OFFLINE_WAIT) {
-                self.gave_up = true;
-            }
+        if wanted > 0
+            && self.may_wait()
+            && self.link.expect_audio.load(Acquire)
+            && !self.endpoint.wait_for(wanted, OFFLINE_WAIT)
+        {
+            self.gave_up = true;
         }
         first[..lead].fill(0.0);
         self.endpoint.pop(&mut first[lead..]);

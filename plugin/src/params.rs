@@ -337,4 +337,21 @@ impl gui::EditorModel for MusicrfmParams {
     fn engine_status(&self) -> String {
         self.status.0.lock().clone()
     }
+
+    fn slot_directions(&self, slot: usize) -> gui::SlotDirections {
+        let state = self.slot_files.read()[slot].clone();
+        gui::SlotDirections {
+            file: state.file,
+            class: state.class,
+            midi: state.midi,
+        }
+    }
+
+    fn set_slot_directions(&self, slot: usize, directions: gui::SlotDirections) {
+        self.slot_files.write()[slot] = SlotState {
+            file: directions.file,
+            class: directions.class,
+            midi: directions.midi,
+        };
+    }
 }
