@@ -119,33 +119,35 @@ impl<M: EditorModel> NiceEguiApp for EditorApp<M> {
             let setter = gui_context.param_setter();
             ui.label("Master");
             ui.add(ParamSlider::for_param(self.model.master(), &setter).with_width(300.0));
-            egui::ScrollArea::vertical().show(ui, |ui| {
-                for slot in 0..SLOTS {
-                    ui.label(format!("Slot {} strength", slot + 1));
-                    let param = self.model.slot_strength(slot);
-                    ui.add(ParamSlider::for_param(param, &setter).with_width(300.0));
-                    let draft = &mut self.slot_drafts[slot];
-                    let committed = ui
-                        .horizontal(|ui| {
-                            let file = ui.add(
-                                egui::TextEdit::singleline(&mut draft.file)
-                                    .hint_text("directions file")
-                                    .desired_width(220.0),
-                            );
-                            let class = ui.add(
-                                egui::TextEdit::singleline(&mut draft.class)
-                                    .hint_text("class")
-                                    .desired_width(80.0),
-                            );
-                            let midi = ui.checkbox(&mut draft.midi, "MIDI notes");
-                            file.lost_focus() || class.lost_focus() || midi.changed()
-                        })
-                        .inner;
-                    if committed {
-                        self.model.set_slot_directions(slot, draft.clone());
+            egui::ScrollArea::vertical()
+                .max_height(400.0)
+                .show(ui, |ui| {
+                    for slot in 0..SLOTS {
+                        ui.label(format!("Slot {} strength", slot + 1));
+                        let param = self.model.slot_strength(slot);
+                        ui.add(ParamSlider::for_param(param, &setter).with_width(300.0));
+                        let draft = &mut self.slot_drafts[slot];
+                        let committed = ui
+                            .horizontal(|ui| {
+                                let file = ui.add(
+                                    egui::TextEdit::singleline(&mut draft.file)
+                                        .hint_text("directions file")
+                                        .desired_width(220.0),
+                                );
+                                let class = ui.add(
+                                    egui::TextEdit::singleline(&mut draft.class)
+                                        .hint_text("class")
+                                        .desired_width(80.0),
+                                );
+                                let midi = ui.checkbox(&mut draft.midi, "MIDI notes");
+                                file.lost_focus() || class.lost_focus() || midi.changed()
+                            })
+                            .inner;
+                        if committed {
+                            self.model.set_slot_directions(slot, draft.clone());
+                        }
                     }
-                }
-            });
+                });
         }
 
         ui.add_space(8.0);
