@@ -73,25 +73,26 @@ fn process_does_not_allocate_over_automation_midi_transport_and_the_offline_wait
             });
         }
     }
+    // Play (past the latency, so audio comes), stop, start elsewhere (a seek), loop back.
     let transport = |t: u64| match t {
-        0..9_600 => TransportState {
+        0..24_000 => TransportState {
             playing: true,
             position: t,
         },
-        9_600..12_000 => TransportState {
+        24_000..26_400 => TransportState {
             playing: false,
             position: 0,
         },
-        12_000..19_200 => TransportState {
+        26_400..40_800 => TransportState {
             playing: true,
-            position: 4_800 + t - 12_000,
+            position: 4_800 + t - 26_400,
         },
         _ => TransportState {
             playing: true,
-            position: t - 19_200,
+            position: t - 40_800,
         },
     };
-    let blocks: Vec<usize> = (0..120).map(|i| [480, 64, 333, 1][i % 4]).collect();
+    let blocks: Vec<usize> = (0..280).map(|i| [480, 64, 333, 1][i % 4]).collect();
     let played = Playback {
         sample_rate: rate as f64,
         blocks: &blocks,
