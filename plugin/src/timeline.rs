@@ -14,9 +14,13 @@ pub fn step_start(step: u64, sample_rate: u64) -> u64 {
     (step * sample_rate).div_ceil(STEP_RATE)
 }
 
-/// The first step starting at or after `position` samples from the origin.
+/// The first step starting at or after `position` samples from the origin: the least s with
+/// `step_start(s) >= position` (at rates whose steps are whole samples, `ceil(position·50/fs)`).
 pub fn step_at(position: u64, sample_rate: u64) -> u64 {
-    (position * STEP_RATE).div_ceil(sample_rate)
+    match position {
+        0 => 0,
+        p => (p - 1) * STEP_RATE / sample_rate + 1,
+    }
 }
 
 /// A host position in samples from a transport position in seconds.
@@ -64,7 +68,7 @@ impl Origin {
 }
 
 /// Steps a released note takes to fade out.
-pub const RELEASE_STEPS: f32 = 5.0;
+pub const RELEASE_STEPS: u32 = 5;
 
 /// The notes of the MIDI slot: each key's velocity while held, and each pitch class's level,
 /// which follows the loudest held key of that class and ramps down over [`RELEASE_STEPS`] once
@@ -73,7 +77,9 @@ pub const RELEASE_STEPS: f32 = 5.0;
 pub struct Notes {
     held: [f32; 128],
     level: [f32; NOTES],
-    release: [f32; NOTES],
+    /// The level each class had when its last key was released, and the steps since.
+    released_from: [f32; NOTES],
+    released_for: [u32; NOTES],
 }
 
 impl Default for Notes {
@@ -81,7 +87,8 @@ impl Default for Notes {
         Self {
             held: [0.0; 128],
             level: [0.0; NOTES],
-            release: [0.0; NOTES],
+            released_from: [0.0; NOTES],
+            released_for: [RELEASE_STEPS; NOTES],
         }
     }
 }
@@ -114,9 +121,13 @@ impl Notes {
                 .fold(0.0, f32::max);
             if held > 0.0 {
                 self.level[class] = held;
-                self.release[class] = held / RELEASE_STEPS;
+                self.released_from[class] = held;
+                self.released_for[class] = 0;
             } else {
-                self.level[class] = (self.level[class] - self.release[class]).max(0.0);
+                let k = (self.released_for[class] + 1).min(RELEASE_STEPS);
+                self.released_for[class] = k;
+                let left = (RELEASE_STEPS - k) as f32 / RELEASE_STEPS as f32;
+                self.level[class] = self.released_from[class] * left;
             }
         }
         self.level
