@@ -197,7 +197,6 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| default_guidance(&model.generation_config)),
         sampling: sampling_choice(args).resolve(&model.generation_config),
         seed: args.seed,
-        ..GenerationOptions::default()
     };
     let mut plan = steering_plan(args, &model)?;
 
