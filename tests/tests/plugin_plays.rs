@@ -316,6 +316,30 @@ fn an_automation_point_changes_its_step_and_nothing_before() {
             bits(&next),
             "{rate} Hz: start(s) + 1 drives step s + 1"
         );
+        // The same point as a CSV lane of `cargo xtask bounce --automation`.
+        let lane = dir.join(format!("lane{rate}.csv"));
+        let x = start(s) as f64 / rate as f64;
+        let before = (start(s) - 1) as f64 / rate as f64;
+        std::fs::write(&lane, format!("seconds,value\n0,0\n{before},0\n{x},2\n")).unwrap();
+        let automation = format!("slot1-strength={}", lane.display());
+        let rate_text = rate.to_string();
+        let from_csv = bounced(&[
+            "--seconds",
+            "0.5",
+            "--sample-rate",
+            &rate_text,
+            "--seed",
+            "5",
+            "--slot",
+            &slot,
+            "--set",
+            "gate=1",
+            "--block",
+            "300",
+            "--automation",
+            &automation,
+        ]);
+        assert_eq!(bits(&from_csv), bits(&latest), "{rate} Hz: the CSV lane");
         let first_change = plain
             .iter()
             .zip(&latest)
