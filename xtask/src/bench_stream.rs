@@ -139,6 +139,7 @@ pub fn run(args: &StreamBenchArgs) -> anyhow::Result<()> {
         );
         let _ = std::fs::remove_dir_all(&scratch);
     }
+    instances_memory(&args.model, args.rate)?;
     println!(
         "\nlatency budget: codebook delay (K−1 steps) + codec look-ahead + cushion (2 steps), \
          20 ms a step, plus the resampler's delay; a step must finish in 20 ms on average, and \
@@ -206,5 +207,47 @@ fn write_probe(model: &MusicGen, directions: &Path) -> anyhow::Result<()> {
         }
     });
     std::fs::write(beside(directions, ".report.json"), report.to_string())?;
+    Ok(())
+}
+
+/// Resident memory with one and with three engines streaming the same model directory (the
+/// plugin's instances share one copy of the weights).
+fn instances_memory(dir: &Path, rate: u32) -> anyhow::Result<()> {
+    use engine::stream::{Clock, Engine, EngineConfig, ModelSource};
+    let rss_mb = || -> anyhow::Result<f64> {
+        let statm = std::fs::read_to_string("/proc/self/statm")?;
+        let pages: f64 = statm.split_whitespace().nth(1).context("statm")?.parse()?;
+        Ok(pages * 4096.0 / (1 << 20) as f64)
+    };
+    let before = rss_mb()?;
+    let mut engines = Vec::new();
+    let mut after = Vec::new();
+    for _ in 0..3 {
+        let config = EngineConfig {
+            sample_rate: rate,
+            clock: Clock::Timeline,
+            ..EngineConfig::default()
+        };
+        let (handle, endpoint) = Engine::spawn(config)?;
+        handle.load_model(ModelSource::Path(dir.to_string_lossy().into_owned()))?;
+        handle.set_prompt(PROMPT, 0)?;
+        let started = std::time::Instant::now();
+        while !endpoint.status().running {
+            if !handle.last_error().is_empty() || started.elapsed().as_secs() > 600 {
+                anyhow::bail!("engine did not start: {}", handle.last_error());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        engines.push((handle, endpoint));
+        after.push(rss_mb()? - before);
+    }
+    println!(
+        "\n== memory (this process's resident set, above {before:.0} MB): 1 engine {:.0} MB, \
+         3 engines on the same model {:.0} MB ({} copy of the weights: {:.0} MB per extra engine)",
+        after[0],
+        after[2],
+        engine::stream::models::resident(),
+        (after[2] - after[0]) / 2.0
+    );
     Ok(())
 }

@@ -14,6 +14,7 @@
 
 mod endpoint;
 pub mod meters;
+pub mod models;
 mod resample;
 mod session;
 mod shared;
@@ -123,7 +124,8 @@ impl Default for EngineConfig {
 /// Where a model comes from.
 #[derive(Clone)]
 pub enum ModelSource {
-    /// A directory or a Hugging Face repo id in the local cache ([`crate::hub::resolve_model`]).
+    /// A directory or a Hugging Face repo id in the local cache ([`crate::hub::resolve_model`]);
+    /// engines that name the same model share one copy ([`models::load_shared`]).
     Path(String),
     /// A model already loaded (tests, a host that shares one).
     Loaded(Arc<MusicGen>),

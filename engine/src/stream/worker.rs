@@ -400,12 +400,10 @@ impl Worker {
         let model = match source {
             ModelSource::Loaded(model) => model,
             ModelSource::Path(name) => {
-                let loaded = crate::hub::resolve_model(&name)
-                    .and_then(|dir| MusicGen::load(&dir, &crate::default_device()));
-                Arc::new(loaded.map_err(|error| StreamError::Model {
+                super::models::load_shared(&name).map_err(|error| StreamError::Model {
                     model: name,
                     error: Box::new(error),
-                })?)
+                })?
             }
         };
         self.steering.rebuild(&model, self.settings.seed)?;
