@@ -12,6 +12,7 @@
 //! exact streaming EnCodec decode and the resampler into the ring, after a pre-roll of
 //! silence as long as the reported latency.
 
+mod cache;
 mod endpoint;
 pub mod meters;
 pub mod models;
@@ -103,6 +104,9 @@ pub struct EngineConfig {
     pub ring_samples: usize,
     /// Control queue capacity in frames.
     pub control_capacity: usize,
+    /// Seconds of each timeline stream kept for replay (0: no timeline cache); see
+    /// `engine/src/stream/cache.rs`.
+    pub timeline_cache_seconds: u32,
 }
 
 impl Default for EngineConfig {
@@ -117,6 +121,8 @@ impl Default for EngineConfig {
             reprompt_frames: 600,
             ring_samples: 1 << 17,
             control_capacity: 4096,
+            // 4 minutes: 46 MB per recording at 48 kHz, three recordings at most.
+            timeline_cache_seconds: 240,
         }
     }
 }

@@ -11,6 +11,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
 use crate::model::MusicGen;
 
+use super::cache::{Recording, TimelineCache};
 use super::meters::{EVERY_STEPS, MeterProbe, Meters};
 use super::session::{Session, SessionOptions, Stepper};
 use super::shared::{ErrorCode, Shared};
@@ -58,6 +59,12 @@ pub(super) struct Worker {
     /// late.
     recent: VecDeque<ControlFrame>,
     meters: Meters,
+    /// Recordings of earlier timeline streams, and the one being made.
+    cache: TimelineCache,
+    recording: Option<Recording>,
+    /// Bumped by every command that changes what a stream would produce (model, prompts,
+    /// slots, sampling): recordings of other versions are not replayed.
+    version: u64,
     /// Audio made but not yet in the ring (full, or the audio thread has not drained a flush).
     out: VecDeque<f32>,
     scratch: Vec<f32>,
@@ -92,6 +99,9 @@ impl Worker {
             held: ControlFrame::silent(0),
             recent: VecDeque::with_capacity(RECENT + 1),
             meters: Meters::default(),
+            cache: TimelineCache::default(),
+            recording: None,
+            version: 0,
             out: VecDeque::new(),
             scratch: Vec::new(),
             failed: false,
@@ -117,14 +127,19 @@ impl Worker {
                 }
                 continue;
             };
-            match self.stream(&model) {
-                Flow::Stop => return,
-                Flow::Restart | Flow::Continue => {}
+            let flow = self.stream(&model);
+            if let Some(recording) = self.recording.take() {
+                self.cache.put(recording);
+            }
+            if let Flow::Stop = flow {
+                return;
             }
         }
     }
 
-    /// Run one session until a command replaces it or it fails.
+    /// Run one session until a command replaces it or it fails. A timeline stream that starts
+    /// where a recorded one started, in the same engine state, replays the recording while the
+    /// controls are the recorded ones.
     fn stream(&mut self, model: &MusicGen) -> Flow {
         self.shared.running.store(false, Release);
         let epoch = self.shared.epoch.fetch_add(1, AcqRel) + 1;
@@ -132,34 +147,37 @@ impl Worker {
         self.pending.clear();
         self.recent.clear();
         self.meters.clear();
-        let prompt = self
-            .prompt_at(self.start_step)
-            .unwrap_or_default()
-            .to_owned();
-        let options = SessionOptions {
-            start_step: self.start_step,
-            settings: self.settings,
-            window: self.config.window,
-            reprompt_frames: self.config.reprompt_frames,
-            decode_chunk_frames: self.config.decode_chunk_frames,
-            sample_rate: self.config.sample_rate,
-            cushion_steps: self.config.cushion_steps,
-        };
-        let started = self
-            .steering
-            .rebuild(model, self.settings.seed)
-            .and_then(|()| Session::new(model, &prompt, options));
-        let mut session = match started {
-            Ok(session) => session,
-            Err(e) => return self.fail(&e),
-        };
-        let latency = session.latency_samples();
-        self.shared.latency_samples.store(latency as u64, Release);
+        self.held = ControlFrame::silent(self.start_step);
         self.shared.step.store(self.start_step, Release);
         self.shared.slides.store(0, Release);
-        self.out.extend(std::iter::repeat_n(0.0, latency));
-        self.held = ControlFrame::silent(self.start_step);
-        self.shared.running.store(true, Release);
+        if let Err(e) = self.steering.rebuild(model, self.settings.seed) {
+            return self.fail(&e);
+        }
+        let recorded = match self.config.clock {
+            Clock::Timeline => self.cache.take(self.version, self.start_step),
+            Clock::Live => None,
+        };
+        let (mut session, latency) = match recorded {
+            Some(recording) => match self.replay(model, recording, epoch) {
+                Ok(live) => live,
+                Err(flow) => return flow,
+            },
+            None => {
+                let session = match self.new_session(model) {
+                    Ok(session) => session,
+                    Err(e) => return self.fail(&e),
+                };
+                let latency = session.latency_samples();
+                self.start_audio(latency);
+                if self.config.clock == Clock::Timeline && self.config.timeline_cache_seconds > 0 {
+                    let limit = self.config.timeline_cache_seconds as usize
+                        * self.config.sample_rate as usize;
+                    let recording = Recording::new(self.version, self.start_step, latency, limit);
+                    self.recording = Some(recording);
+                }
+                (session, latency)
+            }
+        };
         loop {
             let mut worked = false;
             loop {
@@ -196,6 +214,136 @@ impl Worker {
         }
     }
 
+    fn new_session<'m>(&self, model: &'m MusicGen) -> Result<Session<'m>, StreamError> {
+        let prompt = self.prompt_at(self.start_step).unwrap_or_default();
+        let options = SessionOptions {
+            start_step: self.start_step,
+            settings: self.settings,
+            window: self.config.window,
+            reprompt_frames: self.config.reprompt_frames,
+            decode_chunk_frames: self.config.decode_chunk_frames,
+            sample_rate: self.config.sample_rate,
+            cushion_steps: self.config.cushion_steps,
+        };
+        Session::new(model, prompt, options)
+    }
+
+    /// The stream's pre-roll (silence as long as the latency) and the running flag.
+    fn start_audio(&mut self, latency: usize) {
+        self.shared.latency_samples.store(latency as u64, Release);
+        self.out.extend(std::iter::repeat_n(0.0, latency));
+        self.shared.running.store(true, Release);
+    }
+
+    /// Replay `recording` while each step's control is the recorded one, without decoder
+    /// steps. At the first step whose control differs (or past the recording, or after a
+    /// command changed the engine's state) a session is built and the recorded steps are run
+    /// again to reach that step (their audio, already played, is dropped), and the stream
+    /// goes on live from there: `Ok((session, latency))`. `Err(flow)` when a command ends the
+    /// stream first (the recording stays in the cache).
+    fn replay<'m>(
+        &mut self,
+        model: &'m MusicGen,
+        recording: Recording,
+        epoch: u64,
+    ) -> Result<(Session<'m>, usize), Flow> {
+        let (start, latency) = (recording.start, recording.latency);
+        self.start_audio(latency);
+        let mut played = 0usize;
+        let mut i = 0usize;
+        let version = self.version;
+        loop {
+            let mut worked = false;
+            while let Ok(command) = self.commands.try_recv() {
+                worked = true;
+                let flow = match command {
+                    Command::SetPrompt { prompt, at_step } if at_step > start => {
+                        self.version += 1;
+                        self.prompts.insert(at_step.max(start + i as u64), prompt);
+                        Flow::Continue
+                    }
+                    Command::SetGeneration(settings) => {
+                        self.settings = settings;
+                        self.version += 1;
+                        self.start_step = start + i as u64;
+                        Flow::Restart
+                    }
+                    command => self.handle(command, None),
+                };
+                match flow {
+                    Flow::Continue => {}
+                    flow => {
+                        if self.version == version {
+                            self.cache.put(recording);
+                        }
+                        return Err(flow);
+                    }
+                }
+            }
+            if self.shared.acknowledged.load(Acquire) == epoch {
+                worked |= self.flush_out();
+            }
+            if let Some(control) = self.due_control(start + i as u64, latency) {
+                let same = self.version == version && recording.controls.get(i) == Some(&control);
+                if !same {
+                    return self.resume(model, recording, i, played, control);
+                }
+                let bound = recording.bound(i + 1);
+                self.out.extend(&recording.audio[played..bound]);
+                played = bound;
+                i += 1;
+                self.held = control;
+                self.shared.step.store(start + i as u64, Release);
+                self.shared.cached_steps.fetch_add(1, Relaxed);
+                worked = true;
+            }
+            if !worked {
+                std::thread::sleep(IDLE);
+            }
+        }
+    }
+
+    /// Leave a replay at step `start + steps` (whose control is `control`): run the recorded
+    /// steps on a new session, keep the audio past the `played` samples, then run `control`'s
+    /// step live. The recording continues with the new session.
+    fn resume<'m>(
+        &mut self,
+        model: &'m MusicGen,
+        mut recording: Recording,
+        steps: usize,
+        played: usize,
+        control: ControlFrame,
+    ) -> Result<(Session<'m>, usize), Flow> {
+        let latency = recording.latency;
+        let mut session = match self.new_session(model) {
+            Ok(session) => session,
+            Err(e) => return Err(self.fail(&e)),
+        };
+        let queued = self.out.len();
+        for recorded in recording.controls[..steps].to_vec() {
+            if let Err(e) = self.run_step(&mut session, Some(&recorded)) {
+                return Err(self.fail(&e));
+            }
+        }
+        loop {
+            match self.run_step(&mut session, None) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => return Err(self.fail(&e)),
+            }
+        }
+        let audio: Vec<f32> = self.out.drain(queued..).collect();
+        self.out.extend(&audio[played.min(audio.len())..]);
+        recording.continue_after(steps, audio);
+        recording.version = self.version;
+        self.recording = Some(recording);
+        if let Err(e) = self.run_step(&mut session, Some(&control)) {
+            return Err(self.fail(&e));
+        }
+        self.held = control;
+        Ok((session, latency))
+    }
+
     /// Timeline step `control.step` (with a prompt change due there), or with `None` one unit
     /// of the session's deferred work; a panic inside caught and reported. Whether anything
     /// ran.
@@ -214,6 +362,9 @@ impl Worker {
                 self.recent.pop_front();
             }
             self.recent.push_back(*control);
+            if let Some(recording) = &mut self.recording {
+                recording.step(control);
+            }
         }
         let mut plans = RecentPlans {
             steering: &mut self.steering,
@@ -248,6 +399,9 @@ impl Worker {
                 return Err(StreamError::Panic { step, message });
             }
         };
+        if let Some(recording) = &mut self.recording {
+            recording.audio(&self.scratch);
+        }
         self.out.extend(self.scratch.drain(..));
         if control.is_some() {
             if self.step_times.len() == STEP_TIMES {
@@ -316,6 +470,16 @@ impl Worker {
 
     /// Apply a command; `session` is the running one, if any.
     fn handle(&mut self, command: Command, session: Option<&mut Session<'_>>) -> Flow {
+        if matches!(
+            command,
+            Command::LoadModel(_)
+                | Command::SetPrompt { .. }
+                | Command::SetSlot(..)
+                | Command::SetNotes(_)
+                | Command::SetGeneration(_)
+        ) {
+            self.version += 1;
+        }
         let result = match command {
             Command::LoadModel(source) => self.load_model(source).map(|()| Flow::Restart),
             Command::SetPrompt { prompt, at_step } => Ok(self.set_prompt(prompt, at_step, session)),
@@ -425,6 +589,7 @@ impl Worker {
         self.shared.running.store(false, Release);
         self.shared.epoch.fetch_add(1, AcqRel);
         self.out.clear();
+        self.recording = None;
         self.failed = true;
         Flow::Continue
     }
