@@ -320,8 +320,8 @@ impl Worker {
             Err(e) => return Err(self.fail(&e)),
         };
         let queued = self.out.len();
-        for recorded in recording.controls[..steps].to_vec() {
-            if let Err(e) = self.run_step(&mut session, Some(&recorded)) {
+        for recorded in &recording.controls[..steps] {
+            if let Err(e) = self.run_step(&mut session, Some(recorded)) {
                 return Err(self.fail(&e));
             }
         }
