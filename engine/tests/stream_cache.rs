@@ -1,7 +1,8 @@
 //! The timeline cache: playing a section again with the same automation replays the recorded
 //! audio, identical sample for sample, without decoder steps; automation changed from step s
 //! replays up to s and continues exactly as a fresh stream with the new automation would; a
-//! changed slot makes the recording stale.
+//! changed slot makes the recording stale. Pre-generated while stopped, a section plays at once
+//! and goes on from where the pre-generation got to, without running a step twice.
 
 mod common;
 
@@ -127,6 +128,71 @@ fn unchanged_automation_replays_without_steps_and_changed_automation_continues_e
     let e = bounce(&mut endpoint, 44_100, STEPS, samples, &[512], edited);
     assert_eq!(endpoint.status().cached_steps, cached, "nothing replayed");
     assert!(c != e, "another direction, the same music");
+}
+
+#[test]
+fn a_section_pregenerated_while_stopped_plays_at_once_and_goes_on() {
+    let model = Arc::new(MusicGen::load(&model_dir("musicgen-tiny"), &device()).unwrap());
+    let path = head_direction_file(&model, 222, &temp_dir("pregen").join("head.safetensors"));
+    let slot = SlotDirection {
+        file: path,
+        class: "0".into(),
+        layers: None,
+        gate: 1.0,
+    };
+    let settings = GenerationSettings {
+        sampling: Sampling::MUSICGEN_DEFAULT,
+        guidance: 3.0,
+        seed: 4,
+    };
+    // The automation as it stands: a shape the plugin computes per step from its parameters.
+    let automation = |s: u64| {
+        let mut frame = ControlFrame::silent(s);
+        frame.slots[0] = 2.0 + (s as f32 * 0.1).cos();
+        frame
+    };
+    let (handle, mut endpoint) = start(&model, config(), PROMPT, settings, Some(slot.clone()));
+    let latency = latency(&endpoint);
+    let ahead = 60;
+    handle.pregenerate(0, ahead, automation).unwrap();
+    for _ in 0..WAIT.as_millis() {
+        if endpoint.status().steps_done >= ahead {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let generated = endpoint.status().steps_done;
+    // Play from the start: the first 60 steps are replayed, the session goes on from there.
+    replay_from_start(&handle, &endpoint);
+    let samples = latency + 100 * 882;
+    let played = bounce(&mut endpoint, 44_100, 200, samples, &[512], automation);
+    let pushed = (samples as u64 - 1) / 882 + 1;
+    settle(&endpoint, pushed);
+    let status = endpoint.status();
+    assert_eq!(
+        status.cached_steps, ahead,
+        "the pre-generated steps are replayed"
+    );
+    assert_eq!(
+        status.steps_done - generated,
+        pushed - ahead,
+        "only the steps past the pre-generation run, none twice"
+    );
+    let (_fresh, mut fresh_endpoint) = start(&model, config(), PROMPT, settings, Some(slot));
+    latency_of(&fresh_endpoint, latency);
+    let expected = bounce(
+        &mut fresh_endpoint,
+        44_100,
+        200,
+        samples,
+        &[512],
+        automation,
+    );
+    assert!(
+        played == expected,
+        "not the audio a stream played from the start makes"
+    );
+    assert!(handle.last_error().is_empty(), "{}", handle.last_error());
 }
 
 /// Wait until the stream has run its steps up to `step`.

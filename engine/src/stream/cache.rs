@@ -52,6 +52,11 @@ impl Recording {
         self.controls.push(*control);
     }
 
+    /// The recording reached its size limit.
+    pub fn is_full(&self) -> bool {
+        self.full || self.audio.len() >= self.limit
+    }
+
     /// The stream produced `samples`.
     pub fn audio(&mut self, samples: &[f32]) {
         if !self.full {

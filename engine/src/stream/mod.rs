@@ -209,6 +209,11 @@ pub(crate) enum Command {
     SetNotes(Option<SlotDirection>),
     SetGeneration(GenerationSettings),
     Seek(u64),
+    Pregenerate {
+        start: u64,
+        steps: u64,
+        controls: Box<dyn Fn(u64) -> ControlFrame + Send>,
+    },
     Codes(Sender<Option<Codes>>),
     StepTimes(Sender<Vec<StepTime>>),
     /// Fault injection: the next step panics (tests of the panic path).
@@ -305,6 +310,23 @@ impl EngineHandle {
     /// Restart the stream at timeline step `step` (0: reset). The ring's audio is dropped.
     pub fn seek(&self, step: u64) -> Result<(), StreamError> {
         self.send(Command::Seek(step))
+    }
+
+    /// While the transport is stopped: generate `steps` steps from timeline step `start` with
+    /// the controls `controls` gives each step (the automation as it stands), into the
+    /// timeline cache and not the ring. Playing from `start` with those controls then replays
+    /// them at once and goes on from where the pre-generation got to. Any command ends it.
+    pub fn pregenerate(
+        &self,
+        start: u64,
+        steps: u64,
+        controls: impl Fn(u64) -> ControlFrame + Send + 'static,
+    ) -> Result<(), StreamError> {
+        self.send(Command::Pregenerate {
+            start,
+            steps,
+            controls: Box::new(controls),
+        })
     }
 
     /// The codes of the current stream's generation (`None` when none runs).

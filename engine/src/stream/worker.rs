@@ -62,6 +62,8 @@ pub(super) struct Worker {
     /// Recordings of earlier timeline streams, and the one being made.
     cache: TimelineCache,
     recording: Option<Recording>,
+    /// A pre-generation asked for, run by the next stream.
+    pregen: Option<Pregen>,
     /// Bumped by every command that changes what a stream would produce (model, prompts,
     /// slots, sampling): recordings of other versions are not replayed.
     version: u64,
@@ -102,6 +104,7 @@ impl Worker {
             cache: TimelineCache::default(),
             recording: None,
             version: 0,
+            pregen: None,
             out: VecDeque::new(),
             scratch: Vec::new(),
             failed: false,
@@ -112,11 +115,7 @@ impl Worker {
 
     pub fn run(mut self) {
         loop {
-            let ready = self
-                .model
-                .clone()
-                .filter(|_| !self.failed && self.prompt_at(self.start_step).is_some());
-            let Some(model) = ready else {
+            let Some(model) = self.ready_model() else {
                 match self.commands.recv() {
                     Ok(command) => {
                         if let Flow::Stop = self.handle(command, None) {
@@ -127,20 +126,36 @@ impl Worker {
                 }
                 continue;
             };
-            let flow = self.stream(&model);
-            if let Some(recording) = self.recording.take() {
-                self.cache.put(recording);
-            }
-            if let Flow::Stop = flow {
-                return;
+            // Streams with this model. The last timeline session stays parked at the end of
+            // its recording, so a replay that plays past the recording goes on with it.
+            let mut parked: Option<Session<'_>> = None;
+            loop {
+                let flow = self.stream(&model, &mut parked);
+                if let Some(recording) = self.recording.take() {
+                    self.cache.put(recording);
+                }
+                if let Flow::Stop = flow {
+                    return;
+                }
+                match self.ready_model() {
+                    Some(next) if Arc::ptr_eq(&next, &model) => {}
+                    _ => break,
+                }
             }
         }
+    }
+
+    /// The model, when a stream can start (a prompt is set and no failure waits for a command).
+    fn ready_model(&self) -> Option<Arc<MusicGen>> {
+        self.model
+            .clone()
+            .filter(|_| !self.failed && self.prompt_at(self.start_step).is_some())
     }
 
     /// Run one session until a command replaces it or it fails. A timeline stream that starts
     /// where a recorded one started, in the same engine state, replays the recording while the
     /// controls are the recorded ones.
-    fn stream(&mut self, model: &MusicGen) -> Flow {
+    fn stream<'m>(&mut self, model: &'m MusicGen, parked: &mut Option<Session<'m>>) -> Flow {
         self.shared.running.store(false, Release);
         let epoch = self.shared.epoch.fetch_add(1, AcqRel) + 1;
         self.out.clear();
@@ -153,36 +168,62 @@ impl Worker {
         if let Err(e) = self.steering.rebuild(model, self.settings.seed) {
             return self.fail(&e);
         }
+        if let Some(pregen) = self.pregen.take() {
+            *parked = None;
+            return self.pregenerate(model, pregen, parked);
+        }
         let recorded = match self.config.clock {
             Clock::Timeline => self.cache.take(self.version, self.start_step),
             Clock::Live => None,
         };
         let (mut session, latency) = match recorded {
-            Some(recording) => match self.replay(model, recording, epoch) {
+            Some(recording) => match self.replay(model, recording, epoch, parked) {
                 Ok(live) => live,
                 Err(flow) => return flow,
             },
             None => {
+                *parked = None; // one session at a time: free the parked one first
                 let session = match self.new_session(model) {
                     Ok(session) => session,
                     Err(e) => return self.fail(&e),
                 };
                 let latency = session.latency_samples();
                 self.start_audio(latency);
-                if self.config.clock == Clock::Timeline && self.config.timeline_cache_seconds > 0 {
-                    let limit = self.config.timeline_cache_seconds as usize
-                        * self.config.sample_rate as usize;
-                    let recording = Recording::new(self.version, self.start_step, latency, limit);
-                    self.recording = Some(recording);
+                if self.config.clock == Clock::Timeline {
+                    self.recording = self.new_recording(latency);
                 }
                 (session, latency)
             }
         };
+        let flow = self.live(&mut session, latency, epoch);
+        self.park(session, parked);
+        flow
+    }
+
+    /// A recording of the stream starting now, if the timeline cache is on.
+    fn new_recording(&self, latency: usize) -> Option<Recording> {
+        let seconds = self.config.timeline_cache_seconds as usize;
+        let limit = seconds * self.config.sample_rate as usize;
+        (limit > 0).then(|| Recording::new(self.version, self.start_step, latency, limit))
+    }
+
+    /// Keep `session` for a replay of its recording that plays on past it (only when the
+    /// recording holds every step it ran).
+    fn park<'m>(&self, session: Session<'m>, parked: &mut Option<Session<'m>>) {
+        *parked = self
+            .recording
+            .as_ref()
+            .filter(|r| r.start + r.controls.len() as u64 == session.next_step())
+            .map(|_| session);
+    }
+
+    /// Run steps as their controls come, until a command ends the stream.
+    fn live(&mut self, session: &mut Session<'_>, latency: usize, epoch: u64) -> Flow {
         loop {
             let mut worked = false;
             loop {
                 match self.commands.try_recv() {
-                    Ok(command) => match self.handle(command, Some(&mut session)) {
+                    Ok(command) => match self.handle(command, Some(session)) {
                         Flow::Continue => worked = true,
                         flow => return flow,
                     },
@@ -194,7 +235,7 @@ impl Worker {
                 worked |= self.flush_out();
             }
             let control = self.due_control(session.next_step(), latency);
-            match self.run_step(&mut session, control.as_ref()) {
+            match self.run_step(session, control.as_ref()) {
                 Ok(ran) => worked |= ran,
                 Err(e) => return self.fail(&e),
             }
@@ -202,7 +243,7 @@ impl Worker {
                 match self.commands.recv_timeout(IDLE) {
                     Ok(command) => {
                         if let flow @ (Flow::Restart | Flow::Stop) =
-                            self.handle(command, Some(&mut session))
+                            self.handle(command, Some(session))
                         {
                             return flow;
                         }
@@ -212,6 +253,51 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Generate ahead from `self.start_step` with `pregen`'s controls while the transport is
+    /// stopped: nothing goes to the ring, everything into a recording, so that playing from
+    /// there with that automation replays it and goes on with the parked session. Any command
+    /// ends it.
+    fn pregenerate<'m>(
+        &mut self,
+        model: &'m MusicGen,
+        pregen: Pregen,
+        parked: &mut Option<Session<'m>>,
+    ) -> Flow {
+        let mut session = match self.new_session(model) {
+            Ok(session) => session,
+            Err(e) => return self.fail(&e),
+        };
+        self.recording = self.new_recording(session.latency_samples());
+        let end = self.start_step + pregen.steps;
+        let flow = loop {
+            match self.commands.try_recv() {
+                Ok(command) => match self.handle(command, Some(&mut session)) {
+                    Flow::Continue => continue,
+                    flow => break flow,
+                },
+                Err(TryRecvError::Disconnected) => break Flow::Stop,
+                Err(TryRecvError::Empty) => {}
+            }
+            let full = self.recording.as_ref().is_none_or(Recording::is_full);
+            if session.next_step() >= end || full {
+                match self.commands.recv() {
+                    Ok(command) => match self.handle(command, Some(&mut session)) {
+                        Flow::Continue => continue,
+                        flow => break flow,
+                    },
+                    Err(_) => break Flow::Stop,
+                }
+            }
+            let control = (pregen.controls)(session.next_step());
+            if let Err(e) = self.run_step(&mut session, Some(&control)) {
+                return self.fail(&e);
+            }
+            self.out.clear();
+        };
+        self.park(session, parked);
+        flow
     }
 
     fn new_session<'m>(&self, model: &'m MusicGen) -> Result<Session<'m>, StreamError> {
@@ -246,7 +332,15 @@ impl Worker {
         model: &'m MusicGen,
         recording: Recording,
         epoch: u64,
+        parked: &mut Option<Session<'m>>,
     ) -> Result<(Session<'m>, usize), Flow> {
+        let end = recording.start + recording.controls.len() as u64;
+        if parked
+            .as_ref()
+            .is_some_and(|s| s.start_step() != recording.start || s.next_step() != end)
+        {
+            *parked = None;
+        }
         let (start, latency) = (recording.start, recording.latency);
         self.start_audio(latency);
         let mut played = 0usize;
@@ -286,6 +380,13 @@ impl Worker {
             if let Some(control) = self.due_control(start + i as u64, latency) {
                 let same = self.version == version && recording.controls.get(i) == Some(&control);
                 if !same {
+                    if self.version == version
+                        && i == recording.controls.len()
+                        && let Some(session) = parked.take()
+                    {
+                        return self.go_on(session, recording, control);
+                    }
+                    *parked = None;
                     return self.resume(model, recording, i, played, control);
                 }
                 let bound = recording.bound(i + 1);
@@ -301,6 +402,26 @@ impl Worker {
                 std::thread::sleep(IDLE);
             }
         }
+    }
+
+    /// A replay reached the end of its recording, whose session is parked there: go on with
+    /// it (no step is run again), starting with `control`'s step.
+    fn go_on<'m>(
+        &mut self,
+        mut session: Session<'m>,
+        recording: Recording,
+        control: ControlFrame,
+    ) -> Result<(Session<'m>, usize), Flow> {
+        let latency = recording.latency;
+        let tail = recording.controls.len().saturating_sub(RECENT);
+        self.recent.clear();
+        self.recent.extend(&recording.controls[tail..]);
+        self.recording = Some(recording);
+        if let Err(e) = self.run_step(&mut session, Some(&control)) {
+            return Err(self.fail(&e));
+        }
+        self.held = control;
+        Ok((session, latency))
     }
 
     /// Leave a replay at step `start + steps` (whose control is `control`): run the recorded
@@ -411,12 +532,13 @@ impl Worker {
                 took: started.elapsed(),
                 sliding: sliding || session.sliding(),
             });
-            self.shared.step.store(session.next_step(), Release);
-            self.shared.steps_done.fetch_add(1, Relaxed);
-            self.shared.slides.store(session.slides() as u64, Release);
+            // Meters first: a reader that sees the step sees its publication.
             if session.next_step().is_multiple_of(EVERY_STEPS) {
                 self.meters.publish(&self.shared);
             }
+            self.shared.slides.store(session.slides() as u64, Release);
+            self.shared.steps_done.fetch_add(1, Relaxed);
+            self.shared.step.store(session.next_step(), Release);
         }
         Ok(worked)
     }
@@ -494,6 +616,15 @@ impl Worker {
             }
             Command::Seek(step) => {
                 self.start_step = step;
+                Ok(Flow::Restart)
+            }
+            Command::Pregenerate {
+                start,
+                steps,
+                controls,
+            } => {
+                self.start_step = start;
+                self.pregen = Some(Pregen { steps, controls });
                 Ok(Flow::Restart)
             }
             Command::Codes(reply) => {
@@ -609,6 +740,12 @@ impl Worker {
         }
         self.shared.error_code.store(code as u32, Release);
     }
+}
+
+/// See [`super::EngineHandle::pregenerate`].
+pub(super) struct Pregen {
+    steps: u64,
+    controls: Box<dyn Fn(u64) -> ControlFrame + Send>,
 }
 
 /// Steps with the plans of the steps run lately (the control of that step, or the nearest
