@@ -12,6 +12,8 @@ use crate::matvec::{HostMatrix, WeightFormat};
 use crate::weights::Weights;
 
 /// How a linear layer's weight is stored.
+// A model has a few hundred of these: the size of the tensor variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 enum LinearWeight {
     /// `[d_in, d_out]`, ready for `x @ w`, with the bias: burn's matmul on any device.

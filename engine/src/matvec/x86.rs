@@ -75,10 +75,10 @@ impl Widen for Q8Rows<'_> {
 /// The scalar rest of each dot product, past the last full vector at `full`.
 #[inline(always)]
 fn add_tail<W: RowFormat>(t: &Tile<'_, W>, full: usize, out: &mut [[f32; 4]; 2]) {
-    for (r, x) in t.x.iter().enumerate() {
-        for j in 0..4 {
-            out[r][j] += (full..t.d_in)
-                .map(|i| t.w.get(t.d_in, t.rows[j], i) * x[i])
+    for (x, sums) in t.x.iter().zip(out.iter_mut()) {
+        for (sum, &o) in sums.iter_mut().zip(&t.rows) {
+            *sum += (full..t.d_in)
+                .map(|i| t.w.get(t.d_in, o, i) * x[i])
                 .sum::<f32>();
         }
     }
@@ -90,7 +90,8 @@ fn add_tail<W: RowFormat>(t: &Tile<'_, W>, full: usize, out: &mut [[f32; 4]; 2])
 pub(crate) unsafe fn tile_avx512<W: RowFormat>(t: &Tile<'_, W>) -> [[f32; 4]; 2] {
     const LANES: usize = 16;
     let full = t.d_in / LANES * LANES;
-    let mut acc = [[_mm512_setzero_ps(); 4]; 2];
+    // acc[j][r]: weight row j · input row r
+    let mut acc = [[_mm512_setzero_ps(); 2]; 4];
     let mut i = 0;
     while i < full {
         // SAFETY: `i + 16 ≤ d_in` for the input rows and every weight row.
@@ -100,19 +101,18 @@ pub(crate) unsafe fn tile_avx512<W: RowFormat>(t: &Tile<'_, W>) -> [[f32; 4]; 2]
                 _mm512_loadu_ps(t.x[1].as_ptr().add(i)),
             )
         };
-        for j in 0..4 {
+        for (a, &o) in acc.iter_mut().zip(&t.rows) {
             // SAFETY: as above.
-            let w = unsafe { t.w.load16(t.d_in, t.rows[j], i) };
-            acc[0][j] = _mm512_fmadd_ps(w, x0, acc[0][j]);
-            acc[1][j] = _mm512_fmadd_ps(w, x1, acc[1][j]);
+            let w = unsafe { t.w.load16(t.d_in, o, i) };
+            a[0] = _mm512_fmadd_ps(w, x0, a[0]);
+            a[1] = _mm512_fmadd_ps(w, x1, a[1]);
         }
         i += LANES;
     }
     let mut out = [[0f32; 4]; 2];
-    for r in 0..2 {
-        for j in 0..4 {
-            out[r][j] = _mm512_reduce_add_ps(acc[r][j]);
-        }
+    for (j, a) in acc.iter().enumerate() {
+        out[0][j] = _mm512_reduce_add_ps(a[0]);
+        out[1][j] = _mm512_reduce_add_ps(a[1]);
     }
     add_tail(t, full, &mut out);
     out
@@ -124,7 +124,8 @@ pub(crate) unsafe fn tile_avx512<W: RowFormat>(t: &Tile<'_, W>) -> [[f32; 4]; 2]
 pub(crate) unsafe fn tile_avx2<W: RowFormat>(t: &Tile<'_, W>) -> [[f32; 4]; 2] {
     const LANES: usize = 8;
     let full = t.d_in / LANES * LANES;
-    let mut acc = [[_mm256_setzero_ps(); 4]; 2];
+    // acc[j][r]: weight row j · input row r
+    let mut acc = [[_mm256_setzero_ps(); 2]; 4];
     let mut i = 0;
     while i < full {
         // SAFETY: `i + 8 ≤ d_in` for the input rows and every weight row.
@@ -134,19 +135,18 @@ pub(crate) unsafe fn tile_avx2<W: RowFormat>(t: &Tile<'_, W>) -> [[f32; 4]; 2] {
                 _mm256_loadu_ps(t.x[1].as_ptr().add(i)),
             )
         };
-        for j in 0..4 {
+        for (a, &o) in acc.iter_mut().zip(&t.rows) {
             // SAFETY: as above.
-            let w = unsafe { t.w.load8(t.d_in, t.rows[j], i) };
-            acc[0][j] = _mm256_fmadd_ps(w, x0, acc[0][j]);
-            acc[1][j] = _mm256_fmadd_ps(w, x1, acc[1][j]);
+            let w = unsafe { t.w.load8(t.d_in, o, i) };
+            a[0] = _mm256_fmadd_ps(w, x0, a[0]);
+            a[1] = _mm256_fmadd_ps(w, x1, a[1]);
         }
         i += LANES;
     }
     let mut out = [[0f32; 4]; 2];
-    for r in 0..2 {
-        for j in 0..4 {
-            out[r][j] = horizontal_sum_avx(acc[r][j]);
-        }
+    for (j, a) in acc.iter().enumerate() {
+        out[0][j] = horizontal_sum_avx(a[0]);
+        out[1][j] = horizontal_sum_avx(a[1]);
     }
     add_tail(t, full, &mut out);
     out
