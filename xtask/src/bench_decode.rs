@@ -140,6 +140,14 @@ pub fn run(options: &DecodeArgs) -> anyhow::Result<()> {
             steps.peak_mb,
         );
     }
+    let config = engine::MusicgenConfig::from_file(&options.model.join("config.json"))?;
+    let linears = 8 * config.decoder.num_hidden_layers + config.decoder.num_codebooks;
+    let round_trip_us = measure_round_trip_us(config.decoder.hidden_size);
+    println!(
+        "activations to the host kernel and back ([2, 1, {}] into_data + from_data): {round_trip_us:.1} µs × {linears} linears = {:.2} ms per step",
+        config.decoder.hidden_size,
+        round_trip_us * linears as f64 / 1e3
+    );
     let reference_codec = reference.as_ref().map(|r| r.decode_s);
     println!();
     println!(
@@ -250,6 +258,25 @@ fn measure_ours(
         peak_mb: peak_rss_mb()?,
     };
     Ok((steps, decode_s))
+}
+
+/// Microseconds to read a `[2, 1, width]` activation to the host and make a tensor of the result
+/// again, as each host-kernel linear does (median of 2000).
+fn measure_round_trip_us(width: usize) -> f64 {
+    let device = engine::default_device();
+    let values: Vec<f32> = (0..2 * width).map(|i| i as f32).collect();
+    let x = Tensor::<3>::from_data(TensorData::new(values, [2, 1, width]), &device);
+    let mut times: Vec<f64> = (0..2000)
+        .map(|_| {
+            let t = Instant::now();
+            let data = x.clone().into_data();
+            let y = Tensor::<3>::from_data(data, &device);
+            std::hint::black_box(y);
+            t.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    median(&times)
 }
 
 /// Seconds EnCodec takes to decode `seconds` of random codes (after a 1 s warm-up).

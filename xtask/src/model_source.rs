@@ -92,3 +92,33 @@ fn show(bar: &ProgressBar, progress: &DownloadProgress) {
         .unwrap_or_default();
     bar.set_message(format!("{}{rate}{eta}", s.file));
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        dtype: DtypeFlag,
+    }
+
+    #[test]
+    fn dtype_defaults_to_f32_parses_each_format_and_names_the_flag_when_wrong() {
+        assert_eq!(Cli::parse_from(["x"]).dtype.dtype, WeightFormat::F32);
+        for format in WeightFormat::ALL {
+            let cli = Cli::parse_from(["x", "--dtype", format.name()]);
+            assert_eq!(cli.dtype.load_options().weight_format, format);
+        }
+        let err = Cli::try_parse_from(["x", "--dtype", "q9"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--dtype")
+                && err.contains("unknown weight format `q9`: expected f32, bf16 or q8"),
+            "{err}"
+        );
+    }
+}
