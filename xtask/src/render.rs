@@ -54,6 +54,8 @@ pub struct RenderArgs {
     pub guidance: Option<f32>,
     #[command(flatten)]
     pub steering: SteerFlags,
+    #[command(flatten)]
+    pub dtype: model_source::DtypeFlag,
     /// Also write the codes handed to EnCodec: int64 .npy, shape [codebooks, frames].
     #[arg(long)]
     pub codes_out: Option<PathBuf>,
@@ -166,7 +168,12 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<()> {
     let device = engine::default_device();
     let t0 = Instant::now();
     let model =
-        MusicGen::load(&dir, &device).with_context(|| format!("loading --model {}", args.model))?;
+        MusicGen::load_with(&dir, &device, args.dtype.load_options()).with_context(|| {
+            format!(
+                "loading --model {} as --dtype {}",
+                args.model, args.dtype.dtype
+            )
+        })?;
     eprintln!(
         "loaded {} in {:.1} s",
         dir.display(),

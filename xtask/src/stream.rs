@@ -54,6 +54,8 @@ pub struct StreamArgs {
     /// `render`.
     #[command(flatten)]
     pub steering: SteerFlags,
+    #[command(flatten)]
+    pub dtype: model_source::DtypeFlag,
     /// Decoder positions before the window slides (re-prompting with the last 12 s).
     #[arg(long, default_value_t = 1500)]
     pub window: usize,
@@ -97,8 +99,13 @@ pub fn run(args: &StreamArgs) -> anyhow::Result<()> {
     }
     let (steers, layers) = args.steering.parse()?;
     let dir = model_source::resolve(&args.model)?;
-    let model = MusicGen::load(&dir, &engine::default_device())
-        .with_context(|| format!("loading --model {}", args.model))?;
+    let model = MusicGen::load_with(&dir, &engine::default_device(), args.dtype.load_options())
+        .with_context(|| {
+            format!(
+                "loading --model {} as --dtype {}",
+                args.model, args.dtype.dtype
+            )
+        })?;
     let settings = GenerationSettings {
         sampling: SamplingChoice {
             greedy: args.greedy,
