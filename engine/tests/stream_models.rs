@@ -10,17 +10,26 @@ use common::host::*;
 use common::*;
 use engine::stream::models::{load_shared, resident};
 use engine::stream::{Clock, ControlFrame, Engine, EngineConfig, GenerationSettings, ModelSource};
+use engine::{LoadOptions, WeightFormat};
 
 #[test]
 fn three_engines_on_one_model_share_its_weights() {
     let dir = model_dir("musicgen-tiny");
     let name = dir.to_string_lossy().into_owned();
-    let a = load_shared(&name).unwrap();
+    let f32 = LoadOptions::default();
+    let a = load_shared(&name, f32).unwrap();
     // The same directory by another spelling is the same model.
-    let b = load_shared(&format!("{name}/.")).unwrap();
+    let b = load_shared(&format!("{name}/."), f32).unwrap();
     assert!(Arc::ptr_eq(&a, &b));
     assert_eq!(resident(), 1);
-    drop((a, b));
+    // Another weight format is another copy.
+    let q8 = LoadOptions {
+        weight_format: WeightFormat::Q8,
+    };
+    let c = load_shared(&name, q8).unwrap();
+    assert!(!Arc::ptr_eq(&a, &c));
+    assert_eq!(resident(), 2);
+    drop((a, b, c));
     assert_eq!(resident(), 0, "freed with its last user");
 
     let config = EngineConfig {

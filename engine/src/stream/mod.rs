@@ -200,7 +200,7 @@ pub enum StreamError {
 }
 
 pub(crate) enum Command {
-    LoadModel(ModelSource),
+    LoadModel(ModelSource, crate::model::LoadOptions),
     SetPrompt {
         prompt: String,
         at_step: u64,
@@ -277,7 +277,16 @@ impl EngineHandle {
     }
 
     pub fn load_model(&self, source: ModelSource) -> Result<(), StreamError> {
-        self.send(Command::LoadModel(source))
+        self.load_model_with(source, crate::model::LoadOptions::default())
+    }
+
+    /// [`EngineHandle::load_model`] with a weight format (ignored for a model already loaded).
+    pub fn load_model_with(
+        &self,
+        source: ModelSource,
+        options: crate::model::LoadOptions,
+    ) -> Result<(), StreamError> {
+        self.send(Command::LoadModel(source, options))
     }
 
     /// Condition the steps from `at_step` on (step 0: the stream's first prompt).

@@ -8,17 +8,21 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 
 use crate::error::LoadError;
-use crate::model::MusicGen;
+use crate::model::{LoadOptions, MusicGen};
 
-/// Loaded models by canonical directory. Loads run under the lock, so two engines asking for the
-/// same model at once load it once.
-static MODELS: Mutex<Option<HashMap<PathBuf, Weak<MusicGen>>>> = Mutex::new(None);
+/// Loaded models by canonical directory and weight format. Loads run under the lock, so two
+/// engines asking for the same model at once load it once.
+type Key = (PathBuf, &'static str);
+static MODELS: Mutex<Option<HashMap<Key, Weak<MusicGen>>>> = Mutex::new(None);
 
 /// The model `name` (a directory or a repo id in the local Hugging Face cache), loaded on the
-/// default device, or the copy another engine already holds.
-pub fn load_shared(name: &str) -> Result<Arc<MusicGen>, LoadError> {
+/// default device with `options`, or the copy another engine already holds.
+pub fn load_shared(name: &str, options: LoadOptions) -> Result<Arc<MusicGen>, LoadError> {
     let dir = crate::hub::resolve_model(name)?;
-    let key = dir.canonicalize().unwrap_or(dir.clone());
+    let key = (
+        dir.canonicalize().unwrap_or(dir.clone()),
+        options.weight_format.name(),
+    );
     let mut guard = MODELS
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -27,7 +31,11 @@ pub fn load_shared(name: &str) -> Result<Arc<MusicGen>, LoadError> {
     if let Some(model) = models.get(&key).and_then(Weak::upgrade) {
         return Ok(model);
     }
-    let model = Arc::new(MusicGen::load(&dir, &crate::default_device())?);
+    let model = Arc::new(MusicGen::load_with(
+        &dir,
+        &crate::default_device(),
+        options,
+    )?);
     models.insert(key, Arc::downgrade(&model));
     Ok(model)
 }

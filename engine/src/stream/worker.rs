@@ -594,7 +594,7 @@ impl Worker {
     fn handle(&mut self, command: Command, session: Option<&mut Session<'_>>) -> Flow {
         if matches!(
             command,
-            Command::LoadModel(_)
+            Command::LoadModel(..)
                 | Command::SetPrompt { .. }
                 | Command::SetSlot(..)
                 | Command::SetNotes(_)
@@ -603,7 +603,9 @@ impl Worker {
             self.version += 1;
         }
         let result = match command {
-            Command::LoadModel(source) => self.load_model(source).map(|()| Flow::Restart),
+            Command::LoadModel(source, options) => {
+                self.load_model(source, options).map(|()| Flow::Restart)
+            }
             Command::SetPrompt { prompt, at_step } => Ok(self.set_prompt(prompt, at_step, session)),
             Command::SetSlot(slot, spec) => self.set_slot(slot, spec),
             Command::SetNotes(spec) => self.set_slot(SLOTS, spec),
@@ -691,11 +693,15 @@ impl Worker {
         Ok(Flow::Continue)
     }
 
-    fn load_model(&mut self, source: ModelSource) -> Result<(), StreamError> {
+    fn load_model(
+        &mut self,
+        source: ModelSource,
+        options: crate::model::LoadOptions,
+    ) -> Result<(), StreamError> {
         let model = match source {
             ModelSource::Loaded(model) => model,
             ModelSource::Path(name) => {
-                super::models::load_shared(&name).map_err(|error| StreamError::Model {
+                super::models::load_shared(&name, options).map_err(|error| StreamError::Model {
                     model: name,
                     error: Box::new(error),
                 })?
