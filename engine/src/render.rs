@@ -72,10 +72,24 @@ pub fn generate_codes(
     prompt: &str,
     options: GenerationOptions,
     plan: &mut SteeringPlan,
+    on_step: impl FnMut(StepOutput),
+) -> Result<Codes, RenderError> {
+    let steps = options.steps.unwrap_or(options.window).max(1);
+    generate_steps(model, prompt, options, steps, plan, on_step)
+}
+
+/// Run the first `steps` steps of a generation with `options` (open-ended ones, `steps: None`,
+/// stop there without a padded tail, as a stream does) and return its complete frames.
+pub fn generate_steps(
+    model: &MusicGen,
+    prompt: &str,
+    options: GenerationOptions,
+    steps: usize,
+    plan: &mut SteeringPlan,
     mut on_step: impl FnMut(StepOutput),
 ) -> Result<Codes, RenderError> {
     let mut generation = Generation::new(model, prompt, options)?;
-    for _ in 0..generation.capacity() {
+    for _ in 0..steps {
         on_step(generation.step_steered(plan)?);
     }
     Ok(generation.codes())

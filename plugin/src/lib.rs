@@ -1,24 +1,45 @@
 //! musicrfm as a CLAP / VST3 plugin (and a standalone app with the `standalone` feature).
 //!
-//! The audio thread only reads parameters and writes output; the model will run on an engine
-//! thread of its own (see docs/architecture.md, "Threads in the plugin"). Until the engine is wired
-//! in, the plugin renders silence.
+//! Threads (docs/architecture.md, "Threads in the plugin"): the host's audio thread runs
+//! [`audio::AudioState::process`]; the model runs on the engine thread (`engine::stream`), which
+//! `activate()` starts; the engine link thread ([`engine_link`]) feeds it the persisted state and
+//! the setup parameters; the GUI thread edits parameters and state. Nothing starts in `Default`,
+//! so a host's scan stays cheap.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::{Acquire, Release};
+use std::time::{Duration, Instant};
 
+use engine::stream::{Clock, Engine, EngineConfig};
 use nice_plug::prelude::*;
 use nice_plug_egui::RepaintNotifier;
 
+pub mod audio;
+pub mod engine_link;
 pub mod params;
+pub mod timeline;
 
+use audio::AudioState;
+use engine_link::EngineLink;
+use params::ClockMode;
 pub use params::MusicrfmParams;
 
+/// How long `activate()` waits for a set model to load, so the latency it reports is the
+/// engine's.
+const LOAD_WAIT: Duration = Duration::from_secs(60);
+
 pub struct Musicrfm {
-    /// Shared with the host wrapper (all threads) and the editor (GUI thread).
+    /// Shared with the host wrapper (all threads), the engine link thread and the editor.
     params: Arc<MusicrfmParams>,
     /// Cloned into the editor; the audio side pokes it when engine status changes.
     repaint: RepaintNotifier,
+    /// The engine link (owns the engine); main thread creates and drops it in `activate()`.
+    link: Option<EngineLink>,
+    /// The configuration the running engine was started with.
+    engine_config: Option<EngineConfig>,
+    /// The audio thread's state (the engine's audio endpoint); `None` until `activate()`.
+    audio: Option<AudioState>,
 }
 
 impl Default for Musicrfm {
@@ -26,7 +47,47 @@ impl Default for Musicrfm {
         Self {
             params: Arc::new(MusicrfmParams::default()),
             repaint: RepaintNotifier::new(),
+            link: None,
+            engine_config: None,
+            audio: None,
         }
+    }
+}
+
+impl Musicrfm {
+    /// Start (or keep) the engine for `config`; returns the latency to report.
+    fn start_engine(&mut self, config: EngineConfig, offline: bool) -> Option<u32> {
+        if self.engine_config.as_ref() != Some(&config) || self.link.is_none() {
+            self.audio = None;
+            self.link = None; // stops the previous link and engine threads
+            let (handle, endpoint) = Engine::spawn(config.clone()).ok()?;
+            let link = EngineLink::spawn(handle, self.params.clone()).ok()?;
+            let rate = u64::from(config.sample_rate);
+            self.audio = Some(AudioState::new(endpoint, link.shared.clone(), rate));
+            self.link = Some(link);
+            self.engine_config = Some(config);
+        }
+        let link = self.link.as_ref()?;
+        let audio = self.audio.as_mut()?;
+        // The link thread sets this again once it has sent the state as it is now.
+        link.shared.settled.store(false, Release);
+        let started = Instant::now();
+        while started.elapsed() < LOAD_WAIT {
+            let settled = link.shared.settled.load(Acquire);
+            let expect = link.shared.expect_audio.load(Acquire);
+            if settled && (!expect || audio.endpoint.status().running) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let status = audio.endpoint.status();
+        let latency = if status.running {
+            status.latency_samples as u32
+        } else {
+            0
+        };
+        audio.activated(offline, latency);
+        Some(latency)
     }
 }
 
@@ -44,6 +105,11 @@ impl Plugin for Musicrfm {
     }];
 
     const SAMPLE_ACCURATE_AUTOMATION: bool = true;
+    /// Note on/off for the slot in MIDI notes mode.
+    const MIDI_INPUT: MidiConfig = MidiConfig::Basic;
+    /// Large enough that the wrapper's input event queue never grows (grows = allocates) in
+    /// `process()`: a dense automation lane plus a chord per buffer.
+    const INPUT_EVENT_CAPACITY: usize = 8192;
 
     type Editor = nice_plug_egui::EguiEditor<gui::EditorApp<MusicrfmParams>>;
     type SysExMessage = ();
@@ -60,22 +126,50 @@ impl Plugin for Musicrfm {
     fn activate(
         &mut self,
         _audio_io_layout: &AudioIOLayout,
-        _buffer_config: &BufferConfig,
-        _context: &mut impl ActivateContext<Self>,
+        buffer_config: &BufferConfig,
+        context: &mut impl ActivateContext<Self>,
     ) -> bool {
-        true
+        let config = EngineConfig {
+            sample_rate: buffer_config.sample_rate.round() as u32,
+            clock: match self.params.clock.value() {
+                ClockMode::Timeline => Clock::Timeline,
+                ClockMode::Live => Clock::Live,
+            },
+            cushion_steps: self.params.cushion.value().max(0) as usize,
+            ..EngineConfig::default()
+        };
+        let offline = buffer_config.process_mode == ProcessMode::Offline;
+        match self.start_engine(config, offline) {
+            Some(latency) => {
+                context.set_latency_samples(latency);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn reset(&mut self) {
+        if let Some(audio) = &mut self.audio {
+            audio.playing = false;
+            audio.notes.clear();
+        }
     }
 
     fn process(
         &mut self,
         buffer: &mut Buffer,
         _aux: &mut AuxiliaryBuffers,
-        _context: &mut impl ProcessContext<Self>,
+        context: &mut impl ProcessContext<Self>,
     ) -> ProcessStatus {
-        for channel in buffer.as_slice() {
-            channel.fill(0.0);
+        match &mut self.audio {
+            Some(audio) => audio.process(&self.params, buffer, context),
+            None => {
+                for channel in buffer.as_slice() {
+                    channel.fill(0.0);
+                }
+                ProcessStatus::Normal
+            }
         }
-        ProcessStatus::Normal
     }
 }
 

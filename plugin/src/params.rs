@@ -1,51 +1,357 @@
 //! The plugin's parameters and persisted state. Parameter ids are frozen: hosts store automation
 //! and presets by these strings, so renaming one breaks every saved project.
+//!
+//! Parameters (all read by the audio thread at each step start, or by the engine link thread):
+//! `slot{k}-strength`, `slot{k}-shape`, `slot{k}-length` for k = 1..8; `master`, `layers`,
+//! `layers-value`, `gate`, `guidance`, `temperature`, `top-k`, `seed`, `clock`, `cushion`.
+//! Persisted state (`#[persist]`, never touched by the audio thread): `model`, `prompt`, `slots`.
 
 use std::sync::Arc;
 
+use engine::steering::{LayerWeights, Schedule};
 use nice_plug::prelude::*;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
 
 /// The prompt a fresh instance starts with.
 pub const DEFAULT_PROMPT: &str = "";
+/// Slots of directions (the engine's [`engine::stream::SLOTS`]).
+pub const SLOTS: usize = engine::stream::SLOTS;
+/// Decoder steps per second.
+pub const STEPS_PER_SECOND: f64 = 50.0;
+
+/// The shape of a slot's strength over time, on the step clock from the timeline origin.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    #[id = "const"]
+    #[name = "Constant"]
+    Const,
+    /// 0 → 1 over the length.
+    #[id = "rise"]
+    #[name = "Rise"]
+    Rise,
+    /// 1 → 0 over the length.
+    #[id = "decay"]
+    #[name = "Decay"]
+    Decay,
+    /// Halves every length.
+    #[id = "exp"]
+    #[name = "Exponential"]
+    Exp,
+    /// Logistic rise centred at half the length, slope 10 / length.
+    #[id = "logistic"]
+    #[name = "Logistic"]
+    Logistic,
+    /// (1 + sin) / 2 with period = length.
+    #[id = "sine"]
+    #[name = "Sine"]
+    Sine,
+}
+
+impl Shape {
+    /// The engine schedule this shape is, for a length in seconds: the same schedule
+    /// `render --steer FILE:CLASS=η@SCHEDULE` takes (see [`Shape::cli`]).
+    pub fn schedule(self, length_seconds: f32) -> Schedule {
+        let steps = (length_seconds as f64 * STEPS_PER_SECOND).round().max(1.0);
+        match self {
+            Shape::Const => Schedule::Constant,
+            Shape::Rise => Schedule::LinearRise {
+                t0: 0,
+                t1: steps as usize,
+            },
+            Shape::Decay => Schedule::LinearDecay {
+                steps: steps as usize,
+            },
+            Shape::Exp => Schedule::ExpDecay {
+                rate: 0.5f64.powf(1.0 / steps),
+            },
+            Shape::Logistic => Schedule::LogisticRise {
+                mid: steps / 2.0,
+                k: 10.0 / steps,
+            },
+            Shape::Sine => Schedule::Sine { period: steps },
+        }
+    }
+}
+
+/// How the steered layers are weighted.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayersMode {
+    /// w = s̃^(1/τ), τ = `layers-value` (the paper: 0.95).
+    #[id = "power"]
+    #[name = "Power"]
+    Power,
+    /// The K = `layers-value` best layers.
+    #[id = "top-k"]
+    #[name = "Top K"]
+    TopK,
+    /// Every layer in the file.
+    #[id = "all"]
+    #[name = "All"]
+    All,
+}
+
+/// How the engine paces its steps (see [`engine::stream::Clock`]).
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClockMode {
+    #[id = "timeline"]
+    #[name = "Timeline"]
+    Timeline,
+    #[id = "live"]
+    #[name = "Live"]
+    Live,
+}
+
+/// One slot's parameters.
+pub struct SlotParams {
+    /// η of the slot's direction. Host automation / GUI write; the audio thread reads per step.
+    pub strength: FloatParam,
+    pub shape: EnumParam<Shape>,
+    /// The shape's length in seconds.
+    pub length: FloatParam,
+}
+
+impl SlotParams {
+    fn new(k: usize) -> Self {
+        Self {
+            strength: FloatParam::new(
+                format!("Slot {k} strength"),
+                0.0,
+                FloatRange::Linear {
+                    min: -2.0,
+                    max: 2.0,
+                },
+            )
+            .with_step_size(0.001)
+            .with_value_to_string(formatters::v2s_f32_rounded(3)),
+            shape: EnumParam::new(format!("Slot {k} shape"), Shape::Const),
+            length: FloatParam::new(
+                format!("Slot {k} length"),
+                8.0,
+                FloatRange::Skewed {
+                    min: 0.1,
+                    max: 120.0,
+                    factor: FloatRange::skew_factor(-2.0),
+                },
+            )
+            .with_unit(" s")
+            .with_value_to_string(formatters::v2s_f32_rounded(2)),
+        }
+    }
+}
+
+/// The 8 slots, with ids `slot{k}-strength`, `slot{k}-shape`, `slot{k}-length`.
+pub struct SlotBank(pub [SlotParams; SLOTS]);
+
+// SAFETY: every pointer points into `self`, which the wrapper keeps alive in an `Arc`.
+unsafe impl Params for SlotBank {
+    fn param_map(&self) -> Vec<(String, ParamPtr, String)> {
+        let mut map = Vec::with_capacity(3 * SLOTS);
+        for (i, slot) in self.0.iter().enumerate() {
+            let k = i + 1;
+            let group = format!("Slot {k}");
+            map.push((
+                format!("slot{k}-strength"),
+                slot.strength.as_ptr(),
+                group.clone(),
+            ));
+            map.push((format!("slot{k}-shape"), slot.shape.as_ptr(), group.clone()));
+            map.push((format!("slot{k}-length"), slot.length.as_ptr(), group));
+        }
+        map
+    }
+}
+
+/// A slot's directions: persisted, edited by the GUI / host state, read by the engine link.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotState {
+    /// Path of the directions file ("" = the slot is empty).
+    pub file: String,
+    /// Class name or 0-based index (unused in MIDI notes mode).
+    pub class: String,
+    /// "MIDI notes" mode: the file is a notes directions file whose class p is driven by the
+    /// held MIDI notes of pitch class p (velocity × the slot's strength). One slot at most: the
+    /// first one set wins.
+    #[serde(default)]
+    pub midi: bool,
+}
+
+/// The layout of the persisted state this build writes. A state with a larger number comes from
+/// a newer musicrfm: it is not applied (an error says so) rather than half-understood.
+pub const STATE_FORMAT: u32 = 1;
+
+/// Engine status for the editor: written by the engine link thread, read by the GUI thread.
+#[derive(Debug, Default)]
+pub struct EngineStatusLine(pub Mutex<String>);
 
 #[derive(Params)]
 pub struct MusicrfmParams {
-    /// Steering strength η of the concept direction. Written by the host (automation) and the GUI,
-    /// read by the audio thread each block, which forwards it to the engine thread per step.
-    #[id = "strength"]
-    pub strength: FloatParam,
+    #[nested(group = "Slots")]
+    pub slots: SlotBank,
 
-    /// The text prompt. Written by the GUI thread, read by the background loader; persisted in the
-    /// plugin state. Never touched by the audio thread.
+    /// Scales every slot. Audio thread reads per step.
+    #[id = "master"]
+    pub master: FloatParam,
+    /// Layer weighting of every slot; read by the engine link thread (rebuilds the slots).
+    #[id = "layers"]
+    pub layers: EnumParam<LayersMode>,
+    /// τ for `power`, K for `top-k`.
+    #[id = "layers-value"]
+    pub layers_value: FloatParam,
+    /// Bernoulli gate probability per (steer, block, step); engine link thread.
+    #[id = "gate"]
+    pub gate: FloatParam,
+    /// Classifier-free guidance scale; engine link thread (restarts the stream at its step).
+    #[id = "guidance"]
+    pub guidance: FloatParam,
+    /// Sampling temperature; engine link thread.
+    #[id = "temperature"]
+    pub temperature: FloatParam,
+    /// Top-k sampling (0 = all codes); engine link thread.
+    #[id = "top-k"]
+    pub top_k: IntParam,
+    /// Sampling seed; engine link thread.
+    #[id = "seed"]
+    pub seed: IntParam,
+    /// Timeline or live clock; read in `activate()` (the engine is built for it).
+    #[id = "clock"]
+    pub clock: EnumParam<ClockMode>,
+    /// Steps of compute headroom in the latency; read in `activate()`.
+    #[id = "cushion"]
+    pub cushion: IntParam,
+
+    /// The model: a directory or a Hugging Face repo id in the local cache ("" = none).
+    /// GUI / host state write; the engine link thread reads. Never the audio thread.
+    #[persist = "model"]
+    pub model: Arc<RwLock<String>>,
+    /// The text prompt. GUI / host state write; the engine link thread reads.
     #[persist = "prompt"]
     pub prompt: Arc<RwLock<String>>,
+    /// Each slot's directions file and class. GUI / host state write; engine link thread reads.
+    #[persist = "slots"]
+    pub slot_files: Arc<RwLock<[SlotState; SLOTS]>>,
+
+    /// The state layout ([`STATE_FORMAT`]) of the state last loaded; host state writes, the
+    /// engine link thread reads.
+    #[persist = "format"]
+    pub format: Arc<RwLock<u32>>,
+
+    /// What the engine says (model loaded, errors); engine link thread writes, GUI reads.
+    pub status: Arc<EngineStatusLine>,
 }
 
 impl Default for MusicrfmParams {
     fn default() -> Self {
         Self {
-            strength: FloatParam::new(
-                "Strength",
-                0.0,
+            slots: SlotBank(std::array::from_fn(|i| SlotParams::new(i + 1))),
+            master: FloatParam::new("Master", 1.0, FloatRange::Linear { min: 0.0, max: 2.0 })
+                .with_step_size(0.001)
+                .with_value_to_string(formatters::v2s_f32_rounded(3)),
+            layers: EnumParam::new("Layers", LayersMode::Power),
+            layers_value: FloatParam::new(
+                "Layers value",
+                0.95,
                 FloatRange::Linear {
-                    min: -1.0,
-                    max: 1.0,
+                    min: 0.05,
+                    max: 48.0,
                 },
             )
-            .with_step_size(0.001)
-            .with_value_to_string(formatters::v2s_f32_rounded(3)),
+            .with_step_size(0.01),
+            gate: FloatParam::new(
+                "Gate",
+                engine::steering::DEFAULT_GATE,
+                FloatRange::Linear { min: 0.0, max: 1.0 },
+            )
+            .with_step_size(0.001),
+            guidance: FloatParam::new(
+                "Guidance",
+                3.0,
+                FloatRange::Linear {
+                    min: 1.0,
+                    max: 10.0,
+                },
+            )
+            .with_step_size(0.01),
+            temperature: FloatParam::new(
+                "Temperature",
+                1.0,
+                FloatRange::Linear {
+                    min: 0.05,
+                    max: 2.0,
+                },
+            )
+            .with_step_size(0.01),
+            top_k: IntParam::new("Top k", 250, IntRange::Linear { min: 0, max: 2048 }),
+            seed: IntParam::new(
+                "Seed",
+                0,
+                IntRange::Linear {
+                    min: 0,
+                    max: 65_535,
+                },
+            ),
+            clock: EnumParam::new("Clock", ClockMode::Timeline),
+            cushion: IntParam::new("Cushion", 2, IntRange::Linear { min: 0, max: 50 })
+                .with_unit(" steps"),
+            model: Arc::new(RwLock::new(String::new())),
             prompt: Arc::new(RwLock::new(DEFAULT_PROMPT.to_owned())),
+            slot_files: Arc::new(RwLock::new(Default::default())),
+            format: Arc::new(RwLock::new(STATE_FORMAT)),
+            status: Arc::new(EngineStatusLine::default()),
+        }
+    }
+}
+
+impl MusicrfmParams {
+    /// The layer weights the `layers` and `layers-value` parameters select.
+    pub fn layer_weights(&self) -> LayerWeights {
+        let value = self.layers_value.value();
+        match self.layers.value() {
+            LayersMode::Power => LayerWeights::Power {
+                beta: 1.0,
+                tau: value.clamp(0.05, 1.0),
+            },
+            LayersMode::TopK => LayerWeights::TopK(value.round().max(1.0) as usize),
+            LayersMode::All => LayerWeights::All,
         }
     }
 }
 
 impl gui::EditorModel for MusicrfmParams {
-    fn strength(&self) -> &FloatParam {
-        &self.strength
+    fn master(&self) -> &FloatParam {
+        &self.master
+    }
+
+    fn slot_strength(&self, slot: usize) -> &FloatParam {
+        &self.slots.0[slot].strength
+    }
+
+    fn model_source(&self) -> &RwLock<String> {
+        &self.model
     }
 
     fn prompt(&self) -> &RwLock<String> {
         &self.prompt
+    }
+
+    fn engine_status(&self) -> String {
+        self.status.0.lock().clone()
+    }
+
+    fn slot_directions(&self, slot: usize) -> gui::SlotDirections {
+        let state = self.slot_files.read()[slot].clone();
+        gui::SlotDirections {
+            file: state.file,
+            class: state.class,
+            midi: state.midi,
+        }
+    }
+
+    fn set_slot_directions(&self, slot: usize, directions: gui::SlotDirections) {
+        self.slot_files.write()[slot] = SlotState {
+            file: directions.file,
+            class: directions.class,
+            midi: directions.midi,
+        };
     }
 }

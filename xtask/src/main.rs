@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use xtask::{
-    bench_decode, bench_rfm, bench_stream, eval_steering, extract, render, stream, syntheory,
-    test_cmd, train_probes,
+    bench_decode, bench_rfm, bench_stream, bounce, eval_steering, extract, render, stream,
+    syntheory, test_cmd, train_probes,
 };
 
 #[derive(Debug, Parser)]
@@ -38,6 +38,8 @@ enum Command {
     Render(render::RenderArgs),
     /// Stream through the real-time engine as an offline bounce, to a WAV, with step timings.
     Stream(stream::StreamArgs),
+    /// Bounce the built musicrfm.clap headless (offline mode, state, automation) to a WAV.
+    Bounce(bounce::BounceArgs),
     /// Benchmarks that print a ratio against the reference run side by side.
     Bench {
         #[command(subcommand)]
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
         Command::Test { args } => test_cmd::run(&args),
         Command::Render(args) => render::run(&args),
         Command::Stream(args) => stream::run(&args),
+        Command::Bounce(args) => bounce::run(&args),
         Command::Bench {
             bench: Bench::Stream(args),
         } => bench_stream::run(&args),

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use engine::render::{SamplingChoice, decode_audio, default_guidance, generate_codes};
+use engine::render::{SamplingChoice, decode_audio, default_guidance, generate_steps};
 use engine::steering::{LayerWeights, SteerArg, SteeringPlan};
 use engine::{GenerationOptions, MusicGen};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -56,6 +56,11 @@ pub struct RenderArgs {
     pub steering: SteerFlags,
     #[command(flatten)]
     pub dtype: model_source::DtypeFlag,
+    /// Generate open-ended over a KV cache of W positions, as the streaming engine and the
+    /// plugin do (their window: 1500), instead of a run of known length, whose last frames the
+    /// delay pattern pads. Stops after the requested steps (at most W).
+    #[arg(long, value_name = "W")]
+    pub window: Option<usize>,
     /// Also write the codes handed to EnCodec: int64 .npy, shape [codebooks, frames].
     #[arg(long)]
     pub codes_out: Option<PathBuf>,
@@ -122,7 +127,12 @@ pub fn validate(args: &RenderArgs) -> anyhow::Result<()> {
     {
         bail!("--guidance must be a number, got {g}");
     }
-    steps_for(args, 4, 50)?;
+    let steps = steps_for(args, 4, 50)?;
+    if let Some(window) = args.window
+        && window < steps
+    {
+        bail!("--window {window} must hold the {steps} steps asked for");
+    }
     if let Some(p) = args.top_p
         && !(p > 0.0 && p <= 1.0)
     {
@@ -183,13 +193,17 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<()> {
     let codebooks = model.config.decoder.num_codebooks;
     let steps = steps_for(args, codebooks, model.config.audio_encoder.frame_rate())?;
     let options = GenerationOptions {
-        steps: Some(steps),
+        steps: if args.window.is_some() {
+            None
+        } else {
+            Some(steps)
+        },
+        window: args.window.unwrap_or(GenerationOptions::default().window),
         guidance: args
             .guidance
             .unwrap_or_else(|| default_guidance(&model.generation_config)),
         sampling: sampling_choice(args).resolve(&model.generation_config),
         seed: args.seed,
-        ..GenerationOptions::default()
     };
     let mut plan = steering_plan(args, &model)?;
 
@@ -202,7 +216,9 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<()> {
         .progress_chars("=> "),
     );
     let t1 = Instant::now();
-    let codes = generate_codes(&model, &args.prompt, options, &mut plan, |_| bar.inc(1))?;
+    let codes = generate_steps(&model, &args.prompt, options, steps, &mut plan, |_| {
+        bar.inc(1)
+    })?;
     bar.finish();
     let gen_secs = t1.elapsed().as_secs_f64();
 

@@ -1,5 +1,7 @@
 //! `cargo xtask test [cargo test args…]`: the project's one test command. Bundles the plugin in
-//! release (the host test loads that `.clap`), then runs every workspace test.
+//! release (the host tests load that `.clap`), builds a debug plugin that aborts when
+//! `process()` allocates (`tests/tests/process_allocs.rs` loads it), then runs every workspace
+//! test.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -19,10 +21,32 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
         .context("the bundle step did not produce target/bundled/musicrfm.clap")?;
 
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = Command::new(&cargo)
+        .args([
+            "build",
+            "-p",
+            "musicrfm",
+            "--features",
+            "assert_process_allocs",
+        ])
+        .status()
+        .context("could not run cargo build")?;
+    if !status.success() {
+        bail!("cargo build -p musicrfm --features assert_process_allocs failed ({status})");
+    }
+    // `cargo test` rebuilds target/debug/libmusicrfm.so without the feature: keep a copy.
+    let checked_dir = target_dir.join("alloc-checked");
+    std::fs::create_dir_all(&checked_dir)?;
+    let checked = checked_dir.join("libmusicrfm.so");
+    std::fs::copy(target_dir.join("debug").join("libmusicrfm.so"), &checked)
+        .context("copying the allocation-checked plugin")?;
+    let checked = std::fs::canonicalize(checked)?;
+
     let status = Command::new(cargo)
         .args(["test", "--workspace"])
         .args(extra)
         .env("MUSICRFM_CLAP", &clap)
+        .env("MUSICRFM_CLAP_ALLOC_CHECKED", &checked)
         .status()
         .context("could not run cargo test")?;
     if !status.success() {

@@ -66,6 +66,20 @@ impl AudioEndpoint {
         }
     }
 
+    /// Drop the next `samples` samples of the stream as they arrive: the audio thread started
+    /// late on the timeline (a realtime seek that took a while), so they would play late.
+    pub fn skip(&mut self, samples: usize) {
+        self.follow_flush();
+        self.owed += samples;
+        self.follow_flush();
+    }
+
+    /// The flush epoch this side last followed: it changes when the engine restarts its stream
+    /// (a seek, new settings), after the stale audio was dropped. Updated by `pop`/`wait_for`.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
     /// Whether the engine thread has ended (its handle was dropped).
     pub fn engine_stopped(&self) -> bool {
         self.pcm.is_abandoned()

@@ -48,6 +48,9 @@ pub struct Status {
     /// `pop` calls that found fewer samples than asked for while running.
     pub underruns: u64,
     pub error: ErrorCode,
+    /// Errors reported since the engine started: a new one bumps it even when its code and
+    /// message repeat an earlier one's.
+    pub errors: u64,
     /// Host samples from a control's step start to the audio it made.
     pub latency_samples: u64,
     /// A model is loaded and a stream is producing audio.
@@ -81,6 +84,8 @@ pub struct Shared {
     pub underruns: AtomicU64,
     /// Written by the engine thread; read by anyone.
     pub error_code: AtomicU32,
+    /// Written by the engine thread after each error report; read by anyone.
+    pub errors: AtomicU64,
     /// Written by the engine thread; read by non-real-time threads only.
     pub error_message: Mutex<String>,
     /// Written by the engine thread when a stream starts; read by anyone.
@@ -102,6 +107,7 @@ impl Shared {
             steps_done: self.steps_done.load(Relaxed),
             underruns: self.underruns.load(Relaxed),
             error: ErrorCode::from_u32(self.error_code.load(Acquire)),
+            errors: self.errors.load(Acquire),
             latency_samples: self.latency_samples.load(Acquire),
             running: self.running.load(Acquire),
             slides: self.slides.load(Acquire),

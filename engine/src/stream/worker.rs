@@ -617,6 +617,10 @@ impl Worker {
                 Ok(Flow::Restart)
             }
             Command::Seek(step) => {
+                // Controls queued before the seek belong to the old timeline: the audio thread
+                // pushes none between asking for a seek and seeing its new epoch.
+                while self.controls.pop().is_ok() {}
+                self.pending.clear();
                 self.start_step = step;
                 Ok(Flow::Restart)
             }
@@ -745,6 +749,7 @@ impl Worker {
             *message = error.to_string();
         }
         self.shared.error_code.store(code as u32, Release);
+        self.shared.errors.fetch_add(1, AcqRel);
     }
 }
 
