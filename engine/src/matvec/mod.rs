@@ -6,7 +6,9 @@
 //! third of the bandwidth floor on the bench machine (issue 13). This kernel reads each weight
 //! once for both rows, in the format chosen at load ([`WeightFormat`]: f32, bf16 widened in
 //! registers, or 8-bit with one f32 scale per 32 weights as llama.cpp's Q8_0), accumulates in
-//! f32, and splits the output rows over rayon's threads.
+//! f32, and splits the output rows over rayon's threads. burn's own quantized tensors were not
+//! measured against it: they would still go through a general matmul per CFG pair, which is
+//! what the f32 path had to leave first.
 //!
 //! Many rows (a prompt's cross-attention keys, an audio prompt's prefill) take the same path:
 //! the output rows are cut into chunks of about [`CHUNK_BYTES`] of weights, which stay in the
