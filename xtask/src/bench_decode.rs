@@ -59,6 +59,10 @@ struct Steps {
     bytes_per_step: Option<u64>,
     /// A prompt change: T5 and the cross-attention keys and values of the new text.
     condition_ms: Option<f64>,
+    /// Median ms per step inside the host kernels (the decoder's linear layers).
+    linears_ms: Option<f64>,
+    /// The greedy codes of the timed run (compared with f32's).
+    codes: Vec<i64>,
     peak_mb: f64,
 }
 
@@ -148,6 +152,32 @@ pub fn run(options: &DecodeArgs) -> anyhow::Result<()> {
         config.decoder.hidden_size,
         round_trip_us * linears as f64 / 1e3
     );
+    for steps in &ours {
+        if let Some(linears) = steps.linears_ms {
+            println!(
+                "{} per step (P50s): linear layers in the host kernel {linears:.2} ms, everything else \
+                 (attention over the cache, norms, embeddings, sampling, burn ops) {:.2} ms",
+                steps.label,
+                steps.step_ms_median - linears
+            );
+        }
+    }
+    if let Some(f32_run) = ours.iter().find(|s| s.label.ends_with(" f32")) {
+        for steps in ours.iter().filter(|s| !std::ptr::eq(*s, f32_run)) {
+            let same = steps
+                .codes
+                .iter()
+                .zip(&f32_run.codes)
+                .filter(|(a, b)| a == b)
+                .count();
+            println!(
+                "{}: {same} of {} greedy codes as f32 ({:.1} %) over the timed run",
+                steps.label,
+                f32_run.codes.len(),
+                100.0 * same as f64 / f32_run.codes.len().max(1) as f64
+            );
+        }
+    }
     let reference_codec = reference.as_ref().map(|r| r.decode_s);
     println!();
     println!(
@@ -211,7 +241,7 @@ fn measure_ours(
         "musicrfm {format}: loaded in {:.1} s",
         t0.elapsed().as_secs_f64()
     );
-    let run = |steps: usize| -> anyhow::Result<Vec<f64>> {
+    let run = |steps: usize| -> anyhow::Result<(Vec<f64>, Vec<f64>, Vec<i64>)> {
         let generation_options = GenerationOptions {
             steps: Some(steps),
             guidance: 3.0,
@@ -221,18 +251,22 @@ fn measure_ours(
         let mut generation = Generation::new(&model, PROMPT, generation_options)?;
         let mut plan = SteeringPlan::new(0, 0, 0, &device);
         let mut times = Vec::with_capacity(steps);
+        let mut linears = Vec::with_capacity(steps);
         for _ in 0..steps {
-            let t = Instant::now();
+            let (t, kernel) = (Instant::now(), engine::matvec::kernel_nanos());
             generation.step_steered(&mut plan)?;
             times.push(t.elapsed().as_secs_f64() * 1e3);
+            linears.push((engine::matvec::kernel_nanos() - kernel) as f64 / 1e6);
         }
-        Ok(times)
+        Ok((times, linears, generation.codes().data))
     };
     run(4)?; // warm-up
-    let mut step_ms = run(options.steps as usize)?;
+    let (mut step_ms, mut linears_ms, codes) = run(options.steps as usize)?;
     // Leave out the first step, as the reference does (its clock starts after it).
     step_ms.remove(0);
     step_ms.sort_by(f64::total_cmp);
+    linears_ms.remove(0);
+    linears_ms.sort_by(f64::total_cmp);
 
     let mut condition_ms: Vec<f64> = (0..3)
         .map(|_| {
@@ -255,6 +289,8 @@ fn measure_ours(
         step_ms_p90: step_ms[(0.9 * (step_ms.len() - 1) as f64) as usize],
         bytes_per_step: Some(model.decoder.weight_bytes_per_step() as u64),
         condition_ms: Some(median(&condition_ms)),
+        linears_ms: Some(median(&linears_ms)).filter(|&ms| ms > 0.0),
+        codes,
         peak_mb: peak_rss_mb()?,
     };
     Ok((steps, decode_s))
@@ -357,6 +393,8 @@ fn measure_reference(options: &DecodeArgs, threads: usize) -> anyhow::Result<Ref
             step_ms_p90: get("step_ms_p90")?,
             bytes_per_step: Some(decoder_f32_bytes_per_step(&options.model)?),
             condition_ms: None,
+            linears_ms: None,
+            codes: Vec::new(),
             peak_mb: get("peak_rss_mb")?,
         },
         decode_s: get("decode_s")?,

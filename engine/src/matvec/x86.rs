@@ -84,73 +84,61 @@ fn add_tail<W: RowFormat>(t: &Tile<'_, W>, full: usize, out: &mut [[f32; 4]; 2])
     }
 }
 
-/// # Safety
-/// The CPU supports AVX-512F.
-#[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn tile_avx512<W: RowFormat>(t: &Tile<'_, W>) -> [[f32; 4]; 2] {
-    const LANES: usize = 16;
-    let full = t.d_in / LANES * LANES;
-    // acc[j][r]: weight row j · input row r
-    let mut acc = [[_mm512_setzero_ps(); 2]; 4];
-    let mut i = 0;
-    while i < full {
-        // SAFETY: `i + 16 ≤ d_in` for the input rows and every weight row.
-        let (x0, x1) = unsafe {
-            (
-                _mm512_loadu_ps(t.x[0].as_ptr().add(i)),
-                _mm512_loadu_ps(t.x[1].as_ptr().add(i)),
-            )
-        };
-        for (a, &o) in acc.iter_mut().zip(&t.rows) {
-            // SAFETY: as above.
-            let w = unsafe { t.w.load16(t.d_in, o, i) };
-            a[0] = _mm512_fmadd_ps(w, x0, a[0]);
-            a[1] = _mm512_fmadd_ps(w, x1, a[1]);
+/// A tile kernel for one vector width: `$lanes` f32 per `$vector`, loaded from the weights by
+/// `Widen::$load`, fused with `$fma`, summed across lanes by `$sum`.
+macro_rules! tile_kernel {
+    (
+        $(#[$doc:meta])*
+        $name:ident, $features:literal, $lanes:literal, $zero:ident, $loadx:ident,
+        $load:ident, $fma:ident, $sum:ident
+    ) => {
+        $(#[$doc])*
+        #[target_feature(enable = $features)]
+        pub(crate) unsafe fn $name<W: RowFormat>(t: &Tile<'_, W>) -> [[f32; 4]; 2] {
+            let full = t.d_in / $lanes * $lanes;
+            // acc[j][r]: weight row j · input row r
+            let mut acc = [[$zero(); 2]; 4];
+            let mut i = 0;
+            while i < full {
+                // SAFETY: `i + lanes ≤ d_in` for the input rows and every weight row.
+                let (x0, x1) = unsafe {
+                    (
+                        $loadx(t.x[0].as_ptr().add(i)),
+                        $loadx(t.x[1].as_ptr().add(i)),
+                    )
+                };
+                for (a, &o) in acc.iter_mut().zip(&t.rows) {
+                    // SAFETY: as above.
+                    let w = unsafe { t.w.$load(t.d_in, o, i) };
+                    a[0] = $fma(w, x0, a[0]);
+                    a[1] = $fma(w, x1, a[1]);
+                }
+                i += $lanes;
+            }
+            let mut out = [[0f32; 4]; 2];
+            for (j, a) in acc.iter().enumerate() {
+                out[0][j] = $sum(a[0]);
+                out[1][j] = $sum(a[1]);
+            }
+            add_tail(t, full, &mut out);
+            out
         }
-        i += LANES;
-    }
-    let mut out = [[0f32; 4]; 2];
-    for (j, a) in acc.iter().enumerate() {
-        out[0][j] = _mm512_reduce_add_ps(a[0]);
-        out[1][j] = _mm512_reduce_add_ps(a[1]);
-    }
-    add_tail(t, full, &mut out);
-    out
+    };
 }
 
-/// # Safety
-/// The CPU supports AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn tile_avx2<W: RowFormat>(t: &Tile<'_, W>) -> [[f32; 4]; 2] {
-    const LANES: usize = 8;
-    let full = t.d_in / LANES * LANES;
-    // acc[j][r]: weight row j · input row r
-    let mut acc = [[_mm256_setzero_ps(); 2]; 4];
-    let mut i = 0;
-    while i < full {
-        // SAFETY: `i + 8 ≤ d_in` for the input rows and every weight row.
-        let (x0, x1) = unsafe {
-            (
-                _mm256_loadu_ps(t.x[0].as_ptr().add(i)),
-                _mm256_loadu_ps(t.x[1].as_ptr().add(i)),
-            )
-        };
-        for (a, &o) in acc.iter_mut().zip(&t.rows) {
-            // SAFETY: as above.
-            let w = unsafe { t.w.load8(t.d_in, o, i) };
-            a[0] = _mm256_fmadd_ps(w, x0, a[0]);
-            a[1] = _mm256_fmadd_ps(w, x1, a[1]);
-        }
-        i += LANES;
-    }
-    let mut out = [[0f32; 4]; 2];
-    for (j, a) in acc.iter().enumerate() {
-        out[0][j] = horizontal_sum_avx(a[0]);
-        out[1][j] = horizontal_sum_avx(a[1]);
-    }
-    add_tail(t, full, &mut out);
-    out
-}
+tile_kernel!(
+    /// # Safety
+    /// The CPU supports AVX-512F.
+    tile_avx512, "avx512f", 16, _mm512_setzero_ps, _mm512_loadu_ps,
+    load16, _mm512_fmadd_ps, _mm512_reduce_add_ps
+);
+
+tile_kernel!(
+    /// # Safety
+    /// The CPU supports AVX2 and FMA.
+    tile_avx2, "avx2,fma", 8, _mm256_setzero_ps, _mm256_loadu_ps,
+    load8, _mm256_fmadd_ps, horizontal_sum_avx
+);
 
 #[target_feature(enable = "avx2")]
 fn horizontal_sum_avx(v: __m256) -> f32 {
