@@ -107,6 +107,7 @@ pub fn run(args: &StreamBenchArgs) -> anyhow::Result<()> {
                 settings,
                 window,
                 reprompt_frames: reprompt,
+                decode_chunk_frames: 1,
                 steers: &steers,
                 layers: None,
                 gate: 1.0,
