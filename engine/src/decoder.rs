@@ -14,6 +14,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::config::DecoderConfig;
 use crate::error::{CacheError, LoadError};
+use crate::matvec::WeightFormat;
 use crate::nn::{Activation, LayerNorm, Linear, attention, merge_heads, split_heads};
 use crate::weights::Weights;
 
@@ -81,8 +82,9 @@ impl Attention {
         d: usize,
         heads: usize,
         device: &Device,
+        format: WeightFormat,
     ) -> Result<Self, LoadError> {
-        let lin = Linear::loader(weights, prefix, device);
+        let lin = Linear::loader_as(weights, prefix, device, format);
         Ok(Self {
             q_proj: lin("q_proj", d, d)?,
             k_proj: lin("k_proj", d, d)?,
@@ -145,10 +147,19 @@ impl Block {
         prefix: &str,
         config: &DecoderConfig,
         device: &Device,
+        format: WeightFormat,
     ) -> Result<Self, LoadError> {
         let (d, heads) = (config.hidden_size, config.num_attention_heads);
-        let attn =
-            |name: &str| Attention::load(weights, &format!("{prefix}.{name}"), d, heads, device);
+        let attn = |name: &str| {
+            Attention::load(
+                weights,
+                &format!("{prefix}.{name}"),
+                d,
+                heads,
+                device,
+                format,
+            )
+        };
         let norm = |name: &str| {
             LayerNorm::load(
                 weights,
@@ -158,7 +169,7 @@ impl Block {
                 device,
             )
         };
-        let lin = Linear::loader(weights, prefix, device);
+        let lin = Linear::loader_as(weights, prefix, device, format);
         Ok(Self {
             self_attn: attn("self_attn")?,
             self_attn_layer_norm: norm("self_attn_layer_norm")?,
@@ -381,10 +392,13 @@ pub struct DecoderLm {
 }
 
 impl DecoderLm {
+    /// Load the decoder; its linear layers (blocks and LM heads) in `format` (see
+    /// [`Linear::load_as`]).
     pub fn load(
         weights: &Weights,
         config: &DecoderConfig,
         device: &Device,
+        format: WeightFormat,
     ) -> Result<Self, LoadError> {
         let d = config.hidden_size;
         let p = "decoder.model.decoder";
@@ -398,7 +412,7 @@ impl DecoderLm {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let layers = (0..config.num_hidden_layers)
-            .map(|i| Block::load(weights, &format!("{p}.layers.{i}"), config, device))
+            .map(|i| Block::load(weights, &format!("{p}.layers.{i}"), config, device, format))
             .collect::<Result<Vec<_>, _>>()?;
         let layer_norm = LayerNorm::load(
             weights,
@@ -409,13 +423,13 @@ impl DecoderLm {
         )?;
         let lm_heads = (0..config.num_codebooks)
             .map(|k| {
-                Linear::load(
+                Linear::load_as(
                     weights,
                     &format!("decoder.lm_heads.{k}"),
-                    d,
-                    config.vocab_size,
+                    (d, config.vocab_size),
                     false,
                     device,
+                    format,
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -446,6 +460,38 @@ impl DecoderLm {
     /// The LM head of `codebook` as `[d_model, vocab]` (for directions built from it).
     pub fn lm_head_weight(&self, codebook: usize) -> Tensor<2> {
         self.lm_heads[codebook].weight_f32()
+    }
+
+    /// Bytes of linear weights one decode step reads: every block's self-attention, the
+    /// cross-attention's query and output (the text's keys and values are cached), the
+    /// feed-forward layers, and the LM heads.
+    pub fn weight_bytes_per_step(&self) -> usize {
+        let blocks: usize = self
+            .layers
+            .iter()
+            .map(|b| {
+                let (s, c) = (&b.self_attn, &b.encoder_attn);
+                [
+                    &s.q_proj,
+                    &s.k_proj,
+                    &s.v_proj,
+                    &s.out_proj,
+                    &c.q_proj,
+                    &c.out_proj,
+                    &b.fc1,
+                    &b.fc2,
+                ]
+                .iter()
+                .map(|l| l.weight_bytes())
+                .sum::<usize>()
+            })
+            .sum();
+        blocks
+            + self
+                .lm_heads
+                .iter()
+                .map(Linear::weight_bytes)
+                .sum::<usize>()
     }
 
     /// A cache for `batch` rows and `capacity` positions.

@@ -65,6 +65,11 @@ pub enum LoadError {
     ModelNotFound { source_name: String, hint: String },
     #[error("tokenizer {path}: {message}")]
     Tokenizer { path: PathBuf, message: String },
+    #[error("weight format {format} runs on the CPU only; {device} takes f32 (choose --dtype f32)")]
+    WeightFormat {
+        format: crate::matvec::WeightFormat,
+        device: String,
+    },
 }
 
 /// Tokens that do not fit a [`KvCache`](crate::KvCache).

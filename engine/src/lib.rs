@@ -10,6 +10,7 @@ pub mod error;
 pub mod features;
 pub mod generate;
 pub mod hub;
+pub mod matvec;
 pub mod model;
 pub mod nn;
 pub mod render;
@@ -23,7 +24,8 @@ pub use config::{DecoderConfig, EncodecConfig, GenerationConfig, MusicgenConfig,
 pub use decoder::{BlockHook, CaptureBlocks, CrossContext, DecoderLm, KvCache, NoHook};
 pub use error::LoadError;
 pub use generate::{Codes, GenerateError, Generation, GenerationOptions, StepOutput};
-pub use model::{MusicGen, TextCondition};
+pub use matvec::WeightFormat;
+pub use model::{LoadOptions, MusicGen, TextCondition};
 pub use sampling::{Rng, Sampling};
 pub use t5::T5Encoder;
 pub use weights::Weights;

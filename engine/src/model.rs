@@ -10,6 +10,7 @@ use crate::config::{GenerationConfig, MusicgenConfig};
 use crate::decoder::{CrossContext, DecoderLm};
 use crate::encodec::EncodecModel;
 use crate::error::LoadError;
+use crate::matvec::WeightFormat;
 use crate::nn::Linear;
 use crate::t5::T5Encoder;
 use crate::weights::Weights;
@@ -25,6 +26,15 @@ pub struct TextCondition {
     /// `[rows, text_len]`: 1 for tokens; the unconditional row is all 0.
     pub mask: Tensor<2>,
     pub cross: CrossContext,
+}
+
+/// How [`MusicGen::load_with`] stores the model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// The decoder's linear layers (blocks and LM heads), where most of a decode step's bytes
+    /// are: f32 by default; bf16 and q8 quantize at load from whatever the checkpoint stores,
+    /// on the CPU only. T5, the text projection and EnCodec stay f32.
+    pub weight_format: WeightFormat,
 }
 
 /// MusicGen, loaded from a Hugging Face directory.
@@ -43,14 +53,28 @@ pub struct MusicGen {
 }
 
 impl MusicGen {
-    /// Load from a model directory (see [`crate::hub::resolve_model`] for repo ids).
+    /// Load from a model directory (see [`crate::hub::resolve_model`] for repo ids), with
+    /// the default [`LoadOptions`].
     pub fn load(dir: &Path, device: &Device) -> Result<Self, LoadError> {
+        Self::load_with(dir, device, LoadOptions::default())
+    }
+
+    /// [`Self::load`] with explicit options.
+    pub fn load_with(dir: &Path, device: &Device, options: LoadOptions) -> Result<Self, LoadError> {
         let config = MusicgenConfig::from_file(&dir.join("config.json"))?;
         let generation_config =
             GenerationConfig::from_file_or_default(&dir.join("generation_config.json"))?;
         let tokenizer = load_tokenizer(&dir.join("tokenizer.json"))?;
         let weights = Weights::open_dir(dir)?;
-        Self::from_weights(dir, config, generation_config, tokenizer, &weights, device)
+        Self::from_weights(
+            dir,
+            config,
+            generation_config,
+            tokenizer,
+            &weights,
+            device,
+            options,
+        )
     }
 
     pub fn from_weights(
@@ -60,6 +84,7 @@ impl MusicGen {
         tokenizer: Tokenizer,
         weights: &Weights,
         device: &Device,
+        options: LoadOptions,
     ) -> Result<Self, LoadError> {
         let text_encoder = T5Encoder::load(weights, "text_encoder", &config.text_encoder, device)?;
         let d_text = config.text_encoder.d_model;
@@ -77,7 +102,7 @@ impl MusicGen {
         } else {
             None
         };
-        let decoder = DecoderLm::load(weights, &config.decoder, device)?;
+        let decoder = DecoderLm::load(weights, &config.decoder, device, options.weight_format)?;
         let audio_encoder =
             EncodecModel::load(weights, "audio_encoder", &config.audio_encoder, device)?;
         Ok(Self {

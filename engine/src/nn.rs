@@ -5,31 +5,42 @@
 //! error that names that key.
 
 use burn::tensor::activation::{gelu, gelu_approximate, relu, softmax};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::LoadError;
+use crate::matvec::{HostMatrix, WeightFormat};
 use crate::weights::Weights;
 
-/// How a linear layer's weight is stored. Only f32 today; reduced-precision variants (bf16,
-/// int8 with per-row scales) slot in here without touching model code, which only calls
-/// [`Linear::forward`].
+/// How a linear layer's weight is stored.
+// A model has a few hundred of these: the size of the tensor variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 enum LinearWeight {
-    /// `[d_in, d_out]`, ready for `x @ w`.
-    F32(Tensor<2>),
+    /// `[d_in, d_out]`, ready for `x @ w`, with the bias: burn's matmul on any device.
+    Tensor {
+        weight: Tensor<2>,
+        bias: Option<Tensor<1>>,
+    },
+    /// Host memory in a [`WeightFormat`], multiplied by [`crate::matvec`]'s kernels: the
+    /// decoder's layers on the CPU, where a decode step is a matrix × 2-rows product that a
+    /// general matmul runs far from the memory-bandwidth floor.
+    Host {
+        matrix: HostMatrix,
+        bias: Option<Vec<f32>>,
+    },
 }
 
 /// `y = x W^T + b`, PyTorch `nn.Linear` semantics.
 #[derive(Debug, Clone)]
 pub struct Linear {
     weight: LinearWeight,
-    bias: Option<Tensor<1>>,
     pub d_in: usize,
     pub d_out: usize,
 }
 
 impl Linear {
-    /// Load `{prefix}.weight` (`[d_out, d_in]`) and, if `with_bias`, `{prefix}.bias`.
+    /// Load `{prefix}.weight` (`[d_out, d_in]`) and, if `with_bias`, `{prefix}.bias`, as a
+    /// tensor on `device`.
     pub fn load(
         weights: &Weights,
         prefix: &str,
@@ -45,15 +56,49 @@ impl Linear {
             None
         };
         Ok(Self {
-            weight: LinearWeight::F32(weight),
-            bias,
+            weight: LinearWeight::Tensor { weight, bias },
             d_in,
             d_out,
         })
     }
 
-    /// A loader of the bias-free linears under `prefix`: `load("q", d_in, d_out)` reads
-    /// `{prefix}.q.weight`.
+    /// [`Self::load`] for a layer that may live in host memory: on the CPU the weight is packed
+    /// as `format` for the host kernels; on other devices it must be f32 and is a tensor.
+    pub fn load_as(
+        weights: &Weights,
+        prefix: &str,
+        (d_in, d_out): (usize, usize),
+        with_bias: bool,
+        device: &Device,
+        format: WeightFormat,
+    ) -> Result<Self, LoadError> {
+        if !is_host(device) {
+            if format != WeightFormat::F32 {
+                return Err(LoadError::WeightFormat {
+                    format,
+                    device: format!("{device:?}"),
+                });
+            }
+            return Self::load(weights, prefix, d_in, d_out, with_bias, device);
+        }
+        let values = weights.read_f32(&format!("{prefix}.weight"), &[d_out, d_in])?;
+        let bias = if with_bias {
+            Some(weights.read_f32(&format!("{prefix}.bias"), &[d_out])?)
+        } else {
+            None
+        };
+        Ok(Self {
+            weight: LinearWeight::Host {
+                matrix: HostMatrix::pack(&values, d_in, d_out, format),
+                bias,
+            },
+            d_in,
+            d_out,
+        })
+    }
+
+    /// A loader of the bias-free linears under `prefix`, as tensors: `load("q", d_in, d_out)`
+    /// reads `{prefix}.q.weight`.
     pub fn loader<'a>(
         weights: &'a Weights,
         prefix: &'a str,
@@ -71,22 +116,79 @@ impl Linear {
         }
     }
 
-    /// # Shapes
-    /// `x: [batch, seq, d_in]` → `[batch, seq, d_out]`
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let LinearWeight::F32(w) = &self.weight;
-        let y = x.matmul(w.clone().unsqueeze::<3>());
-        match &self.bias {
-            Some(b) => y + b.clone().unsqueeze::<3>(),
-            None => y,
+    /// [`Self::loader`] in `format` ([`Self::load_as`]).
+    pub fn loader_as<'a>(
+        weights: &'a Weights,
+        prefix: &'a str,
+        device: &'a Device,
+        format: WeightFormat,
+    ) -> impl Fn(&str, usize, usize) -> Result<Self, LoadError> + 'a {
+        move |name, d_in, d_out| {
+            Self::load_as(
+                weights,
+                &format!("{prefix}.{name}"),
+                (d_in, d_out),
+                false,
+                device,
+                format,
+            )
         }
     }
 
-    /// The weight as `[d_in, d_out]` f32 (for probes of the LM head, tests).
-    pub fn weight_f32(&self) -> Tensor<2> {
-        let LinearWeight::F32(w) = &self.weight;
-        w.clone()
+    /// # Shapes
+    /// `x: [batch, seq, d_in]` → `[batch, seq, d_out]`
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        match &self.weight {
+            LinearWeight::Tensor { weight, bias } => {
+                let y = x.matmul(weight.clone().unsqueeze::<3>());
+                match bias {
+                    Some(b) => y + b.clone().unsqueeze::<3>(),
+                    None => y,
+                }
+            }
+            LinearWeight::Host { matrix, bias } => {
+                let [batch, seq, _] = x.dims();
+                let device = x.device();
+                let data = x.into_data().convert::<f32>();
+                let rows = data
+                    .as_slice::<f32>()
+                    .expect("activations converted to f32");
+                let y = matrix.matmul(rows, batch * seq, bias.as_deref());
+                Tensor::from_data(TensorData::new(y, [batch, seq, self.d_out]), &device)
+            }
+        }
     }
+
+    /// The weight as `[d_in, d_out]` f32 (for probes of the LM head, tests); a packed weight
+    /// gives the values it multiplies by.
+    pub fn weight_f32(&self) -> Tensor<2> {
+        match &self.weight {
+            LinearWeight::Tensor { weight, .. } => weight.clone(),
+            LinearWeight::Host { matrix, .. } => {
+                let device = Device::flex();
+                Tensor::<2>::from_data(
+                    TensorData::new(matrix.unpack(), [self.d_out, self.d_in]),
+                    &device,
+                )
+                .transpose()
+            }
+        }
+    }
+
+    /// The bytes of weights one forward reads.
+    pub fn weight_bytes(&self) -> usize {
+        match &self.weight {
+            LinearWeight::Tensor { .. } => WeightFormat::F32.matrix_bytes(self.d_out, self.d_in),
+            LinearWeight::Host { matrix, .. } => {
+                matrix.format().matrix_bytes(self.d_out, self.d_in)
+            }
+        }
+    }
+}
+
+/// Whether `device` is burn-flex's, whose tensors live in host memory.
+pub fn is_host(device: &Device) -> bool {
+    *device == Device::flex()
 }
 
 /// PyTorch `nn.LayerNorm` over the last dimension, with affine weight and bias.

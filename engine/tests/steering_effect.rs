@@ -12,7 +12,10 @@ use common::host::head_direction;
 use common::*;
 use directions::DirectionsFile;
 use engine::steering::{LayerWeights, Schedule, SteeringPlan};
-use engine::{BlockHook, CaptureBlocks, Generation, GenerationOptions, MusicGen, Sampling};
+use engine::{
+    BlockHook, CaptureBlocks, Generation, GenerationOptions, LoadOptions, MusicGen, Sampling,
+    WeightFormat,
+};
 
 const TARGET: usize = 1234;
 const STEPS: usize = 40;
@@ -55,27 +58,36 @@ fn count(model: &MusicGen, file: &DirectionsFile, strength: f32, blocks: &[usize
         .count()
 }
 
+/// In every weight format: steering acts on the activations, which stay f32.
 #[test]
 fn a_head_direction_raises_its_code_and_the_sign_matters() {
-    let model = MusicGen::load(&model_dir("musicgen-tiny"), &device()).unwrap();
-    let file = head_direction(&model, TARGET);
-    let last = model.decoder.num_blocks() - 1;
-    let frames = STEPS - 3;
-    let baseline = count(&model, &file, 0.0, &[last]);
-    let pushed = count(&model, &file, 40.0, &[last]);
-    let pulled = count(&model, &file, -40.0, &[last]);
-    println!(
-        "code {TARGET} in codebook 0: unsteered {baseline}, +40 → {pushed}, −40 → {pulled} of {frames} frames"
-    );
-    assert!(
-        baseline <= frames / 4,
-        "the target code is not already dominant ({baseline})"
-    );
-    assert!(
-        pushed >= frames * 9 / 10,
-        "a positive strength makes it dominate ({pushed}/{frames})"
-    );
-    assert_eq!(pulled, 0, "a negative strength never makes it appear");
+    for format in WeightFormat::ALL {
+        let options = LoadOptions {
+            weight_format: format,
+        };
+        let model = MusicGen::load_with(&model_dir("musicgen-tiny"), &device(), options).unwrap();
+        let file = head_direction(&model, TARGET);
+        let last = model.decoder.num_blocks() - 1;
+        let frames = STEPS - 3;
+        let baseline = count(&model, &file, 0.0, &[last]);
+        let pushed = count(&model, &file, 40.0, &[last]);
+        let pulled = count(&model, &file, -40.0, &[last]);
+        println!(
+            "{format}: code {TARGET} in codebook 0: unsteered {baseline}, +40 → {pushed}, −40 → {pulled} of {frames} frames"
+        );
+        assert!(
+            baseline <= frames / 4,
+            "{format}: the target code is not already dominant ({baseline})"
+        );
+        assert!(
+            pushed >= frames * 9 / 10,
+            "{format}: a positive strength makes it dominate ({pushed}/{frames})"
+        );
+        assert_eq!(
+            pulled, 0,
+            "{format}: a negative strength never makes it appear"
+        );
+    }
 }
 
 /// Adds `vector` to block `block`'s output and records what every block handed the hook.

@@ -341,8 +341,8 @@ fn a_note_steers_its_pitch_class_from_its_step() {
             b[..s as usize],
             "pitch class {p}: before step {s}"
         );
-        for f in s as usize..b.len() {
-            assert_eq!(b[f], target(p) as i64, "pitch class {p}, frame {f}");
+        for (f, &code) in b.iter().enumerate().skip(s as usize) {
+            assert_eq!(code, target(p) as i64, "pitch class {p}, frame {f}");
         }
         assert_ne!(a[s as usize], target(p) as i64);
     }

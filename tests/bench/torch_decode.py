@@ -12,6 +12,7 @@ import statistics
 import time
 
 import torch
+import transformers
 from transformers import AutoTokenizer, LogitsProcessor, LogitsProcessorList, MusicgenForConditionalGeneration
 
 
@@ -79,6 +80,8 @@ def main() -> None:
         "decode_samples": int(audio.shape[-1]),
         "peak_rss_mb": peak_rss_mb(),
         "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "attention": getattr(model.config, "_attn_implementation", "eager"),
         "threads": torch.get_num_threads(),
     }))
 

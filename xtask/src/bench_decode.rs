@@ -1,6 +1,7 @@
 //! `cargo xtask bench decode`: greedy CFG generation and EnCodec decode on a random-weight model
-//! of the real musicgen-small shape, next to PyTorch (`tests/bench/torch_decode.py`) on the same
-//! weights and thread count, printed as ratios, with the fraction of the memory-bandwidth floor.
+//! of the real musicgen-small shape, in each `--dtype` weight format, next to PyTorch f32
+//! (`tests/bench/torch_decode.py`) on the same weights and thread count, printed as ratios, with
+//! the fraction of each format's memory-bandwidth floor.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,12 +10,12 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use burn::tensor::{Int, Tensor, TensorData};
 use engine::steering::SteeringPlan;
-use engine::{Generation, GenerationOptions, MusicGen, Sampling};
+use engine::{Generation, GenerationOptions, LoadOptions, MusicGen, Sampling, WeightFormat};
 
 const PROMPT: &str = "80s pop track with bassy drums and synth";
 
 /// Greedy CFG decoder steps and EnCodec decode on a random-weight model of the musicgen-small
-/// shape, next to PyTorch on the same weights and thread count.
+/// shape, in each weight format, next to PyTorch f32 on the same weights and thread count.
 #[derive(Debug, clap::Args)]
 pub struct DecodeArgs {
     /// The bench model directory (made with the reference script on first use).
@@ -26,6 +27,14 @@ pub struct DecodeArgs {
     /// Seconds of audio for the EnCodec decode timing.
     #[arg(long, default_value_t = 10.0)]
     pub decode_seconds: f64,
+    /// Weight formats of the decoder's linear layers to time, side by side (comma-separated).
+    #[arg(
+        long = "dtype",
+        value_name = "f32|bf16|q8",
+        value_delimiter = ',',
+        default_values_t = WeightFormat::ALL
+    )]
+    pub dtypes: Vec<WeightFormat>,
     /// Python with torch + transformers for the reference run.
     #[arg(long, env = "MUSICRFM_PYTHON", default_value = "python3")]
     pub python: String,
@@ -41,91 +50,152 @@ pub(crate) fn default_bench_model() -> PathBuf {
         .join(".cache/musicrfm-bench/musicgen-small-random")
 }
 
-struct Measured {
+/// One format's decode steps.
+struct Steps {
+    label: String,
     step_ms_median: f64,
     step_ms_p90: f64,
-    decode_s: f64,
+    /// Bytes of weights a step reads (`None` where the reference does not say).
+    bytes_per_step: Option<u64>,
+    /// A prompt change: T5 and the cross-attention keys and values of the new text.
+    condition_ms: Option<f64>,
+    /// Median ms per step inside the host kernels (the decoder's linear layers).
+    linears_ms: Option<f64>,
+    /// The greedy codes of the timed run (compared with f32's).
+    codes: Vec<i64>,
     peak_mb: f64,
+}
+
+/// The PyTorch run: its steps, its EnCodec decode, and how it was configured.
+struct Reference {
+    steps: Steps,
+    decode_s: f64,
 }
 
 pub fn run(options: &DecodeArgs) -> anyhow::Result<()> {
     ensure_model(options)?;
     let threads = rayon_threads();
     println!(
-        "model: {} (random weights, musicgen-small shape), {threads} threads",
-        options.model.display()
+        "model: {} (random weights, musicgen-small shape), {threads} threads, {} steps, kernel {}",
+        options.model.display(),
+        options.steps,
+        engine::matvec::Kernel::detect().name()
+    );
+    let bandwidth = measure_bandwidth_gbs();
+    println!(
+        "read bandwidth (XOR-fold of 1 GiB, {threads} threads, best of 5): {bandwidth:.1} GB/s"
     );
 
-    let ours = measure_ours(options)?;
-    let bytes_per_step = decoder_bytes_per_step(&options.model)?;
-    let bandwidth = measure_bandwidth_gbs();
-    let floor_ms = bytes_per_step as f64 / (bandwidth * 1e9) * 1e3;
-
+    let mut ours = Vec::new();
+    let mut codec_s = None;
+    for &format in &options.dtypes {
+        reset_peak_rss();
+        let (steps, decode_s) = measure_ours(options, format, codec_s.is_none())?;
+        codec_s = codec_s.or(decode_s);
+        ours.push(steps);
+    }
+    let codec_s = codec_s.context("--dtype: at least one format")?;
     let reference = if options.skip_reference {
         None
     } else {
         Some(measure_reference(options, threads)?)
     };
 
+    let frames = options.decode_seconds * 50.0;
+    let codec_ms_per_frame = 1e3 * codec_s / frames;
     println!();
     println!(
-        "{:<34} {:>12} {:>12} {:>10}",
-        "", "musicrfm", "PyTorch", "ratio"
+        "{:<30} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>11} {:>9} {:>8}",
+        "ms/step",
+        "P50",
+        "P90",
+        "steps/s",
+        "×PyTorch",
+        "GB/step",
+        "floor",
+        "+codec st/s",
+        "prompt ms",
+        "peak MB"
     );
-    let row = |name: &str, a: f64, b: Option<f64>, unit: &str| match b {
-        Some(b) => println!(
-            "{name:<34} {:>9.2} {unit:<2} {:>9.2} {unit:<2} {:>9.2}×",
-            a,
-            b,
-            b / a
-        ),
-        None => println!("{name:<34} {:>9.2} {unit:<2} {:>12} {:>10}", a, "-", "-"),
-    };
-    row(
-        "decode step, median",
-        ours.step_ms_median,
-        reference.as_ref().map(|r| r.step_ms_median),
-        "ms",
-    );
-    row(
-        "decode step, p90",
-        ours.step_ms_p90,
-        reference.as_ref().map(|r| r.step_ms_p90),
-        "ms",
-    );
+    let reference_p50 = reference.as_ref().map(|r| r.steps.step_ms_median);
+    for steps in ours.iter().chain(reference.as_ref().map(|r| &r.steps)) {
+        let floor = steps.bytes_per_step.map_or("-".to_owned(), |bytes| {
+            let floor_ms = bytes as f64 / (bandwidth * 1e9) * 1e3;
+            format!("{:.0} %", 100.0 * floor_ms / steps.step_ms_median)
+        });
+        println!(
+            "{:<30} {:>8.2} {:>8.2} {:>8.2} {:>9} {:>8} {:>8} {:>11.2} {:>9} {:>8.0}",
+            steps.label,
+            steps.step_ms_median,
+            steps.step_ms_p90,
+            1e3 / steps.step_ms_median,
+            reference_p50.map_or("-".to_owned(), |r| format!(
+                "{:.2}×",
+                r / steps.step_ms_median
+            )),
+            steps
+                .bytes_per_step
+                .map_or("-".to_owned(), |b| format!("{:.3}", b as f64 / 1e9)),
+            floor,
+            1e3 / (steps.step_ms_median + codec_ms_per_frame),
+            steps
+                .condition_ms
+                .map_or("-".to_owned(), |ms| format!("{ms:.0}")),
+            steps.peak_mb,
+        );
+    }
+    let config = engine::MusicgenConfig::from_file(&options.model.join("config.json"))?;
+    let linears = 8 * config.decoder.num_hidden_layers + config.decoder.num_codebooks;
+    let round_trip_us = measure_round_trip_us(config.decoder.hidden_size);
     println!(
-        "{:<34} {:>12.2} {:>12}",
-        "steps/s (real time = 50)",
-        1000.0 / ours.step_ms_median,
-        reference.as_ref().map_or("-".to_owned(), |r| format!(
-            "{:.2}",
-            1000.0 / r.step_ms_median
-        ))
+        "activations to the host kernel and back ([2, 1, {}] into_data + from_data): {round_trip_us:.1} µs × {linears} linears = {:.2} ms per step",
+        config.decoder.hidden_size,
+        round_trip_us * linears as f64 / 1e3
     );
-    row(
-        &format!("EnCodec decode of {} s", options.decode_seconds),
-        ours.decode_s,
-        reference.as_ref().map(|r| r.decode_s),
-        "s",
-    );
-    row(
-        "peak memory",
-        ours.peak_mb,
-        reference.as_ref().map(|r| r.peak_mb),
-        "MB",
-    );
+    for steps in &ours {
+        if let Some(linears) = steps.linears_ms {
+            println!(
+                "{} per step (P50s): linear layers in the host kernel {linears:.2} ms, everything else \
+                 (attention over the cache, norms, embeddings, sampling, burn ops) {:.2} ms",
+                steps.label,
+                steps.step_ms_median - linears
+            );
+        }
+    }
+    if let Some(f32_run) = ours.iter().find(|s| s.label.ends_with(" f32")) {
+        for steps in ours.iter().filter(|s| !std::ptr::eq(*s, f32_run)) {
+            let same = steps
+                .codes
+                .iter()
+                .zip(&f32_run.codes)
+                .filter(|(a, b)| a == b)
+                .count();
+            println!(
+                "{}: {same} of {} greedy codes as f32 ({:.1} %) over the timed run",
+                steps.label,
+                f32_run.codes.len(),
+                100.0 * same as f64 / f32_run.codes.len().max(1) as f64
+            );
+        }
+    }
+    let reference_codec = reference.as_ref().map(|r| r.decode_s);
     println!();
     println!(
-        "bandwidth floor: {:.2} GB of f32 weights per step at {bandwidth:.1} GB/s (measured) = {floor_ms:.1} ms; \
-         musicrfm reaches {:.0} %{}",
-        bytes_per_step as f64 / 1e9,
-        100.0 * floor_ms / ours.step_ms_median,
-        reference.as_ref().map_or(String::new(), |r| format!(
-            ", PyTorch {:.0} %",
-            100.0 * floor_ms / r.step_ms_median
+        "EnCodec decode of {} s: musicrfm {codec_s:.2} s (real-time factor {:.1}×){}",
+        options.decode_seconds,
+        options.decode_seconds / codec_s,
+        reference_codec.map_or(String::new(), |r| format!(
+            ", PyTorch {r:.2} s ({:.1}×): ratio {:.2}×",
+            options.decode_seconds / r,
+            r / codec_s
         ))
     );
-    println!("(ratio = PyTorch / musicrfm: above 1 means musicrfm is faster or smaller)");
+    println!(
+        "floor = bytes of decoder weights per step ÷ read bandwidth ({bandwidth:.1} GB/s); \
+         +codec st/s = 1000 / (P50 + EnCodec ms per frame, batch-decoded); \
+         ×PyTorch = PyTorch P50 / P50 (above 1: musicrfm is faster); \
+         peak MB = process high-water mark from loading that format"
+    );
     Ok(())
 }
 
@@ -154,12 +224,24 @@ pub(crate) fn ensure_model(options: &DecodeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn measure_ours(options: &DecodeArgs) -> anyhow::Result<Measured> {
+/// Load the bench model with `format`, time its decode steps (and, with `codec`, EnCodec).
+fn measure_ours(
+    options: &DecodeArgs,
+    format: WeightFormat,
+    codec: bool,
+) -> anyhow::Result<(Steps, Option<f64>)> {
     let device = engine::default_device();
     let t0 = Instant::now();
-    let model = MusicGen::load(&options.model, &device)?;
-    println!("musicrfm: loaded in {:.1} s", t0.elapsed().as_secs_f64());
-    let run = |steps: usize| -> anyhow::Result<Vec<f64>> {
+    let load = LoadOptions {
+        weight_format: format,
+    };
+    let model = MusicGen::load_with(&options.model, &device, load)
+        .with_context(|| format!("loading {} as --dtype {format}", options.model.display()))?;
+    println!(
+        "musicrfm {format}: loaded in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    let run = |steps: usize| -> anyhow::Result<(Vec<f64>, Vec<f64>, Vec<i64>)> {
         let generation_options = GenerationOptions {
             steps: Some(steps),
             guidance: 3.0,
@@ -169,30 +251,84 @@ fn measure_ours(options: &DecodeArgs) -> anyhow::Result<Measured> {
         let mut generation = Generation::new(&model, PROMPT, generation_options)?;
         let mut plan = SteeringPlan::new(0, 0, 0, &device);
         let mut times = Vec::with_capacity(steps);
+        let mut linears = Vec::with_capacity(steps);
         for _ in 0..steps {
-            let t = Instant::now();
+            let (t, kernel) = (Instant::now(), engine::matvec::kernel_nanos());
             generation.step_steered(&mut plan)?;
             times.push(t.elapsed().as_secs_f64() * 1e3);
+            linears.push((engine::matvec::kernel_nanos() - kernel) as f64 / 1e6);
         }
-        Ok(times)
+        Ok((times, linears, generation.codes().data))
     };
     run(4)?; // warm-up
-    let mut step_ms = run(options.steps as usize)?;
+    let (mut step_ms, mut linears_ms, codes) = run(options.steps as usize)?;
     // Leave out the first step, as the reference does (its clock starts after it).
     step_ms.remove(0);
     step_ms.sort_by(f64::total_cmp);
+    linears_ms.remove(0);
+    linears_ms.sort_by(f64::total_cmp);
 
-    let frames = (options.decode_seconds * 50.0).round() as usize;
+    let mut condition_ms: Vec<f64> = (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            let condition = model.condition(PROMPT, true)?;
+            let _ = condition.encoder_states.into_data();
+            Ok(t.elapsed().as_secs_f64() * 1e3)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    condition_ms.sort_by(f64::total_cmp);
+
+    let decode_s = if codec {
+        Some(measure_codec(&model, options.decode_seconds)?)
+    } else {
+        None
+    };
+    let steps = Steps {
+        label: format!("musicrfm {format}"),
+        step_ms_median: median(&step_ms),
+        step_ms_p90: step_ms[(0.9 * (step_ms.len() - 1) as f64) as usize],
+        bytes_per_step: Some(model.decoder.weight_bytes_per_step() as u64),
+        condition_ms: Some(median(&condition_ms)),
+        linears_ms: Some(median(&linears_ms)).filter(|&ms| ms > 0.0),
+        codes,
+        peak_mb: peak_rss_mb()?,
+    };
+    Ok((steps, decode_s))
+}
+
+/// Microseconds to read a `[2, 1, width]` activation to the host and make a tensor of the result
+/// again, as each host-kernel linear does (median of 2000).
+fn measure_round_trip_us(width: usize) -> f64 {
+    let device = engine::default_device();
+    let values: Vec<f32> = (0..2 * width).map(|i| i as f32).collect();
+    let x = Tensor::<3>::from_data(TensorData::new(values, [2, 1, width]), &device);
+    let mut times: Vec<f64> = (0..2000)
+        .map(|_| {
+            let t = Instant::now();
+            let data = x.clone().into_data();
+            let y = Tensor::<3>::from_data(data, &device);
+            std::hint::black_box(y);
+            t.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    median(&times)
+}
+
+/// Seconds EnCodec takes to decode `seconds` of random codes (after a 1 s warm-up).
+fn measure_codec(model: &MusicGen, seconds: f64) -> anyhow::Result<f64> {
+    let device = &model.device;
+    let frames = (seconds * 50.0).round() as usize;
     let mut rng = engine::Rng::new(0);
     let codes: Vec<i64> = (0..4 * frames)
         .map(|_| (rng.next_u64() % 2048) as i64)
         .collect();
     let warm = Tensor::<3, Int>::from_data(
         TensorData::new(codes[..4 * 50.min(frames)].to_vec(), [1, 4, 50.min(frames)]),
-        &device,
+        device,
     );
     let _ = model.audio_encoder.decode(warm).into_data();
-    let codes = Tensor::<3, Int>::from_data(TensorData::new(codes, [1, 4, frames]), &device);
+    let codes = Tensor::<3, Int>::from_data(TensorData::new(codes, [1, 4, frames]), device);
     let t = Instant::now();
     let audio = model.audio_encoder.decode(codes).into_data();
     let decode_s = t.elapsed().as_secs_f64();
@@ -201,16 +337,10 @@ fn measure_ours(options: &DecodeArgs) -> anyhow::Result<Measured> {
         "EnCodec gave {} samples",
         audio.num_elements()
     );
-
-    Ok(Measured {
-        step_ms_median: median(&step_ms),
-        step_ms_p90: step_ms[(0.9 * (step_ms.len() - 1) as f64) as usize],
-        decode_s,
-        peak_mb: peak_rss_mb()?,
-    })
+    Ok(decode_s)
 }
 
-fn measure_reference(options: &DecodeArgs, threads: usize) -> anyhow::Result<Measured> {
+fn measure_reference(options: &DecodeArgs, threads: usize) -> anyhow::Result<Reference> {
     let script = workspace_root().join("tests/bench/torch_decode.py");
     println!("PyTorch: running {} …", script.display());
     let output = Command::new(&options.python)
@@ -248,18 +378,33 @@ fn measure_reference(options: &DecodeArgs, threads: usize) -> anyhow::Result<Mea
             .as_f64()
             .with_context(|| format!("torch_decode.py: no `{k}`"))
     };
-    Ok(Measured {
-        step_ms_median: get("step_ms_median")?,
-        step_ms_p90: get("step_ms_p90")?,
+    let text = |k: &str| json[k].as_str().unwrap_or("?").to_owned();
+    println!(
+        "PyTorch: torch {}, transformers {}, f32, {} threads, attention `{}`, eager (no torch.compile)",
+        text("torch"),
+        text("transformers"),
+        json["threads"],
+        text("attention")
+    );
+    Ok(Reference {
+        steps: Steps {
+            label: "PyTorch f32".to_owned(),
+            step_ms_median: get("step_ms_median")?,
+            step_ms_p90: get("step_ms_p90")?,
+            bytes_per_step: Some(decoder_f32_bytes_per_step(&options.model)?),
+            condition_ms: None,
+            linears_ms: None,
+            codes: Vec::new(),
+            peak_mb: get("peak_rss_mb")?,
+        },
         decode_s: get("decode_s")?,
-        peak_mb: get("peak_rss_mb")?,
     })
 }
 
 /// f32 bytes of the weights one decode step must read: every block's self-attention (4 d²),
 /// cross-attention query and output (2 d², keys/values of the text are cached), FFN (2 d·ffn),
 /// and the LM heads.
-fn decoder_bytes_per_step(model: &Path) -> anyhow::Result<u64> {
+fn decoder_f32_bytes_per_step(model: &Path) -> anyhow::Result<u64> {
     let config = engine::MusicgenConfig::from_file(&model.join("config.json"))?;
     let d = config.decoder.hidden_size as u64;
     let per_block = 6 * d * d + 2 * d * config.decoder.ffn_dim as u64;
@@ -295,6 +440,14 @@ fn median(sorted: &[f64]) -> f64 {
         sorted[n / 2]
     } else {
         0.5 * (sorted[n / 2 - 1] + sorted[n / 2])
+    }
+}
+
+/// Start the peak-memory count again from the current resident size (Linux `clear_refs` 5), so
+/// each format's peak is its own. Where that is refused the peaks are the process's so far.
+fn reset_peak_rss() {
+    if std::fs::write("/proc/self/clear_refs", "5").is_err() {
+        eprintln!("note: cannot reset the peak-memory count; peaks accumulate across formats");
     }
 }
 

@@ -16,6 +16,7 @@ use engine::steering::{Schedule, SteerArg};
 use engine::stream::GenerationSettings;
 
 use crate::bench_decode::{DecodeArgs, default_bench_model, ensure_model, workspace_root};
+use crate::model_source::DtypeFlag;
 use crate::stream::{StreamReport, StreamSetup, bounce};
 
 /// Streaming speed and latency, with and without a concept meter, on the tiny and the
@@ -40,6 +41,8 @@ pub struct StreamBenchArgs {
     /// Python with torch + transformers, to make the bench model on first use.
     #[arg(long, env = "MUSICRFM_PYTHON", default_value = "python3")]
     pub python: String,
+    #[command(flatten)]
+    pub dtype: DtypeFlag,
 }
 
 const PROMPT: &str = "80s pop track with bassy drums and synth";
@@ -51,12 +54,14 @@ pub fn run(args: &StreamBenchArgs) -> anyhow::Result<()> {
         decode_seconds: 1.0,
         python: args.python.clone(),
         skip_reference: true,
+        dtypes: vec![args.dtype.dtype],
     })?;
     println!(
-        "{} threads, {} Hz, blocks of 512, sampled (top-k 250) with CFG 3, slot 0 steered by a \
-         sine of strength 2",
+        "{} threads, {} Hz, blocks of 512, decoder weights {}, sampled (top-k 250) with CFG 3, \
+         slot 0 steered by a sine of strength 2",
         rayon::current_num_threads(),
-        args.rate
+        args.rate,
+        args.dtype.dtype
     );
     let tiny = workspace_root().join("tests/fixtures/musicgen-tiny");
     let runs = [
@@ -72,7 +77,7 @@ pub fn run(args: &StreamBenchArgs) -> anyhow::Result<()> {
     for (name, dir, seconds, window, reprompt) in runs {
         println!("\n== {name}: {seconds} s, window {window}, re-prompt {reprompt} frames");
         let model = Arc::new(
-            MusicGen::load(dir, &engine::default_device())
+            MusicGen::load_with(dir, &engine::default_device(), args.dtype.load_options())
                 .with_context(|| format!("loading {}", dir.display()))?,
         );
         let scratch =
@@ -102,6 +107,7 @@ pub fn run(args: &StreamBenchArgs) -> anyhow::Result<()> {
                 settings,
                 window,
                 reprompt_frames: reprompt,
+                decode_chunk_frames: 1,
                 steers: &steers,
                 layers: None,
                 gate: 1.0,
@@ -139,6 +145,7 @@ pub fn run(args: &StreamBenchArgs) -> anyhow::Result<()> {
         );
         let _ = std::fs::remove_dir_all(&scratch);
     }
+    instances_memory(&args.model, args.rate, args.dtype)?;
     println!(
         "\nlatency budget: codebook delay (K−1 steps) + codec look-ahead + cushion (2 steps), \
          20 ms a step, plus the resampler's delay; a step must finish in 20 ms on average, and \
@@ -206,5 +213,48 @@ fn write_probe(model: &MusicGen, directions: &Path) -> anyhow::Result<()> {
         }
     });
     std::fs::write(beside(directions, ".report.json"), report.to_string())?;
+    Ok(())
+}
+
+/// Resident memory with one and with three engines streaming the same model directory (the
+/// plugin's instances share one copy of the weights).
+fn instances_memory(dir: &Path, rate: u32, dtype: DtypeFlag) -> anyhow::Result<()> {
+    use engine::stream::{Clock, Engine, EngineConfig, ModelSource};
+    let rss_mb = || -> anyhow::Result<f64> {
+        let statm = std::fs::read_to_string("/proc/self/statm")?;
+        let pages: f64 = statm.split_whitespace().nth(1).context("statm")?.parse()?;
+        Ok(pages * 4096.0 / (1 << 20) as f64)
+    };
+    let before = rss_mb()?;
+    let mut engines = Vec::new();
+    let mut after = Vec::new();
+    for _ in 0..3 {
+        let config = EngineConfig {
+            sample_rate: rate,
+            clock: Clock::Timeline,
+            ..EngineConfig::default()
+        };
+        let (handle, endpoint) = Engine::spawn(config)?;
+        let source = ModelSource::Path(dir.to_string_lossy().into_owned());
+        handle.load_model_with(source, dtype.load_options())?;
+        handle.set_prompt(PROMPT, 0)?;
+        let started = std::time::Instant::now();
+        while !endpoint.status().running {
+            if !handle.last_error().is_empty() || started.elapsed().as_secs() > 600 {
+                anyhow::bail!("engine did not start: {}", handle.last_error());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        engines.push((handle, endpoint));
+        after.push(rss_mb()? - before);
+    }
+    println!(
+        "\n== memory (this process's resident set, above {before:.0} MB): 1 engine {:.0} MB, \
+         3 engines on the same model {:.0} MB ({} copy of the weights: {:.0} MB per extra engine)",
+        after[0],
+        after[2],
+        engine::stream::models::resident(),
+        (after[2] - after[0]) / 2.0
+    );
     Ok(())
 }

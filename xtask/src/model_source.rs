@@ -6,9 +6,26 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use engine::LoadError;
 use engine::hub::download::{DownloadOptions, DownloadProgress, HubConfig, has_model_files};
+use engine::{LoadError, LoadOptions, WeightFormat};
 use indicatif::{HumanBytes, HumanDuration, ProgressBar, ProgressStyle};
+
+/// `--dtype`: shared by `render` and `stream`.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct DtypeFlag {
+    /// Weight format of the decoder's linear layers on the CPU: f32, bf16 or q8 (8-bit, one
+    /// scale per 32 weights), quantized at load from the checkpoint's dtype.
+    #[arg(long = "dtype", value_name = "f32|bf16|q8", default_value_t = WeightFormat::F32)]
+    pub dtype: WeightFormat,
+}
+
+impl DtypeFlag {
+    pub fn load_options(self) -> LoadOptions {
+        LoadOptions {
+            weight_format: self.dtype,
+        }
+    }
+}
 
 pub fn resolve(source: &str) -> anyhow::Result<PathBuf> {
     let is_repo_id = engine::hub::parse_repo_id(source).is_some() && !Path::new(source).exists();
@@ -74,4 +91,34 @@ fn show(bar: &ProgressBar, progress: &DownloadProgress) {
         .map(|e| format!(", {} left", HumanDuration(e)))
         .unwrap_or_default();
     bar.set_message(format!("{}{rate}{eta}", s.file));
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        dtype: DtypeFlag,
+    }
+
+    #[test]
+    fn dtype_defaults_to_f32_parses_each_format_and_names_the_flag_when_wrong() {
+        assert_eq!(Cli::parse_from(["x"]).dtype.dtype, WeightFormat::F32);
+        for format in WeightFormat::ALL {
+            let cli = Cli::parse_from(["x", "--dtype", format.name()]);
+            assert_eq!(cli.dtype.load_options().weight_format, format);
+        }
+        let err = Cli::try_parse_from(["x", "--dtype", "q9"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--dtype")
+                && err.contains("unknown weight format `q9`: expected f32, bf16 or q8"),
+            "{err}"
+        );
+    }
 }

@@ -54,6 +54,8 @@ pub struct RenderArgs {
     pub guidance: Option<f32>,
     #[command(flatten)]
     pub steering: SteerFlags,
+    #[command(flatten)]
+    pub dtype: model_source::DtypeFlag,
     /// Generate open-ended over a KV cache of W positions, as the streaming engine and the
     /// plugin do (their window: 1500), instead of a run of known length, whose last frames the
     /// delay pattern pads. Stops after the requested steps (at most W).
@@ -176,7 +178,12 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<()> {
     let device = engine::default_device();
     let t0 = Instant::now();
     let model =
-        MusicGen::load(&dir, &device).with_context(|| format!("loading --model {}", args.model))?;
+        MusicGen::load_with(&dir, &device, args.dtype.load_options()).with_context(|| {
+            format!(
+                "loading --model {} as --dtype {}",
+                args.model, args.dtype.dtype
+            )
+        })?;
     eprintln!(
         "loaded {} in {:.1} s",
         dir.display(),

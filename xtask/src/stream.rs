@@ -54,9 +54,15 @@ pub struct StreamArgs {
     /// `render`.
     #[command(flatten)]
     pub steering: SteerFlags,
+    #[command(flatten)]
+    pub dtype: model_source::DtypeFlag,
     /// Decoder positions before the window slides (re-prompting with the last 12 s).
     #[arg(long, default_value_t = 1500)]
     pub window: usize,
+    /// Frames EnCodec decodes per run: 1 is the least latency; more costs less per step (each
+    /// run also decodes a few frames of context on each side).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=50))]
+    pub decode_chunk: u64,
 }
 
 /// Give up on a step after this long: a stalled engine is an error, not a hang.
@@ -71,6 +77,7 @@ pub struct StreamSetup<'a> {
     pub settings: GenerationSettings,
     pub window: usize,
     pub reprompt_frames: usize,
+    pub decode_chunk_frames: usize,
     /// Slot k steered by `steers[k]`'s schedule.
     pub steers: &'a [SteerArg],
     pub layers: Option<LayerWeights>,
@@ -97,8 +104,13 @@ pub fn run(args: &StreamArgs) -> anyhow::Result<()> {
     }
     let (steers, layers) = args.steering.parse()?;
     let dir = model_source::resolve(&args.model)?;
-    let model = MusicGen::load(&dir, &engine::default_device())
-        .with_context(|| format!("loading --model {}", args.model))?;
+    let model = MusicGen::load_with(&dir, &engine::default_device(), args.dtype.load_options())
+        .with_context(|| {
+            format!(
+                "loading --model {} as --dtype {}",
+                args.model, args.dtype.dtype
+            )
+        })?;
     let settings = GenerationSettings {
         sampling: SamplingChoice {
             greedy: args.greedy,
@@ -118,6 +130,7 @@ pub fn run(args: &StreamArgs) -> anyhow::Result<()> {
         settings,
         window: args.window,
         reprompt_frames: (args.window * 2 / 5).min(600),
+        decode_chunk_frames: args.decode_chunk as usize,
         steers: &steers,
         layers,
         gate: args.steering.gate,
@@ -147,6 +160,7 @@ pub fn bounce(model: Arc<MusicGen>, setup: &StreamSetup) -> anyhow::Result<Strea
         clock: Clock::Timeline,
         window: setup.window,
         reprompt_frames: setup.reprompt_frames,
+        decode_chunk_frames: setup.decode_chunk_frames,
         ..EngineConfig::default()
     };
     let (handle, mut endpoint) = Engine::spawn(config)?;

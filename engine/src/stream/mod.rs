@@ -12,8 +12,10 @@
 //! exact streaming EnCodec decode and the resampler into the ring, after a pre-roll of
 //! silence as long as the reported latency.
 
+mod cache;
 mod endpoint;
 pub mod meters;
+pub mod models;
 mod resample;
 mod session;
 mod shared;
@@ -102,6 +104,9 @@ pub struct EngineConfig {
     pub ring_samples: usize,
     /// Control queue capacity in frames.
     pub control_capacity: usize,
+    /// Seconds of each timeline stream kept for replay (0: no timeline cache); see
+    /// `engine/src/stream/cache.rs`.
+    pub timeline_cache_seconds: u32,
 }
 
 impl Default for EngineConfig {
@@ -116,6 +121,8 @@ impl Default for EngineConfig {
             reprompt_frames: 600,
             ring_samples: 1 << 17,
             control_capacity: 4096,
+            // 4 minutes: 46 MB per recording at 48 kHz, three recordings at most.
+            timeline_cache_seconds: 240,
         }
     }
 }
@@ -123,7 +130,8 @@ impl Default for EngineConfig {
 /// Where a model comes from.
 #[derive(Clone)]
 pub enum ModelSource {
-    /// A directory or a Hugging Face repo id in the local cache ([`crate::hub::resolve_model`]).
+    /// A directory or a Hugging Face repo id in the local cache ([`crate::hub::resolve_model`]);
+    /// engines that name the same model share one copy ([`models::load_shared`]).
     Path(String),
     /// A model already loaded (tests, a host that shares one).
     Loaded(Arc<MusicGen>),
@@ -192,7 +200,7 @@ pub enum StreamError {
 }
 
 pub(crate) enum Command {
-    LoadModel(ModelSource),
+    LoadModel(ModelSource, crate::model::LoadOptions),
     SetPrompt {
         prompt: String,
         at_step: u64,
@@ -201,6 +209,11 @@ pub(crate) enum Command {
     SetNotes(Option<SlotDirection>),
     SetGeneration(GenerationSettings),
     Seek(u64),
+    Pregenerate {
+        start: u64,
+        steps: u64,
+        controls: Box<dyn Fn(u64) -> ControlFrame + Send>,
+    },
     Codes(Sender<Option<Codes>>),
     StepTimes(Sender<Vec<StepTime>>),
     /// Fault injection: the next step panics (tests of the panic path).
@@ -264,7 +277,16 @@ impl EngineHandle {
     }
 
     pub fn load_model(&self, source: ModelSource) -> Result<(), StreamError> {
-        self.send(Command::LoadModel(source))
+        self.load_model_with(source, crate::model::LoadOptions::default())
+    }
+
+    /// [`EngineHandle::load_model`] with a weight format (ignored for a model already loaded).
+    pub fn load_model_with(
+        &self,
+        source: ModelSource,
+        options: crate::model::LoadOptions,
+    ) -> Result<(), StreamError> {
+        self.send(Command::LoadModel(source, options))
     }
 
     /// Condition the steps from `at_step` on (step 0: the stream's first prompt).
@@ -297,6 +319,23 @@ impl EngineHandle {
     /// Restart the stream at timeline step `step` (0: reset). The ring's audio is dropped.
     pub fn seek(&self, step: u64) -> Result<(), StreamError> {
         self.send(Command::Seek(step))
+    }
+
+    /// While the transport is stopped: generate `steps` steps from timeline step `start` with
+    /// the controls `controls` gives each step (the automation as it stands), into the
+    /// timeline cache and not the ring. Playing from `start` with those controls then replays
+    /// them at once and goes on from where the pre-generation got to. Any command ends it.
+    pub fn pregenerate(
+        &self,
+        start: u64,
+        steps: u64,
+        controls: impl Fn(u64) -> ControlFrame + Send + 'static,
+    ) -> Result<(), StreamError> {
+        self.send(Command::Pregenerate {
+            start,
+            steps,
+            controls: Box::new(controls),
+        })
     }
 
     /// The codes of the current stream's generation (`None` when none runs).

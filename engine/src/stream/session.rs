@@ -106,6 +106,11 @@ impl<'m> Session<'m> {
         })
     }
 
+    /// The timeline step the session started at.
+    pub fn start_step(&self) -> u64 {
+        self.options.start_step
+    }
+
     /// The timeline step the next [`Session::step`] runs.
     pub fn next_step(&self) -> u64 {
         self.next

@@ -57,6 +57,8 @@ pub struct Status {
     pub running: bool,
     /// Window slides of the current stream (re-prompts past the model's window).
     pub slides: u64,
+    /// Timeline steps replayed from the timeline cache, without decoder steps (all streams).
+    pub cached_steps: u64,
 }
 
 /// One slot's live concept meter (see [`super::meters`]): written by the engine thread, read by
@@ -77,6 +79,7 @@ pub struct Shared {
     pub step: AtomicU64,
     pub steps_done: AtomicU64,
     pub slides: AtomicU64,
+    pub cached_steps: AtomicU64,
     /// Written by the audio thread (`pop`); read by anyone.
     pub underruns: AtomicU64,
     /// Written by the engine thread; read by anyone.
@@ -108,6 +111,7 @@ impl Shared {
             latency_samples: self.latency_samples.load(Acquire),
             running: self.running.load(Acquire),
             slides: self.slides.load(Acquire),
+            cached_steps: self.cached_steps.load(Relaxed),
         }
     }
 }

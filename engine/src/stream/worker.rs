@@ -11,6 +11,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
 use crate::model::MusicGen;
 
+use super::cache::{Recording, TimelineCache};
 use super::meters::{EVERY_STEPS, MeterProbe, Meters};
 use super::session::{Session, SessionOptions, Stepper};
 use super::shared::{ErrorCode, Shared};
@@ -58,6 +59,14 @@ pub(super) struct Worker {
     /// late.
     recent: VecDeque<ControlFrame>,
     meters: Meters,
+    /// Recordings of earlier timeline streams, and the one being made.
+    cache: TimelineCache,
+    recording: Option<Recording>,
+    /// A pre-generation asked for, run by the next stream.
+    pregen: Option<Pregen>,
+    /// Bumped by every command that changes what a stream would produce (model, prompts,
+    /// slots, sampling): recordings of other versions are not replayed.
+    version: u64,
     /// Audio made but not yet in the ring (full, or the audio thread has not drained a flush).
     out: VecDeque<f32>,
     scratch: Vec<f32>,
@@ -92,6 +101,10 @@ impl Worker {
             held: ControlFrame::silent(0),
             recent: VecDeque::with_capacity(RECENT + 1),
             meters: Meters::default(),
+            cache: TimelineCache::default(),
+            recording: None,
+            version: 0,
+            pregen: None,
             out: VecDeque::new(),
             scratch: Vec::new(),
             failed: false,
@@ -102,11 +115,7 @@ impl Worker {
 
     pub fn run(mut self) {
         loop {
-            let ready = self
-                .model
-                .clone()
-                .filter(|_| !self.failed && self.prompt_at(self.start_step).is_some());
-            let Some(model) = ready else {
+            let Some(model) = self.ready_model() else {
                 match self.commands.recv() {
                     Ok(command) => {
                         if let Flow::Stop = self.handle(command, None) {
@@ -117,54 +126,104 @@ impl Worker {
                 }
                 continue;
             };
-            match self.stream(&model) {
-                Flow::Stop => return,
-                Flow::Restart | Flow::Continue => {}
+            // Streams with this model. The last timeline session stays parked at the end of
+            // its recording, so a replay that plays past the recording goes on with it.
+            let mut parked: Option<Session<'_>> = None;
+            loop {
+                let flow = self.stream(&model, &mut parked);
+                if let Some(recording) = self.recording.take() {
+                    self.cache.put(recording);
+                }
+                if let Flow::Stop = flow {
+                    return;
+                }
+                match self.ready_model() {
+                    Some(next) if Arc::ptr_eq(&next, &model) => {}
+                    _ => break,
+                }
             }
         }
     }
 
-    /// Run one session until a command replaces it or it fails.
-    fn stream(&mut self, model: &MusicGen) -> Flow {
+    /// The model, when a stream can start (a prompt is set and no failure waits for a command).
+    fn ready_model(&self) -> Option<Arc<MusicGen>> {
+        self.model
+            .clone()
+            .filter(|_| !self.failed && self.prompt_at(self.start_step).is_some())
+    }
+
+    /// Run one session until a command replaces it or it fails. A timeline stream that starts
+    /// where a recorded one started, in the same engine state, replays the recording while the
+    /// controls are the recorded ones.
+    fn stream<'m>(&mut self, model: &'m MusicGen, parked: &mut Option<Session<'m>>) -> Flow {
         self.shared.running.store(false, Release);
         let epoch = self.shared.epoch.fetch_add(1, AcqRel) + 1;
         self.out.clear();
         self.pending.clear();
         self.recent.clear();
         self.meters.clear();
-        let prompt = self
-            .prompt_at(self.start_step)
-            .unwrap_or_default()
-            .to_owned();
-        let options = SessionOptions {
-            start_step: self.start_step,
-            settings: self.settings,
-            window: self.config.window,
-            reprompt_frames: self.config.reprompt_frames,
-            decode_chunk_frames: self.config.decode_chunk_frames,
-            sample_rate: self.config.sample_rate,
-            cushion_steps: self.config.cushion_steps,
-        };
-        let started = self
-            .steering
-            .rebuild(model, self.settings.seed)
-            .and_then(|()| Session::new(model, &prompt, options));
-        let mut session = match started {
-            Ok(session) => session,
-            Err(e) => return self.fail(&e),
-        };
-        let latency = session.latency_samples();
-        self.shared.latency_samples.store(latency as u64, Release);
+        self.held = ControlFrame::silent(self.start_step);
         self.shared.step.store(self.start_step, Release);
         self.shared.slides.store(0, Release);
-        self.out.extend(std::iter::repeat_n(0.0, latency));
-        self.held = ControlFrame::silent(self.start_step);
-        self.shared.running.store(true, Release);
+        if let Err(e) = self.steering.rebuild(model, self.settings.seed) {
+            return self.fail(&e);
+        }
+        if let Some(pregen) = self.pregen.take() {
+            *parked = None;
+            return self.pregenerate(model, pregen, parked);
+        }
+        let recorded = match self.config.clock {
+            Clock::Timeline => self.cache.take(self.version, self.start_step),
+            Clock::Live => None,
+        };
+        let (mut session, latency) = match recorded {
+            Some(recording) => match self.replay(model, recording, epoch, parked) {
+                Ok(live) => live,
+                Err(flow) => return flow,
+            },
+            None => {
+                *parked = None; // one session at a time: free the parked one first
+                let session = match self.new_session(model) {
+                    Ok(session) => session,
+                    Err(e) => return self.fail(&e),
+                };
+                let latency = session.latency_samples();
+                self.start_audio(latency);
+                if self.config.clock == Clock::Timeline {
+                    self.recording = self.new_recording(latency);
+                }
+                (session, latency)
+            }
+        };
+        let flow = self.live(&mut session, latency, epoch);
+        self.park(session, parked);
+        flow
+    }
+
+    /// A recording of the stream starting now, if the timeline cache is on.
+    fn new_recording(&self, latency: usize) -> Option<Recording> {
+        let seconds = self.config.timeline_cache_seconds as usize;
+        let limit = seconds * self.config.sample_rate as usize;
+        (limit > 0).then(|| Recording::new(self.version, self.start_step, latency, limit))
+    }
+
+    /// Keep `session` for a replay of its recording that plays on past it (only when the
+    /// recording holds every step it ran).
+    fn park<'m>(&self, session: Session<'m>, parked: &mut Option<Session<'m>>) {
+        *parked = self
+            .recording
+            .as_ref()
+            .filter(|r| r.start + r.controls.len() as u64 == session.next_step())
+            .map(|_| session);
+    }
+
+    /// Run steps as their controls come, until a command ends the stream.
+    fn live(&mut self, session: &mut Session<'_>, latency: usize, epoch: u64) -> Flow {
         loop {
             let mut worked = false;
             loop {
                 match self.commands.try_recv() {
-                    Ok(command) => match self.handle(command, Some(&mut session)) {
+                    Ok(command) => match self.handle(command, Some(session)) {
                         Flow::Continue => worked = true,
                         flow => return flow,
                     },
@@ -176,7 +235,7 @@ impl Worker {
                 worked |= self.flush_out();
             }
             let control = self.due_control(session.next_step(), latency);
-            match self.run_step(&mut session, control.as_ref()) {
+            match self.run_step(session, control.as_ref()) {
                 Ok(ran) => worked |= ran,
                 Err(e) => return self.fail(&e),
             }
@@ -184,7 +243,7 @@ impl Worker {
                 match self.commands.recv_timeout(IDLE) {
                     Ok(command) => {
                         if let flow @ (Flow::Restart | Flow::Stop) =
-                            self.handle(command, Some(&mut session))
+                            self.handle(command, Some(session))
                         {
                             return flow;
                         }
@@ -194,6 +253,216 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Generate ahead from `self.start_step` with `pregen`'s controls while the transport is
+    /// stopped: nothing goes to the ring, everything into a recording, so that playing from
+    /// there with that automation replays it and goes on with the parked session. Any command
+    /// ends it.
+    fn pregenerate<'m>(
+        &mut self,
+        model: &'m MusicGen,
+        pregen: Pregen,
+        parked: &mut Option<Session<'m>>,
+    ) -> Flow {
+        let mut session = match self.new_session(model) {
+            Ok(session) => session,
+            Err(e) => return self.fail(&e),
+        };
+        self.recording = self.new_recording(session.latency_samples());
+        let end = self.start_step + pregen.steps;
+        let flow = loop {
+            match self.commands.try_recv() {
+                Ok(command) => match self.handle(command, Some(&mut session)) {
+                    Flow::Continue => continue,
+                    flow => break flow,
+                },
+                Err(TryRecvError::Disconnected) => break Flow::Stop,
+                Err(TryRecvError::Empty) => {}
+            }
+            let full = self.recording.as_ref().is_none_or(Recording::is_full);
+            if session.next_step() >= end || full {
+                match self.commands.recv() {
+                    Ok(command) => match self.handle(command, Some(&mut session)) {
+                        Flow::Continue => continue,
+                        flow => break flow,
+                    },
+                    Err(_) => break Flow::Stop,
+                }
+            }
+            let control = (pregen.controls)(session.next_step());
+            if let Err(e) = self.run_step(&mut session, Some(&control)) {
+                return self.fail(&e);
+            }
+            self.out.clear();
+        };
+        self.park(session, parked);
+        flow
+    }
+
+    fn new_session<'m>(&self, model: &'m MusicGen) -> Result<Session<'m>, StreamError> {
+        let prompt = self.prompt_at(self.start_step).unwrap_or_default();
+        let options = SessionOptions {
+            start_step: self.start_step,
+            settings: self.settings,
+            window: self.config.window,
+            reprompt_frames: self.config.reprompt_frames,
+            decode_chunk_frames: self.config.decode_chunk_frames,
+            sample_rate: self.config.sample_rate,
+            cushion_steps: self.config.cushion_steps,
+        };
+        Session::new(model, prompt, options)
+    }
+
+    /// The stream's pre-roll (silence as long as the latency) and the running flag.
+    fn start_audio(&mut self, latency: usize) {
+        self.shared.latency_samples.store(latency as u64, Release);
+        self.out.extend(std::iter::repeat_n(0.0, latency));
+        self.shared.running.store(true, Release);
+    }
+
+    /// Replay `recording` while each step's control is the recorded one, without decoder
+    /// steps. At the first step whose control differs (or past the recording, or after a
+    /// command changed the engine's state) a session is built and the recorded steps are run
+    /// again to reach that step (their audio, already played, is dropped), and the stream
+    /// goes on live from there: `Ok((session, latency))`. `Err(flow)` when a command ends the
+    /// stream first (the recording stays in the cache).
+    fn replay<'m>(
+        &mut self,
+        model: &'m MusicGen,
+        recording: Recording,
+        epoch: u64,
+        parked: &mut Option<Session<'m>>,
+    ) -> Result<(Session<'m>, usize), Flow> {
+        let end = recording.start + recording.controls.len() as u64;
+        if parked
+            .as_ref()
+            .is_some_and(|s| s.start_step() != recording.start || s.next_step() != end)
+        {
+            *parked = None;
+        }
+        let (start, latency) = (recording.start, recording.latency);
+        self.start_audio(latency);
+        let mut played = 0usize;
+        let mut i = 0usize;
+        let version = self.version;
+        loop {
+            let mut worked = false;
+            while let Ok(command) = self.commands.try_recv() {
+                worked = true;
+                let flow = match command {
+                    Command::SetPrompt { prompt, at_step } if at_step > start => {
+                        self.version += 1;
+                        self.prompts.insert(at_step.max(start + i as u64), prompt);
+                        Flow::Continue
+                    }
+                    Command::SetGeneration(settings) => {
+                        self.settings = settings;
+                        self.version += 1;
+                        self.start_step = start + i as u64;
+                        Flow::Restart
+                    }
+                    command => self.handle(command, None),
+                };
+                match flow {
+                    Flow::Continue => {}
+                    flow => {
+                        if self.version == version {
+                            self.cache.put(recording);
+                        }
+                        return Err(flow);
+                    }
+                }
+            }
+            if self.shared.acknowledged.load(Acquire) == epoch {
+                worked |= self.flush_out();
+            }
+            if let Some(control) = self.due_control(start + i as u64, latency) {
+                let same = self.version == version && recording.controls.get(i) == Some(&control);
+                if !same {
+                    if self.version == version
+                        && i == recording.controls.len()
+                        && let Some(session) = parked.take()
+                    {
+                        return self.go_on(session, recording, control);
+                    }
+                    *parked = None;
+                    return self.resume(model, recording, i, played, control);
+                }
+                let bound = recording.bound(i + 1);
+                self.out.extend(&recording.audio[played..bound]);
+                played = bound;
+                i += 1;
+                self.held = control;
+                self.shared.step.store(start + i as u64, Release);
+                self.shared.cached_steps.fetch_add(1, Relaxed);
+                worked = true;
+            }
+            if !worked {
+                std::thread::sleep(IDLE);
+            }
+        }
+    }
+
+    /// A replay reached the end of its recording, whose session is parked there: go on with
+    /// it (no step is run again), starting with `control`'s step.
+    fn go_on<'m>(
+        &mut self,
+        mut session: Session<'m>,
+        recording: Recording,
+        control: ControlFrame,
+    ) -> Result<(Session<'m>, usize), Flow> {
+        let latency = recording.latency;
+        let tail = recording.controls.len().saturating_sub(RECENT);
+        self.recent.clear();
+        self.recent.extend(&recording.controls[tail..]);
+        self.recording = Some(recording);
+        if let Err(e) = self.run_step(&mut session, Some(&control)) {
+            return Err(self.fail(&e));
+        }
+        self.held = control;
+        Ok((session, latency))
+    }
+
+    /// Leave a replay at step `start + steps` (whose control is `control`): run the recorded
+    /// steps on a new session, keep the audio past the `played` samples, then run `control`'s
+    /// step live. The recording continues with the new session.
+    fn resume<'m>(
+        &mut self,
+        model: &'m MusicGen,
+        mut recording: Recording,
+        steps: usize,
+        played: usize,
+        control: ControlFrame,
+    ) -> Result<(Session<'m>, usize), Flow> {
+        let latency = recording.latency;
+        let mut session = match self.new_session(model) {
+            Ok(session) => session,
+            Err(e) => return Err(self.fail(&e)),
+        };
+        let queued = self.out.len();
+        for recorded in &recording.controls[..steps] {
+            if let Err(e) = self.run_step(&mut session, Some(recorded)) {
+                return Err(self.fail(&e));
+            }
+        }
+        loop {
+            match self.run_step(&mut session, None) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => return Err(self.fail(&e)),
+            }
+        }
+        let audio: Vec<f32> = self.out.drain(queued..).collect();
+        self.out.extend(&audio[played.min(audio.len())..]);
+        recording.continue_after(steps, audio);
+        recording.version = self.version;
+        self.recording = Some(recording);
+        if let Err(e) = self.run_step(&mut session, Some(&control)) {
+            return Err(self.fail(&e));
+        }
+        self.held = control;
+        Ok((session, latency))
     }
 
     /// Timeline step `control.step` (with a prompt change due there), or with `None` one unit
@@ -214,6 +483,9 @@ impl Worker {
                 self.recent.pop_front();
             }
             self.recent.push_back(*control);
+            if let Some(recording) = &mut self.recording {
+                recording.step(control);
+            }
         }
         let mut plans = RecentPlans {
             steering: &mut self.steering,
@@ -248,6 +520,9 @@ impl Worker {
                 return Err(StreamError::Panic { step, message });
             }
         };
+        if let Some(recording) = &mut self.recording {
+            recording.audio(&self.scratch);
+        }
         self.out.extend(self.scratch.drain(..));
         if control.is_some() {
             if self.step_times.len() == STEP_TIMES {
@@ -257,12 +532,13 @@ impl Worker {
                 took: started.elapsed(),
                 sliding: sliding || session.sliding(),
             });
-            self.shared.step.store(session.next_step(), Release);
-            self.shared.steps_done.fetch_add(1, Relaxed);
-            self.shared.slides.store(session.slides() as u64, Release);
+            // Meters first: a reader that sees the step sees its publication.
             if session.next_step().is_multiple_of(EVERY_STEPS) {
                 self.meters.publish(&self.shared);
             }
+            self.shared.slides.store(session.slides() as u64, Release);
+            self.shared.steps_done.fetch_add(1, Relaxed);
+            self.shared.step.store(session.next_step(), Release);
         }
         Ok(worked)
     }
@@ -316,8 +592,20 @@ impl Worker {
 
     /// Apply a command; `session` is the running one, if any.
     fn handle(&mut self, command: Command, session: Option<&mut Session<'_>>) -> Flow {
+        if matches!(
+            command,
+            Command::LoadModel(..)
+                | Command::SetPrompt { .. }
+                | Command::SetSlot(..)
+                | Command::SetNotes(_)
+                | Command::SetGeneration(_)
+        ) {
+            self.version += 1;
+        }
         let result = match command {
-            Command::LoadModel(source) => self.load_model(source).map(|()| Flow::Restart),
+            Command::LoadModel(source, options) => {
+                self.load_model(source, options).map(|()| Flow::Restart)
+            }
             Command::SetPrompt { prompt, at_step } => Ok(self.set_prompt(prompt, at_step, session)),
             Command::SetSlot(slot, spec) => self.set_slot(slot, spec),
             Command::SetNotes(spec) => self.set_slot(SLOTS, spec),
@@ -334,6 +622,15 @@ impl Worker {
                 while self.controls.pop().is_ok() {}
                 self.pending.clear();
                 self.start_step = step;
+                Ok(Flow::Restart)
+            }
+            Command::Pregenerate {
+                start,
+                steps,
+                controls,
+            } => {
+                self.start_step = start;
+                self.pregen = Some(Pregen { steps, controls });
                 Ok(Flow::Restart)
             }
             Command::Codes(reply) => {
@@ -400,16 +697,18 @@ impl Worker {
         Ok(Flow::Continue)
     }
 
-    fn load_model(&mut self, source: ModelSource) -> Result<(), StreamError> {
+    fn load_model(
+        &mut self,
+        source: ModelSource,
+        options: crate::model::LoadOptions,
+    ) -> Result<(), StreamError> {
         let model = match source {
             ModelSource::Loaded(model) => model,
             ModelSource::Path(name) => {
-                let loaded = crate::hub::resolve_model(&name)
-                    .and_then(|dir| MusicGen::load(&dir, &crate::default_device()));
-                Arc::new(loaded.map_err(|error| StreamError::Model {
+                super::models::load_shared(&name, options).map_err(|error| StreamError::Model {
                     model: name,
                     error: Box::new(error),
-                })?)
+                })?
             }
         };
         self.steering.rebuild(&model, self.settings.seed)?;
@@ -431,6 +730,7 @@ impl Worker {
         self.shared.running.store(false, Release);
         self.shared.epoch.fetch_add(1, AcqRel);
         self.out.clear();
+        self.recording = None;
         self.failed = true;
         Flow::Continue
     }
@@ -451,6 +751,12 @@ impl Worker {
         self.shared.error_code.store(code as u32, Release);
         self.shared.errors.fetch_add(1, AcqRel);
     }
+}
+
+/// See [`super::EngineHandle::pregenerate`].
+pub(super) struct Pregen {
+    steps: u64,
+    controls: Box<dyn Fn(u64) -> ControlFrame + Send>,
 }
 
 /// Steps with the plans of the steps run lately (the control of that step, or the nearest

@@ -1,0 +1,149 @@
+//! x86-64 kernels: AVX-512F (16 lanes) and AVX2 + FMA (8 lanes). Each loads four weight rows
+//! a vector at a time, widens bf16 / scales q8 to f32 in registers, and fuses the
+//! multiply-add into 8 accumulators (4 rows × 2 inputs), so every weight is read once.
+
+use std::arch::x86_64::*;
+
+use super::{Bf16Rows, F32Rows, Q8_BLOCK, Q8Rows, RowFormat, Tile};
+
+/// Vector loads of one row's weights at `i`, widened to f32.
+///
+/// # Safety (both methods)
+/// `i + lanes ≤ d_in`, and the CPU has the instruction set of the vector type.
+pub(crate) trait Widen {
+    unsafe fn load16(&self, d_in: usize, o: usize, i: usize) -> __m512;
+    unsafe fn load8(&self, d_in: usize, o: usize, i: usize) -> __m256;
+}
+
+// SAFETY (every load below): `o * d_in + i + lanes ≤ len` by the caller's contract; the loads
+// are unaligned.
+impl Widen for F32Rows<'_> {
+    #[inline(always)]
+    unsafe fn load16(&self, d_in: usize, o: usize, i: usize) -> __m512 {
+        unsafe { _mm512_loadu_ps(self.0.as_ptr().add(o * d_in + i)) }
+    }
+
+    #[inline(always)]
+    unsafe fn load8(&self, d_in: usize, o: usize, i: usize) -> __m256 {
+        unsafe { _mm256_loadu_ps(self.0.as_ptr().add(o * d_in + i)) }
+    }
+}
+
+/// bf16 is the top half of an f32: zero-extend to 32 bits and shift left by 16.
+impl Widen for Bf16Rows<'_> {
+    #[inline(always)]
+    unsafe fn load16(&self, d_in: usize, o: usize, i: usize) -> __m512 {
+        unsafe {
+            let halves = _mm256_loadu_si256(self.0.as_ptr().add(o * d_in + i).cast());
+            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(halves)))
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn load8(&self, d_in: usize, o: usize, i: usize) -> __m256 {
+        unsafe {
+            let halves = _mm_loadu_si128(self.0.as_ptr().add(o * d_in + i).cast());
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(halves)))
+        }
+    }
+}
+
+/// Sign-extend to i32, convert, multiply by the block's scale. A vector never straddles two
+/// blocks: `i` is a multiple of the lane count, which divides [`Q8_BLOCK`].
+impl Widen for Q8Rows<'_> {
+    #[inline(always)]
+    unsafe fn load16(&self, d_in: usize, o: usize, i: usize) -> __m512 {
+        let scale = self.scales[o * self.blocks + i / Q8_BLOCK];
+        unsafe {
+            let bytes = _mm_loadu_si128(self.values.as_ptr().add(o * d_in + i).cast());
+            let ints = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes));
+            _mm512_mul_ps(ints, _mm512_set1_ps(scale))
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn load8(&self, d_in: usize, o: usize, i: usize) -> __m256 {
+        let scale = self.scales[o * self.blocks + i / Q8_BLOCK];
+        unsafe {
+            let bytes = _mm_loadl_epi64(self.values.as_ptr().add(o * d_in + i).cast());
+            let ints = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
+            _mm256_mul_ps(ints, _mm256_set1_ps(scale))
+        }
+    }
+}
+
+/// The scalar rest of each dot product, past the last full vector at `full`.
+#[inline(always)]
+fn add_tail<W: RowFormat>(t: &Tile<'_, W>, full: usize, out: &mut [[f32; 4]; 2]) {
+    for (x, sums) in t.x.iter().zip(out.iter_mut()) {
+        for (sum, &o) in sums.iter_mut().zip(&t.rows) {
+            *sum += (full..t.d_in)
+                .map(|i| t.w.get(t.d_in, o, i) * x[i])
+                .sum::<f32>();
+        }
+    }
+}
+
+/// A tile kernel for one vector width: `$lanes` f32 per `$vector`, loaded from the weights by
+/// `Widen::$load`, fused with `$fma`, summed across lanes by `$sum`.
+macro_rules! tile_kernel {
+    (
+        $(#[$doc:meta])*
+        $name:ident, $features:literal, $lanes:literal, $zero:ident, $loadx:ident,
+        $load:ident, $fma:ident, $sum:ident
+    ) => {
+        $(#[$doc])*
+        #[target_feature(enable = $features)]
+        pub(crate) unsafe fn $name<W: RowFormat>(t: &Tile<'_, W>) -> [[f32; 4]; 2] {
+            let full = t.d_in / $lanes * $lanes;
+            // acc[j][r]: weight row j · input row r
+            let mut acc = [[$zero(); 2]; 4];
+            let mut i = 0;
+            while i < full {
+                // SAFETY: `i + lanes ≤ d_in` for the input rows and every weight row.
+                let (x0, x1) = unsafe {
+                    (
+                        $loadx(t.x[0].as_ptr().add(i)),
+                        $loadx(t.x[1].as_ptr().add(i)),
+                    )
+                };
+                for (a, &o) in acc.iter_mut().zip(&t.rows) {
+                    // SAFETY: as above.
+                    let w = unsafe { t.w.$load(t.d_in, o, i) };
+                    a[0] = $fma(w, x0, a[0]);
+                    a[1] = $fma(w, x1, a[1]);
+                }
+                i += $lanes;
+            }
+            let mut out = [[0f32; 4]; 2];
+            for (j, a) in acc.iter().enumerate() {
+                out[0][j] = $sum(a[0]);
+                out[1][j] = $sum(a[1]);
+            }
+            add_tail(t, full, &mut out);
+            out
+        }
+    };
+}
+
+tile_kernel!(
+    /// # Safety
+    /// The CPU supports AVX-512F.
+    tile_avx512, "avx512f", 16, _mm512_setzero_ps, _mm512_loadu_ps,
+    load16, _mm512_fmadd_ps, _mm512_reduce_add_ps
+);
+
+tile_kernel!(
+    /// # Safety
+    /// The CPU supports AVX2 and FMA.
+    tile_avx2, "avx2,fma", 8, _mm256_setzero_ps, _mm256_loadu_ps,
+    load8, _mm256_fmadd_ps, horizontal_sum_avx
+);
+
+#[target_feature(enable = "avx2")]
+fn horizontal_sum_avx(v: __m256) -> f32 {
+    let quad = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
+    let single = _mm_add_ss(pair, _mm_shuffle_ps::<1>(pair, pair));
+    _mm_cvtss_f32(single)
+}
