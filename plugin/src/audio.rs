@@ -217,6 +217,13 @@ impl AudioState {
         self.position = end;
         self.song_position += n as i64;
         self.ring_position = self.ring_position.max(end);
+        // A model that finished loading after `activate()` gave up waiting for it: report its
+        // latency now (the host restarts processing to apply it).
+        let status = self.endpoint.status();
+        if status.running && status.latency_samples as u32 != self.reported_latency {
+            self.reported_latency = status.latency_samples as u32;
+            context.set_latency_samples(self.reported_latency);
+        }
         ProcessStatus::KeepAlive
     }
 

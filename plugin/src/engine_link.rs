@@ -291,7 +291,7 @@ pub fn request_seek(shared: &LinkShared, step: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use engine::stream::{Engine, EngineConfig};
+    use engine::stream::{AudioEndpoint, Engine, EngineConfig};
 
     /// Polls the link's status line until `done` holds (the link thread works on its own time).
     fn status_until(params: &MusicrfmParams, done: impl Fn(&str) -> bool) -> String {
@@ -305,13 +305,19 @@ mod tests {
         params.status.0.lock().clone()
     }
 
+    /// A link (and engine) for `params`, its audio endpoint, and the first error line it shows.
+    fn first_error(params: &Arc<MusicrfmParams>) -> (EngineLink, AudioEndpoint, String) {
+        let (handle, endpoint) = Engine::spawn(EngineConfig::default()).unwrap();
+        let link = EngineLink::spawn(handle, params.clone()).unwrap();
+        let line = status_until(params, |l| l.starts_with("Engine error"));
+        (link, endpoint, line)
+    }
+
     #[test]
     fn a_missing_model_is_an_error_naming_it_and_silences_the_plugin() {
         let params = Arc::new(MusicrfmParams::default());
         *params.model.write() = "/no/such/musicgen-dir".to_owned();
-        let (handle, _endpoint) = Engine::spawn(EngineConfig::default()).unwrap();
-        let link = EngineLink::spawn(handle, params.clone()).unwrap();
-        let line = status_until(&params, |l| l.starts_with("Engine error"));
+        let (link, _endpoint, line) = first_error(&params);
         assert!(line.contains("/no/such/musicgen-dir"), "{line}");
         assert!(link.shared.faulted.load(Acquire));
         assert!(!link.shared.expect_audio.load(Acquire));
@@ -321,9 +327,7 @@ mod tests {
     fn a_state_from_a_newer_format_is_refused_with_an_error() {
         let params = Arc::new(MusicrfmParams::default());
         *params.format.write() = STATE_FORMAT + 1;
-        let (handle, _endpoint) = Engine::spawn(EngineConfig::default()).unwrap();
-        let link = EngineLink::spawn(handle, params.clone()).unwrap();
-        let line = status_until(&params, |l| l.starts_with("Engine error"));
+        let (link, _endpoint, line) = first_error(&params);
         assert!(line.contains("newer musicrfm"), "{line}");
         assert!(link.shared.faulted.load(Acquire));
     }
