@@ -15,7 +15,7 @@ use engine::render::{SamplingChoice, default_guidance};
 use engine::steering::{LayerWeights, SteerArg};
 use engine::stream::{
     Clock, ControlFrame, Engine, EngineConfig, GenerationSettings, ModelSource, SLOTS,
-    SlotDirection, StepTime,
+    SlotDirection, StepTime, offline,
 };
 
 use crate::model_source;
@@ -191,7 +191,6 @@ pub fn bounce(model: Arc<MusicGen>, setup: &StreamSetup) -> anyhow::Result<Strea
         }
         std::thread::sleep(Duration::from_millis(1));
     };
-    let rate = u64::from(setup.rate);
     let samples = latency + (setup.seconds * setup.rate as f64).round() as usize;
     let control = |s: u64| {
         let mut frame = ControlFrame::silent(s);
@@ -201,26 +200,18 @@ pub fn bounce(model: Arc<MusicGen>, setup: &StreamSetup) -> anyhow::Result<Strea
         frame
     };
     let mut out = vec![0.0f32; samples];
-    let (mut t, mut next) = (0usize, 0u64);
     let bounce = Instant::now();
-    while t < samples {
-        let n = setup.block.min(samples - t);
-        while (next * rate).div_ceil(50) < (t + n) as u64 {
-            if !endpoint.push_control(control(next)) {
-                break; // the queue is full: the engine takes them as it goes
-            }
-            next += 1;
-        }
-        if !endpoint.wait_for(n, WAIT) {
-            bail!(
-                "no audio for samples {t}..{} after {WAIT:?}: {}",
-                t + n,
-                handle.last_error()
-            );
-        }
-        endpoint.pop(&mut out[t..t + n]);
-        t += n;
-    }
+    let blocks = [setup.block];
+    offline::bounce(
+        &mut endpoint,
+        setup.rate,
+        (0, u64::MAX),
+        &mut out,
+        &blocks,
+        control,
+        WAIT,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}: {}", handle.last_error()))?;
     let wall = bounce.elapsed().as_secs_f64();
     let times = handle.step_times()?;
     if times.is_empty() {

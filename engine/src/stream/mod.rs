@@ -16,6 +16,7 @@ mod cache;
 mod endpoint;
 pub mod meters;
 pub mod models;
+pub mod offline;
 mod resample;
 mod session;
 mod shared;
@@ -197,6 +198,11 @@ pub enum StreamError {
     Config(String),
     #[error("the engine thread has stopped")]
     Stopped,
+    #[error("no audio for host samples {}..{} after {waited:?}", samples.start, samples.end)]
+    NoAudio {
+        samples: std::ops::Range<usize>,
+        waited: std::time::Duration,
+    },
 }
 
 pub(crate) enum Command {

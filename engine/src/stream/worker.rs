@@ -741,9 +741,10 @@ impl Worker {
             StreamError::Slot { .. } => ErrorCode::Directions,
             StreamError::Prompt { .. } => ErrorCode::Prompt,
             StreamError::Generate { .. } | StreamError::Panic { .. } => ErrorCode::Step,
-            StreamError::NoSuchSlot(_) | StreamError::Config(_) | StreamError::Stopped => {
-                ErrorCode::Command
-            }
+            StreamError::NoSuchSlot(_)
+            | StreamError::Config(_)
+            | StreamError::Stopped
+            | StreamError::NoAudio { .. } => ErrorCode::Command,
         };
         if let Ok(mut message) = self.shared.error_message.lock() {
             *message = error.to_string();

@@ -10,7 +10,7 @@ use directions::{ConceptKind, DirectionsFile};
 use engine::MusicGen;
 use engine::stream::{
     AudioEndpoint, ControlFrame, Engine, EngineConfig, EngineHandle, GenerationSettings,
-    ModelSource, SlotDirection,
+    ModelSource, SlotDirection, offline,
 };
 
 /// Generous: a bounce waits for the engine; on a loaded CI machine a step can be slow.
@@ -97,25 +97,7 @@ pub fn bounce_into(
     blocks: &[usize],
     control: impl Fn(u64) -> ControlFrame,
 ) {
-    let start = |s: u64| (s * u64::from(rate)).div_ceil(50);
-    let origin = start(from);
-    let samples = out.len();
-    let (mut t, mut next, mut i) = (0usize, from, 0usize);
-    while t < samples {
-        let n = blocks[i % blocks.len()].min(samples - t);
-        i += 1;
-        while next < steps && start(next) < origin + (t + n) as u64 {
-            assert!(endpoint.push_control(control(next)), "control queue full");
-            next += 1;
-        }
-        assert!(
-            endpoint.wait_for(n, WAIT),
-            "no audio for samples {t}..{}",
-            t + n
-        );
-        assert_eq!(endpoint.pop(&mut out[t..t + n]), n);
-        t += n;
-    }
+    offline::bounce(endpoint, rate, (from, steps), out, blocks, control, WAIT).unwrap();
 }
 
 /// Wait until the engine runs a stream and return its latency in host samples.
