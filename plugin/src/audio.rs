@@ -11,14 +11,14 @@
 //! splits buffers at parameter events without telling us where.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Acquire;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
 use std::time::{Duration, Instant};
 
-use engine::stream::{AudioEndpoint, ControlFrame, SLOTS};
+use engine::stream::{AudioEndpoint, ControlFrame, NOTES, SLOTS};
 use nice_plug::prelude::*;
 
-use crate::engine_link::{LinkShared, request_seek};
-use crate::params::MusicrfmParams;
+use crate::engine_link::{LinkShared, Transport, request_seek};
+use crate::params::{MusicrfmParams, Shape};
 use crate::timeline::{Notes, Origin, Pacing, samples_at, step_start};
 
 /// The longest an offline bounce waits for the engine in one call before it gives up (and
@@ -87,6 +87,7 @@ impl AudioState {
         self.gave_up = false;
         self.reported_latency = latency;
         self.origin.reset();
+        self.link.transport.store(Transport::Idle as u8, Release);
         self.playing = false;
         self.reported = None;
         self.notes.clear();
@@ -98,6 +99,15 @@ impl AudioState {
     fn may_wait(&self) -> bool {
         let offline = self.pacing.offline().unwrap_or(self.offline);
         offline && !self.gave_up && !self.link.faulted.load(Acquire)
+    }
+
+    /// Whether the engine restarted its stream since epoch `epoch`, plays it, and its first
+    /// samples (the pre-roll) are in the ring. A pre-generation the engine link started just
+    /// before our seek also restarts the stream, but outputs nothing, so the epoch alone does
+    /// not say the seek is through; and popping before the pre-roll arrives would count an
+    /// underrun where the output is silent anyway.
+    fn seek_through(&self, epoch: u64) -> bool {
+        self.endpoint.epoch() != epoch && self.endpoint.running() && self.endpoint.available() > 0
     }
 
     /// Playback starts (or jumps) at song sample `at`: seek the engine to that step.
@@ -147,6 +157,20 @@ impl AudioState {
         };
         let n = first.len();
         if !playing {
+            // Where playing would start: the engine link pre-generates from there.
+            let parked = match reported {
+                Some(at) => self.origin.peek(at, self.sample_rate),
+                None => self.stream_start,
+            };
+            self.link.parked_step.store(parked, Release);
+            for from in [Transport::Playing, Transport::Idle] {
+                let _ = self.link.transport.compare_exchange(
+                    from as u8,
+                    Transport::Stopped as u8,
+                    AcqRel,
+                    Acquire,
+                );
+            }
             self.playing = false;
             self.notes.clear();
             while context.next_event().is_some() {}
@@ -158,6 +182,12 @@ impl AudioState {
         // the buffer) and is not where we are.
         let jumped = reported
             .is_some_and(|at| self.reported != Some(at) && at.abs_diff(self.song_position) > 1);
+        if self.link.transport.swap(Transport::Playing as u8, AcqRel)
+            == Transport::Pregenerating as u8
+        {
+            // The engine left the stream for a pre-generation: seek even to the same step.
+            self.played = true;
+        }
         if !self.playing || jumped {
             self.start(reported.unwrap_or(self.song_position));
         }
@@ -167,7 +197,7 @@ impl AudioState {
         if let Some(epoch) = self.awaiting_epoch {
             if self.may_wait() && self.link.expect_audio.load(Acquire) {
                 let started = Instant::now();
-                while self.endpoint.epoch() == epoch {
+                while !self.seek_through(epoch) {
                     if started.elapsed() >= OFFLINE_WAIT {
                         self.gave_up = true;
                         break;
@@ -178,7 +208,7 @@ impl AudioState {
             } else {
                 self.endpoint.pop(&mut []);
             }
-            if self.endpoint.epoch() == epoch {
+            if !self.seek_through(epoch) {
                 // Realtime: the seek is not through yet; time goes on in silence.
                 while context.next_event().is_some() {}
                 self.position += n as u64;
@@ -245,23 +275,8 @@ impl AudioState {
                 event = context.next_event();
             }
             let step = self.next_step;
-            let mut frame = ControlFrame::silent(step);
-            frame.master = params.master.value();
-            for (k, (value, slot)) in frame.slots.iter_mut().zip(&params.slots.0).enumerate() {
-                let schedule = slot.shape.value().schedule(slot.length.value());
-                *value = if k == midi_slot {
-                    0.0
-                } else {
-                    schedule.coefficient(slot.strength.value(), step as usize, 0.0)
-                };
-            }
             let levels = self.notes.step();
-            if midi_slot < SLOTS {
-                let strength = params.slots.0[midi_slot].strength.value();
-                for (note, level) in frame.notes.iter_mut().zip(levels) {
-                    *note = level * strength;
-                }
-            }
+            let frame = StepParams::read(params).control(step, midi_slot, levels);
             if !self.endpoint.push_control(frame) {
                 break; // the queue is full: push the rest in a later piece
             }
@@ -288,5 +303,56 @@ impl AudioState {
             },
             _ => {}
         }
+    }
+}
+
+/// The parameter values a step's control is made of: what the audio thread reads at a step's
+/// first sample, and what the engine link snapshots to pre-generate while the transport is
+/// stopped. One function makes the control from them, so the two agree bit for bit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepParams {
+    pub master: f32,
+    /// Each slot's strength, shape and length in seconds.
+    pub slots: [(f32, Shape, f32); SLOTS],
+}
+
+impl StepParams {
+    pub fn read(params: &MusicrfmParams) -> Self {
+        Self {
+            master: params.master.value(),
+            slots: std::array::from_fn(|k| {
+                let slot = &params.slots.0[k];
+                (
+                    slot.strength.value(),
+                    slot.shape.value(),
+                    slot.length.value(),
+                )
+            }),
+        }
+    }
+
+    /// Step `step`'s control: slot k at strength_k · shape_k(step) (0 for the slot in MIDI
+    /// notes mode, `midi_slot`; `SLOTS` for none), the held notes' levels times that slot's
+    /// strength.
+    pub fn control(&self, step: u64, midi_slot: usize, levels: [f32; NOTES]) -> ControlFrame {
+        let mut frame = ControlFrame::silent(step);
+        frame.master = self.master;
+        for (k, (value, &(strength, shape, length))) in
+            frame.slots.iter_mut().zip(&self.slots).enumerate()
+        {
+            *value = if k == midi_slot {
+                0.0
+            } else {
+                shape
+                    .schedule(length)
+                    .coefficient(strength, step as usize, 0.0)
+            };
+        }
+        if let Some(&(strength, _, _)) = self.slots.get(midi_slot) {
+            for (note, level) in frame.notes.iter_mut().zip(levels) {
+                *note = level * strength;
+            }
+        }
+        frame
     }
 }

@@ -8,18 +8,40 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use engine::matvec::WeightFormat;
+use engine::model::LoadOptions;
 use engine::sampling::Sampling;
 use engine::steering::LayerWeights;
 use engine::stream::{EngineHandle, GenerationSettings, ModelSource, SlotDirection};
 
+use crate::audio::StepParams;
 use crate::params::{MusicrfmParams, SLOTS, STATE_FORMAT, SlotState};
 
 /// How often the link looks at the state.
 const POLL: Duration = Duration::from_millis(10);
+/// How long the transport stays stopped, with the parameters unchanged, before the engine
+/// pre-generates from where playing would start.
+const PREGENERATE_AFTER: Duration = Duration::from_millis(250);
+/// How far ahead a pre-generation goes: one minute of music (the timeline cache keeps up to
+/// `EngineConfig::timeline_cache_seconds`).
+const PREGENERATE_STEPS: u64 = 60 * 50;
+
+/// The transport as the audio thread and the engine link see it ([`LinkShared::transport`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Transport {
+    /// No buffer since activation said whether the host plays.
+    Idle = 0,
+    Playing = 1,
+    Stopped = 2,
+    /// Stopped, and the engine link had the engine pre-generate: the engine's stream moved, so
+    /// the next start seeks even to the step it was at.
+    Pregenerating = 3,
+}
 
 /// Between the audio thread and the link thread.
 #[derive(Debug)]
@@ -41,6 +63,11 @@ pub struct LinkShared {
     pub faulted: AtomicBool,
     /// Written by the link thread once it has sent the state it found at start.
     pub settled: AtomicBool,
+    /// A [`Transport`]: the audio thread moves it between playing and stopped; the link thread
+    /// moves stopped → pre-generating (compare-and-swap, so a start in between is never lost).
+    pub transport: AtomicU8,
+    /// Written by the audio thread while stopped: the step playing would start at.
+    pub parked_step: AtomicU64,
 }
 
 impl Default for LinkShared {
@@ -52,6 +79,8 @@ impl Default for LinkShared {
             expect_audio: AtomicBool::new(false),
             faulted: AtomicBool::new(false),
             settled: AtomicBool::new(false),
+            transport: AtomicU8::new(Transport::Idle as u8),
+            parked_step: AtomicU64::new(0),
         }
     }
 }
@@ -93,7 +122,8 @@ impl Drop for EngineLink {
 /// What the engine was last given.
 #[derive(Default)]
 struct Applied {
-    model: Option<String>,
+    /// The model source and the weight format it was loaded in.
+    model: Option<(String, WeightFormat)>,
     prompt: Option<String>,
     /// The prompt the stream's step 0 uses (what a seek to the origin restarts with).
     prompt_at_origin: Option<String>,
@@ -101,6 +131,18 @@ struct Applied {
     notes: Option<Option<SlotDirection>>,
     generation: Option<GenerationSettings>,
     seeks: u64,
+    /// Bumped whenever a command changed the engine's state (a recording made before no longer
+    /// replays).
+    version: u64,
+}
+
+/// What a pre-generation was made for: where, with which controls, in which engine state.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct PregenKey {
+    step: u64,
+    controls: StepParams,
+    midi_slot: usize,
+    version: u64,
 }
 
 struct Link {
@@ -110,6 +152,10 @@ struct Link {
     applied: Applied,
     /// `Status::errors` when the inputs last changed.
     errors_at_change: u64,
+    /// While stopped: the pre-generation key seen last and since when it holds.
+    candidate: Option<(PregenKey, Instant)>,
+    /// The last pre-generation sent.
+    pregenerated: Option<PregenKey>,
 }
 
 impl Link {
@@ -121,6 +167,8 @@ impl Link {
             shared,
             applied: Applied::default(),
             errors_at_change,
+            candidate: None,
+            pregenerated: None,
         }
     }
 
@@ -156,12 +204,18 @@ impl Link {
         let errors_before = self.handle.status().errors;
         let mut changed = false;
         let model = self.params.model.read().clone();
-        if self.applied.model.as_ref() != Some(&model) {
+        let weights = self.params.weights.value().format();
+        let wanted = (model.clone(), weights);
+        if self.applied.model.as_ref() != Some(&wanted) {
             if !model.trim().is_empty() {
-                self.handle
-                    .load_model(ModelSource::Path(model.trim().to_owned()))?;
+                self.handle.load_model_with(
+                    ModelSource::Path(model.trim().to_owned()),
+                    LoadOptions {
+                        weight_format: weights,
+                    },
+                )?;
             }
-            self.applied.model = Some(model.clone());
+            self.applied.model = Some(wanted);
             changed = true;
         }
         let generation = self.generation_settings();
@@ -220,6 +274,16 @@ impl Link {
         }
 
         if changed {
+            self.applied.version += 1;
+        }
+        let has_model = !model.trim().is_empty();
+        let faulted_before = self.handle.status().errors > self.errors_at_change;
+        self.pregenerate(
+            has_model && !faulted_before && !changed,
+            midi_slot.unwrap_or(SLOTS),
+        )?;
+
+        if changed {
             // A round trip: the engine has handled every command above when it answers, so
             // their errors are counted before anyone is told the state is settled.
             self.handle.codes()?;
@@ -227,7 +291,7 @@ impl Link {
         }
         let status = self.handle.status();
         let faulted = status.errors > self.errors_at_change;
-        let has_model = !model.trim().is_empty();
+        self.report(&status);
         self.shared.faulted.store(faulted, Release);
         self.shared
             .expect_audio
@@ -238,8 +302,19 @@ impl Link {
             "Engine: no model set.".to_owned()
         } else if status.running {
             format!(
-                "Engine: playing step {}, latency {} samples, {} underruns.",
-                status.step, status.latency_samples, status.underruns
+                "Engine: playing step {}, latency {} samples, {} underruns; {} decoder steps, \
+                 {} replayed from the cache.",
+                status.step,
+                status.latency_samples,
+                status.underruns,
+                status.steps_done,
+                status.cached_steps
+            )
+        } else if let Some(start) = self.pregenerating() {
+            format!(
+                "Engine: stopped; generated {:.1} s ahead of step {start} (plays at once from \
+                 there).",
+                status.pregenerated as f64 / 50.0,
             )
         } else {
             format!("Engine: loading {}…", model.trim())
@@ -249,6 +324,90 @@ impl Link {
             *shown = line;
         }
         Ok(())
+    }
+
+    /// The pre-generation under way: the transport is stopped and the engine generates ahead
+    /// from the returned step.
+    fn pregenerating(&self) -> Option<u64> {
+        let transport = self.shared.transport.load(Acquire);
+        (transport == Transport::Pregenerating as u8).then_some(self.pregenerated?.step)
+    }
+
+    /// While the transport is stopped, have the engine generate ahead from where playing would
+    /// start, with the parameters as they stand (no MIDI notes held), once they have held for
+    /// [`PREGENERATE_AFTER`]: playing from there then replays it from the timeline cache.
+    fn pregenerate(
+        &mut self,
+        ready: bool,
+        midi_slot: usize,
+    ) -> Result<(), engine::stream::StreamError> {
+        let transport = self.shared.transport.load(Acquire);
+        let stopped =
+            transport == Transport::Stopped as u8 || transport == Transport::Pregenerating as u8;
+        if !stopped || !ready {
+            self.candidate = None;
+            if transport == Transport::Playing as u8 {
+                self.pregenerated = None;
+            }
+            return Ok(());
+        }
+        let key = PregenKey {
+            step: self.shared.parked_step.load(Acquire),
+            controls: StepParams::read(&self.params),
+            midi_slot,
+            version: self.applied.version,
+        };
+        let since = match self.candidate {
+            Some((seen, since)) if seen == key => since,
+            _ => {
+                self.candidate = Some((key, Instant::now()));
+                return Ok(());
+            }
+        };
+        if since.elapsed() < PREGENERATE_AFTER || self.pregenerated == Some(key) {
+            return Ok(());
+        }
+        // Stopped → pre-generating, unless the audio thread started playing meanwhile; a
+        // start after this swap sees `Pregenerating` and seeks, and its seek reaches the
+        // engine after this command.
+        let claimed = transport == Transport::Pregenerating as u8
+            || self
+                .shared
+                .transport
+                .compare_exchange(
+                    Transport::Stopped as u8,
+                    Transport::Pregenerating as u8,
+                    AcqRel,
+                    Acquire,
+                )
+                .is_ok();
+        if claimed {
+            let controls = key.controls;
+            self.handle
+                .pregenerate(key.step, PREGENERATE_STEPS, move |step| {
+                    controls.control(step, midi_slot, [0.0; engine::stream::NOTES])
+                })?;
+            self.pregenerated = Some(key);
+        }
+        Ok(())
+    }
+
+    /// Publish the engine's counters ([`crate::params::EngineReport`]).
+    fn report(&self, status: &engine::stream::Status) {
+        let report = &self.params.report;
+        report.running.store(status.running, Release);
+        report.step.store(status.step, Release);
+        report.decoder_steps.store(status.steps_done, Release);
+        report.replayed_steps.store(status.cached_steps, Release);
+        report.underruns.store(status.underruns, Release);
+        report.slides.store(status.slides, Release);
+        report
+            .latency_samples
+            .store(status.latency_samples, Release);
+        report.errors.store(status.errors, Release);
+        report
+            .pregenerated_steps
+            .store(status.pregenerated, Release);
     }
 
     fn generation_settings(&self) -> GenerationSettings {

@@ -91,6 +91,17 @@ impl Musicrfm {
     }
 }
 
+/// `MUSICRFM_SIMULATE_STEP_MS`: the least time a decoder step takes (see
+/// [`EngineConfig::step_floor`]): on a fast machine, hear what a slower one does. Unset, empty
+/// or not a number: full speed.
+fn simulated_step_time() -> Duration {
+    std::env::var("MUSICRFM_SIMULATE_STEP_MS")
+        .ok()
+        .and_then(|ms| ms.trim().parse::<f64>().ok())
+        .filter(|ms| ms.is_finite() && *ms > 0.0)
+        .map_or(Duration::ZERO, |ms| Duration::from_secs_f64(ms / 1000.0))
+}
+
 impl Plugin for Musicrfm {
     const NAME: &'static str = "musicrfm";
     const VENDOR: &'static str = "musicrfm";
@@ -136,6 +147,7 @@ impl Plugin for Musicrfm {
                 ClockMode::Live => Clock::Live,
             },
             cushion_steps: self.params.cushion.value().max(0) as usize,
+            step_floor: simulated_step_time(),
             ..EngineConfig::default()
         };
         let offline = buffer_config.process_mode == ProcessMode::Offline;

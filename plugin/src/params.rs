@@ -3,11 +3,15 @@
 //!
 //! Parameters (all read by the audio thread at each step start, or by the engine link thread):
 //! `slot{k}-strength`, `slot{k}-shape`, `slot{k}-length` for k = 1..8; `master`, `layers`,
-//! `layers-value`, `gate`, `guidance`, `temperature`, `top-k`, `seed`, `clock`, `cushion`.
+//! `layers-value`, `gate`, `guidance`, `temperature`, `top-k`, `seed`, `clock`, `cushion`,
+//! `weights`, and the hidden read-only `engine` (the engine's counters as its text).
 //! Persisted state (`#[persist]`, never touched by the audio thread): `model`, `prompt`, `slots`.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
+use engine::matvec::WeightFormat;
 use engine::steering::{LayerWeights, Schedule};
 use nice_plug::prelude::*;
 use parking_lot::{Mutex, RwLock};
@@ -89,6 +93,36 @@ pub enum LayersMode {
     #[id = "all"]
     #[name = "All"]
     All,
+}
+
+/// The weight format of the decoder's linear layers ([`engine::matvec::WeightFormat`]).
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weights {
+    /// q8 on the CPU (the fastest there, 99 % of greedy codes as f32), f32 on a GPU.
+    #[id = "auto"]
+    #[name = "Auto"]
+    Auto,
+    #[id = "f32"]
+    #[name = "f32"]
+    F32,
+    #[id = "bf16"]
+    #[name = "bf16"]
+    Bf16,
+    #[id = "q8"]
+    #[name = "q8"]
+    Q8,
+}
+
+impl Weights {
+    pub fn format(self) -> WeightFormat {
+        match self {
+            Weights::Auto if cfg!(feature = "cuda") => WeightFormat::F32,
+            Weights::Auto => WeightFormat::Q8,
+            Weights::F32 => WeightFormat::F32,
+            Weights::Bf16 => WeightFormat::Bf16,
+            Weights::Q8 => WeightFormat::Q8,
+        }
+    }
 }
 
 /// How the engine paces its steps (see [`engine::stream::Clock`]).
@@ -184,6 +218,60 @@ pub const STATE_FORMAT: u32 = 1;
 #[derive(Debug, Default)]
 pub struct EngineStatusLine(pub Mutex<String>);
 
+/// The engine's counters as the engine link last read them (every 10 ms): atomics, so any
+/// thread reads them without a lock. Hosts read them as the text of the hidden `engine`
+/// parameter ([`EngineReport::line`]); `cargo xtask bounce` prints it and the tests count
+/// decoder steps with it.
+#[derive(Debug, Default)]
+pub struct EngineReport {
+    /// A model is loaded and a stream is producing audio.
+    pub running: AtomicBool,
+    /// The engine's next timeline step.
+    pub step: AtomicU64,
+    /// Decoder steps run since the engine started (every stream, pre-generation included).
+    pub decoder_steps: AtomicU64,
+    /// Timeline steps replayed from the timeline cache, without decoder steps.
+    pub replayed_steps: AtomicU64,
+    /// Steps generated ahead by the pre-generation under way while the transport is stopped.
+    pub pregenerated_steps: AtomicU64,
+    /// Output buffers that found less audio than they needed while playing in real time.
+    pub underruns: AtomicU64,
+    /// Window slides of the current stream.
+    pub slides: AtomicU64,
+    /// Host samples from a step's start to its audio (what the plugin reports as latency).
+    pub latency_samples: AtomicU64,
+    /// Errors reported by the engine since it started.
+    pub errors: AtomicU64,
+}
+
+impl EngineReport {
+    /// `key=value` pairs, one per counter, after the parameter's own value (`report=`, so the
+    /// text converts back to the value, as hosts and validators expect of parameter text).
+    pub fn line(&self, value: i32) -> String {
+        format!(
+            "report={value} running={} step={} decoder_steps={} replayed_steps={} pregenerated_steps={} \
+             underruns={} slides={} latency_samples={} errors={}",
+            self.running.load(Relaxed),
+            self.step.load(Relaxed),
+            self.decoder_steps.load(Relaxed),
+            self.replayed_steps.load(Relaxed),
+            self.pregenerated_steps.load(Relaxed),
+            self.underruns.load(Relaxed),
+            self.slides.load(Relaxed),
+            self.latency_samples.load(Relaxed),
+            self.errors.load(Relaxed),
+        )
+    }
+
+    /// The value of `key` in a [`EngineReport::line`].
+    pub fn value(line: &str, key: &str) -> Option<u64> {
+        line.split_whitespace()
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, v)| v.parse().ok())
+    }
+}
+
 #[derive(Params)]
 pub struct MusicrfmParams {
     #[nested(group = "Slots")]
@@ -219,6 +307,13 @@ pub struct MusicrfmParams {
     /// Steps of compute headroom in the latency; read in `activate()`.
     #[id = "cushion"]
     pub cushion: IntParam,
+    /// The decoder's weight format; engine link thread (a change reloads the model).
+    #[id = "weights"]
+    pub weights: EnumParam<Weights>,
+    /// Read-only and hidden: its value means nothing, its text is the engine's counters
+    /// ([`EngineReport::line`]) for hosts, `cargo xtask bounce` and tests.
+    #[id = "engine"]
+    pub engine: IntParam,
 
     /// The model: a directory or a Hugging Face repo id in the local cache ("" = none).
     /// GUI / host state write; the engine link thread reads. Never the audio thread.
@@ -238,10 +333,13 @@ pub struct MusicrfmParams {
 
     /// What the engine says (model loaded, errors); engine link thread writes, GUI reads.
     pub status: Arc<EngineStatusLine>,
+    /// The engine's counters; engine link thread writes, anyone reads.
+    pub report: Arc<EngineReport>,
 }
 
 impl Default for MusicrfmParams {
     fn default() -> Self {
+        let report = Arc::new(EngineReport::default());
         Self {
             slots: SlotBank(std::array::from_fn(|i| SlotParams::new(i + 1))),
             master: FloatParam::new("Master", 1.0, FloatRange::Linear { min: 0.0, max: 2.0 })
@@ -293,11 +391,23 @@ impl Default for MusicrfmParams {
             clock: EnumParam::new("Clock", ClockMode::Timeline),
             cushion: IntParam::new("Cushion", 2, IntRange::Linear { min: 0, max: 50 })
                 .with_unit(" steps"),
+            weights: EnumParam::new("Weights", Weights::Auto).non_automatable(),
+            engine: {
+                let report = report.clone();
+                IntParam::new("Engine report", 0, IntRange::Linear { min: 0, max: 1 })
+                    .hide()
+                    .non_automatable()
+                    .with_value_to_string(Arc::new(move |value| report.line(value)))
+                    .with_string_to_value(Arc::new(|text| {
+                        EngineReport::value(text, "report").and_then(|v| i32::try_from(v).ok())
+                    }))
+            },
             model: Arc::new(RwLock::new(String::new())),
             prompt: Arc::new(RwLock::new(DEFAULT_PROMPT.to_owned())),
             slot_files: Arc::new(RwLock::new(Default::default())),
             format: Arc::new(RwLock::new(STATE_FORMAT)),
             status: Arc::new(EngineStatusLine::default()),
+            report,
         }
     }
 }

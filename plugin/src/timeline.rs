@@ -50,6 +50,14 @@ impl Origin {
         self.song_sample = None;
     }
 
+    /// The step playback would start at from song sample `at`, without moving the origin.
+    pub fn peek(&self, at: i64, sample_rate: u64) -> u64 {
+        match self.song_sample {
+            Some(origin) if origin <= at => step_at((at - origin) as u64, sample_rate),
+            _ => 0,
+        }
+    }
+
     /// Playback (re)starts at song sample `at`.
     pub fn start_at(&mut self, at: i64, sample_rate: u64) -> Start {
         let origin = match self.song_sample {

@@ -32,6 +32,7 @@ fn run_blocks(instance: &mut Instance, param: clap_host::ClapId, value: f64) -> 
         events: &events,
         transport: None,
         offline_after_activation: false,
+        ..Default::default()
     }
     .run(instance)
     .expect("process");

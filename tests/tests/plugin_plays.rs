@@ -73,6 +73,9 @@ fn bounce_equals_render_for_greedy_and_seeded_top_k() {
             "power:0.95",
             "--gate",
             "0.3",
+            // The plugin's `weights` parameter is `auto`: q8 on the CPU.
+            "--dtype",
+            "q8",
         ];
         argv.extend_from_slice(sampling);
         xtask::render::run(&RenderCli::try_parse_from(argv).unwrap().args).unwrap();
@@ -271,6 +274,7 @@ fn a_host_that_switches_to_offline_without_reactivating_gets_the_exact_bounce() 
         events: &[],
         transport: None,
         offline_after_activation: true,
+        ..Default::default()
     }
     .run(&mut switched)
     .unwrap();

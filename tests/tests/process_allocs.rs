@@ -99,6 +99,7 @@ fn process_does_not_allocate_over_automation_midi_transport_and_the_offline_wait
         events: &events,
         transport: Some(&transport),
         offline_after_activation: false,
+        ..Default::default()
     }
     .run(&mut instance)
     .unwrap();

@@ -146,6 +146,7 @@ pub fn run(args: &StreamBenchArgs) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&scratch);
     }
     instances_memory(&args.model, args.rate, args.dtype)?;
+    plugin_instances_memory(&args.model, args.rate, args.dtype)?;
     println!(
         "\nlatency budget: codebook delay (K−1 steps) + codec look-ahead + cushion (2 steps), \
          20 ms a step, plus the resampler's delay; a step must finish in 20 ms on average, and \
@@ -216,15 +217,17 @@ fn write_probe(model: &MusicGen, directions: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// This process's resident set in MB.
+fn rss_mb() -> anyhow::Result<f64> {
+    let statm = std::fs::read_to_string("/proc/self/statm")?;
+    let pages: f64 = statm.split_whitespace().nth(1).context("statm")?.parse()?;
+    Ok(pages * 4096.0 / (1 << 20) as f64)
+}
+
 /// Resident memory with one and with three engines streaming the same model directory (the
 /// plugin's instances share one copy of the weights).
 fn instances_memory(dir: &Path, rate: u32, dtype: DtypeFlag) -> anyhow::Result<()> {
     use engine::stream::{Clock, Engine, EngineConfig, ModelSource};
-    let rss_mb = || -> anyhow::Result<f64> {
-        let statm = std::fs::read_to_string("/proc/self/statm")?;
-        let pages: f64 = statm.split_whitespace().nth(1).context("statm")?.parse()?;
-        Ok(pages * 4096.0 / (1 << 20) as f64)
-    };
     let before = rss_mb()?;
     let mut engines = Vec::new();
     let mut after = Vec::new();
@@ -256,5 +259,58 @@ fn instances_memory(dir: &Path, rate: u32, dtype: DtypeFlag) -> anyhow::Result<(
         engine::stream::models::resident(),
         (after[2] - after[0]) / 2.0
     );
+    Ok(())
+}
+
+/// The same through the built plugin (`$MUSICRFM_CLAP`, else the target directory's bundle):
+/// one and three instances in this host, each with the model and the weight format set,
+/// activated and past their first offline block.
+fn plugin_instances_memory(dir: &Path, rate: u32, dtype: DtypeFlag) -> anyhow::Result<()> {
+    use crate::clap_host::{self, Playback};
+    let plugin = crate::bounce::default_plugin();
+    let library = crate::bounce::library(&plugin);
+    if !library.is_file() {
+        println!(
+            "\n== plugin instances: no bundle at {} (run `cargo xtask bundle musicrfm --release`)",
+            plugin.display()
+        );
+        return Ok(());
+    }
+    let (entry, id) = clap_host::load_entry(&library)?;
+    let before = rss_mb()?;
+    let mut instances = Vec::new();
+    let mut after = Vec::new();
+    for _ in 0..3 {
+        let mut instance = clap_host::instantiate(&entry, &id)?;
+        let mut state = clap_host::state_json(&clap_host::save_state(&mut instance)?)?;
+        let model = dir.to_string_lossy();
+        clap_host::set_field(&mut state, "model", &serde_json::json!(model));
+        clap_host::set_field(&mut state, "prompt", &serde_json::json!(PROMPT));
+        clap_host::set_param(&mut state, "weights", dtype.dtype.name())?;
+        clap_host::load_state(&mut instance, &clap_host::state_bytes(&state))?;
+        clap_host::set_offline(&mut instance)?;
+        Playback {
+            sample_rate: f64::from(rate),
+            blocks: &[512],
+            ..Default::default()
+        }
+        .run(&mut instance)?;
+        let report = clap_host::param_text(&mut instance, "engine")?;
+        if !report.contains("running=true") {
+            anyhow::bail!("a plugin instance did not start its engine: {report}");
+        }
+        instances.push(instance);
+        after.push(rss_mb()? - before);
+    }
+    println!(
+        "== memory through the plugin ({}): 1 instance {:.0} MB, 3 instances {:.0} MB \
+         ({:.0} MB per extra instance: its own KV cache, stream and timeline cache)",
+        plugin.display(),
+        after[0],
+        after[2],
+        (after[2] - after[0]) / 2.0
+    );
+    drop(instances);
+    drop(entry);
     Ok(())
 }

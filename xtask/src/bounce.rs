@@ -73,7 +73,7 @@ pub fn default_plugin() -> PathBuf {
 }
 
 /// The `.so` inside a bundle (a plain file is used as is).
-fn library(path: &Path) -> PathBuf {
+pub fn library(path: &Path) -> PathBuf {
     if path.is_dir() {
         path.join("Contents")
             .join("x86_64-linux")
@@ -87,6 +87,9 @@ fn library(path: &Path) -> PathBuf {
 pub struct Bounced {
     pub samples: Vec<f32>,
     pub latency: u32,
+    /// The plugin's engine report at the end (decoder steps, steps replayed from the cache,
+    /// underruns: the hidden `engine` parameter's text).
+    pub engine: String,
 }
 
 pub fn run(args: &BounceArgs) -> anyhow::Result<()> {
@@ -102,6 +105,7 @@ pub fn run(args: &BounceArgs) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64(),
         args.out.display()
     );
+    eprintln!("engine: {}", bounced.engine);
     Ok(())
 }
 
@@ -150,6 +154,7 @@ pub fn bounce(args: &BounceArgs, events: &[TimedEvent]) -> anyhow::Result<Bounce
         events: &timed,
         transport: None,
         offline_after_activation: false,
+        ..Default::default()
     }
     .run(&mut instance)?;
     let latency = played.latency as usize;
@@ -157,9 +162,11 @@ pub fn bounce(args: &BounceArgs, events: &[TimedEvent]) -> anyhow::Result<Bounce
         .get(latency..latency + wanted)
         .ok_or_else(|| anyhow!("latency {latency} samples exceeds the 2 s margin"))?
         .to_vec();
+    let engine = clap_host::param_text(&mut instance, "engine")?;
     Ok(Bounced {
         samples,
         latency: played.latency,
+        engine,
     })
 }
 

@@ -218,6 +218,36 @@ pub fn find_param(instance: &mut Instance, name: &str) -> anyhow::Result<(ClapId
     bail!("no parameter named {name}")
 }
 
+/// The text the plugin shows for parameter `id` (a frozen string id) at its current value.
+/// musicrfm's hidden `engine` parameter reads out the engine's counters this way.
+pub fn param_text(instance: &mut Instance, id: &str) -> anyhow::Result<String> {
+    let handle = instance.plugin_handle();
+    let params: PluginParams = handle
+        .get_extension()
+        .ok_or_else(|| anyhow!("no params extension"))?;
+    let param = clap_param_id(id);
+    let value = params
+        .get_value(&handle, param)
+        .ok_or_else(|| anyhow!("no parameter `{id}`"))?;
+    let mut buffer = vec![0u8; 1024];
+    let text = params
+        .value_to_text(&handle, param, value, &mut buffer)
+        .map_err(|_| anyhow!("parameter `{id}`: no text for {value}"))?;
+    let end = text.iter().position(|&b| b == 0).unwrap_or(text.len());
+    Ok(String::from_utf8_lossy(&text[..end]).into_owned())
+}
+
+/// One counter of musicrfm's engine report (the hidden `engine` parameter's text,
+/// `key=value` pairs).
+pub fn engine_counter(instance: &mut Instance, key: &str) -> anyhow::Result<u64> {
+    let text = param_text(instance, "engine")?;
+    text.split_whitespace()
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, v)| v.parse().ok())
+        .ok_or_else(|| anyhow!("the engine report has no `{key}`: {text}"))
+}
+
 /// Every parameter's name, in the plugin's order.
 pub fn param_names(instance: &mut Instance) -> anyhow::Result<Vec<String>> {
     let handle = instance.plugin_handle();
@@ -235,13 +265,22 @@ pub fn param_names(instance: &mut Instance) -> anyhow::Result<Vec<String>> {
 }
 
 pub fn set_offline(instance: &mut Instance) -> anyhow::Result<()> {
+    set_render_mode(instance, RenderMode::Offline)
+}
+
+/// Back to realtime rendering (the mode a plugin starts in).
+pub fn set_realtime(instance: &mut Instance) -> anyhow::Result<()> {
+    set_render_mode(instance, RenderMode::Realtime)
+}
+
+fn set_render_mode(instance: &mut Instance, mode: RenderMode) -> anyhow::Result<()> {
     let handle = instance.plugin_handle();
     let render: PluginRender = handle
         .get_extension()
         .ok_or_else(|| anyhow!("no render extension"))?;
     render
-        .set(&handle, RenderMode::Offline)
-        .map_err(|e| anyhow!("offline render mode: {e:?}"))
+        .set(&handle, mode)
+        .map_err(|e| anyhow!("render mode {mode:?}: {e:?}"))
 }
 
 pub fn latency(instance: &mut Instance) -> u32 {
@@ -295,6 +334,26 @@ pub struct Playback<'a> {
     pub transport: Option<&'a dyn Fn(u64) -> TransportState>,
     /// Switch the render mode to offline after activating, as hosts that do not re-activate.
     pub offline_after_activation: bool,
+    /// Call `process()` no faster than real time, as a realtime host's audio callback does.
+    pub paced: bool,
+    /// Before the block that starts at this sample of the run, call this on the main thread
+    /// until it returns `true` (at most a minute): a host that waits, transport stopped, for
+    /// something the plugin reports.
+    pub wait_before: Option<(u64, &'a dyn Fn(&mut Instance) -> bool)>,
+}
+
+impl Default for Playback<'_> {
+    fn default() -> Self {
+        Self {
+            sample_rate: 48_000.0,
+            blocks: &[],
+            events: &[],
+            transport: None,
+            offline_after_activation: false,
+            paced: false,
+            wait_before: None,
+        }
+    }
 }
 
 /// What a [`Playback`] produced.
@@ -370,7 +429,28 @@ impl Playback<'_> {
         let mut next_event = 0usize;
         let mut events = EventBuffer::with_capacity(64);
         let mut output_event_buffer = EventBuffer::new();
+        let mut started = std::time::Instant::now();
         for &frames in self.blocks {
+            if let Some((at, until)) = self.wait_before
+                && at == steady_time
+            {
+                let waited = std::time::Instant::now();
+                while !until(instance) {
+                    if waited.elapsed() > std::time::Duration::from_secs(60) {
+                        bail!("waited a minute before sample {at} for the plugin");
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                // The waiting was stopped time: pacing goes on from here.
+                started = std::time::Instant::now()
+                    - std::time::Duration::from_secs_f64(steady_time as f64 / self.sample_rate);
+            }
+            if self.paced {
+                let due = std::time::Duration::from_secs_f64(steady_time as f64 / self.sample_rate);
+                if let Some(rest) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(rest);
+                }
+            }
             events.clear();
             let end = steady_time + frames as u64;
             while let Some(timed) = self.events.get(next_event).filter(|e| e.sample < end) {

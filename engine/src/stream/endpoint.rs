@@ -80,6 +80,17 @@ impl AudioEndpoint {
         self.epoch
     }
 
+    /// Whether a stream is producing audio (a model is loaded and the current stream runs; a
+    /// pre-generation while the transport is stopped does not count).
+    pub fn running(&self) -> bool {
+        self.shared.running.load(Acquire)
+    }
+
+    /// Samples in the ring now (a new stream's first ones are its pre-roll of silence).
+    pub fn available(&self) -> usize {
+        self.pcm.slots()
+    }
+
     /// Whether the engine thread has ended (its handle was dropped).
     pub fn engine_stopped(&self) -> bool {
         self.pcm.is_abandoned()

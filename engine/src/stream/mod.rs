@@ -108,6 +108,11 @@ pub struct EngineConfig {
     /// Seconds of each timeline stream kept for replay (0: no timeline cache); see
     /// `engine/src/stream/cache.rs`.
     pub timeline_cache_seconds: u32,
+    /// The least time a timeline step takes: the engine sleeps out the rest of a faster step.
+    /// Zero (the default) runs at full speed; a value above 20 ms shows on a fast machine what
+    /// a machine slower than real time does (underruns, the timeline cache), for a user trying
+    /// that out and for tests. The plugin reads it from `MUSICRFM_SIMULATE_STEP_MS`.
+    pub step_floor: std::time::Duration,
 }
 
 impl Default for EngineConfig {
@@ -124,6 +129,7 @@ impl Default for EngineConfig {
             control_capacity: 4096,
             // 4 minutes: 46 MB per recording at 48 kHz, three recordings at most.
             timeline_cache_seconds: 240,
+            step_floor: std::time::Duration::ZERO,
         }
     }
 }

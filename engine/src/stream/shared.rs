@@ -59,6 +59,8 @@ pub struct Status {
     pub slides: u64,
     /// Timeline steps replayed from the timeline cache, without decoder steps (all streams).
     pub cached_steps: u64,
+    /// Steps the pre-generation under way has generated so far (0 when none runs).
+    pub pregenerated: u64,
 }
 
 /// One slot's live concept meter (see [`super::meters`]): written by the engine thread, read by
@@ -80,6 +82,7 @@ pub struct Shared {
     pub steps_done: AtomicU64,
     pub slides: AtomicU64,
     pub cached_steps: AtomicU64,
+    pub pregenerated: AtomicU64,
     /// Written by the audio thread (`pop`); read by anyone.
     pub underruns: AtomicU64,
     /// Written by the engine thread; read by anyone.
@@ -112,6 +115,7 @@ impl Shared {
             running: self.running.load(Acquire),
             slides: self.slides.load(Acquire),
             cached_steps: self.cached_steps.load(Relaxed),
+            pregenerated: self.pregenerated.load(Acquire),
         }
     }
 }

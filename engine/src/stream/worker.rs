@@ -165,6 +165,7 @@ impl Worker {
         self.held = ControlFrame::silent(self.start_step);
         self.shared.step.store(self.start_step, Release);
         self.shared.slides.store(0, Release);
+        self.shared.pregenerated.store(0, Release);
         if let Err(e) = self.steering.rebuild(model, self.settings.seed) {
             return self.fail(&e);
         }
@@ -295,6 +296,8 @@ impl Worker {
                 return self.fail(&e);
             }
             self.out.clear();
+            let generated = session.next_step().saturating_sub(self.start_step);
+            self.shared.pregenerated.store(generated, Release);
         };
         self.park(session, parked);
         flow
@@ -348,7 +351,13 @@ impl Worker {
         let version = self.version;
         loop {
             let mut worked = false;
-            while let Ok(command) = self.commands.try_recv() {
+            loop {
+                let command = match self.commands.try_recv() {
+                    Ok(command) => command,
+                    Err(TryRecvError::Empty) => break,
+                    // The handle was dropped: the engine stops.
+                    Err(TryRecvError::Disconnected) => return Err(Flow::Stop),
+                };
                 worked = true;
                 let flow = match command {
                     Command::SetPrompt { prompt, at_step } if at_step > start => {
@@ -525,6 +534,9 @@ impl Worker {
         }
         self.out.extend(self.scratch.drain(..));
         if control.is_some() {
+            if let Some(rest) = self.config.step_floor.checked_sub(started.elapsed()) {
+                std::thread::sleep(rest);
+            }
             if self.step_times.len() == STEP_TIMES {
                 self.step_times.drain(..STEP_TIMES / 2);
             }

@@ -129,6 +129,7 @@ pub fn play(
         events,
         transport,
         offline_after_activation: false,
+        ..Default::default()
     }
     .run(instance)
     .unwrap();
