@@ -27,8 +27,6 @@ mod x86;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use rayon::prelude::*;
 
@@ -38,15 +36,6 @@ pub const Q8_BLOCK: usize = 32;
 /// Weight bytes per work item: small enough to stay in a core's L2 while every pair of input
 /// rows passes over it, large enough that rayon's per-item cost is small next to streaming it.
 const CHUNK_BYTES: usize = 64 * 1024;
-
-/// Nanoseconds spent in [`HostMatrix::matmul_with`], all calls of the process together.
-static KERNEL_NANOS: AtomicU64 = AtomicU64::new(0);
-
-/// Nanoseconds this process has spent in host-kernel products so far (the bench subtracts two
-/// readings to split a decode step into linear layers and everything else).
-pub fn kernel_nanos() -> u64 {
-    KERNEL_NANOS.load(Ordering::Relaxed)
-}
 
 /// How the decoder's linear weights are stored on the CPU, chosen at load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -331,7 +320,6 @@ impl HostMatrix {
         if rows == 0 || self.d_out == 0 {
             return Vec::new();
         }
-        let start = Instant::now();
         let row_bytes = self.format().matrix_bytes(1, self.d_in).max(1);
         let chunk = (CHUNK_BYTES / row_bytes).max(4).next_multiple_of(4);
         let transposed = with_rows!(&self.packed, self.d_in, |w| products(
@@ -344,8 +332,6 @@ impl HostMatrix {
                 y[r * self.d_out + o] = v + b;
             }
         }
-        let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        KERNEL_NANOS.fetch_add(nanos, Ordering::Relaxed);
         y
     }
 }
