@@ -31,7 +31,7 @@ pub struct DecodeArgs {
     /// Weight formats of the decoder's linear layers to time, side by side (comma-separated).
     #[arg(
         long = "dtype",
-        value_name = "f32|bf16|q8",
+        value_name = "f32|bf16|q8|q4",
         value_delimiter = ',',
         default_values_t = WeightFormat::ALL
     )]

@@ -4,7 +4,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{Bf16Rows, F32Rows, Q8_BLOCK, Q8Rows, RowFormat, Tile};
+use super::{Bf16Rows, F32Rows, Q4_BLOCK, Q4Rows, Q8_BLOCK, Q8Rows, RowFormat, Tile};
 
 /// Vector loads of one row's weights at `i`, widened to f32.
 ///
@@ -68,6 +68,45 @@ impl Widen for Q8Rows<'_> {
             let bytes = _mm_loadl_epi64(self.values.as_ptr().add(o * d_in + i).cast());
             let ints = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
             _mm256_mul_ps(ints, _mm256_set1_ps(scale))
+        }
+    }
+}
+
+/// Widen the bytes of a [`Q4_BLOCK`]'s half (`high`: its last 16 weights, in the high nibbles)
+/// to the codes, recentre them (−8) and scale. A vector never straddles two halves: `i` is a
+/// multiple of the lane count, which divides `Q4_BLOCK / 2`.
+impl Widen for Q4Rows<'_> {
+    #[inline(always)]
+    unsafe fn load16(&self, _d_in: usize, o: usize, i: usize) -> __m512 {
+        let scale = self.scales[o * self.blocks + i / Q4_BLOCK];
+        let (byte, high) = self.byte(o, i);
+        unsafe {
+            let bytes =
+                _mm512_cvtepu8_epi32(_mm_loadu_si128(self.nibbles.as_ptr().add(byte).cast()));
+            let codes = if high {
+                _mm512_srli_epi32::<4>(bytes)
+            } else {
+                _mm512_and_si512(bytes, _mm512_set1_epi32(0x0f))
+            };
+            let steps = _mm512_cvtepi32_ps(_mm512_sub_epi32(codes, _mm512_set1_epi32(8)));
+            _mm512_mul_ps(steps, _mm512_set1_ps(scale))
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn load8(&self, _d_in: usize, o: usize, i: usize) -> __m256 {
+        let scale = self.scales[o * self.blocks + i / Q4_BLOCK];
+        let (byte, high) = self.byte(o, i);
+        unsafe {
+            let bytes =
+                _mm256_cvtepu8_epi32(_mm_loadl_epi64(self.nibbles.as_ptr().add(byte).cast()));
+            let codes = if high {
+                _mm256_srli_epi32::<4>(bytes)
+            } else {
+                _mm256_and_si256(bytes, _mm256_set1_epi32(0x0f))
+            };
+            let steps = _mm256_cvtepi32_ps(_mm256_sub_epi32(codes, _mm256_set1_epi32(8)));
+            _mm256_mul_ps(steps, _mm256_set1_ps(scale))
         }
     }
 }
