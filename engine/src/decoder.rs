@@ -424,6 +424,12 @@ impl DecoderLm {
             LAYER_NORM_EPS,
             device,
         )?;
+        // The heads set the logits directly and are 2 % of a step's weights: q4 keeps them at
+        // 8 bits (as llama.cpp keeps its output matrix wider than Q4_0).
+        let head_format = match format {
+            WeightFormat::Q4 => WeightFormat::Q8,
+            other => other,
+        };
         let lm_heads = (0..config.num_codebooks)
             .map(|k| {
                 Linear::load_as(
@@ -432,7 +438,7 @@ impl DecoderLm {
                     (d, config.vocab_size),
                     false,
                     device,
-                    format,
+                    head_format,
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;
