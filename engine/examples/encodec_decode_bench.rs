@@ -182,5 +182,23 @@ fn run(
         times[0],
         times[times.len() / 2],
     );
+    // The streaming decoder as the stream engine drives it: one frame of codes per step.
+    let codes: Vec<u32> = (0..4 * frames)
+        .map(|i| ((i * 7919) % 2048) as u32)
+        .collect();
+    for chunk in [1, 8] {
+        let mut decoder = codec.streaming_decoder(chunk);
+        let mut out = Vec::new();
+        let start = Instant::now();
+        for frame in codes.chunks_exact(4) {
+            decoder.push(&codec, frame, &mut out);
+        }
+        let took = start.elapsed().as_secs_f64();
+        println!(
+            "streaming decode of {seconds} s, chunk {chunk}: {:.3} s, {:.2} ms per frame",
+            took,
+            took * 1e3 / frames as f64
+        );
+    }
     Ok(())
 }

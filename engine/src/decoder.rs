@@ -16,6 +16,7 @@ use crate::config::DecoderConfig;
 use crate::error::{CacheError, LoadError};
 use crate::matvec::WeightFormat;
 use crate::nn::{Activation, LayerNorm, Linear, attention, merge_heads, split_heads};
+use crate::profile::{Phase, timed};
 use crate::weights::Weights;
 
 /// nn.LayerNorm's default, which MusicGen uses everywhere.
@@ -100,10 +101,10 @@ impl Attention {
     /// # Shapes
     /// `x: [batch, seq, d_model]` → `[batch, heads, seq, head_dim]` each
     fn project_kv(&self, x: Tensor<3>) -> (Tensor<4>, Tensor<4>) {
-        (
-            split_heads(self.k_proj.forward(x.clone()), self.heads),
-            split_heads(self.v_proj.forward(x), self.heads),
-        )
+        let (k, v) = timed(Phase::Linears, || {
+            (self.k_proj.forward(x.clone()), self.v_proj.forward(x))
+        });
+        (split_heads(k, self.heads), split_heads(v, self.heads))
     }
 
     /// Queries of `x` attend to `k`, `v`.
@@ -119,9 +120,11 @@ impl Attention {
         v: Tensor<4>,
         bias: Option<Tensor<4>>,
     ) -> Tensor<3> {
-        let q = split_heads(self.q_proj.forward(x), self.heads);
-        self.out_proj
-            .forward(merge_heads(attention(q, k, v, self.scale, bias)))
+        let q = split_heads(timed(Phase::Linears, || self.q_proj.forward(x)), self.heads);
+        let heads = timed(Phase::Attention, || {
+            merge_heads(attention(q, k, v, self.scale, bias))
+        });
+        timed(Phase::Linears, || self.out_proj.forward(heads))
     }
 }
 
@@ -199,10 +202,10 @@ impl Block {
         cross: Option<CrossKv<'_>>,
     ) -> Tensor<3> {
         let residual = x.clone();
-        let h = self.self_attn_layer_norm.forward(x);
+        let h = timed(Phase::Norms, || self.self_attn_layer_norm.forward(x));
         let (k, v) = self.self_attn.project_kv(h.clone());
         let (k, v) = match cache {
-            Some(cache) => cache.append(k, v),
+            Some(cache) => timed(Phase::Attention, || cache.append(k, v)),
             None => (k, v),
         };
         let h = self.self_attn.attend(h, k, v, causal);
@@ -210,7 +213,7 @@ impl Block {
 
         if let Some(((k, v), bias)) = cross {
             let residual = x.clone();
-            let h = self.encoder_attn_layer_norm.forward(x);
+            let h = timed(Phase::Norms, || self.encoder_attn_layer_norm.forward(x));
             let h = self
                 .encoder_attn
                 .attend(h, k.clone(), v.clone(), Some(bias.clone()));
@@ -218,10 +221,10 @@ impl Block {
         }
 
         let residual = x.clone();
-        let h = self.final_layer_norm.forward(x);
-        let h = self
-            .fc2
-            .forward(self.activation_fn.forward(self.fc1.forward(h)));
+        let h = timed(Phase::Norms, || self.final_layer_norm.forward(x));
+        let h = timed(Phase::Linears, || self.fc1.forward(h));
+        let h = timed(Phase::Norms, || self.activation_fn.forward(h));
+        let h = timed(Phase::Linears, || self.fc2.forward(h));
         residual + h
     }
 }
@@ -421,6 +424,12 @@ impl DecoderLm {
             LAYER_NORM_EPS,
             device,
         )?;
+        // The heads set the logits directly and are 2 % of a step's weights: q4 keeps them at
+        // 8 bits (as llama.cpp keeps its output matrix wider than Q4_0).
+        let head_format = match format {
+            WeightFormat::Q4 => WeightFormat::Q8,
+            other => other,
+        };
         let lm_heads = (0..config.num_codebooks)
             .map(|k| {
                 Linear::load_as(
@@ -429,7 +438,7 @@ impl DecoderLm {
                     (d, config.vocab_size),
                     false,
                     device,
-                    format,
+                    head_format,
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -622,7 +631,7 @@ impl DecoderLm {
         let [batch, _, seq] = tokens.dims();
         cache.check_room(batch, seq)?;
         let start = cache.len();
-        let x = self.embed(tokens, start);
+        let x = timed(Phase::Embed, || self.embed(tokens, start));
         // One new position attends to every cached one; a block of several needs a causal mask.
         let causal = (seq > 1).then(|| causal_bias(seq, start, &self.device));
         let x = self.blocks(x, Some(cache), causal, cross, hook);
@@ -663,13 +672,15 @@ impl DecoderLm {
     /// # Shapes
     /// `hidden: [batch, seq, d_model]` → `[batch, codebooks, seq, vocab]`
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<4> {
-        let h = self.layer_norm.forward(hidden);
-        let per_codebook: Vec<Tensor<4>> = self
-            .lm_heads
-            .iter()
-            .map(|head| head.forward(h.clone()).unsqueeze_dim::<4>(1))
-            .collect();
-        Tensor::cat(per_codebook, 1)
+        timed(Phase::LmHeads, || {
+            let h = self.layer_norm.forward(hidden);
+            let per_codebook: Vec<Tensor<4>> = self
+                .lm_heads
+                .iter()
+                .map(|head| head.forward(h.clone()).unsqueeze_dim::<4>(1))
+                .collect();
+            Tensor::cat(per_codebook, 1)
+        })
     }
 }
 

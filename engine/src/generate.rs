@@ -17,6 +17,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use crate::decoder::{BlockHook, KvCache, NoHook};
 use crate::error::LoadError;
 use crate::model::{MusicGen, TextCondition};
+use crate::profile::{Phase, timed};
 use crate::sampling::{Rng, Sampler, Sampling};
 use crate::steering::SteeringPlan;
 
@@ -318,27 +319,8 @@ impl<'m> Generation<'m> {
             Some(&self.condition.cross),
             hook,
         );
-        let logits: Vec<f32> = logits
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .expect("f32 logits");
-        let vocab = self.guided.len();
-        let g = self.options.guidance;
-        for codebook in 0..k {
-            let key = (self.clock + s) as u64;
-            let mut rng = Rng::keyed(self.options.seed, &[key, codebook as u64]);
-            let cond = &logits[codebook * vocab..(codebook + 1) * vocab];
-            let code = if self.rows == 2 {
-                let uncond = &logits[(k + codebook) * vocab..(k + codebook + 1) * vocab];
-                for ((out, c), u) in self.guided.iter_mut().zip(cond).zip(uncond) {
-                    *out = u + (c - u) * g;
-                }
-                self.sampler
-                    .pick(&self.guided, self.options.sampling, &mut rng)
-            } else {
-                self.sampler.pick(cond, self.options.sampling, &mut rng)
-            };
+        let picked = timed(Phase::Sampling, || self.pick_codes(logits));
+        for (codebook, code) in picked.into_iter().enumerate() {
             let code = match self.prefix_code(s, codebook) {
                 Some(forced) => forced,
                 None if self.in_pattern(s, codebook) => code,
@@ -354,6 +336,37 @@ impl<'m> Generation<'m> {
             step: s,
             completed_frame,
         })
+    }
+
+    /// One code per codebook from a step's logits `[rows, codebooks, 1, vocab]`: guided (CFG)
+    /// when there are two rows, then sampled with the step's keyed draws.
+    fn pick_codes(&mut self, logits: Tensor<4>) -> Vec<u32> {
+        let (k, s) = (self.codebooks, self.step);
+        let logits: Vec<f32> = logits
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("f32 logits");
+        let vocab = self.guided.len();
+        let g = self.options.guidance;
+        let mut codes = Vec::with_capacity(k);
+        for codebook in 0..k {
+            let key = (self.clock + s) as u64;
+            let mut rng = Rng::keyed(self.options.seed, &[key, codebook as u64]);
+            let cond = &logits[codebook * vocab..(codebook + 1) * vocab];
+            let code = if self.rows == 2 {
+                let uncond = &logits[(k + codebook) * vocab..(k + codebook + 1) * vocab];
+                for ((out, c), u) in self.guided.iter_mut().zip(cond).zip(uncond) {
+                    *out = u + (c - u) * g;
+                }
+                self.sampler
+                    .pick(&self.guided, self.options.sampling, &mut rng)
+            } else {
+                self.sampler.pick(cond, self.options.sampling, &mut rng)
+            };
+            codes.push(code);
+        }
+        codes
     }
 
     /// The codes of frame `f` (undelayed, one per codebook), if complete.

@@ -32,7 +32,7 @@ pub struct TextCondition {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LoadOptions {
     /// The decoder's linear layers (blocks and LM heads), where most of a decode step's bytes
-    /// are: f32 by default; bf16 and q8 quantize at load from whatever the checkpoint stores,
+    /// are: f32 by default; bf16, q8 and q4 quantize at load from whatever the checkpoint stores,
     /// on the CPU only. T5, the text projection and EnCodec stay f32.
     pub weight_format: WeightFormat,
 }

@@ -55,6 +55,11 @@ fn tiny_with_head(test: &str) -> (Arc<MusicGen>, std::path::PathBuf) {
     (model, path)
 }
 
+/// Frames of codes the streaming codec needs past a frame before its audio is final.
+fn codec_lookahead(model: &MusicGen) -> usize {
+    model.audio_encoder.streaming_decoder(1).lookahead_frames()
+}
+
 /// Frames `0..frames` of every codebook.
 fn head(codes: &Codes, frames: usize) -> Vec<i64> {
     (0..codes.codebooks)
@@ -113,7 +118,8 @@ fn stream_reproduces_the_render_for_any_block_sizes() {
     let patterns: [&[usize]; 5] = [&[1], &[64], &[512], &[4096], &random];
     for blocks in patterns {
         let (handle, mut endpoint, latency) = timeline(&model, settings, &slot);
-        let settled = frames - 7; // at least the codec's look-ahead is still open at the end
+        // The codec's look-ahead is still open at the end: the stream stops at `frames` frames.
+        let settled = frames - codec_lookahead(&model);
         let samples = latency + settled * 640;
         let steps = (STEPS + 16) as u64;
         let out = bounce(&mut endpoint, 32_000, steps, samples, blocks, control);
@@ -164,7 +170,7 @@ fn a_control_changes_its_step_and_nothing_before() {
             &mut endpoint,
             32_000,
             30,
-            latency + 6 * 640,
+            latency + 10 * 640, // 10 frames of audio: 10 + the look-ahead of codes
             &[256],
             control,
         );
@@ -253,7 +259,7 @@ fn a_prompt_change_at_a_step_conditions_that_step_on_like_an_offline_run() {
         &mut endpoint,
         32_000,
         (STEPS + 16) as u64,
-        latency + (frames - 7) * 640,
+        latency + (frames - codec_lookahead(&model)) * 640,
         &[333],
         ControlFrame::silent,
     );

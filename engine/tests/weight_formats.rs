@@ -8,6 +8,13 @@
 //! | bf16 measured | ≤ 3.9e-3 | ≥ 0.999989 | ≥ 97.9 % | 72.7 % / 87.1 % |
 //! | q8 tolerance | ≤ 3e-2 | ≥ 0.9997 | ≥ 90 % | ≥ 45 % |
 //! | q8 measured | ≤ 1.4e-2 | ≥ 0.999918 | ≥ 95.8 % | 57.1 % / 83.3 % |
+//! | q4 tolerance | ≤ 0.25 | ≥ 0.98 | ≥ 60 % | ≥ 25 % |
+//! | q4 measured | ≤ 0.162 | ≥ 0.98420 | ≥ 67.7 % | 37.2 % / 35.3 % |
+//!
+//! q4 (llama.cpp's Q4_0: 16 steps per block of 32) keeps the LM heads at q8. On these
+//! Gaussian random weights every block's extreme sets its step, so the relative weight error is
+//! ≈ 8.6 % RMS against q8's ≈ 0.5 %; the steering-effect test passes with it
+//! (`steering_effect.rs`).
 //!
 //! The random-weight fixtures have small top-2 margins, so one flipped code makes the rest of a
 //! free-running sequence differ: the greedy agreement measures that cascade, the teacher-forced
@@ -43,7 +50,7 @@ struct Tolerance {
     min_code_agreement: f64,
 }
 
-const REDUCED: [Tolerance; 2] = [
+const REDUCED: [Tolerance; 3] = [
     Tolerance {
         format: WeightFormat::Bf16,
         max_rel_err: 1e-2,
@@ -57,6 +64,13 @@ const REDUCED: [Tolerance; 2] = [
         min_cosine: 0.9997,
         min_argmax_agreement: 0.90,
         min_code_agreement: 0.45,
+    },
+    Tolerance {
+        format: WeightFormat::Q4,
+        max_rel_err: 0.25,
+        min_cosine: 0.98,
+        min_argmax_agreement: 0.6,
+        min_code_agreement: 0.25,
     },
 ];
 

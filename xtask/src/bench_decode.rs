@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use burn::tensor::{Int, Tensor, TensorData};
+use engine::profile::{Phase, Profile};
 use engine::steering::SteeringPlan;
 use engine::{Generation, GenerationOptions, LoadOptions, MusicGen, Sampling, WeightFormat};
 
@@ -30,7 +31,7 @@ pub struct DecodeArgs {
     /// Weight formats of the decoder's linear layers to time, side by side (comma-separated).
     #[arg(
         long = "dtype",
-        value_name = "f32|bf16|q8",
+        value_name = "f32|bf16|q8|q4",
         value_delimiter = ',',
         default_values_t = WeightFormat::ALL
     )]
@@ -59,8 +60,8 @@ struct Steps {
     bytes_per_step: Option<u64>,
     /// A prompt change: T5 and the cross-attention keys and values of the new text.
     condition_ms: Option<f64>,
-    /// Median ms per step inside the host kernels (the decoder's linear layers).
-    linears_ms: Option<f64>,
+    /// Where the timed steps' time went, summed, and their mean wall time (ms).
+    profile: Option<(Profile, f64)>,
     /// The greedy codes of the timed run (compared with f32's).
     codes: Vec<i64>,
     peak_mb: f64,
@@ -152,16 +153,7 @@ pub fn run(options: &DecodeArgs) -> anyhow::Result<()> {
         config.decoder.hidden_size,
         round_trip_us * linears as f64 / 1e3
     );
-    for steps in &ours {
-        if let Some(linears) = steps.linears_ms {
-            println!(
-                "{} per step (P50s): linear layers in the host kernel {linears:.2} ms, everything else \
-                 (attention over the cache, norms, embeddings, sampling, burn ops) {:.2} ms",
-                steps.label,
-                steps.step_ms_median - linears
-            );
-        }
-    }
+    print_profiles(&ours, options.steps as usize - 1);
     if let Some(f32_run) = ours.iter().find(|s| s.label.ends_with(" f32")) {
         for steps in ours.iter().filter(|s| !std::ptr::eq(*s, f32_run)) {
             let same = steps
@@ -241,7 +233,7 @@ fn measure_ours(
         "musicrfm {format}: loaded in {:.1} s",
         t0.elapsed().as_secs_f64()
     );
-    let run = |steps: usize| -> anyhow::Result<(Vec<f64>, Vec<f64>, Vec<i64>)> {
+    let run = |steps: usize| -> anyhow::Result<(Vec<f64>, Profile, Vec<i64>)> {
         let generation_options = GenerationOptions {
             steps: Some(steps),
             guidance: 3.0,
@@ -251,22 +243,23 @@ fn measure_ours(
         let mut generation = Generation::new(&model, PROMPT, generation_options)?;
         let mut plan = SteeringPlan::new(0, 0, 0, &device);
         let mut times = Vec::with_capacity(steps);
-        let mut linears = Vec::with_capacity(steps);
-        for _ in 0..steps {
-            let (t, kernel) = (Instant::now(), engine::matvec::kernel_nanos());
+        let mut profile = Profile::default();
+        for s in 0..steps {
+            let (t, before) = (Instant::now(), Profile::now());
             generation.step_steered(&mut plan)?;
             times.push(t.elapsed().as_secs_f64() * 1e3);
-            linears.push((engine::matvec::kernel_nanos() - kernel) as f64 / 1e6);
+            // Leave out the first step, as the reference does (its clock starts after it).
+            if s > 0 {
+                profile = profile.plus(&Profile::now().since(&before));
+            }
         }
-        Ok((times, linears, generation.codes().data))
+        Ok((times, profile, generation.codes().data))
     };
     run(4)?; // warm-up
-    let (mut step_ms, mut linears_ms, codes) = run(options.steps as usize)?;
-    // Leave out the first step, as the reference does (its clock starts after it).
+    let (mut step_ms, profile, codes) = run(options.steps as usize)?;
     step_ms.remove(0);
+    let mean_ms = step_ms.iter().sum::<f64>() / step_ms.len() as f64;
     step_ms.sort_by(f64::total_cmp);
-    linears_ms.remove(0);
-    linears_ms.sort_by(f64::total_cmp);
 
     let mut condition_ms: Vec<f64> = (0..3)
         .map(|_| {
@@ -289,11 +282,48 @@ fn measure_ours(
         step_ms_p90: step_ms[(0.9 * (step_ms.len() - 1) as f64) as usize],
         bytes_per_step: Some(model.decoder.weight_bytes_per_step() as u64),
         condition_ms: Some(median(&condition_ms)),
-        linears_ms: Some(median(&linears_ms)).filter(|&ms| ms > 0.0),
+        profile: Some((profile, mean_ms)),
         codes,
         peak_mb: peak_rss_mb()?,
     };
     Ok((steps, decode_s))
+}
+
+/// Where a step's time goes, per format: mean ms per step in each phase (exclusive: the linear
+/// layers inside attention count as linears), and what no phase covers.
+fn print_profiles(ours: &[Steps], steps: usize) {
+    let phases = [
+        Phase::Embed,
+        Phase::Linears,
+        Phase::Attention,
+        Phase::Norms,
+        Phase::Steering,
+        Phase::LmHeads,
+        Phase::Sampling,
+    ];
+    println!();
+    print!("{:<30}", "per-step profile (mean ms)");
+    for phase in phases {
+        print!(" {:>9}", phase.name());
+    }
+    println!(" {:>9} {:>9}", "other", "step");
+    for s in ours {
+        let Some((profile, mean_ms)) = &s.profile else {
+            continue;
+        };
+        let per_step = |ms: f64| ms / steps.max(1) as f64;
+        print!("{:<30}", s.label);
+        for phase in phases {
+            print!(" {:>9.2}", per_step(profile.ms(phase)));
+        }
+        let covered: f64 = phases.iter().map(|&p| per_step(profile.ms(p))).sum();
+        println!(" {:>9.2} {:>9.2}", mean_ms - covered, mean_ms);
+    }
+    println!(
+        "(linears: the blocks' projections and feed-forward, activations in and out; lm heads: \
+         final norm + 4 heads; sampling: logits to the host, CFG, picking; other: residual adds, \
+         reshapes, the step's glue)"
+    );
 }
 
 /// Microseconds to read a `[2, 1, width]` activation to the host and make a tensor of the result
@@ -393,7 +423,7 @@ fn measure_reference(options: &DecodeArgs, threads: usize) -> anyhow::Result<Ref
             step_ms_p90: get("step_ms_p90")?,
             bytes_per_step: Some(decoder_f32_bytes_per_step(&options.model)?),
             condition_ms: None,
-            linears_ms: None,
+            profile: None,
             codes: Vec::new(),
             peak_mb: get("peak_rss_mb")?,
         },

@@ -13,9 +13,9 @@ use indicatif::{HumanBytes, HumanDuration, ProgressBar, ProgressStyle};
 /// `--dtype`: shared by `render` and `stream`.
 #[derive(Debug, Clone, Copy, clap::Args)]
 pub struct DtypeFlag {
-    /// Weight format of the decoder's linear layers on the CPU: f32, bf16 or q8 (8-bit, one
-    /// scale per 32 weights), quantized at load from the checkpoint's dtype.
-    #[arg(long = "dtype", value_name = "f32|bf16|q8", default_value_t = WeightFormat::F32)]
+    /// Weight format of the decoder's linear layers on the CPU: f32, bf16, q8 or q4 (8 or 4
+    /// bits, one scale per 32 weights), quantized at load from the checkpoint's dtype.
+    #[arg(long = "dtype", value_name = "f32|bf16|q8|q4", default_value_t = WeightFormat::F32)]
     pub dtype: WeightFormat,
 }
 
@@ -117,7 +117,7 @@ mod tests {
             .to_string();
         assert!(
             err.contains("--dtype")
-                && err.contains("unknown weight format `q9`: expected f32, bf16 or q8"),
+                && err.contains("unknown weight format `q9`: expected f32, bf16, q8 or q4"),
             "{err}"
         );
     }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Args;
 use engine::MusicGen;
+use engine::profile::Profile;
 use engine::render::{SamplingChoice, default_guidance};
 use engine::steering::{LayerWeights, SteerArg};
 use engine::stream::{
@@ -96,6 +97,8 @@ pub struct StreamReport {
     pub slides: u64,
     /// Meter publications of slot 0 (0 without a probe).
     pub meter_updates: u64,
+    /// Where the engine's time went during the bounce, all phases summed.
+    pub profile: Profile,
 }
 
 pub fn run(args: &StreamArgs) -> anyhow::Result<()> {
@@ -200,6 +203,7 @@ pub fn bounce(model: Arc<MusicGen>, setup: &StreamSetup) -> anyhow::Result<Strea
         frame
     };
     let mut out = vec![0.0f32; samples];
+    let profile = Profile::now();
     let bounce = Instant::now();
     let blocks = [setup.block];
     offline::bounce(
@@ -213,6 +217,7 @@ pub fn bounce(model: Arc<MusicGen>, setup: &StreamSetup) -> anyhow::Result<Strea
     )
     .map_err(|e| anyhow::anyhow!("{e}: {}", handle.last_error()))?;
     let wall = bounce.elapsed().as_secs_f64();
+    let profile = Profile::now().since(&profile);
     let times = handle.step_times()?;
     if times.is_empty() {
         bail!("the engine ran no step");
@@ -227,6 +232,7 @@ pub fn bounce(model: Arc<MusicGen>, setup: &StreamSetup) -> anyhow::Result<Strea
         underruns: status.underruns,
         slides: status.slides,
         meter_updates: handle.meter(0).map_or(0, |(_, updates)| updates),
+        profile,
     })
 }
 
@@ -280,6 +286,19 @@ impl StreamReport {
             fmt(self.quantile_ms(1.0, |t| t.sliding)),
             fmt(self.quantile_ms(1.0, |t| !t.sliding)),
             self.underruns
+        );
+        let steps = self.times.len() as f64;
+        let mean_ms = self.times.iter().map(|t| t.took.as_secs_f64()).sum::<f64>() * 1e3 / steps;
+        let phases: Vec<String> = self
+            .profile
+            .phases()
+            .map(|(phase, ms)| format!("{} {:.2}", phase.name(), ms / steps))
+            .collect();
+        println!(
+            "per-step profile (mean ms over every step, replays of a slide included): {}; other \
+             {:.2}; step {mean_ms:.2}",
+            phases.join(", "),
+            mean_ms - self.profile.total_ms() / steps
         );
     }
 }

@@ -16,6 +16,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 use rayon::prelude::*;
 
 use crate::error::LoadError;
+use crate::matvec::{HostMatrix, WeightFormat};
+use crate::nn::is_host;
 use crate::weights::Weights;
 
 /// One `nn.LSTM` layer: keys `{prefix}.weight_ih_l{k}`, `weight_hh_l{k}`, `bias_ih_l{k}`,
@@ -28,7 +30,14 @@ struct LstmLayer {
     bias: Tensor<1>,
     /// `W_hh` row-major `[4 · hidden, hidden]`, as stored: each gate is a contiguous dot product.
     weight_hh: Vec<f32>,
+    /// On the CPU, `W_ih` and the folded bias for the host matrix × few-rows kernel: a streamed
+    /// frame projects one row, which a general matmul runs far from the bandwidth floor.
+    host_ih: Option<(HostMatrix, Vec<f32>)>,
 }
+
+/// Up to this many input rows (batch × time steps) take the host kernel for the input
+/// projection; more go through burn's matmul, which packs and tiles for them.
+const HOST_ROWS: usize = 16;
 
 /// `EncodecLSTM`: keys `{prefix}.lstm.*`.
 #[derive(Debug)]
@@ -48,16 +57,31 @@ impl EncodecLstm {
         let layers = (0..num_layers)
             .map(|k| {
                 let key = |name: &str| format!("{prefix}.lstm.{name}_l{k}");
-                let weight_ih_t = weights
-                    .tensor(&key("weight_ih"), [4 * hidden, hidden], device)?
-                    .transpose();
+                // Stored transposed, not a transposed view: burn-flex's matmul would copy a view
+                // into a contiguous 16 MB buffer on every call, which a streamed frame (one
+                // call per frame) paid in full — half of its decode time.
+                let weight_ih_t =
+                    weights.linear_weight(&key("weight_ih"), hidden, 4 * hidden, device)?;
                 let bias_ih = weights.tensor(&key("bias_ih"), [4 * hidden], device)?;
                 let bias_hh = weights.tensor(&key("bias_hh"), [4 * hidden], device)?;
                 let weight_hh = weights.read_f32(&key("weight_hh"), &[4 * hidden, hidden])?;
+                let bias = bias_ih + bias_hh;
+                let host_ih = if is_host(device) {
+                    let w = weights.read_f32(&key("weight_ih"), &[4 * hidden, hidden])?;
+                    let b = bias.clone().into_data().try_into_vec_as::<f32>();
+                    let b = b.expect("an f32 tensor converts to Vec<f32>");
+                    Some((
+                        HostMatrix::pack(&w, hidden, 4 * hidden, WeightFormat::F32),
+                        b,
+                    ))
+                } else {
+                    None
+                };
                 Ok(LstmLayer {
                     weight_ih_t,
-                    bias: bias_ih + bias_hh,
+                    bias,
                     weight_hh,
+                    host_ih,
                 })
             })
             .collect::<Result<Vec<_>, LoadError>>()?;
@@ -95,12 +119,23 @@ impl EncodecLstm {
         let input = x.swap_dims(1, 2); // [batch, time, hidden]
         let mut seq = input.clone();
         for (layer, (h, c)) in self.layers.iter().zip(&mut state.layers) {
-            let projected = seq.matmul(layer.weight_ih_t.clone().unsqueeze::<3>())
-                + layer.bias.clone().unsqueeze::<3>();
-            let projected = projected
+            let projected = match &layer.host_ih {
+                Some((w, bias)) if batch * time <= HOST_ROWS => {
+                    let rows = seq
+                        .clone()
+                        .into_data()
+                        .try_into_vec_as::<f32>()
+                        .expect("an f32 tensor converts to Vec<f32>");
+                    w.matmul(&rows, batch * time, Some(bias))
+                }
+                _ => (seq
+                    .clone()
+                    .matmul(layer.weight_ih_t.clone().unsqueeze::<3>())
+                    + layer.bias.clone().unsqueeze::<3>())
                 .into_data()
                 .try_into_vec_as::<f32>()
-                .expect("an f32 tensor converts to Vec<f32>");
+                .expect("an f32 tensor converts to Vec<f32>"),
+            };
             let states = recur(&projected, &layer.weight_hh, time, self.hidden, h, c);
             seq = Tensor::from_data(TensorData::new(states, [batch, time, hidden]), &device);
         }

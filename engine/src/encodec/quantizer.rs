@@ -63,7 +63,8 @@ impl ResidualVectorQuantizer {
                     [codebook_size, dim],
                     device,
                 )?;
-                let embed_t = embed.clone().transpose();
+                // Contiguous, so the distance matmul does not copy a transposed view per call.
+                let embed_t = Tensor::from_data(embed.clone().transpose().into_data(), device);
                 let embed_sq = embed_t.clone().powi_scalar(2).sum_dim(0);
                 Ok(Codebook {
                     embed,

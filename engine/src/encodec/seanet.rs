@@ -231,9 +231,9 @@ pub struct SeanetDecoder {
     hop_length: usize,
     /// Frames per piece when the layers after the LSTM run piece by piece (see `forward`).
     chunk_frames: usize,
-    /// Frames of context on each side of a piece: more than the receptive field of every
-    /// layer after the LSTM, so each piece's kept samples equal the whole signal's.
-    halo_frames: usize,
+    /// Frames of context before and after a piece: the reach of the layers after the LSTM
+    /// ([`tail_reach`]), so each piece's kept samples equal the whole signal's.
+    halo_frames: (usize, usize),
 }
 
 /// 1 s per piece. Its largest activation (64 channels × 58 frames × 640 samples with the
@@ -242,21 +242,50 @@ pub struct SeanetDecoder {
 /// cores, shared): 1.5 s whole, 1.35 s in 2 s pieces, 1.2 s in 1 s pieces.
 const CHUNK_FRAMES: usize = 50;
 
-/// A bound on how far (in output samples) a change at one sample reaches through the layers
-/// after the LSTM: each transposed conv reaches `ceil(kernel / stride)` input steps, each conv
-/// its whole dilated kernel.
-fn tail_receptive_field(config: &EncodecConfig) -> usize {
-    let mut spacing = config.hop_length();
-    let mut reach = config.last_kernel_size;
-    for &ratio in &config.upsampling_ratios {
-        reach += (2 * ratio).div_ceil(ratio) * spacing;
-        spacing /= ratio;
-        for j in 0..config.num_residual_layers {
-            let dilation = config.dilation_growth_rate.pow(j as u32);
-            reach += ((config.residual_kernel_size - 1) * dilation + 1) * spacing;
+/// The LSTM-output frames one audio frame reads through the layers after the LSTM: `(before,
+/// after)` its own frame. Found by carrying the frame's sample range back through each layer
+/// (the paddings and trims the layers themselves use), so a piece with this much context on
+/// each side computes its middle exactly as the whole signal does — and no more context than
+/// that is decoded per piece (a streamed frame costs `1 + before + after` frames of upsampling).
+fn tail_reach(config: &EncodecConfig) -> (usize, usize) {
+    // (left, right) input steps a stride-1 conv reads around its output, as EncodecConv1d pads.
+    let conv = |kernel: usize, dilation: usize| -> (i64, i64) {
+        let total = ((kernel - 1) * dilation) as i64;
+        if config.use_causal_conv {
+            (total, 0)
+        } else {
+            (total - total / 2, total / 2)
         }
+    };
+    let widen = |(a, b): (i64, i64), (left, right): (i64, i64)| (a - left, b + right);
+    let hop = config.hop_length() as i64;
+    // A frame in the middle: every stride divides the hop, so the result is the same for all.
+    let frame = 1000i64;
+    let mut range = (frame * hop, frame * hop + hop - 1);
+    range = widen(range, conv(config.last_kernel_size, 1));
+    for &ratio in config.upsampling_ratios.iter().rev() {
+        for j in (0..config.num_residual_layers).rev() {
+            let dilation = config.dilation_growth_rate.pow(j as u32);
+            // The branch's dilated conv (its 1-wide conv and the shortcut read in place).
+            range = widen(range, conv(config.residual_kernel_size, dilation));
+        }
+        // EncodecConvTranspose1d, kernel 2 · ratio: output u is full output u + trim_left,
+        // which inputs ⌊(u + trim_left) / ratio⌋ − 1 ..= ⌊(u + trim_left) / ratio⌋ reach.
+        let (r, total) = (ratio as i64, ratio as i64);
+        let trim_right = if config.use_causal_conv {
+            (total as f64 * config.trim_right_ratio).ceil() as i64
+        } else {
+            total / 2
+        };
+        let trim_left = total - trim_right.min(total);
+        range = (
+            (range.0 + trim_left).div_euclid(r) - 1,
+            (range.1 + trim_left).div_euclid(r),
+        );
     }
-    reach
+    let before = usize::try_from(frame - range.0).unwrap_or(0);
+    let after = usize::try_from(range.1 - frame).unwrap_or(0);
+    (before, after)
 }
 
 impl SeanetDecoder {
@@ -322,7 +351,7 @@ impl SeanetDecoder {
             last_conv,
             hop_length: config.hop_length(),
             chunk_frames: CHUNK_FRAMES,
-            halo_frames: tail_receptive_field(config).div_ceil(config.hop_length()) + 1,
+            halo_frames: tail_reach(config),
         })
     }
 
@@ -331,7 +360,7 @@ impl SeanetDecoder {
     /// - returns `[batch, audio_channels, frames · hop_length]`
     ///
     /// Everything after the LSTM is local in time, so it runs on overlapping pieces of
-    /// `chunk_frames` frames plus `halo_frames` of context each side, and only each piece's
+    /// `chunk_frames` frames plus `halo_frames` of context on its sides, and only each piece's
     /// middle is kept. The result is the whole-signal computation's (the pieces at the ends
     /// see the true ends, so the reflect padding there is the reference's); it just never
     /// holds a 10 s activation at 64 channels × 32 kHz.
@@ -339,14 +368,15 @@ impl SeanetDecoder {
         let x = self.first_conv.forward(x);
         let x = self.lstm.forward(x);
         let frames = x.dims()[2];
-        if frames <= self.chunk_frames + 2 * self.halo_frames {
+        let (before, after) = self.halo_frames;
+        if frames <= self.chunk_frames + before + after {
             return self.upsample(x);
         }
         let mut pieces = Vec::with_capacity(frames.div_ceil(self.chunk_frames));
         for start in (0..frames).step_by(self.chunk_frames) {
             let end = (start + self.chunk_frames).min(frames);
-            let from = start.saturating_sub(self.halo_frames);
-            let to = (end + self.halo_frames).min(frames);
+            let from = start.saturating_sub(before);
+            let to = (end + after).min(frames);
             let audio = self.upsample(x.clone().narrow(2, from, to - from));
             let keep = (start - from) * self.hop_length;
             pieces.push(audio.narrow(2, keep, (end - start) * self.hop_length));
@@ -377,8 +407,8 @@ impl SeanetDecoder {
         self.lstm.zero_state(1)
     }
 
-    /// Frames of LSTM output a piece of the layers after the LSTM needs on each side.
-    pub(super) fn halo_frames(&self) -> usize {
+    /// Frames of LSTM output a piece of the layers after the LSTM needs `(before, after)` it.
+    pub(super) fn halo_frames(&self) -> (usize, usize) {
         self.halo_frames
     }
 
@@ -427,16 +457,28 @@ mod tests {
                 &device,
             )
             .expect("decoder loads");
-            assert!(decoder.halo_frames >= 2, "halo {}", decoder.halo_frames);
+            let (before, after) = decoder.halo_frames;
+            assert!(before >= 1 && after >= 1, "halo {before}, {after}");
             let x =
                 Tensor::<3>::random([2, config.hidden_size, 61], Distribution::Default, &device);
             decoder.chunk_frames = usize::MAX / 4;
             let whole = decoder.forward(x.clone());
             decoder.chunk_frames = 7;
-            let pieces = decoder.forward(x);
+            let pieces = decoder.forward(x.clone());
             assert_eq!(pieces.dims(), [2, 1, 61 * config.hop_length()]);
-            let err = (pieces - whole).abs().max().into_scalar::<f32>();
+            let err = (pieces - whole.clone()).abs().max().into_scalar::<f32>();
             assert!(err < 1e-5, "{model}: max abs err {err}");
+            // The reach is exact, not just enough: one frame less context on either side
+            // changes the seams.
+            for short in [(before - 1, after), (before, after - 1)] {
+                decoder.halo_frames = short;
+                let err = (decoder.forward(x.clone()) - whole.clone())
+                    .abs()
+                    .max()
+                    .into_scalar::<f32>();
+                assert!(err > 1e-4, "{model}: halo {short:?} still exact ({err})");
+            }
+            decoder.halo_frames = (before, after);
         }
     }
 }

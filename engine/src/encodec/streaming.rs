@@ -24,8 +24,8 @@ pub struct StreamingDecoder {
     /// Frames the first conv reads before and after an output frame.
     conv_before: usize,
     conv_after: usize,
-    /// Frames of LSTM output the upsampling layers need on each side of a piece.
-    halo: usize,
+    /// Frames of LSTM output the upsampling layers need before and after a piece.
+    halo: (usize, usize),
     /// The fewest frames one upsampling run emits (its cost is `chunk + 2 · halo` frames).
     chunk: usize,
     /// Summed code embeddings of the frames the first conv still needs.
@@ -65,7 +65,7 @@ impl StreamingDecoder {
     /// Frames that must follow a frame before its audio is final (and emitted): the first
     /// conv's reach ahead, the upsampling halo and the chunk. Part of the stream's latency.
     pub fn lookahead_frames(&self) -> usize {
-        self.conv_after + self.halo + self.chunk - 1
+        self.conv_after + self.halo.1 + self.chunk - 1
     }
 
     /// Frames pushed so far.
@@ -156,13 +156,13 @@ impl StreamingDecoder {
         let audio_ready = if end {
             self.frames_lstm
         } else {
-            self.frames_lstm.saturating_sub(self.halo)
+            self.frames_lstm.saturating_sub(self.halo.1)
         };
         let due = audio_ready.saturating_sub(self.frames_out);
         if due == 0 || (!end && due < self.chunk) {
             return 0;
         }
-        let from = self.frames_out.saturating_sub(self.halo);
+        let from = self.frames_out.saturating_sub(self.halo.0);
         let x = self.lstm_out.window(from, &device);
         let audio = decoder.upsample(x).narrow(
             2,
@@ -171,7 +171,7 @@ impl StreamingDecoder {
         );
         out.extend(frame_major(audio));
         self.frames_out = audio_ready;
-        let keep = self.frames_out.saturating_sub(self.halo);
+        let keep = self.frames_out.saturating_sub(self.halo.0);
         self.lstm_out.drop_before(keep);
         due
     }

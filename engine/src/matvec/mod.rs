@@ -5,7 +5,8 @@
 //! A general matmul (burn-flex drives `gemm`) packs and tiles for large products and reached a
 //! third of the bandwidth floor on the bench machine (issue 13). This kernel reads each weight
 //! once for both rows, in the format chosen at load ([`WeightFormat`]: f32, bf16 widened in
-//! registers, or 8-bit with one f32 scale per 32 weights as llama.cpp's Q8_0), accumulates in
+//! registers, 8-bit with one f32 scale per 32 weights as llama.cpp's Q8_0, or 4-bit with one
+//! f32 scale per 32 weights as its Q4_0), accumulates in
 //! f32, and splits the output rows over rayon's threads. burn's own quantized tensors were not
 //! measured against it: they would still go through a general matmul per CFG pair, which is
 //! what the f32 path had to leave first.
@@ -15,9 +16,11 @@
 //! core's L2 while every pair of input rows passes over them, so the weights still come from
 //! memory once.
 //!
-//! Instruction sets are chosen at run time ([`Kernel::detect`]): AVX-512F, AVX2 + FMA, or
-//! portable Rust (any target, aarch64 included).
+//! Instruction sets are chosen at run time ([`Kernel::detect`]): AVX-512F, AVX2 + FMA, NEON on
+//! aarch64, or portable Rust (any target).
 
+#[cfg(target_arch = "aarch64")]
+mod neon;
 mod portable;
 #[cfg(test)]
 mod tests;
@@ -27,26 +30,20 @@ mod x86;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use rayon::prelude::*;
 
 /// Q8 weights per scale (llama.cpp's Q8_0 block).
 pub const Q8_BLOCK: usize = 32;
 
+/// Q4 weights per scale (llama.cpp's Q4_0 block): 16 bytes, weight j of the block in the low
+/// nibble of byte j and weight 16 + j in its high nibble, so one 16-byte load widens to the
+/// block's first 16 weights (masked) and its last 16 (shifted).
+pub const Q4_BLOCK: usize = 32;
+
 /// Weight bytes per work item: small enough to stay in a core's L2 while every pair of input
 /// rows passes over it, large enough that rayon's per-item cost is small next to streaming it.
 const CHUNK_BYTES: usize = 64 * 1024;
-
-/// Nanoseconds spent in [`HostMatrix::matmul_with`], all calls of the process together.
-static KERNEL_NANOS: AtomicU64 = AtomicU64::new(0);
-
-/// Nanoseconds this process has spent in host-kernel products so far (the bench subtracts two
-/// readings to split a decode step into linear layers and everything else).
-pub fn kernel_nanos() -> u64 {
-    KERNEL_NANOS.load(Ordering::Relaxed)
-}
 
 /// How the decoder's linear weights are stored on the CPU, chosen at load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -58,16 +55,25 @@ pub enum WeightFormat {
     Bf16,
     /// ≈ 1.125 bytes per weight: i8 with one f32 scale per [`Q8_BLOCK`] weights of a row.
     Q8,
+    /// ≈ 0.625 bytes per weight: 4-bit codes 0..=15 standing for −8..=7 steps of one f32 scale
+    /// per [`Q4_BLOCK`] weights of a row.
+    Q4,
 }
 
 impl WeightFormat {
-    pub const ALL: [WeightFormat; 3] = [WeightFormat::F32, WeightFormat::Bf16, WeightFormat::Q8];
+    pub const ALL: [WeightFormat; 4] = [
+        WeightFormat::F32,
+        WeightFormat::Bf16,
+        WeightFormat::Q8,
+        WeightFormat::Q4,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             WeightFormat::F32 => "f32",
             WeightFormat::Bf16 => "bf16",
             WeightFormat::Q8 => "q8",
+            WeightFormat::Q4 => "q4",
         }
     }
 
@@ -77,6 +83,7 @@ impl WeightFormat {
             WeightFormat::F32 => 4 * d_out * d_in,
             WeightFormat::Bf16 => 2 * d_out * d_in,
             WeightFormat::Q8 => d_out * (d_in + 4 * d_in.div_ceil(Q8_BLOCK)),
+            WeightFormat::Q4 => d_out * d_in.div_ceil(Q4_BLOCK) * (Q4_BLOCK / 2 + 4),
         }
     }
 }
@@ -89,7 +96,7 @@ impl fmt::Display for WeightFormat {
 
 /// A name that is not a [`WeightFormat`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown weight format `{0}`: expected f32, bf16 or q8")]
+#[error("unknown weight format `{0}`: expected f32, bf16, q8 or q4")]
 pub struct UnknownWeightFormat(pub String);
 
 impl FromStr for WeightFormat {
@@ -111,6 +118,8 @@ pub enum Kernel {
     Avx2,
     /// AVX-512F (x86-64).
     Avx512,
+    /// NEON (aarch64, where it is baseline).
+    Neon,
 }
 
 impl Kernel {
@@ -118,7 +127,7 @@ impl Kernel {
     pub fn detect() -> Kernel {
         static DETECTED: OnceLock<Kernel> = OnceLock::new();
         *DETECTED.get_or_init(|| {
-            [Kernel::Avx512, Kernel::Avx2]
+            [Kernel::Avx512, Kernel::Avx2, Kernel::Neon]
                 .into_iter()
                 .find(|k| k.is_available())
                 .unwrap_or(Kernel::Portable)
@@ -134,6 +143,7 @@ impl Kernel {
             Kernel::Avx512 => is_x86_feature_detected!("avx512f"),
             #[cfg(not(target_arch = "x86_64"))]
             Kernel::Avx2 | Kernel::Avx512 => false,
+            Kernel::Neon => cfg!(target_arch = "aarch64"),
         }
     }
 
@@ -142,6 +152,7 @@ impl Kernel {
             Kernel::Portable => "portable",
             Kernel::Avx2 => "avx2+fma",
             Kernel::Avx512 => "avx512f",
+            Kernel::Neon => "neon",
         }
     }
 }
@@ -155,6 +166,13 @@ enum Packed {
     /// `values[o * d_in + i]`, scaled by `scales[o * blocks + i / Q8_BLOCK]`.
     Q8 {
         values: Vec<i8>,
+        scales: Vec<f32>,
+    },
+    /// Row `o` is `blocks` blocks of 16 bytes ([`Q4_BLOCK`] nibbles; a short last block is
+    /// padded with zero weights), weight `(o, i)` being
+    /// `(nibble − 8) · scales[o * blocks + i / Q4_BLOCK]`.
+    Q4 {
+        nibbles: Vec<u8>,
         scales: Vec<f32>,
     },
 }
@@ -173,13 +191,15 @@ pub(crate) trait RowFormat: Copy + Sync + ArchLoads {
     fn get(&self, d_in: usize, o: usize, i: usize) -> f32;
 }
 
+#[cfg(target_arch = "aarch64")]
+use neon::Widen as ArchLoads;
 #[cfg(target_arch = "x86_64")]
 use x86::Widen as ArchLoads;
 
 /// The vector loads a format needs on this architecture: none beyond [`RowFormat::get`].
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 pub(crate) trait ArchLoads {}
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 impl<T> ArchLoads for T {}
 
 #[derive(Clone, Copy)]
@@ -194,6 +214,26 @@ pub(crate) struct Q8Rows<'a> {
     pub scales: &'a [f32],
     /// Scales per row.
     pub blocks: usize,
+}
+
+#[derive(Clone, Copy)]
+pub(crate) struct Q4Rows<'a> {
+    pub nibbles: &'a [u8],
+    pub scales: &'a [f32],
+    /// Blocks (scales, and 16-byte groups) per row.
+    pub blocks: usize,
+}
+
+impl Q4Rows<'_> {
+    /// Index of the byte holding weight `(o, i)`, and whether it is the high nibble.
+    #[inline(always)]
+    pub(crate) fn byte(&self, o: usize, i: usize) -> (usize, bool) {
+        let in_block = i % Q4_BLOCK;
+        (
+            (o * self.blocks + i / Q4_BLOCK) * (Q4_BLOCK / 2) + in_block % (Q4_BLOCK / 2),
+            in_block >= Q4_BLOCK / 2,
+        )
+    }
 }
 
 impl RowFormat for F32Rows<'_> {
@@ -214,6 +254,16 @@ impl RowFormat for Q8Rows<'_> {
     #[inline(always)]
     fn get(&self, d_in: usize, o: usize, i: usize) -> f32 {
         self.values[o * d_in + i] as f32 * self.scales[o * self.blocks + i / Q8_BLOCK]
+    }
+}
+
+impl RowFormat for Q4Rows<'_> {
+    #[inline(always)]
+    fn get(&self, _d_in: usize, o: usize, i: usize) -> f32 {
+        let (byte, high) = self.byte(o, i);
+        let b = self.nibbles[byte];
+        let nibble = if high { b >> 4 } else { b & 0x0f };
+        (nibble as i32 - 8) as f32 * self.scales[o * self.blocks + i / Q4_BLOCK]
     }
 }
 
@@ -245,6 +295,14 @@ macro_rules! with_rows {
                 };
                 $body
             }
+            Packed::Q4 { nibbles, scales } => {
+                let $w = Q4Rows {
+                    nibbles,
+                    scales,
+                    blocks: $d_in.div_ceil(Q4_BLOCK),
+                };
+                $body
+            }
         }
     };
 }
@@ -271,6 +329,7 @@ impl HostMatrix {
                 }
                 Packed::Q8 { values: q, scales }
             }
+            WeightFormat::Q4 => pack_q4(values, d_in, d_out),
         };
         Self {
             packed,
@@ -292,6 +351,7 @@ impl HostMatrix {
             Packed::F32(_) => WeightFormat::F32,
             Packed::Bf16(_) => WeightFormat::Bf16,
             Packed::Q8 { .. } => WeightFormat::Q8,
+            Packed::Q4 { .. } => WeightFormat::Q4,
         }
     }
 
@@ -331,7 +391,6 @@ impl HostMatrix {
         if rows == 0 || self.d_out == 0 {
             return Vec::new();
         }
-        let start = Instant::now();
         let row_bytes = self.format().matrix_bytes(1, self.d_in).max(1);
         let chunk = (CHUNK_BYTES / row_bytes).max(4).next_multiple_of(4);
         let transposed = with_rows!(&self.packed, self.d_in, |w| products(
@@ -344,10 +403,36 @@ impl HostMatrix {
                 y[r * self.d_out + o] = v + b;
             }
         }
-        let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        KERNEL_NANOS.fetch_add(nanos, Ordering::Relaxed);
         y
     }
+}
+
+/// Q4_0 as llama.cpp quantizes it: the block's weight of largest magnitude `m` sets the scale
+/// `−m / 8`, so `m` itself is exactly code 0 (−8 steps) and every other weight rounds to the
+/// nearest of the 16 steps (codes clamped to 0..=15).
+fn pack_q4(values: &[f32], d_in: usize, d_out: usize) -> Packed {
+    let blocks = d_in.div_ceil(Q4_BLOCK);
+    let mut nibbles = vec![0u8; d_out * blocks * Q4_BLOCK / 2];
+    let mut scales = Vec::with_capacity(d_out * blocks);
+    for (o, row) in values.chunks_exact(d_in.max(1)).enumerate().take(d_out) {
+        for (b, block) in row.chunks(Q4_BLOCK).enumerate() {
+            let extreme = block
+                .iter()
+                .fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+            let scale = extreme / -8.0;
+            let inverse = if scale != 0.0 { 1.0 / scale } else { 0.0 };
+            let mut codes = [8u8; Q4_BLOCK]; // 8 is weight 0: the padding of a short block
+            for (code, &v) in codes.iter_mut().zip(block) {
+                *code = ((v * inverse).round() + 8.0).clamp(0.0, 15.0) as u8;
+            }
+            let start = (o * blocks + b) * (Q4_BLOCK / 2);
+            for j in 0..Q4_BLOCK / 2 {
+                nibbles[start + j] = codes[j] | (codes[j + Q4_BLOCK / 2] << 4);
+            }
+            scales.push(scale);
+        }
+    }
+    Packed::Q4 { nibbles, scales }
 }
 
 /// `x Wᵀ` transposed, `[d_out, rows]`, so each work item (`chunk` weight rows) writes one
@@ -404,6 +489,9 @@ fn run_tile<W: RowFormat>(kernel: Kernel, tile: &Tile<'_, W>) -> [[f32; 4]; 2] {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
         Kernel::Avx2 => unsafe { x86::tile_avx2(tile) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: NEON is part of the aarch64 baseline.
+        Kernel::Neon => unsafe { neon::tile_neon(tile) },
         _ => portable::tile(tile),
     }
 }

@@ -7,7 +7,7 @@ fn normal(rng: &mut Rng, n: usize) -> Vec<f32> {
 
 /// Every kernel this CPU runs: each is forced in turn, whatever `detect` would pick.
 fn kernels() -> Vec<Kernel> {
-    [Kernel::Portable, Kernel::Avx2, Kernel::Avx512]
+    [Kernel::Portable, Kernel::Avx2, Kernel::Avx512, Kernel::Neon]
         .into_iter()
         .filter(|k| k.is_available())
         .collect()
@@ -60,7 +60,8 @@ fn kernels_match_an_f64_reference_on_odd_shapes() {
 }
 
 /// Packing loses what the format cannot hold and nothing more: f32 is exact, bf16 is within
-/// half a unit in the last place (≤ 2⁻⁸ relative: 8 significant bits), q8 within half a step of its block's scale.
+/// half a unit in the last place (≤ 2⁻⁸ relative: 8 significant bits), q8 and q4 within half a
+/// step of their block's scale (q4: a whole step where a weight clamps at +7 steps).
 #[test]
 fn packing_error_is_bounded_by_the_format() {
     let mut rng = Rng::new(7);
@@ -83,6 +84,21 @@ fn packing_error_is_bounded_by_the_format() {
                         .fold(0f32, |m, v| m.max(v.abs()));
                     0.5 * max / 127.0 * (1.0 + 1e-6)
                 }
+                WeightFormat::Q4 => {
+                    let block = i / Q4_BLOCK * Q4_BLOCK;
+                    let row = &values[o * d_in..(o + 1) * d_in];
+                    let max = row[block..(block + Q4_BLOCK).min(d_in)]
+                        .iter()
+                        .fold(0f32, |m, v| m.max(v.abs()));
+                    // Half a step of max / 8; the opposite extreme may clamp at 7 steps, a
+                    // whole step short of 8.
+                    let step = max / 8.0 * (1.0 + 1e-6);
+                    if (v / step).abs() > 7.5 {
+                        step
+                    } else {
+                        0.5 * step
+                    }
+                }
             };
             assert!(
                 (v - u).abs() <= bound,
@@ -101,7 +117,34 @@ fn weight_format_names_round_trip_and_bad_names_are_refused() {
     let err = "q9".parse::<WeightFormat>().unwrap_err();
     assert_eq!(
         err.to_string(),
-        "unknown weight format `q9`: expected f32, bf16 or q8"
+        "unknown weight format `q9`: expected f32, bf16, q8 or q4"
     );
     assert_eq!(WeightFormat::Q8.matrix_bytes(2, 40), 2 * (40 + 4 * 2));
+    assert_eq!(WeightFormat::Q4.matrix_bytes(2, 40), 2 * 2 * (16 + 4));
+}
+
+/// The largest weight of a q4 block is exact, zeros stay zero, and a short last block's
+/// padding adds nothing.
+#[test]
+fn q4_keeps_each_blocks_extreme_and_zeros() {
+    let d_in = 40; // one whole block and one of 8
+    let mut values: Vec<f32> = (0..d_in).map(|i| (i as f32 - 20.0) / 7.0).collect();
+    values[5] = 0.0;
+    values[35] = -9.5; // the extreme of the short block
+    let matrix = HostMatrix::pack(&values, d_in, 1, WeightFormat::Q4);
+    let unpacked = matrix.unpack();
+    assert_eq!(unpacked[0], values[0], "block 0's extreme, −20/7");
+    assert_eq!(unpacked[5], 0.0);
+    assert_eq!(unpacked[35], -9.5);
+    let ones = vec![1f32; d_in];
+    for kernel in kernels() {
+        let y = matrix.matmul_with(kernel, &ones, 1, None);
+        let sum: f32 = unpacked.iter().sum();
+        assert!(
+            (y[0] - sum).abs() < 1e-4,
+            "{}: {} vs {sum}",
+            kernel.name(),
+            y[0]
+        );
+    }
 }

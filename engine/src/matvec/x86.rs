@@ -4,15 +4,30 @@
 
 use std::arch::x86_64::*;
 
-use super::{Bf16Rows, F32Rows, Q8_BLOCK, Q8Rows, RowFormat, Tile};
+use super::{Bf16Rows, F32Rows, Q4_BLOCK, Q4Rows, Q8_BLOCK, Q8Rows, RowFormat, Tile};
 
 /// Vector loads of one row's weights at `i`, widened to f32.
 ///
 /// # Safety (both methods)
 /// `i + lanes ≤ d_in`, and the CPU has the instruction set of the vector type.
 pub(crate) trait Widen {
+    /// Whether [`Widen::load16_pair`] / [`Widen::load8_pair`] read less than two loads: the
+    /// kernels then walk each block of 32 weights as pairs `(i, i + 16)`.
+    const PAIRED: bool = true;
+
     unsafe fn load16(&self, d_in: usize, o: usize, i: usize) -> __m512;
     unsafe fn load8(&self, d_in: usize, o: usize, i: usize) -> __m256;
+
+    /// The weights at `i` and at `i + 16` (`i % 32 < 16`, `i + 32 ≤` the row's padded length).
+    #[inline(always)]
+    unsafe fn load16_pair(&self, d_in: usize, o: usize, i: usize) -> (__m512, __m512) {
+        unsafe { (self.load16(d_in, o, i), self.load16(d_in, o, i + 16)) }
+    }
+
+    #[inline(always)]
+    unsafe fn load8_pair(&self, d_in: usize, o: usize, i: usize) -> (__m256, __m256) {
+        unsafe { (self.load8(d_in, o, i), self.load8(d_in, o, i + 16)) }
+    }
 }
 
 // SAFETY (every load below): `o * d_in + i + lanes ≤ len` by the caller's contract; the loads
@@ -72,6 +87,88 @@ impl Widen for Q8Rows<'_> {
     }
 }
 
+/// Widen the bytes of a [`Q4_BLOCK`]'s half (`high`: its last 16 weights, in the high nibbles)
+/// to the codes, recentre them (−8) and scale. A vector never straddles two halves: `i` is a
+/// multiple of the lane count, which divides `Q4_BLOCK / 2`.
+impl Widen for Q4Rows<'_> {
+    const PAIRED: bool = true;
+
+    /// Both halves from one 16-byte load: low nibbles are weights `i..i + 16`, high ones
+    /// `i + 16..i + 32`.
+    #[inline(always)]
+    unsafe fn load16_pair(&self, _d_in: usize, o: usize, i: usize) -> (__m512, __m512) {
+        let scale = self.scales[o * self.blocks + i / Q4_BLOCK];
+        let (byte, _) = self.byte(o, i);
+        // The 16 codes' weights (code − 8) · scale, looked up per lane: `permutexvar` reads
+        // only an index's low 4 bits, so the low nibbles need no mask.
+        unsafe {
+            let steps = _mm512_setr_ps(
+                -8.0, -7.0, -6.0, -5.0, -4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0,
+                7.0,
+            );
+            let table = _mm512_mul_ps(steps, _mm512_set1_ps(scale));
+            let bytes =
+                _mm512_cvtepu8_epi32(_mm_loadu_si128(self.nibbles.as_ptr().add(byte).cast()));
+            (
+                _mm512_permutexvar_ps(bytes, table),
+                _mm512_permutexvar_ps(_mm512_srli_epi32::<4>(bytes), table),
+            )
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn load8_pair(&self, _d_in: usize, o: usize, i: usize) -> (__m256, __m256) {
+        let scale = self.scales[o * self.blocks + i / Q4_BLOCK];
+        let (byte, _) = self.byte(o, i);
+        unsafe {
+            let scale = _mm256_set1_ps(scale);
+            let bytes =
+                _mm256_cvtepu8_epi32(_mm_loadl_epi64(self.nibbles.as_ptr().add(byte).cast()));
+            let eight = _mm256_set1_epi32(8);
+            let low = _mm256_sub_epi32(_mm256_and_si256(bytes, _mm256_set1_epi32(0x0f)), eight);
+            let high = _mm256_sub_epi32(_mm256_srli_epi32::<4>(bytes), eight);
+            (
+                _mm256_mul_ps(_mm256_cvtepi32_ps(low), scale),
+                _mm256_mul_ps(_mm256_cvtepi32_ps(high), scale),
+            )
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn load16(&self, _d_in: usize, o: usize, i: usize) -> __m512 {
+        let scale = self.scales[o * self.blocks + i / Q4_BLOCK];
+        let (byte, high) = self.byte(o, i);
+        unsafe {
+            let bytes =
+                _mm512_cvtepu8_epi32(_mm_loadu_si128(self.nibbles.as_ptr().add(byte).cast()));
+            let codes = if high {
+                _mm512_srli_epi32::<4>(bytes)
+            } else {
+                _mm512_and_si512(bytes, _mm512_set1_epi32(0x0f))
+            };
+            let steps = _mm512_cvtepi32_ps(_mm512_sub_epi32(codes, _mm512_set1_epi32(8)));
+            _mm512_mul_ps(steps, _mm512_set1_ps(scale))
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn load8(&self, _d_in: usize, o: usize, i: usize) -> __m256 {
+        let scale = self.scales[o * self.blocks + i / Q4_BLOCK];
+        let (byte, high) = self.byte(o, i);
+        unsafe {
+            let bytes =
+                _mm256_cvtepu8_epi32(_mm_loadl_epi64(self.nibbles.as_ptr().add(byte).cast()));
+            let codes = if high {
+                _mm256_srli_epi32::<4>(bytes)
+            } else {
+                _mm256_and_si256(bytes, _mm256_set1_epi32(0x0f))
+            };
+            let steps = _mm256_cvtepi32_ps(_mm256_sub_epi32(codes, _mm256_set1_epi32(8)));
+            _mm256_mul_ps(steps, _mm256_set1_ps(scale))
+        }
+    }
+}
+
 /// The scalar rest of each dot product, past the last full vector at `full`.
 #[inline(always)]
 fn add_tail<W: RowFormat>(t: &Tile<'_, W>, full: usize, out: &mut [[f32; 4]; 2]) {
@@ -90,7 +187,7 @@ macro_rules! tile_kernel {
     (
         $(#[$doc:meta])*
         $name:ident, $features:literal, $lanes:literal, $zero:ident, $loadx:ident,
-        $load:ident, $fma:ident, $sum:ident
+        $load:ident, $load_pair:ident, $fma:ident, $sum:ident
     ) => {
         $(#[$doc])*
         #[target_feature(enable = $features)]
@@ -99,6 +196,32 @@ macro_rules! tile_kernel {
             // acc[j][r]: weight row j · input row r
             let mut acc = [[$zero(); 2]; 4];
             let mut i = 0;
+            if W::PAIRED {
+                // Whole blocks of 32 as pairs (i, i + 16), one load each.
+                let blocks_end = t.d_in / 32 * 32;
+                while i < blocks_end {
+                    for half in (i..i + 16).step_by($lanes) {
+                        // SAFETY: `half + 16 + lanes ≤ blocks_end ≤ d_in`.
+                        let x = unsafe {
+                            [
+                                $loadx(t.x[0].as_ptr().add(half)),
+                                $loadx(t.x[1].as_ptr().add(half)),
+                                $loadx(t.x[0].as_ptr().add(half + 16)),
+                                $loadx(t.x[1].as_ptr().add(half + 16)),
+                            ]
+                        };
+                        for (a, &o) in acc.iter_mut().zip(&t.rows) {
+                            // SAFETY: as above.
+                            let (w, v) = unsafe { t.w.$load_pair(t.d_in, o, half) };
+                            a[0] = $fma(w, x[0], a[0]);
+                            a[1] = $fma(w, x[1], a[1]);
+                            a[0] = $fma(v, x[2], a[0]);
+                            a[1] = $fma(v, x[3], a[1]);
+                        }
+                    }
+                    i += 32;
+                }
+            }
             while i < full {
                 // SAFETY: `i + lanes ≤ d_in` for the input rows and every weight row.
                 let (x0, x1) = unsafe {
@@ -130,14 +253,14 @@ tile_kernel!(
     /// # Safety
     /// The CPU supports AVX-512F.
     tile_avx512, "avx512f", 16, _mm512_setzero_ps, _mm512_loadu_ps,
-    load16, _mm512_fmadd_ps, _mm512_reduce_add_ps
+    load16, load16_pair, _mm512_fmadd_ps, _mm512_reduce_add_ps
 );
 
 tile_kernel!(
     /// # Safety
     /// The CPU supports AVX2 and FMA.
     tile_avx2, "avx2,fma", 8, _mm256_setzero_ps, _mm256_loadu_ps,
-    load8, _mm256_fmadd_ps, horizontal_sum_avx
+    load8, load8_pair, _mm256_fmadd_ps, horizontal_sum_avx
 );
 
 #[target_feature(enable = "avx2")]

@@ -14,6 +14,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use directions::DirectionsFile;
 
 use crate::decoder::BlockHook;
+use crate::profile::{Phase, timed};
 
 pub use layer_weights::LayerWeights;
 pub use schedule::{Schedule, crossfade};
@@ -293,10 +294,12 @@ pub struct SteeringHook<'p> {
 
 impl BlockHook for SteeringHook<'_> {
     fn after_block(&mut self, block: usize, hidden: Tensor<3>) -> Tensor<3> {
-        match self.plan.delta(block, self.plan.step) {
-            Some(delta) => hidden + delta,
-            None => hidden,
-        }
+        timed(Phase::Steering, || {
+            match self.plan.delta(block, self.plan.step) {
+                Some(delta) => hidden + delta,
+                None => hidden,
+            }
+        })
     }
 }
 

@@ -22,6 +22,7 @@ use serde::Deserialize;
 use crate::decoder::BlockHook;
 use crate::features::{FeatureProtocol, ProbeReport, beside};
 use crate::model::MusicGen;
+use crate::profile::{Phase, timed};
 
 use super::SLOTS;
 use super::shared::Shared;
@@ -157,6 +158,10 @@ impl Meters {
 
     /// Evaluate every meter on its rows and publish the scores.
     pub fn publish(&self, shared: &Shared) {
+        timed(Phase::Meters, || self.publish_now(shared));
+    }
+
+    fn publish_now(&self, shared: &Shared) {
         for (slot, tap) in self.taps.iter().enumerate() {
             let Some(tap) = tap.as_ref().filter(|t| !t.rows.is_empty()) else {
                 continue;
@@ -185,6 +190,14 @@ pub struct Observer<'a> {
 
 impl BlockHook for Observer<'_> {
     fn after_block(&mut self, block: usize, hidden: Tensor<3>) -> Tensor<3> {
+        timed(Phase::Meters, || self.tap(block, &hidden));
+        hidden
+    }
+}
+
+impl Observer<'_> {
+    /// Keep the last position of block `block`'s first row for each meter reading that block.
+    fn tap(&mut self, block: usize, hidden: &Tensor<3>) {
         let [_, seq, d] = hidden.dims();
         for tap in self.meters.taps.iter_mut().flatten() {
             if tap.probe.block != block {
@@ -199,6 +212,5 @@ impl BlockHook for Observer<'_> {
             }
             tap.rows.push_back(row.reshape([d]));
         }
-        hidden
     }
 }

@@ -9,6 +9,7 @@
 use crate::encodec::StreamingDecoder;
 use crate::generate::{Codes, GenerateError, Generation, GenerationOptions, StepOutput};
 use crate::model::MusicGen;
+use crate::profile::{Phase, timed};
 
 use super::resample::StreamResampler;
 use super::{GenerationSettings, StreamError};
@@ -232,9 +233,11 @@ impl<'m> Session<'m> {
             .expect("a completed frame has codes");
         if global >= self.fed {
             self.remember(&codes);
-            self.decoder
-                .push(&self.model.audio_encoder, &codes, &mut self.pcm);
-            self.resampler.process(&self.pcm, out);
+            timed(Phase::Codec, || {
+                self.decoder
+                    .push(&self.model.audio_encoder, &codes, &mut self.pcm);
+                self.resampler.process(&self.pcm, out);
+            });
             self.pcm.clear();
             self.fed = global + 1;
         }
