@@ -182,9 +182,7 @@ impl<M: EditorModel> EditorApp<M> {
                         .desired_width(380.0),
                 )
                 .on_hover_text(tips::MODEL);
-            field.widget_info(|| {
-                egui::WidgetInfo::text_edit(true, "", &self.model_draft, "Model source")
-            });
+            field.widget_info(|| crate::text_edit_info(&self.model_draft, "Model source"));
             let entered = field.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
             let cached = self
                 .cached_models
@@ -227,9 +225,7 @@ impl<M: EditorModel> EditorApp<M> {
                         .desired_width(470.0),
                 )
                 .on_hover_text(tips::PROMPT);
-            field.widget_info(|| {
-                egui::WidgetInfo::text_edit(true, "", &self.prompt_draft, "Prompt")
-            });
+            field.widget_info(|| crate::text_edit_info(&self.prompt_draft, "Prompt text"));
             let entered = field.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
             let pending = self.prompt_draft != self.model.prompt();
             let apply = ui
@@ -249,25 +245,25 @@ impl<M: EditorModel> EditorApp<M> {
                 && let Some(transport) = self.model.transport()
             {
                 if transport.playing {
-                    if ui.button("■ Stop").on_hover_text(tips::STOP).clicked() {
+                    if ui.button("Stop").on_hover_text(tips::STOP).clicked() {
                         self.model.set_playing(false);
                     }
-                } else if ui.button("▶ Play").on_hover_text(tips::PLAY).clicked() {
+                } else if ui.button("Play").on_hover_text(tips::PLAY).clicked() {
                     self.model.set_playing(true);
                 }
-                if ui.button("⏮").on_hover_text(tips::REWIND).clicked() {
+                if ui.button("To start").on_hover_text(tips::REWIND).clicked() {
                     self.model.rewind();
                 }
                 ui.monospace(clock(transport.position_seconds));
                 ui.separator();
             }
             ui.label("Master");
-            Fader::new(self.model.master(), setter, "Master")
+            Fader::new(self.model.master(), setter, "Master strength")
                 .width(150.0)
                 .tooltip(tips::MASTER)
                 .show(ui);
             ui.label("Gate");
-            Fader::new(self.model.gate(), setter, "Gate")
+            Fader::new(self.model.gate(), setter, "Gate probability")
                 .width(110.0)
                 .tooltip(tips::GATE)
                 .show(ui);
@@ -283,7 +279,7 @@ impl<M: EditorModel> EditorApp<M> {
                 .corner_radius(4.0)
                 .show(ui, |ui| {
                     ui.set_width(ui.available_width());
-                    ui.label(RichText::new(format!("⚠ {error}")).color(Color32::WHITE))
+                    ui.label(RichText::new(format!("Error: {error}")).color(Color32::WHITE))
                         .widget_info(|| {
                             egui::WidgetInfo::labeled(
                                 egui::Role::Label,
@@ -390,6 +386,13 @@ fn engine_panel(ui: &mut Ui, engine: Option<&EngineView>, model: &ModelView) {
             ui.weak(why);
         }
     });
+}
+
+/// Accessibility info naming a text field `name` (what screen readers and tests find it by).
+fn text_edit_info(text: &str, name: impl Into<String>) -> egui::WidgetInfo {
+    let mut info = egui::WidgetInfo::text_edit(true, text, text, "");
+    info.label = Some(name.into());
+    info
 }
 
 /// `m:ss.s`

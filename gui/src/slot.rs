@@ -86,9 +86,7 @@ impl SlotStrip {
                         .desired_width(ui.available_width() - 150.0),
                 )
                 .on_hover_text(tips::FILE);
-            file.widget_info(|| {
-                egui::WidgetInfo::text_edit(true, "", &self.draft.file, &format!("Slot {k} file"))
-            });
+            file.widget_info(|| crate::text_edit_info(&self.draft.file, format!("Slot {k} file")));
             if file.lost_focus() {
                 self.commit(model, slot);
             }
@@ -127,7 +125,7 @@ impl SlotStrip {
                 ui.weak("Empty: pick a directions file to steer with.");
             }
             Some((_, Err(error))) => {
-                ui.colored_label(ERROR_COLOR, format!("⚠ {error}"));
+                ui.colored_label(ERROR_COLOR, format!("Error: {error}"));
             }
             Some((_, Ok(info))) => {
                 if self.draft.midi {
@@ -162,7 +160,7 @@ impl SlotStrip {
                 }
                 match width.and_then(|w| info.mismatch(w)) {
                     Some(why) => {
-                        ui.colored_label(ERROR_COLOR, format!("⚠ {why}"));
+                        ui.colored_label(ERROR_COLOR, format!("Error: {why}"));
                     }
                     None => {
                         ui.weak(format!(
@@ -224,7 +222,8 @@ impl SlotStrip {
             model.alpha_preview(slot, from, &mut self.alpha);
             let steered = self.directions().is_some() && !self.draft.midi;
             alpha_plot(ui, &self.alpha, model.gate().value(), steered);
-            self.meter_rect = Some(self.meter_ui(ui, engine.and_then(|e| e.meters[slot].as_ref())));
+            self.meter_rect =
+                Some(self.meter_ui(ui, k, engine.and_then(|e| e.meters[slot].as_ref())));
         });
     }
 
@@ -237,7 +236,7 @@ impl SlotStrip {
             ui.horizontal(|ui| {
                 ui.weak(folder.display().to_string());
                 if let Some(parent) = folder.parent()
-                    && ui.small_button("⬆ up").clicked()
+                    && ui.small_button("Up").clicked()
                 {
                     navigate = Some(parent.to_owned());
                 }
@@ -253,7 +252,7 @@ impl SlotStrip {
                         match entry {
                             PickerEntry::Folder(p) => {
                                 let name = p.file_name().unwrap_or_default().to_string_lossy();
-                                if ui.selectable_label(false, format!("📁 {name}")).clicked() {
+                                if ui.selectable_label(false, format!("{name}/")).clicked() {
                                     navigate = Some(p.clone());
                                 }
                             }
@@ -281,21 +280,14 @@ impl SlotStrip {
 
     /// The live concept meter: one bar per class, the selected class highlighted. Returns
     /// the rectangle it occupies.
-    fn meter_ui(&self, ui: &mut Ui, meter: Option<&crate::model::MeterView>) -> Rect {
+    fn meter_ui(&self, ui: &mut Ui, k: usize, meter: Option<&crate::model::MeterView>) -> Rect {
         let size = Vec2::new(ui.available_width().max(120.0), 56.0);
         let (rect, response) = ui.allocate_exact_size(size, Sense::hover());
         let painter = ui.painter_at(rect);
         painter.rect_filled(rect, CornerRadius::same(3), ui.visuals().extreme_bg_color);
         let text_color = ui.visuals().weak_text_color();
-        let font = egui::FontId::proportional(11.0);
-        let message = |text: &str| {
-            painter.text(
-                rect.center(),
-                egui::Align2::CENTER_CENTER,
-                text,
-                font.clone(),
-                text_color,
-            );
+        let mut message = |text: &str| {
+            ui.put(rect, egui::Label::new(RichText::new(text).weak().small()));
         };
         match (self.directions(), meter) {
             (None, _) => {}
@@ -337,16 +329,22 @@ impl SlotStrip {
                 }
             }
         }
-        let tip = match (self.directions(), meter) {
+        let (label, tip) = match (self.directions(), meter) {
             (Some(info), Some(meter)) => {
-                let mut tip = String::from(crate::tips::METER);
-                for (class, p) in info.classes.iter().zip(&meter.scores) {
-                    tip.push_str(&format!("\n{class}: {:.0} %", p * 100.0));
-                }
-                tip
+                let readings: Vec<String> = info
+                    .classes
+                    .iter()
+                    .zip(&meter.scores)
+                    .map(|(class, p)| format!("{class} {:.0} %", p * 100.0))
+                    .collect();
+                (
+                    format!("Slot {k} meter: {}", readings.join(", ")),
+                    format!("{}\n{}", crate::tips::METER, readings.join("\n")),
+                )
             }
-            _ => crate::tips::METER.to_owned(),
+            _ => (format!("Slot {k} meter"), crate::tips::METER.to_owned()),
         };
+        response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Meter, true, &label));
         response.on_hover_text(tip);
         rect
     }
