@@ -46,8 +46,10 @@ pub struct Musicrfm {
 
 impl Default for Musicrfm {
     fn default() -> Self {
+        let params = Arc::new(MusicrfmParams::default());
+        standalone::apply_launch(&params); // the standalone app's launch options, if any
         Self {
-            params: Arc::new(MusicrfmParams::default()),
+            params,
             repaint: RepaintNotifier::new(),
             link: None,
             engine_config: None,
