@@ -138,7 +138,8 @@ impl Picture {
     /// Whether `rect` shows meter bars (the editor's bar colours, slot::meter_ui).
     fn has_bars(&self, rect: [usize; 4]) -> bool {
         let [x0, y0, x1, y1] = rect;
-        let bar = |c: [u8; 3]| c == [90, 150, 220] || c == [250, 180, 60];
+        let near = |c: [u8; 3], t: [u8; 3]| c.iter().zip(t).all(|(a, b)| a.abs_diff(b) <= 4);
+        let bar = |c: [u8; 3]| near(c, [90, 150, 220]) || near(c, [250, 180, 60]);
         (y0..y1.min(self.height))
             .flat_map(|y| (x0..x1.min(self.width)).map(move |x| (x, y)))
             .filter(|&(x, y)| bar(self.pixel(x, y)))

@@ -25,10 +25,9 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
     let status = Command::new(&cargo)
         .args([
             "build",
-            "-p",
-            "musicrfm",
+            "--workspace",
             "--features",
-            "standalone,assert_process_allocs",
+            "musicrfm/standalone,musicrfm/assert_process_allocs",
             "--bin",
             "musicrfm_standalone",
         ])
