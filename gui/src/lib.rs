@@ -121,10 +121,11 @@ impl<M: EditorModel> EditorApp<M> {
         if let Some(line) = self.model.status_line() {
             self.status = line;
         }
-        egui::ScrollArea::vertical()
+        let backend = engine.as_ref().map(|e| e.backend);
+        egui::ScrollArea::both()
             .auto_shrink([false, false])
             .show(ui, |ui| {
-                self.header(ui, &setter, gui_context.plugin_api());
+                self.header(ui, &setter, gui_context.plugin_api(), backend);
                 self.banner(ui);
                 engine_panel(ui, engine.as_ref(), &self.model_view);
                 ui.separator();
@@ -147,7 +148,13 @@ impl<M: EditorModel> EditorApp<M> {
         self.write_layout(ui.ctx());
     }
 
-    fn header(&mut self, ui: &mut Ui, setter: &ParamSetter<'_>, api: PluginApi) {
+    fn header(
+        &mut self,
+        ui: &mut Ui,
+        setter: &ParamSetter<'_>,
+        api: PluginApi,
+        backend: Option<&str>,
+    ) {
         ui.horizontal(|ui| {
             ui.heading("musicrfm");
             match &self.model_view {
@@ -168,8 +175,8 @@ impl<M: EditorModel> EditorApp<M> {
                     ui.weak(format!("width {d_model} · {blocks} blocks"));
                 }
             }
-            if let Some(engine) = self.model.engine() {
-                ui.weak(format!("· {}", engine.backend));
+            if let Some(backend) = backend {
+                ui.weak(format!("· {backend}"));
             }
         });
 

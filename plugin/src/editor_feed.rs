@@ -91,3 +91,58 @@ pub fn cached_models() -> Vec<String> {
     ids.dedup();
     ids
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::{MusicrfmParams, Shape};
+    use engine::stream::{Engine, EngineConfig};
+    use gui::EditorModel;
+    use nice_plug::prelude::Param;
+
+    fn set(param: &impl Param, plain: f32) {
+        let ptr = param.as_ptr();
+        // SAFETY: the parameter is alive for the call.
+        unsafe { ptr._internal_set_normalized_value(ptr.preview_normalized(plain)) };
+    }
+
+    #[test]
+    fn the_alpha_preview_is_master_times_the_shaped_strength_per_step() {
+        let params = MusicrfmParams::default();
+        set(&params.master, 1.5);
+        set(&params.slots.0[2].strength, 0.5);
+        let shape = &params.slots.0[2].shape;
+        let ptr = shape.as_ptr();
+        // SAFETY: as above.
+        unsafe { ptr._internal_set_normalized_value(shape.preview_normalized(Shape::Rise)) };
+        set(&params.slots.0[2].length, 2.0); // 100 steps
+        let mut alpha = [0.0f32; 4];
+        params.alpha_preview(2, 50, &mut alpha);
+        // Rise over 100 steps from the origin: step 50 is halfway.
+        assert!((alpha[0] - 1.5 * 0.5 * 0.5).abs() < 1e-6, "{alpha:?}");
+        assert!((alpha[1] - 1.5 * 0.5 * 0.51).abs() < 1e-6, "{alpha:?}");
+        params.alpha_preview(2, 100, &mut alpha);
+        assert!(alpha.iter().all(|a| (a - 0.75).abs() < 1e-6), "{alpha:?}");
+        params.alpha_preview(0, 0, &mut alpha);
+        assert_eq!(alpha, [0.0; 4], "slot 1 has strength 0");
+    }
+
+    #[test]
+    fn the_feed_reads_a_running_engine_and_none_before() {
+        let feed = EditorFeed::default();
+        assert_eq!(feed.view(), None);
+        let (handle, _endpoint) = Engine::spawn(EngineConfig {
+            sample_rate: 44_100,
+            ring_samples: 44_100,
+            ..EngineConfig::default()
+        })
+        .unwrap();
+        feed.set(Some(handle.monitor()));
+        let view = feed.view().expect("an engine runs");
+        assert_eq!(view.model, gui::ModelView::None);
+        assert!(!view.running);
+        assert_eq!(view.buffer_capacity_seconds, 1.0);
+        assert_eq!(view.steps_per_second, None);
+        assert!(view.meters.iter().all(Option::is_none));
+    }
+}
