@@ -363,13 +363,6 @@ fn engine_panel(ui: &mut Ui, engine: Option<&EngineView>, model: &ModelView) {
             format!("{:.0} ms", e.buffered_seconds * 1000.0),
             tips::BUFFER,
         );
-        let fill = if e.buffer_capacity_seconds > 0.0 {
-            (e.buffered_seconds / e.buffer_capacity_seconds) as f32
-        } else {
-            0.0
-        };
-        ui.add(egui::ProgressBar::new(fill).desired_width(50.0))
-            .on_hover_text(tips::BUFFER);
         item(
             ui,
             "latency",

@@ -179,9 +179,10 @@ fn capture(display: &str, out: &Path) -> Option<Picture> {
         .stderr(Stdio::null())
         .status()
         .ok()?;
-    status
-        .success()
-        .then(|| Picture::from_xwd(&std::fs::read(out).ok()?))
+    if !status.success() {
+        return None;
+    }
+    Some(Picture::from_xwd(&std::fs::read(out).ok()?))
 }
 
 /// The meters' rectangles (physical pixels) the editor wrote, once slots 1 and 2 have one.
@@ -228,6 +229,8 @@ fn the_standalone_editor_shows_two_live_meters_under_xvfb() {
     let tempo = metered_directions(&model, &dir, "tempo", [12, 34, 56]);
     drop(model);
 
+    // A screen larger than twice the window: X puts the pointer at its centre, off the
+    // editor, so no tooltip covers it.
     let number = (std::process::id() % 400) + 100;
     let display = format!(":{number}");
     let _xvfb = Killed(
@@ -236,7 +239,7 @@ fn the_standalone_editor_shows_two_live_meters_under_xvfb() {
                 display.as_str(),
                 "-screen",
                 "0",
-                "1280x1024x24",
+                "2400x2000x24",
                 "-nolisten",
                 "tcp",
             ])
