@@ -103,7 +103,7 @@ impl Monitor {
     /// (an exponential average with weight 1/8); `None` before the first step.
     pub fn step_seconds(&self) -> Option<f64> {
         let nanos = self.shared.step_nanos.load(Relaxed);
-        (nanos > 0).then(|| nanos as f64 * 1e-9)
+        (nanos > 0).then_some(nanos as f64 * 1e-9)
     }
 
     /// Decoder steps per second the engine can run at its recent pace.
