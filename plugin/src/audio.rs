@@ -144,7 +144,16 @@ impl AudioState {
         buffer: &mut Buffer,
         context: &mut impl ProcessContext<crate::Musicrfm>,
     ) -> ProcessStatus {
-        let transport = context.transport();
+        // The standalone app plays by its own transport (see `crate::standalone`).
+        let own;
+        let transport = if context.plugin_api() == PluginApi::Standalone {
+            own = params
+                .transport
+                .apply(context.transport(), buffer.samples());
+            &own
+        } else {
+            context.transport()
+        };
         // A host that sends no transport at all runs freely from where it is.
         let free_running = transport.tempo.is_none() && transport.pos_seconds.is_none();
         let playing = transport.playing || free_running;

@@ -16,8 +16,10 @@ use nice_plug::prelude::*;
 use nice_plug_egui::RepaintNotifier;
 
 pub mod audio;
+pub mod editor_feed;
 pub mod engine_link;
 pub mod params;
+pub mod standalone;
 pub mod timeline;
 
 use audio::AudioState;
@@ -44,8 +46,10 @@ pub struct Musicrfm {
 
 impl Default for Musicrfm {
     fn default() -> Self {
+        let params = Arc::new(MusicrfmParams::default());
+        standalone::apply_launch(&params); // the standalone app's launch options, if any
         Self {
-            params: Arc::new(MusicrfmParams::default()),
+            params,
             repaint: RepaintNotifier::new(),
             link: None,
             engine_config: None,
@@ -61,6 +65,7 @@ impl Musicrfm {
             self.audio = None;
             self.link = None; // stops the previous link and engine threads
             let (handle, endpoint) = Engine::spawn(config.clone()).ok()?;
+            self.params.editor_feed.set(Some(handle.monitor()));
             let link = EngineLink::spawn(handle, self.params.clone()).ok()?;
             let rate = u64::from(config.sample_rate);
             self.audio = Some(AudioState::new(endpoint, link.shared.clone(), rate));

@@ -341,6 +341,15 @@ pub struct MusicrfmParams {
     pub status: Arc<EngineStatusLine>,
     /// The engine's counters; engine link thread writes, anyone reads.
     pub report: Arc<EngineReport>,
+
+    /// The editor window's logical size. GUI writes (on resize); read when the editor opens.
+    #[persist = "editor-size"]
+    pub editor_size: Arc<RwLock<(f32, f32)>>,
+    /// The running engine's readout for the editor; main thread writes in `activate()`, GUI
+    /// reads. Never the audio thread.
+    pub editor_feed: Arc<crate::editor_feed::EditorFeed>,
+    /// The standalone app's own play / stop: GUI writes, audio thread applies (atomics).
+    pub transport: Arc<crate::standalone::StandaloneTransport>,
 }
 
 impl Default for MusicrfmParams {
@@ -414,6 +423,9 @@ impl Default for MusicrfmParams {
             format: Arc::new(RwLock::new(STATE_FORMAT)),
             status: Arc::new(EngineStatusLine::default()),
             report,
+            editor_size: Arc::new(RwLock::new(gui::EDITOR_SIZE)),
+            editor_feed: Arc::default(),
+            transport: Arc::default(),
         }
     }
 }
@@ -434,24 +446,57 @@ impl MusicrfmParams {
 }
 
 impl gui::EditorModel for MusicrfmParams {
+    type Shape = Shape;
+
     fn master(&self) -> &FloatParam {
         &self.master
+    }
+
+    fn gate(&self) -> &FloatParam {
+        &self.gate
     }
 
     fn slot_strength(&self, slot: usize) -> &FloatParam {
         &self.slots.0[slot].strength
     }
 
-    fn model_source(&self) -> &RwLock<String> {
-        &self.model
+    fn slot_shape(&self, slot: usize) -> &EnumParam<Shape> {
+        &self.slots.0[slot].shape
     }
 
-    fn prompt(&self) -> &RwLock<String> {
-        &self.prompt
+    fn slot_length(&self, slot: usize) -> &FloatParam {
+        &self.slots.0[slot].length
     }
 
-    fn engine_status(&self) -> String {
-        self.status.0.lock().clone()
+    /// As the audio thread computes each step's control: the engine scales the shaped
+    /// strength by master.
+    fn alpha_preview(&self, slot: usize, from_step: u64, out: &mut [f32]) {
+        let params = &self.slots.0[slot];
+        let schedule = params.shape.value().schedule(params.length.value());
+        let (master, strength) = (self.master.value(), params.strength.value());
+        for (i, alpha) in out.iter_mut().enumerate() {
+            *alpha = master * schedule.coefficient(strength, from_step as usize + i, 0.0);
+        }
+    }
+
+    fn model_source(&self) -> String {
+        self.model.read().clone()
+    }
+
+    fn set_model_source(&self, source: &str) {
+        *self.model.write() = source.to_owned();
+    }
+
+    fn cached_models(&self) -> Vec<String> {
+        crate::editor_feed::cached_models()
+    }
+
+    fn prompt(&self) -> String {
+        self.prompt.read().clone()
+    }
+
+    fn set_prompt(&self, prompt: &str) {
+        *self.prompt.write() = prompt.to_owned();
     }
 
     fn slot_directions(&self, slot: usize) -> gui::SlotDirections {
@@ -469,5 +514,37 @@ impl gui::EditorModel for MusicrfmParams {
             class: directions.class,
             midi: directions.midi,
         };
+    }
+
+    fn status_line(&self) -> Option<String> {
+        self.status.0.try_lock().map(|line| line.clone())
+    }
+
+    fn engine(&self) -> Option<gui::EngineView> {
+        self.editor_feed.view()
+    }
+
+    fn editor_size(&self) -> (f32, f32) {
+        let (w, h) = *self.editor_size.read();
+        (w.max(gui::MIN_SIZE.0), h.max(gui::MIN_SIZE.1))
+    }
+
+    fn set_editor_size(&self, size: (f32, f32)) {
+        *self.editor_size.write() = size;
+    }
+
+    fn transport(&self) -> Option<gui::TransportView> {
+        Some(gui::TransportView {
+            playing: self.transport.playing(),
+            position_seconds: self.transport.position_seconds(),
+        })
+    }
+
+    fn set_playing(&self, playing: bool) {
+        self.transport.set_playing(playing);
+    }
+
+    fn rewind(&self) {
+        self.transport.rewind();
     }
 }

@@ -1,7 +1,8 @@
 //! `cargo xtask test [cargo test args…]`: the project's one test command. Bundles the plugin in
 //! release (the host tests load that `.clap`), builds a debug plugin that aborts when
-//! `process()` allocates (`tests/tests/process_allocs.rs` loads it), then runs every workspace
-//! test.
+//! `process()` allocates (`tests/tests/process_allocs.rs` loads it) and the standalone app with
+//! the same check (`tests/tests/editor_screenshot.rs` runs it under Xvfb with the editor open),
+//! then runs every workspace test.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -21,6 +22,30 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
         .context("the bundle step did not produce target/bundled/musicrfm.clap")?;
 
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = Command::new(&cargo)
+        .args([
+            "build",
+            "--workspace",
+            "--features",
+            "musicrfm/standalone,musicrfm/assert_process_allocs",
+            "--bin",
+            "musicrfm_standalone",
+        ])
+        .status()
+        .context("could not run cargo build")?;
+    if !status.success() {
+        bail!("cargo build of the allocation-checked standalone app failed ({status})");
+    }
+    let standalone_dir = target_dir.join("alloc-checked");
+    std::fs::create_dir_all(&standalone_dir)?;
+    let standalone = standalone_dir.join("musicrfm_standalone");
+    std::fs::copy(
+        target_dir.join("debug").join("musicrfm_standalone"),
+        &standalone,
+    )
+    .context("copying the allocation-checked standalone app")?;
+    let standalone = std::fs::canonicalize(standalone)?;
+
     let status = Command::new(&cargo)
         .args([
             "build",
@@ -47,6 +72,7 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
         .args(extra)
         .env("MUSICRFM_CLAP", &clap)
         .env("MUSICRFM_CLAP_ALLOC_CHECKED", &checked)
+        .env("MUSICRFM_STANDALONE", &standalone)
         .status()
         .context("could not run cargo test")?;
     if !status.success() {

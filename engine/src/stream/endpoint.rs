@@ -43,6 +43,9 @@ impl AudioEndpoint {
             chunk.commit_all();
         }
         out[n..].fill(0.0);
+        self.shared
+            .ring_fill
+            .store(self.pcm.slots() as u64, Relaxed);
         if n < out.len() && self.shared.running.load(Acquire) {
             self.shared.underruns.fetch_add(1, Relaxed);
             self.owed += out.len() - n;

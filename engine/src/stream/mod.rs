@@ -16,6 +16,7 @@ mod cache;
 mod endpoint;
 pub mod meters;
 pub mod models;
+pub mod monitor;
 pub mod offline;
 mod resample;
 mod session;
@@ -35,6 +36,7 @@ use crate::sampling::Sampling;
 use crate::steering::LayerWeights;
 
 pub use endpoint::AudioEndpoint;
+pub use monitor::{LoadedModel, MeterReading, ModelState, Monitor};
 pub use resample::StreamResampler;
 pub use session::{Session, SessionOptions};
 pub use shared::{ErrorCode, Status};
@@ -258,6 +260,13 @@ impl Engine {
             )));
         }
         let shared = Arc::new(shared::Shared::default());
+        shared
+            .sample_rate
+            .store(config.sample_rate, std::sync::atomic::Ordering::Relaxed);
+        shared.ring_capacity.store(
+            config.ring_samples as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let (control_tx, control_rx) = rtrb::RingBuffer::new(config.control_capacity);
         let (pcm_tx, pcm_rx) = rtrb::RingBuffer::new(config.ring_samples);
         let (command_tx, command_rx) = bounded(64);
@@ -359,6 +368,14 @@ impl EngineHandle {
 
     pub fn status(&self) -> Status {
         self.shared.status()
+    }
+
+    /// A read-only, lock-free view of this engine for displays; it stays valid (reading the
+    /// last values) after the engine stops.
+    pub fn monitor(&self) -> Monitor {
+        Monitor {
+            shared: self.shared.clone(),
+        }
     }
 
     /// How long each timeline step since the engine started took (the last 65 536 at most;

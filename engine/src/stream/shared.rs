@@ -101,6 +101,23 @@ pub struct Shared {
     pub epoch: AtomicU64,
     pub acknowledged: AtomicU64,
     pub meters: [SlotMeter; super::SLOTS],
+    /// Set once when the engine starts (host rate, ring capacity in samples); read by anyone.
+    pub sample_rate: AtomicU32,
+    pub ring_capacity: AtomicU64,
+    /// Written by the audio thread after each `pop`: samples left in the ring. Read by
+    /// displays ([`super::Monitor`]).
+    pub ring_fill: AtomicU64,
+    /// Written by the engine thread after each timeline step: the step time in nanoseconds,
+    /// smoothed (exponential average, weight 1/8). Read by displays.
+    pub step_nanos: AtomicU64,
+    /// Written by the engine thread around a model load; read by displays.
+    pub loading: AtomicBool,
+    /// The loaded model's decoder width and blocks (0: none). Engine thread writes.
+    pub model_width: AtomicU64,
+    pub model_blocks: AtomicU64,
+    /// The model source being loaded or loaded. Engine thread writes; non-real-time readers
+    /// only (displays use `try_lock`).
+    pub model_name: Mutex<String>,
 }
 
 impl Shared {

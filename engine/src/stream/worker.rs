@@ -540,8 +540,15 @@ impl Worker {
             if self.step_times.len() == STEP_TIMES {
                 self.step_times.drain(..STEP_TIMES / 2);
             }
+            let took = started.elapsed();
+            let nanos = took.as_nanos().min(u64::MAX as u128) as u64;
+            let smoothed = match self.shared.step_nanos.load(Relaxed) {
+                0 => nanos,
+                last => last - last / 8 + nanos / 8,
+            };
+            self.shared.step_nanos.store(smoothed.max(1), Relaxed);
             self.step_times.push(StepTime {
-                took: started.elapsed(),
+                took,
                 sliding: sliding || session.sliding(),
             });
             // Meters first: a reader that sees the step sees its publication.
@@ -714,15 +721,33 @@ impl Worker {
         source: ModelSource,
         options: crate::model::LoadOptions,
     ) -> Result<(), StreamError> {
-        let model = match source {
-            ModelSource::Loaded(model) => model,
+        let name = match &source {
+            ModelSource::Loaded(model) => model.dir.display().to_string(),
+            ModelSource::Path(name) => name.clone(),
+        };
+        if let Ok(mut shown) = self.shared.model_name.lock() {
+            *shown = name;
+        }
+        self.shared.loading.store(true, Release);
+        let loaded = match source {
+            ModelSource::Loaded(model) => Ok(model),
             ModelSource::Path(name) => {
                 super::models::load_shared(&name, options).map_err(|error| StreamError::Model {
                     model: name,
                     error: Box::new(error),
-                })?
+                })
             }
         };
+        self.shared.loading.store(false, Release);
+        let model = loaded.inspect_err(|_| {
+            self.shared.model_width.store(0, Release);
+        })?;
+        self.shared
+            .model_width
+            .store(model.decoder.d_model() as u64, Release);
+        self.shared
+            .model_blocks
+            .store(model.decoder.num_blocks() as u64, Release);
         self.steering.rebuild(&model, self.settings.seed)?;
         self.model = Some(model);
         Ok(())
