@@ -15,7 +15,7 @@ mod support;
 
 use support::*;
 use xtask::clap_host::{
-    self, HostEvent, Instance, Playback, TimedEvent, TransportState, engine_counter,
+    self, HostCheck, HostEvent, Instance, Playback, TimedEvent, TransportState, engine_counter,
 };
 
 const RATE: f64 = 48_000.0;
@@ -33,7 +33,7 @@ fn run(
     strength: f64,
     transport: &dyn Fn(u64) -> TransportState,
     offline: bool,
-    wait_before: Option<(u64, &dyn Fn(&mut Instance) -> bool)>,
+    wait_before: Option<(u64, HostCheck<'_>)>,
 ) -> Vec<f32> {
     if offline {
         clap_host::set_offline(instance).unwrap();

@@ -322,6 +322,9 @@ pub struct TransportState {
     pub position: u64,
 }
 
+/// A question the host asks the plugin on the main thread ([`Playback::wait_before`]).
+pub type HostCheck<'a> = &'a dyn Fn(&mut Instance) -> bool;
+
 /// One run of the plugin: activate, process the blocks, deactivate.
 pub struct Playback<'a> {
     pub sample_rate: f64,
@@ -339,7 +342,7 @@ pub struct Playback<'a> {
     /// Before the block that starts at this sample of the run, call this on the main thread
     /// until it returns `true` (at most a minute): a host that waits, transport stopped, for
     /// something the plugin reports.
-    pub wait_before: Option<(u64, &'a dyn Fn(&mut Instance) -> bool)>,
+    pub wait_before: Option<(u64, HostCheck<'a>)>,
 }
 
 impl Default for Playback<'_> {
