@@ -12,7 +12,6 @@ use burn::tensor::Tensor;
 use common::host::*;
 use common::*;
 use directions::faer::Mat;
-use directions::{KernelParams, Probe, ProbeKind};
 use engine::stream::{Clock, ControlFrame, EngineConfig, GenerationSettings, SlotDirection};
 use engine::{CaptureBlocks, Generation, GenerationOptions, MusicGen, Sampling};
 
@@ -20,33 +19,13 @@ const PROMPT: &str = "jazz trio";
 const BLOCK: usize = 1;
 const STEPS: u64 = 160;
 
-/// A 3-class probe of the model's width with fixed pseudo-random centers and weights.
-fn probe(d: usize) -> Probe<f32> {
-    let wave = |i: usize, j: usize, k: f32| ((i * 31 + j * 7) as f32 * k).sin();
-    Probe::new(
-        ProbeKind::Multiclass { n_classes: 3 },
-        KernelParams {
-            bandwidth: 10.0,
-            exponent: 1.0,
-        },
-        1e-3,
-        false,
-        Mat::<f32>::from_fn(d, d, |i, j| if i == j { 1.0 } else { 0.0 }),
-        Mat::<f32>::from_fn(12, d, |i, j| wave(i, j, 0.37)),
-        Mat::<f32>::from_fn(12, 3, |i, j| wave(i, j, 1.3)),
-        0.0,
-        1.0,
-    )
-    .unwrap()
-}
-
 #[test]
 fn a_slot_with_a_probe_beside_its_file_is_metered_on_the_stream() {
     let model = Arc::new(MusicGen::load(&model_dir("musicgen-tiny"), &device()).unwrap());
     let dir = temp_dir("meters");
     let metered = head_direction_file(&model, 55, &dir.join("chords.safetensors"));
     let plain = head_direction_file(&model, 66, &dir.join("plain.safetensors"));
-    let probe = probe(model.decoder.d_model());
+    let probe = common::host::test_probe(model.decoder.d_model(), 0);
     probe.save(&dir.join("chords.probe.safetensors")).unwrap();
     let report = format!(
         r#"{{"concept": "test", "probe": {{"file": "chords.probe.safetensors", "block": {BLOCK}, "kind": "multiclass"}}}}"#

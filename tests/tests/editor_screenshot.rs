@@ -16,8 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use directions::faer::Mat;
-use directions::{DirectionsFile, KernelParams, Probe, ProbeKind};
+use directions::DirectionsFile;
 
 const WAIT: Duration = Duration::from_secs(240);
 
@@ -58,22 +57,7 @@ fn metered_directions(
     file.write(&path).unwrap();
 
     let d = model.decoder.d_model();
-    let wave = |i: usize, j: usize, k: f32| ((i * 31 + j * 7 + codes[0]) as f32 * k).sin();
-    let probe = Probe::new(
-        ProbeKind::Multiclass { n_classes: 3 },
-        KernelParams {
-            bandwidth: 10.0,
-            exponent: 1.0,
-        },
-        1e-3,
-        false,
-        Mat::<f32>::from_fn(d, d, |i, j| if i == j { 1.0 } else { 0.0 }),
-        Mat::<f32>::from_fn(12, d, |i, j| wave(i, j, 0.37)),
-        Mat::<f32>::from_fn(12, 3, |i, j| wave(i, j, 1.3)),
-        0.0,
-        1.0,
-    )
-    .unwrap();
+    let probe = common::host::test_probe(d, codes[0]);
     probe
         .save(&dir.join(format!("{stem}.probe.safetensors")))
         .unwrap();
@@ -251,10 +235,7 @@ fn the_standalone_editor_shows_two_live_meters_under_xvfb() {
     let socket = PathBuf::from(format!("/tmp/.X11-unix/X{number}"));
     let started = Instant::now();
     while !socket.exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "Xvfb did not come up"
-        );
+        assert!(started.elapsed() < WAIT, "Xvfb did not come up");
         std::thread::sleep(Duration::from_millis(50));
     }
 

@@ -111,3 +111,26 @@ pub fn latency(endpoint: &AudioEndpoint) -> usize {
     }
     panic!("the engine did not start: {:?}", endpoint.status());
 }
+
+/// A 3-class probe of width `d` with fixed pseudo-random centers and weights (`offset` makes
+/// another one): a live meter's input in the stream and editor tests.
+pub fn test_probe(d: usize, offset: usize) -> directions::Probe<f32> {
+    use directions::faer::Mat;
+    use directions::{KernelParams, Probe, ProbeKind};
+    let wave = |i: usize, j: usize, k: f32| ((i * 31 + j * 7 + offset) as f32 * k).sin();
+    Probe::new(
+        ProbeKind::Multiclass { n_classes: 3 },
+        KernelParams {
+            bandwidth: 10.0,
+            exponent: 1.0,
+        },
+        1e-3,
+        false,
+        Mat::<f32>::from_fn(d, d, |i, j| if i == j { 1.0 } else { 0.0 }),
+        Mat::<f32>::from_fn(12, d, |i, j| wave(i, j, 0.37)),
+        Mat::<f32>::from_fn(12, 3, |i, j| wave(i, j, 1.3)),
+        0.0,
+        1.0,
+    )
+    .unwrap()
+}
