@@ -15,9 +15,13 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use crate::config::DecoderConfig;
 use crate::error::{CacheError, LoadError};
 use crate::matvec::WeightFormat;
-use crate::nn::{Activation, LayerNorm, Linear, attention, merge_heads, split_heads};
+use crate::nn::{
+    Activation, LayerNorm, Linear, attention, host_vec, is_host, merge_heads, split_heads,
+};
 use crate::profile::{Phase, timed};
 use crate::weights::Weights;
+
+mod host;
 
 /// nn.LayerNorm's default, which MusicGen uses everywhere.
 const LAYER_NORM_EPS: f64 = 1e-5;
@@ -229,6 +233,34 @@ impl Block {
     }
 }
 
+impl Block {
+    /// Whether every linear and norm of the block lives in host memory.
+    fn is_host(&self) -> bool {
+        let (s, c) = (&self.self_attn, &self.encoder_attn);
+        [
+            &s.q_proj,
+            &s.k_proj,
+            &s.v_proj,
+            &s.out_proj,
+            &c.q_proj,
+            &c.k_proj,
+            &c.v_proj,
+            &c.out_proj,
+            &self.fc1,
+            &self.fc2,
+        ]
+        .iter()
+        .all(|l| l.is_host())
+            && [
+                &self.self_attn_layer_norm,
+                &self.encoder_attn_layer_norm,
+                &self.final_layer_norm,
+            ]
+            .iter()
+            .all(|n| n.is_host())
+    }
+}
+
 /// Text keys/values for every block's cross-attention, computed once per prompt.
 #[derive(Clone)]
 pub struct CrossContext {
@@ -236,6 +268,8 @@ pub struct CrossContext {
     /// `[batch, 1, 1, text_len]`: 0 for tokens, f32::MIN for padding (and for every key of the
     /// unconditional CFG row, whose states are zero: its cross-attention output is exactly 0).
     bias: Tensor<4>,
+    /// The same keys, values and bias in host memory, on the CPU (for the host step).
+    host: Option<std::sync::Arc<host::HostCross>>,
 }
 
 impl CrossContext {
@@ -255,9 +289,18 @@ pub struct KvCache {
 /// One block's keys and values, `[batch, heads, capacity, head_dim]` each; positions `0..len`
 /// are live.
 struct LayerCache {
-    k: Tensor<4>,
-    v: Tensor<4>,
+    store: CacheStore,
     len: usize,
+}
+
+// One per block: the size of the tensor variant does not matter.
+#[allow(clippy::large_enum_variant)]
+enum CacheStore {
+    /// burn tensors (a GPU backend).
+    Tensor { k: Tensor<4>, v: Tensor<4> },
+    /// Host memory (the CPU), which the one-position host step ([`host`]) reads and writes in
+    /// place; the tensor path copies the live positions out.
+    Host(host::HostKv),
 }
 
 impl LayerCache {
@@ -270,16 +313,28 @@ impl LayerCache {
     fn append(&mut self, k_new: Tensor<4>, v_new: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
         let [batch, heads, seq, head_dim] = k_new.dims();
         let end = self.len + seq;
-        debug_assert!(end <= self.k.dims()[2], "KvCache::check_room runs first");
-        let range = [0..batch, 0..heads, self.len..end, 0..head_dim];
-        self.k = Self::write(&mut self.k, range.clone(), k_new);
-        self.v = Self::write(&mut self.v, range, v_new);
+        let (k, v) = match &mut self.store {
+            CacheStore::Tensor { k, v } => {
+                debug_assert!(end <= k.dims()[2], "KvCache::check_room runs first");
+                let range = [0..batch, 0..heads, self.len..end, 0..head_dim];
+                *k = Self::write(k, range.clone(), k_new);
+                *v = Self::write(v, range, v_new);
+                let live = [0..batch, 0..heads, 0..end, 0..head_dim];
+                (k.clone().slice(live.clone()), v.clone().slice(live))
+            }
+            CacheStore::Host(kv) => {
+                let device = k_new.device();
+                kv.write_heads(self.len, seq, &host_vec(&k_new), &host_vec(&v_new));
+                let (k, v) = kv.live(end);
+                let shape = [batch, heads, end, head_dim];
+                (
+                    Tensor::from_data(TensorData::new(k, shape), &device),
+                    Tensor::from_data(TensorData::new(v, shape), &device),
+                )
+            }
+        };
         self.len = end;
-        let live = [0..batch, 0..heads, 0..end, 0..head_dim];
-        (
-            self.k.clone().slice(live.clone()),
-            self.v.clone().slice(live),
-        )
+        (k, v)
     }
 
     /// `buffer[range] = values`, in place.
@@ -307,12 +362,21 @@ impl KvCache {
         head_dim: usize,
         device: &Device,
     ) -> Self {
-        let zeros = || Tensor::<4>::zeros([batch, heads, capacity, head_dim], device);
+        let dims = [batch, heads, capacity, head_dim];
+        let store = || {
+            if is_host(device) {
+                CacheStore::Host(host::HostKv::zeros(dims))
+            } else {
+                CacheStore::Tensor {
+                    k: Tensor::<4>::zeros(dims, device),
+                    v: Tensor::<4>::zeros(dims, device),
+                }
+            }
+        };
         Self {
             layers: (0..blocks)
                 .map(|_| LayerCache {
-                    k: zeros(),
-                    v: zeros(),
+                    store: store(),
                     len: 0,
                 })
                 .collect(),
@@ -348,6 +412,14 @@ impl KvCache {
 
     pub fn batch(&self) -> usize {
         self.batch
+    }
+
+    /// Whether the keys and values live in host memory (the CPU), where a one-position step
+    /// runs on host values end to end.
+    fn is_host(&self) -> bool {
+        self.layers
+            .iter()
+            .all(|layer| matches!(layer.store, CacheStore::Host(_)))
     }
 
     /// Forget every position (the buffers stay allocated).
@@ -392,6 +464,9 @@ pub struct DecoderLm {
     positions: Tensor<2>,
     pub config: DecoderConfig,
     device: Device,
+    /// Whether every block's linears and norms live in host memory (the CPU), so a
+    /// one-position step runs on host values end to end ([`host`]).
+    host_step: bool,
 }
 
 impl DecoderLm {
@@ -443,6 +518,9 @@ impl DecoderLm {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let positions = sinusoidal_positions(config.max_position_embeddings, d, device);
+        let host_step = layer_norm.is_host()
+            && lm_heads.iter().all(Linear::is_host)
+            && layers.iter().all(Block::is_host);
         Ok(Self {
             embed_tokens,
             layers,
@@ -451,6 +529,7 @@ impl DecoderLm {
             positions,
             config: config.clone(),
             device: device.clone(),
+            host_step,
         })
     }
 
@@ -522,7 +601,7 @@ impl DecoderLm {
     /// `encoder_states: [batch, text_len, d_model]`, `mask: [batch, text_len]`
     pub fn cross_context(&self, encoder_states: Tensor<3>, mask: Tensor<2>) -> CrossContext {
         let [batch, text_len, _] = encoder_states.dims();
-        let kv = self
+        let kv: Vec<_> = self
             .layers
             .iter()
             .map(|layer| layer.encoder_attn.project_kv(encoder_states.clone()))
@@ -530,7 +609,10 @@ impl DecoderLm {
         let bias = (mask.ones_like() - mask)
             .mul_scalar(f32::MIN)
             .reshape([batch, 1, 1, text_len]);
-        CrossContext { kv, bias }
+        let host = self
+            .host_step
+            .then(|| std::sync::Arc::new(host::HostCross::new(&kv, &bias)));
+        CrossContext { kv, bias, host }
     }
 
     /// Sum of the codebook embeddings plus sinusoidal positions from `start`.
@@ -630,6 +712,9 @@ impl DecoderLm {
     ) -> Result<Tensor<4>, CacheError> {
         let [batch, _, seq] = tokens.dims();
         cache.check_room(batch, seq)?;
+        if seq == 1 && self.host_step_ready(cache, cross) {
+            return Ok(self.step_host(tokens, cache, cross, hook));
+        }
         let start = cache.len();
         let x = timed(Phase::Embed, || self.embed(tokens, start));
         // One new position attends to every cached one; a block of several needs a causal mask.

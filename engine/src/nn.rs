@@ -159,6 +159,20 @@ impl Linear {
         }
     }
 
+    /// `y = x Wᵀ + b` on host rows (`x`: `rows` rows of `d_in`), or `None` where the weight is
+    /// a tensor ([`Self::is_host`] is false).
+    pub(crate) fn forward_rows(&self, x: &[f32], rows: usize) -> Option<Vec<f32>> {
+        match &self.weight {
+            LinearWeight::Host { matrix, bias } => Some(matrix.matmul(x, rows, bias.as_deref())),
+            LinearWeight::Tensor { .. } => None,
+        }
+    }
+
+    /// Whether the weight lives in host memory ([`Self::load_as`] on the CPU).
+    pub(crate) fn is_host(&self) -> bool {
+        matches!(self.weight, LinearWeight::Host { .. })
+    }
+
     /// The weight as `[d_in, d_out]` f32 (for probes of the LM head, tests); a packed weight
     /// gives the values it multiplies by.
     pub fn weight_f32(&self) -> Tensor<2> {
@@ -236,12 +250,30 @@ impl LayerNorm {
 }
 
 impl LayerNorm {
-    /// [`Self::forward`] on host values: mean and variance accumulated in f64 per row.
+    /// [`Self::forward`] on host values.
     fn forward_host(&self, x: Tensor<3>, weight: &[f32], bias: &[f32]) -> Tensor<3> {
         let dims = x.dims();
         let device = x.device();
         let mut values = host_vec(&x);
-        let dim = dims[2];
+        self.normalize_rows(&mut values, weight, bias);
+        Tensor::from_data(TensorData::new(values, dims), &device)
+    }
+
+    /// Normalise host rows of `dim` in place, or `false` (nothing done) where the norm's
+    /// parameters are tensors (not on the CPU).
+    pub(crate) fn forward_rows(&self, values: &mut [f32]) -> bool {
+        match &self.host {
+            Some((weight, bias)) => {
+                self.normalize_rows(values, weight, bias);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Mean and variance accumulated in f64 per row.
+    fn normalize_rows(&self, values: &mut [f32], weight: &[f32], bias: &[f32]) {
+        let dim = weight.len();
         for row in values.chunks_exact_mut(dim.max(1)) {
             let mean = row.iter().map(|&v| v as f64).sum::<f64>() / dim as f64;
             let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / dim as f64;
@@ -250,12 +282,16 @@ impl LayerNorm {
                 *v = ((*v as f64 - mean) * inverse) as f32 * w + b;
             }
         }
-        Tensor::from_data(TensorData::new(values, dims), &device)
+    }
+
+    /// Whether the parameters live in host memory (on the CPU).
+    pub(crate) fn is_host(&self) -> bool {
+        self.host.is_some()
     }
 }
 
 /// A tensor's values as f32, row-major.
-fn host_vec<const D: usize>(x: &Tensor<D>) -> Vec<f32> {
+pub(crate) fn host_vec<const D: usize>(x: &Tensor<D>) -> Vec<f32> {
     x.clone()
         .into_data()
         .convert::<f32>()
@@ -312,6 +348,22 @@ impl Activation {
             Activation::Relu => relu(x),
             Activation::Gelu => gelu(x),
             Activation::GeluTanh => gelu_approximate(x),
+        }
+    }
+
+    /// [`Self::forward`] on host values, in place, with the formulas burn-flex evaluates
+    /// (exact GELU through libm's `erff`).
+    pub(crate) fn apply(self, values: &mut [f32]) {
+        const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+        match self {
+            Activation::Relu => values.iter_mut().for_each(|v| *v = v.max(0.0)),
+            Activation::Gelu => values
+                .iter_mut()
+                .for_each(|v| *v = 0.5 * *v * (1.0 + libm::erff(*v / std::f32::consts::SQRT_2))),
+            Activation::GeluTanh => values.iter_mut().for_each(|v| {
+                let x = *v;
+                *v = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)).tanh());
+            }),
         }
     }
 }
