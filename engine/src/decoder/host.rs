@@ -20,24 +20,44 @@ use burn::tensor::{Int, Tensor, TensorData};
 use rayon::prelude::*;
 
 use super::{Block, BlockHook, CrossContext, DecoderLm, KvCache, LayerCache};
-use crate::nn::host_vec;
+use crate::nn::{exp_nonpositive, host_vec};
 use crate::profile::{Phase, timed};
 
-/// Keys and values of one block in host memory, `[batch, heads, capacity, head_dim]` each.
+/// Keys and values of one block in host memory for `[batch, heads]` query rows and `capacity`
+/// positions. Keys are stored in tiles of [`KEY_BLOCK`] positions, transposed within a tile
+/// (`[batch, heads, tiles, head_dim, KEY_BLOCK]`): a block of scores is `head_dim` vector
+/// multiply-adds with no horizontal sums, and a head's keys are one contiguous run that the
+/// hardware prefetcher follows (a plain transpose, `[head_dim, capacity]`, read each block as
+/// `head_dim` cache lines a row apart and waited on memory). Values are
+/// `[batch, heads, capacity, head_dim]`: the weighted sum is one contiguous multiply-add per
+/// position.
 pub(crate) struct HostKv {
-    k: Vec<f32>,
+    k_t: Vec<f32>,
     v: Vec<f32>,
+    /// `[batch, heads, capacity, head_dim]`: the logical shape.
     dims: [usize; 4],
+    /// Tiles per head: the capacity rounded up to whole [`KEY_BLOCK`]s, so every score block
+    /// reads whole vectors.
+    tiles: usize,
 }
 
 impl HostKv {
     pub(crate) fn zeros(dims: [usize; 4]) -> Self {
-        let len = dims.iter().product();
+        let [batch, heads, capacity, head_dim] = dims;
+        let tiles = capacity.div_ceil(KEY_BLOCK);
         Self {
-            k: vec![0.0; len],
-            v: vec![0.0; len],
+            k_t: vec![0.0; batch * heads * tiles * head_dim * KEY_BLOCK],
+            v: vec![0.0; batch * heads * capacity * head_dim],
             dims,
+            tiles,
         }
+    }
+
+    /// Index of key `(bh, position, d)` in `k_t`.
+    #[inline(always)]
+    fn key_index(&self, bh: usize, position: usize, d: usize) -> usize {
+        ((bh * self.tiles + position / KEY_BLOCK) * self.dims[3] + d) * KEY_BLOCK
+            + position % KEY_BLOCK
     }
 
     /// Write `seq` positions from `start`, given per head (`[batch, heads, seq, head_dim]`).
@@ -46,37 +66,36 @@ impl HostKv {
         let span = seq * head_dim;
         for bh in 0..batch * heads {
             let dst = (bh * capacity + start) * head_dim;
-            self.k[dst..dst + span].copy_from_slice(&k[bh * span..(bh + 1) * span]);
             self.v[dst..dst + span].copy_from_slice(&v[bh * span..(bh + 1) * span]);
+            for s in 0..seq {
+                let key = &k[bh * span + s * head_dim..][..head_dim];
+                for (d, &value) in key.iter().enumerate() {
+                    let i = self.key_index(bh, start + s, d);
+                    self.k_t[i] = value;
+                }
+            }
         }
     }
 
-    /// Write one position given per row (`[batch, heads * head_dim]`, a projection's output).
+    /// Write one position given per row (`[batch, heads * head_dim]`, a projection's output:
+    /// the same values as `[batch, heads, 1, head_dim]`).
     fn write_position(&mut self, position: usize, k: &[f32], v: &[f32]) {
-        let [batch, heads, capacity, head_dim] = self.dims;
-        for b in 0..batch {
-            for h in 0..heads {
-                let dst = ((b * heads + h) * capacity + position) * head_dim;
-                let src = (b * heads + h) * head_dim;
-                self.k[dst..dst + head_dim].copy_from_slice(&k[src..src + head_dim]);
-                self.v[dst..dst + head_dim].copy_from_slice(&v[src..src + head_dim]);
-            }
-        }
+        self.write_heads(position, 1, k, v);
     }
 
     /// Positions `0..len` as `[batch, heads, len, head_dim]` copies.
     pub(crate) fn live(&self, len: usize) -> (Vec<f32>, Vec<f32>) {
         let [batch, heads, capacity, head_dim] = self.dims;
-        let span = len * head_dim;
-        let gather = |buffer: &[f32]| {
-            (0..batch * heads)
-                .flat_map(|bh| {
-                    let start = bh * capacity * head_dim;
-                    buffer[start..start + span].iter().copied()
-                })
-                .collect()
-        };
-        (gather(&self.k), gather(&self.v))
+        let mut k = Vec::with_capacity(batch * heads * len * head_dim);
+        let mut v = Vec::with_capacity(batch * heads * len * head_dim);
+        for bh in 0..batch * heads {
+            for s in 0..len {
+                k.extend((0..head_dim).map(|d| self.k_t[self.key_index(bh, s, d)]));
+            }
+            let start = bh * capacity * head_dim;
+            v.extend_from_slice(&self.v[start..start + len * head_dim]);
+        }
+        (k, v)
     }
 }
 
@@ -93,10 +112,11 @@ impl HostCross {
         Self {
             kv: kv
                 .iter()
-                .map(|(k, v)| HostKv {
-                    k: host_vec(k),
-                    v: host_vec(v),
-                    dims: k.dims(),
+                .map(|(k, v)| {
+                    let dims = k.dims();
+                    let mut host = HostKv::zeros(dims);
+                    host.write_heads(0, dims[2], &host_vec(k), &host_vec(v));
+                    host
                 })
                 .collect(),
             bias: host_vec(bias),
@@ -106,7 +126,7 @@ impl HostCross {
 
 /// Attention work (query rows × heads × keys × head_dim) below which one thread is faster than
 /// splitting the heads over rayon's.
-const PARALLEL_WORK: usize = 1 << 18;
+const PARALLEL_WORK: usize = 1 << 14;
 
 /// One query position per row attends to positions `0..len` of `kv`; `bias` (`[batch, len]`)
 /// is added to the scaled scores.
@@ -114,35 +134,21 @@ const PARALLEL_WORK: usize = 1 << 18;
 /// # Shapes
 /// `q: [batch, heads * head_dim]` → `[batch, heads * head_dim]`
 fn attend_one(q: &[f32], kv: &HostKv, len: usize, scale: f32, bias: Option<&[f32]>) -> Vec<f32> {
-    let [batch, heads, capacity, head_dim] = kv.dims;
+    let [batch, heads, _, head_dim] = kv.dims;
     let mut out = vec![0f32; batch * heads * head_dim];
     let head = |bh: usize, out: &mut [f32]| {
-        let b = bh / heads;
-        let q = &q[bh * head_dim..(bh + 1) * head_dim];
-        let base = bh * capacity * head_dim;
-        let keys = &kv.k[base..base + len * head_dim];
-        let values = &kv.v[base..base + len * head_dim];
-        let mut scores: Vec<f32> = keys
-            .chunks_exact(head_dim)
-            .map(|k| dot(q, k) * scale)
-            .collect();
-        if let Some(bias) = bias {
-            for (s, b) in scores.iter_mut().zip(&bias[b * len..(b + 1) * len]) {
-                *s += b;
-            }
-        }
-        let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-        let mut sum = 0f32;
-        for s in &mut scores {
-            *s = (*s - max).exp();
-            sum += *s;
-        }
-        for (p, v) in scores.iter().zip(values.chunks_exact(head_dim)) {
-            let p = p / sum;
-            for (o, v) in out.iter_mut().zip(v) {
-                *o += p * v;
-            }
-        }
+        let bias = bias.map(|bias| &bias[bh / heads * len..][..len]);
+        let mut scores = vec![0f32; len];
+        attend_head(
+            kv,
+            bh,
+            len,
+            &q[bh * head_dim..][..head_dim],
+            scale,
+            bias,
+            &mut scores,
+            out,
+        );
     };
     if batch * heads * len * head_dim >= PARALLEL_WORK {
         out.par_chunks_mut(head_dim)
@@ -156,18 +162,183 @@ fn attend_one(q: &[f32], kv: &HostKv, len: usize, scale: f32, bias: Option<&[f32
     out
 }
 
-/// A dot product over 8 partial sums, which the compiler keeps in one vector register.
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let whole = a.len() / 8 * 8;
-    for (a, b) in a[..whole].chunks_exact(8).zip(b[..whole].chunks_exact(8)) {
-        for l in 0..8 {
-            lanes[l] += a[l] * b[l];
+/// The widest vector instructions the attention loops are compiled for, detected once.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Isa {
+    Baseline,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+fn isa() -> Isa {
+    static DETECTED: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+    *DETECTED.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                return Isa::Avx512;
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Baseline
+    })
+}
+
+/// One head of one row: `out = softmax(scale · q Kᵀ + bias) V` over positions `0..len`.
+/// `scores` is scratch of `len`. The loops are element-wise (no reassociated sums), so every
+/// instruction set computes the same values.
+#[allow(clippy::too_many_arguments)]
+fn attend_head(
+    kv: &HostKv,
+    bh: usize,
+    len: usize,
+    q: &[f32],
+    scale: f32,
+    bias: Option<&[f32]>,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    match isa() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `isa` detected AVX-512F on this CPU.
+        Isa::Avx512 => unsafe { attend_head_avx512(kv, bh, len, q, scale, bias, scores, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `isa` detected AVX2 and FMA on this CPU.
+        Isa::Avx2 => unsafe { attend_head_avx2(kv, bh, len, q, scale, bias, scores, out) },
+        Isa::Baseline => attend_head_body(kv, bh, len, q, scale, bias, scores, out),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+fn attend_head_avx512(
+    kv: &HostKv,
+    bh: usize,
+    len: usize,
+    q: &[f32],
+    scale: f32,
+    bias: Option<&[f32]>,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    attend_head_body(kv, bh, len, q, scale, bias, scores, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+fn attend_head_avx2(
+    kv: &HostKv,
+    bh: usize,
+    len: usize,
+    q: &[f32],
+    scale: f32,
+    bias: Option<&[f32]>,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    attend_head_body(kv, bh, len, q, scale, bias, scores, out)
+}
+
+/// Keys a score block holds: one 512-bit vector of f32.
+const KEY_BLOCK: usize = 16;
+
+/// [`attend_head`]'s loops, inlined into each instruction set's copy. Each block of
+/// [`KEY_BLOCK`] scores and each 16-wide piece of the output stays in registers over its whole
+/// sum (fixed-size arrays the compiler keeps in vector registers).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn attend_head_body(
+    kv: &HostKv,
+    bh: usize,
+    len: usize,
+    q: &[f32],
+    scale: f32,
+    bias: Option<&[f32]>,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let head_dim = kv.dims[3];
+    let scores = &mut scores[..len];
+    for (b, block) in scores.chunks_mut(KEY_BLOCK).enumerate() {
+        let first = b * KEY_BLOCK;
+        // Four partial sums over d mod 4, so consecutive adds do not wait on each other. A
+        // short last block reads its whole tile (past `len`) and drops those scores.
+        let tile = &kv.k_t[kv.key_index(bh, first, 0)..][..head_dim * KEY_BLOCK];
+        let row = |d: usize| -> &[f32; KEY_BLOCK] {
+            tile[d * KEY_BLOCK..]
+                .first_chunk()
+                .expect("a tile holds head_dim rows of a whole block")
+        };
+        let mut acc = [[0f32; KEY_BLOCK]; 4];
+        let quads = head_dim / 4 * 4;
+        for d in (0..quads).step_by(4) {
+            let (r0, r1, r2, r3) = (row(d), row(d + 1), row(d + 2), row(d + 3));
+            let (q0, q1, q2, q3) = (q[d], q[d + 1], q[d + 2], q[d + 3]);
+            for l in 0..KEY_BLOCK {
+                acc[0][l] += q0 * r0[l];
+                acc[1][l] += q1 * r1[l];
+                acc[2][l] += q2 * r2[l];
+                acc[3][l] += q3 * r3[l];
+            }
+        }
+        for (d, &qd) in q.iter().enumerate().skip(quads) {
+            let r = row(d);
+            for l in 0..KEY_BLOCK {
+                acc[0][l] += qd * r[l];
+            }
+        }
+        for (l, s) in block.iter_mut().enumerate() {
+            *s = ((acc[0][l] + acc[1][l]) + (acc[2][l] + acc[3][l])) * scale;
         }
     }
-    let tail: f32 = a[whole..].iter().zip(&b[whole..]).map(|(a, b)| a * b).sum();
-    lanes.iter().sum::<f32>() + tail
+    if let Some(bias) = bias {
+        for (s, &b) in scores.iter_mut().zip(bias) {
+            *s += b;
+        }
+    }
+    let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+    for s in scores.iter_mut() {
+        *s = exp_nonpositive(*s - max);
+    }
+    let inverse = 1.0 / sum_lanes(scores);
+    let values = &kv.v[bh * kv.dims[2] * head_dim..][..len * head_dim];
+    for (c, out) in out.chunks_mut(16).enumerate() {
+        let mut acc = [0f32; 16];
+        let width = out.len();
+        for (&p, v) in scores.iter().zip(values.chunks_exact(head_dim)) {
+            if let Some(v) = v[c * 16..].first_chunk::<16>() {
+                for l in 0..16 {
+                    acc[l] += p * v[l];
+                }
+            } else {
+                for l in 0..width {
+                    acc[l] += p * v[c * 16 + l];
+                }
+            }
+        }
+        for (o, a) in out.iter_mut().zip(acc) {
+            *o = a * inverse;
+        }
+    }
+}
+
+/// A sum over 16 partial sums (a fixed order: the same on every instruction set).
+#[inline(always)]
+fn sum_lanes(values: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    let whole = values.len() / 16 * 16;
+    for chunk in values[..whole].chunks_exact(16) {
+        for l in 0..16 {
+            lanes[l] += chunk[l];
+        }
+    }
+    lanes.iter().sum::<f32>() + values[whole..].iter().sum::<f32>()
 }
 
 fn add_into(x: &mut [f32], y: &[f32]) {
@@ -300,5 +471,93 @@ impl DecoderLm {
                 &self.device,
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Rng;
+
+    fn normal(rng: &mut Rng, n: usize) -> Vec<f32> {
+        (0..n).map(|_| rng.normal() as f32).collect()
+    }
+
+    /// Keys and values written in pieces (several positions, then one at a time, across tile
+    /// boundaries, in a capacity that is not a whole number of tiles) read back unchanged.
+    #[test]
+    fn the_cache_returns_what_was_written_across_tiles() {
+        let mut rng = Rng::new(5);
+        let dims @ [batch, heads, capacity, head_dim] = [2, 3, 37, 8];
+        let mut kv = HostKv::zeros(dims);
+        let k = normal(&mut rng, batch * heads * capacity * head_dim);
+        let v = normal(&mut rng, batch * heads * capacity * head_dim);
+        // `[batch, heads, seq, head_dim]` of positions `from..to` of the full arrays.
+        let piece = |all: &[f32], from: usize, to: usize| -> Vec<f32> {
+            (0..batch * heads)
+                .flat_map(|bh| {
+                    all[(bh * capacity + from) * head_dim..(bh * capacity + to) * head_dim].to_vec()
+                })
+                .collect()
+        };
+        kv.write_heads(0, 20, &piece(&k, 0, 20), &piece(&v, 0, 20));
+        for p in 20..capacity {
+            kv.write_position(p, &piece(&k, p, p + 1), &piece(&v, p, p + 1));
+        }
+        let (k_back, v_back) = kv.live(capacity);
+        assert_eq!(k_back, k);
+        assert_eq!(v_back, v);
+        let (k_part, _) = kv.live(17);
+        assert_eq!(k_part, piece(&k, 0, 17));
+    }
+
+    /// Each head's attention against an f64 softmax(q·kᵀ·scale + bias)·v, for lengths that end
+    /// inside a tile, on one row and two, with and without a padding bias.
+    #[test]
+    fn attention_matches_an_f64_reference() {
+        let mut rng = Rng::new(9);
+        let (heads, head_dim, capacity) = (4, 20, 50);
+        for batch in [1, 2] {
+            let mut kv = HostKv::zeros([batch, heads, capacity, head_dim]);
+            let k = normal(&mut rng, batch * heads * capacity * head_dim);
+            let v = normal(&mut rng, batch * heads * capacity * head_dim);
+            kv.write_heads(0, capacity, &k, &v);
+            let q = normal(&mut rng, batch * heads * head_dim);
+            for len in [1, 15, 16, 17, 50] {
+                let bias: Vec<f32> = (0..batch * len)
+                    .map(|i| if i % 3 == 1 { f32::MIN } else { 0.0 })
+                    .collect();
+                for bias in [None, Some(bias.as_slice())] {
+                    let out = attend_one(&q, &kv, len, 0.25, bias);
+                    for bh in 0..batch * heads {
+                        let key = |j: usize, d: usize| k[(bh * capacity + j) * head_dim + d] as f64;
+                        let scores: Vec<f64> = (0..len)
+                            .map(|j| {
+                                let dot: f64 = (0..head_dim)
+                                    .map(|d| q[bh * head_dim + d] as f64 * key(j, d))
+                                    .sum();
+                                dot * 0.25 + bias.map_or(0.0, |b| b[bh / heads * len + j] as f64)
+                            })
+                            .collect();
+                        let max = scores.iter().cloned().fold(f64::MIN, f64::max);
+                        let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                        let sum: f64 = weights.iter().sum();
+                        for d in 0..head_dim {
+                            let exact: f64 = (0..len)
+                                .map(|j| {
+                                    weights[j] / sum * v[(bh * capacity + j) * head_dim + d] as f64
+                                })
+                                .sum();
+                            let got = out[bh * head_dim + d] as f64;
+                            assert!(
+                                (got - exact).abs() < 1e-5,
+                                "batch {batch} len {len} bias {} head {bh} d {d}: {got} vs {exact}",
+                                bias.is_some()
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 }
