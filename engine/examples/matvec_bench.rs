@@ -1,8 +1,12 @@
-//! Compute throughput of the host matrix × 2-rows kernels, weights in cache (a 1024 × 1024
-//! matrix, 0.6–4 MB), one thread: what each format costs per weight when memory is not the
-//! limit. Best of 200 products per format.
+//! Throughput of the host matrix × 2-rows kernels, per weight format:
+//! - in cache: a 1024 × 1024 matrix (0.6–4 MB), one thread, best of 200 products: what each
+//!   format costs per weight when memory is not the limit;
+//! - streamed: matrices of musicgen-small's decoder shapes (1024 → 1024 and 1024 ↔ 4096) adding
+//!   up to ≈ 1.2 GB of f32 weights (more than any cache), rayon's threads, best of 5 passes:
+//!   what a decode step's linears reach against the memory-bandwidth floor.
 //!
-//! `cargo run --release -p engine --example matvec_bench`
+//! `cargo build --workspace --release --examples`, then run
+//! `$CARGO_TARGET_DIR/release/examples/matvec_bench` (`--kernel NAME` forces a kernel).
 
 use std::time::Instant;
 
@@ -10,16 +14,38 @@ use engine::matvec::{HostMatrix, Kernel};
 use engine::{Rng, WeightFormat};
 
 fn main() {
-    let (d_in, d_out) = (1024, 1024);
+    let args: Vec<String> = std::env::args().collect();
+    let kernel = match args.iter().position(|a| a == "--kernel") {
+        Some(k) => {
+            let name = &args[k + 1];
+            Kernel::ALL
+                .into_iter()
+                .find(|k| k.name() == name)
+                .unwrap_or_else(|| panic!("no kernel {name}"))
+        }
+        None => Kernel::detect(),
+    };
+    let formats: Vec<WeightFormat> = match args.iter().position(|a| a == "--dtype") {
+        Some(k) => args[k + 1]
+            .split(',')
+            .map(|f| f.parse().expect("a weight format"))
+            .collect(),
+        None => WeightFormat::ALL.to_vec(),
+    };
     let mut rng = Rng::new(3);
+    in_cache(kernel, &formats, &mut rng);
+    streamed(kernel, &formats, &mut rng);
+}
+
+fn in_cache(kernel: Kernel, formats: &[WeightFormat], rng: &mut Rng) {
+    let (d_in, d_out) = (1024, 1024);
     let values: Vec<f32> = (0..d_in * d_out).map(|_| rng.normal() as f32).collect();
     let x: Vec<f32> = (0..2 * d_in).map(|_| rng.normal() as f32).collect();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
         .build()
         .expect("a one-thread pool");
-    let kernel = Kernel::detect();
-    for format in WeightFormat::ALL {
+    for &format in formats {
         let matrix = HostMatrix::pack(&values, d_in, d_out, format);
         let best = pool.install(|| {
             (0..200)
@@ -31,11 +57,49 @@ fn main() {
                 .fold(f64::MAX, f64::min)
         });
         println!(
-            "{format:>5} ({}): {:.1} µs per 2-row product, {:.2} G weights/s, {:.1} GB/s of weights",
+            "in cache {format:>5} ({}): {:.1} µs per 2-row product, {:.2} G weights/s, {:.1} GB/s of weights",
             kernel.name(),
             best * 1e6,
             (d_in * d_out) as f64 / best / 1e9,
             format.matrix_bytes(d_out, d_in) as f64 / best / 1e9
+        );
+    }
+}
+
+fn streamed(kernel: Kernel, formats: &[WeightFormat], rng: &mut Rng) {
+    // Per layer of musicgen-small: q, k, v, o (1024 → 1024), fc1 (1024 → 4096), fc2 (4096 →
+    // 1024); 24 layers.
+    let shapes: Vec<(usize, usize)> = (0..24)
+        .flat_map(|_| [(1024, 1024); 4].into_iter().chain([(1024, 4096), (4096, 1024)]))
+        .collect();
+    let base: Vec<f32> = (0..4096 * 1024).map(|_| rng.normal() as f32).collect();
+    let x: Vec<f32> = (0..2 * 4096).map(|_| rng.normal() as f32).collect();
+    for &format in formats {
+        // One packed base matrix per shape would stay in cache: pack each separately.
+        let matrices: Vec<HostMatrix> = shapes
+            .iter()
+            .map(|&(d_in, d_out)| HostMatrix::pack(&base[..d_in * d_out], d_in, d_out, format))
+            .collect();
+        let bytes: usize = shapes
+            .iter()
+            .map(|&(d_in, d_out)| format.matrix_bytes(d_out, d_in))
+            .sum();
+        let best = (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                for m in &matrices {
+                    std::hint::black_box(m.matmul_with(kernel, &x[..2 * m.d_in()], 2, None));
+                }
+                t.elapsed().as_secs_f64()
+            })
+            .fold(f64::MAX, f64::min);
+        println!(
+            "streamed {format:>5} ({}, {} threads): {:.2} ms per pass of {:.3} GB, {:.1} GB/s of weights",
+            kernel.name(),
+            rayon::current_num_threads(),
+            best * 1e3,
+            bytes as f64 / 1e9,
+            bytes as f64 / best / 1e9
         );
     }
 }
