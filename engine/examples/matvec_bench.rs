@@ -2,7 +2,7 @@
 //! - in cache: a 1024 × 1024 matrix (0.6–4 MB), one thread, best of 200 products: what each
 //!   format costs per weight when memory is not the limit;
 //! - streamed: matrices of musicgen-small's decoder shapes (1024 → 1024 and 1024 ↔ 4096) adding
-//!   up to ≈ 1.2 GB of f32 weights (more than any cache), rayon's threads, best of 5 passes:
+//!   up to ≈ 1.6 GB of f32 weights (more than any cache), rayon's threads, best of 5 passes:
 //!   what a decode step's linears reach against the memory-bandwidth floor.
 //!
 //! `cargo build --workspace --release --examples`, then run
@@ -67,10 +67,14 @@ fn in_cache(kernel: Kernel, formats: &[WeightFormat], rng: &mut Rng) {
 }
 
 fn streamed(kernel: Kernel, formats: &[WeightFormat], rng: &mut Rng) {
-    // Per layer of musicgen-small: q, k, v, o (1024 → 1024), fc1 (1024 → 4096), fc2 (4096 →
-    // 1024); 24 layers.
+    // Per layer of musicgen-small: self-attention q, k, v, o and cross-attention q, o (1024 →
+    // 1024), fc1 (1024 → 4096), fc2 (4096 → 1024); 24 layers.
     let shapes: Vec<(usize, usize)> = (0..24)
-        .flat_map(|_| [(1024, 1024); 4].into_iter().chain([(1024, 4096), (4096, 1024)]))
+        .flat_map(|_| {
+            [(1024, 1024); 6]
+                .into_iter()
+                .chain([(1024, 4096), (4096, 1024)])
+        })
         .collect();
     let base: Vec<f32> = (0..4096 * 1024).map(|_| rng.normal() as f32).collect();
     let x: Vec<f32> = (0..2 * 4096).map(|_| rng.normal() as f32).collect();
