@@ -1,12 +1,13 @@
 //! Throughput of the host matrix × 2-rows kernels, per weight format:
-//! - in cache: a 1024 × 1024 matrix (0.6–4 MB), one thread, best of 200 products: what each
+//! - in cache: a 1024 × 1024 matrix (0.6–4 MB), one thread, best of 2000 products: what each
 //!   format costs per weight when memory is not the limit;
 //! - streamed: matrices of musicgen-small's decoder shapes (1024 → 1024 and 1024 ↔ 4096) adding
-//!   up to ≈ 1.6 GB of f32 weights (more than any cache), rayon's threads, best of 5 passes:
+//!   up to ≈ 1.3 GB of f32 weights (more than any cache), rayon's threads, formats taking turns, best of 10 passes:
 //!   what a decode step's linears reach against the memory-bandwidth floor.
 //!
 //! `cargo build --workspace --release --examples`, then run
-//! `$CARGO_TARGET_DIR/release/examples/matvec_bench` (`--kernel NAME` forces a kernel).
+//! `$CARGO_TARGET_DIR/release/examples/matvec_bench` (`--kernel NAME` forces a kernel,
+//! `--dtype q8,q4` picks formats, `--only in-cache|streamed` one of the two).
 
 use std::time::Instant;
 
@@ -32,9 +33,17 @@ fn main() {
             .collect(),
         None => WeightFormat::ALL.to_vec(),
     };
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .map(|k| args[k + 1].as_str());
     let mut rng = Rng::new(3);
-    in_cache(kernel, &formats, &mut rng);
-    streamed(kernel, &formats, &mut rng);
+    if only != Some("streamed") {
+        in_cache(kernel, &formats, &mut rng);
+    }
+    if only != Some("in-cache") {
+        streamed(kernel, &formats, &mut rng);
+    }
 }
 
 fn in_cache(kernel: Kernel, formats: &[WeightFormat], rng: &mut Rng) {
@@ -48,7 +57,7 @@ fn in_cache(kernel: Kernel, formats: &[WeightFormat], rng: &mut Rng) {
     for &format in formats {
         let matrix = HostMatrix::pack(&values, d_in, d_out, format);
         let best = pool.install(|| {
-            (0..200)
+            (0..2000)
                 .map(|_| {
                     let t = Instant::now();
                     std::hint::black_box(matrix.matmul_with(kernel, &x, 2, None));
@@ -78,25 +87,33 @@ fn streamed(kernel: Kernel, formats: &[WeightFormat], rng: &mut Rng) {
         .collect();
     let base: Vec<f32> = (0..4096 * 1024).map(|_| rng.normal() as f32).collect();
     let x: Vec<f32> = (0..2 * 4096).map(|_| rng.normal() as f32).collect();
-    for &format in formats {
-        // One packed base matrix per shape would stay in cache: pack each separately.
-        let matrices: Vec<HostMatrix> = shapes
-            .iter()
-            .map(|&(d_in, d_out)| HostMatrix::pack(&base[..d_in * d_out], d_in, d_out, format))
-            .collect();
+    // One packed base matrix per shape would stay in cache: pack each separately. The formats
+    // take turns, pass by pass, so that each sees the same memory traffic from the rest of the
+    // machine; best of 10 passes each.
+    let packed: Vec<Vec<HostMatrix>> = formats
+        .iter()
+        .map(|&format| {
+            shapes
+                .iter()
+                .map(|&(d_in, d_out)| HostMatrix::pack(&base[..d_in * d_out], d_in, d_out, format))
+                .collect()
+        })
+        .collect();
+    let mut best = vec![f64::MAX; formats.len()];
+    for _ in 0..10 {
+        for (best, matrices) in best.iter_mut().zip(&packed) {
+            let t = Instant::now();
+            for m in matrices {
+                std::hint::black_box(m.matmul_with(kernel, &x[..2 * m.d_in()], 2, None));
+            }
+            *best = best.min(t.elapsed().as_secs_f64());
+        }
+    }
+    for (&format, best) in formats.iter().zip(best) {
         let bytes: usize = shapes
             .iter()
             .map(|&(d_in, d_out)| format.matrix_bytes(d_out, d_in))
             .sum();
-        let best = (0..5)
-            .map(|_| {
-                let t = Instant::now();
-                for m in &matrices {
-                    std::hint::black_box(m.matmul_with(kernel, &x[..2 * m.d_in()], 2, None));
-                }
-                t.elapsed().as_secs_f64()
-            })
-            .fold(f64::MAX, f64::min);
         println!(
             "streamed {format:>5} ({}, {} threads): {:.2} ms per pass of {:.3} GB, {:.1} GB/s of weights",
             kernel.name(),

@@ -279,18 +279,12 @@ pub(crate) fn quantize_rows(x: &[f32], rows: usize, d_in: usize) -> Vec<XSuper> 
         return out;
     }
     let quantize = |(supers, row): (&mut [XSuper], &[f32])| {
-        for (s, sup) in supers.iter_mut().enumerate() {
-            for l in 0..SUPER_BLOCKS {
-                let start = s * SUPER_WEIGHTS + l * 32;
-                if start >= d_in {
-                    break; // padding: zeros
-                }
-                let mut block = [0f32; 32];
-                let end = (start + 32).min(d_in);
-                block[..end - start].copy_from_slice(&row[start..end]);
-                quantize_block(&block, sup, l);
-            }
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2.
+            return unsafe { quantize_row_avx2(supers, row) };
         }
+        quantize_row(supers, row)
     };
     if rows <= 4 {
         out.chunks_mut(per_row)
@@ -304,30 +298,61 @@ pub(crate) fn quantize_rows(x: &[f32], rows: usize, d_in: usize) -> Vec<XSuper> 
     out
 }
 
-/// One block of 32 inputs into lane `l` of `sup`.
-#[inline(always)]
-fn quantize_block(block: &[f32; 32], sup: &mut XSuper, l: usize) {
-    let mut max = [0f32; 8];
-    for chunk in block.chunks_exact(8) {
-        for (m, v) in max.iter_mut().zip(chunk) {
-            *m = m.max(v.abs());
+/// [`quantize_row`] with [`x86::quantize_block_avx2`]: the same operations, so the same
+/// results, 8 lanes wide.
+///
+/// # Safety
+/// The CPU supports AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_row_avx2(supers: &mut [XSuper], row: &[f32]) {
+    for (sup, inputs) in supers.iter_mut().zip(row.chunks(SUPER_WEIGHTS)) {
+        for (l, inputs) in inputs.chunks(32).enumerate() {
+            let mut block = [0f32; 32];
+            block[..inputs.len()].copy_from_slice(inputs);
+            // SAFETY: the CPU has AVX2 (the caller's contract).
+            let (scale, inverse) = block_scale(unsafe { x86::max_abs_avx2(&block) });
+            // SAFETY: as above.
+            unsafe { x86::quantize_block_avx2(&block, inverse, sup, l) };
+            sup.scales[l] = scale;
         }
     }
-    let max = max.iter().fold(0f32, |m, &v| m.max(v));
+}
+
+/// One row's inputs into its superblocks (zeros past the row's end).
+fn quantize_row(supers: &mut [XSuper], row: &[f32]) {
+    for (sup, inputs) in supers.iter_mut().zip(row.chunks(SUPER_WEIGHTS)) {
+        for (l, inputs) in inputs.chunks(32).enumerate() {
+            let mut block = [0f32; 32];
+            block[..inputs.len()].copy_from_slice(inputs);
+            let max = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let (scale, inverse) = block_scale(max);
+            let mut sum = 0;
+            for (e, &v) in block.iter().enumerate() {
+                let q = quantize_input(v, inverse);
+                sup.q[e / 4][4 * l + e % 4] = q as i8;
+                sum += q;
+            }
+            sup.scales[l] = scale;
+            sup.sums[l] = sum;
+        }
+    }
+}
+
+/// A block's scale (`max |x| / 127`) and the factor that takes its inputs to steps.
+#[inline(always)]
+fn block_scale(max: f32) -> (f32, f32) {
     let scale = max / 127.0;
-    let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-    let mut q = [0i8; 32];
-    for (q, &v) in q.iter_mut().zip(block) {
-        // Adding and subtracting 1.5 · 2²³ rounds an f32 of magnitude < 2²² to an integer, ties
-        // to even; the clamp keeps |q| ≤ 127 (the AVX2 kernel's sign trick needs q ≠ −128).
-        const ROUND: f32 = 12_582_912.0;
-        *q = (((v * inverse).clamp(-127.0, 127.0) + ROUND) - ROUND) as i8;
-    }
-    for g in 0..8 {
-        sup.q[g][4 * l..4 * l + 4].copy_from_slice(&q[4 * g..4 * g + 4]);
-    }
-    sup.scales[l] = scale;
-    sup.sums[l] = q.iter().map(|&q| q as i32).sum();
+    (scale, if scale > 0.0 { 1.0 / scale } else { 0.0 })
+}
+
+/// One input in steps, rounded to nearest, ties to even: adding and subtracting 1.5 · 2²³ rounds
+/// an f32 of magnitude < 2²² to an integer, as `cvtps2dq` does in the default rounding mode. The
+/// clamp keeps |q| ≤ 127 (the AVX2 kernel's sign trick needs q ≠ −128).
+#[inline(always)]
+fn quantize_input(v: f32, inverse: f32) -> i32 {
+    const ROUND: f32 = 12_582_912.0;
+    (((v * inverse).clamp(-127.0, 127.0) + ROUND) - ROUND) as i32
 }
 
 /// The packed values of a [`HostMatrix`], row-major `[d_out, d_in]`.
@@ -479,7 +504,7 @@ pub(crate) struct Tile<'a, W> {
 }
 
 /// The integer kernels' tile: four weight rows' superblocks and two quantized input rows
-/// (`out[r][j] = w[j] · x[r]`), all of one length.
+/// (`out[r][j] = w[j] · x[r]`), all of one length (the x86 kernels rely on it).
 pub(crate) struct IntTile<'a, S> {
     pub w: [&'a [S]; 4],
     pub x: [&'a [XSuper]; 2],
@@ -786,9 +811,11 @@ fn int_tile<S: Superblock>(
             &xq[r1 * per_row..(r1 + 1) * per_row],
         ],
     };
+    // Every row of the tile has `per_row` superblocks (the x86 kernels' contract).
     match kernel {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `matmul_with` checked that the CPU has the kernel's instruction set.
+        // SAFETY: `matmul_with` checked that the CPU has the kernel's instruction set; the rows
+        // have one length (above).
         Kernel::Avx512Vnni => unsafe { x86::int_tile_avx512vnni(&tile) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.

@@ -269,6 +269,29 @@ fn activation_quantization_round_trips() {
     let sup = &quantize_rows(&ties, 1, 32)[0];
     assert_eq!(sup.scales[0], 1.0);
     assert_eq!([0, 1, 2, 3].map(|e| sup.get(0, e)), [127, 0, 2, -2]);
+    // The portable quantizer and the AVX2 one agree bit for bit (here with ties: inputs on
+    // half steps).
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        let mut x = normal(&mut rng, 2000);
+        x[7] = 127.0;
+        for (k, v) in x[..32].iter_mut().enumerate() {
+            if k != 7 {
+                *v = (k as f32 - 16.0) + 0.5;
+            }
+        }
+        let per_row = 2000usize.div_ceil(SUPER_WEIGHTS);
+        let (mut portable, mut avx2) = (vec![XSuper::ZERO; per_row], vec![XSuper::ZERO; per_row]);
+        quantize_row(&mut portable, &x);
+        // SAFETY: the CPU has AVX2.
+        unsafe { quantize_row_avx2(&mut avx2, &x) };
+        for (a, b) in portable.iter().zip(&avx2) {
+            assert_eq!(a.q, b.q);
+            assert_eq!(a.sums, b.sums);
+            assert_eq!(a.scales.map(f32::to_bits), b.scales.map(f32::to_bits));
+        }
+        assert_eq!(portable[0].get(0, 0), -16, "−15.5 steps: ties to even");
+    }
     // No rows, and rows of no inputs.
     assert!(quantize_rows(&[], 0, 10).is_empty());
     assert!(quantize_rows(&[], 2, 0).is_empty());

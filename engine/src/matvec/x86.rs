@@ -178,68 +178,74 @@ fn horizontal_sum_avx(v: __m256) -> f32 {
     _mm_cvtss_f32(single)
 }
 
-/// The codes of one superblock ([`Superblock`]) as vectors of u8: group `g` (weights
-/// `4 g..4 g + 4` of each block) in element `g`.
+/// The codes of one superblock ([`Superblock`]) as vectors of u8, two groups at a time: groups
+/// `2 v` and `2 v + 1` (weights `8 v..8 v + 8` of each block).
 ///
 /// # Safety (both methods)
-/// The CPU has the instruction set of the vector type.
+/// `v < 4`, `half < 2`, and the CPU has the instruction set of the vector type.
 pub(crate) trait Codes {
     /// All 16 blocks' lanes.
-    unsafe fn codes512(&self) -> [__m512i; 8];
-    /// Blocks `8 half..8 half + 8` (`half` 0 or 1).
-    unsafe fn codes256(&self, half: usize) -> [__m256i; 8];
+    unsafe fn codes512(&self, v: usize) -> [__m512i; 2];
+    /// Blocks `8 half..8 half + 8`.
+    unsafe fn codes256(&self, v: usize, half: usize) -> [__m256i; 2];
 }
 
-// SAFETY (every load below): each reads 64 or 32 bytes inside a `[u8; 64]`; the loads are
-// unaligned (the arrays are 64-byte aligned in practice).
+// SAFETY (every load below): 64 or 32 bytes inside a `[u8; 64]` (`v < 4`, `half < 2`); the
+// loads are unaligned (the arrays are 64-byte aligned in practice).
 impl Codes for Q8Super {
     #[inline(always)]
-    unsafe fn codes512(&self) -> [__m512i; 8] {
-        unsafe { std::array::from_fn(|g| _mm512_loadu_si512(self.codes[g].as_ptr().cast())) }
+    unsafe fn codes512(&self, v: usize) -> [__m512i; 2] {
+        unsafe {
+            [
+                _mm512_loadu_si512(self.codes.get_unchecked(2 * v).as_ptr().cast()),
+                _mm512_loadu_si512(self.codes.get_unchecked(2 * v + 1).as_ptr().cast()),
+            ]
+        }
     }
 
     #[inline(always)]
-    unsafe fn codes256(&self, half: usize) -> [__m256i; 8] {
+    unsafe fn codes256(&self, v: usize, half: usize) -> [__m256i; 2] {
         unsafe {
-            std::array::from_fn(|g| _mm256_loadu_si256(self.codes[g][32 * half..].as_ptr().cast()))
+            let at = |g: usize| self.codes.get_unchecked(g).as_ptr().add(32 * half).cast();
+            [
+                _mm256_loadu_si256(at(2 * v)),
+                _mm256_loadu_si256(at(2 * v + 1)),
+            ]
         }
     }
 }
 
-/// One load per two groups: the low nibbles (masked) and the high ones (shifted within 32-bit
+/// One load for both groups: the low nibbles (masked) and the high ones (shifted within 32-bit
 /// lanes, then masked, so no bits cross between bytes).
 impl Codes for Q4Super {
     #[inline(always)]
-    unsafe fn codes512(&self) -> [__m512i; 8] {
-        let mut out = [unsafe { _mm512_setzero_si512() }; 8];
+    unsafe fn codes512(&self, v: usize) -> [__m512i; 2] {
         unsafe {
             let mask = _mm512_set1_epi8(0x0f);
-            for (v, bytes) in self.nibbles.iter().enumerate() {
-                let bytes = _mm512_loadu_si512(bytes.as_ptr().cast());
-                out[2 * v] = _mm512_and_si512(bytes, mask);
-                out[2 * v + 1] = _mm512_and_si512(_mm512_srli_epi32::<4>(bytes), mask);
-            }
+            let bytes = _mm512_loadu_si512(self.nibbles.get_unchecked(v).as_ptr().cast());
+            [
+                _mm512_and_si512(bytes, mask),
+                _mm512_and_si512(_mm512_srli_epi32::<4>(bytes), mask),
+            ]
         }
-        out
     }
 
     #[inline(always)]
-    unsafe fn codes256(&self, half: usize) -> [__m256i; 8] {
-        let mut out = [unsafe { _mm256_setzero_si256() }; 8];
+    unsafe fn codes256(&self, v: usize, half: usize) -> [__m256i; 2] {
         unsafe {
             let mask = _mm256_set1_epi8(0x0f);
-            for (v, bytes) in self.nibbles.iter().enumerate() {
-                let bytes = _mm256_loadu_si256(bytes[32 * half..].as_ptr().cast());
-                out[2 * v] = _mm256_and_si256(bytes, mask);
-                out[2 * v + 1] = _mm256_and_si256(_mm256_srli_epi32::<4>(bytes), mask);
-            }
+            let at = self.nibbles.get_unchecked(v).as_ptr().add(32 * half);
+            let bytes = _mm256_loadu_si256(at.cast());
+            [
+                _mm256_and_si256(bytes, mask),
+                _mm256_and_si256(_mm256_srli_epi32::<4>(bytes), mask),
+            ]
         }
-        out
     }
 }
 
 /// # Safety
-/// The CPU supports AVX-512F and AVX512-VNNI.
+/// The CPU supports AVX-512F, AVX512-VNNI, AVX2 and FMA; the tile's rows have one length.
 #[target_feature(enable = "avx512f,avx512vnni,avx2,fma")]
 pub(crate) unsafe fn int_tile_avx512vnni<S: Superblock + Codes>(
     t: &IntTile<'_, S>,
@@ -247,8 +253,14 @@ pub(crate) unsafe fn int_tile_avx512vnni<S: Superblock + Codes>(
     // acc[j][r]: per block lane, weight row j · input row r
     let mut acc = [[_mm512_setzero_ps(); 2]; 4];
     let offset = _mm512_set1_epi32(S::OFFSET);
-    for (s, (x0, x1)) in t.x[0].iter().zip(t.x[1]).enumerate() {
-        let x = [x0, x1];
+    for s in 0..t.x[0].len() {
+        // SAFETY: every row of the tile has `t.x[0].len()` superblocks.
+        let (x, w) = unsafe {
+            (
+                t.x.map(|x| x.get_unchecked(s)),
+                t.w.map(|w| w.get_unchecked(s)),
+            )
+        };
         // SAFETY: 64-byte loads of `[f32; 16]` / `[i32; 16]`.
         let (x_scale, start) = unsafe {
             (
@@ -259,18 +271,28 @@ pub(crate) unsafe fn int_tile_avx512vnni<S: Superblock + Codes>(
                 }),
             )
         };
-        for (a, w) in acc.iter_mut().zip(&t.w) {
-            let w = &w[s];
-            // SAFETY: the CPU has AVX-512F (the caller's contract).
-            let codes = unsafe { w.codes512() };
-            let mut dot = start;
-            for (g, codes) in codes.iter().enumerate() {
-                for (dot, x) in dot.iter_mut().zip(x) {
-                    // SAFETY: a 64-byte load of a `[i8; 64]`.
-                    let q = unsafe { _mm512_loadu_si512(x.q[g].as_ptr().cast()) };
-                    *dot = _mm512_dpbusd_epi32(*dot, *codes, q);
+        // 8 independent chains of `vpdpbusd`, each weight vector loaded once for both inputs.
+        let mut dot = [start; 4];
+        for v in 0..4 {
+            // SAFETY: 64-byte loads of `[i8; 64]`.
+            let q = unsafe {
+                x.map(|x| {
+                    [
+                        _mm512_loadu_si512(x.q[2 * v].as_ptr().cast()),
+                        _mm512_loadu_si512(x.q[2 * v + 1].as_ptr().cast()),
+                    ]
+                })
+            };
+            for (dot, w) in dot.iter_mut().zip(w) {
+                // SAFETY: `v < 4`; the CPU has AVX-512F.
+                let codes = unsafe { w.codes512(v) };
+                for (dot, q) in dot.iter_mut().zip(&q) {
+                    *dot = _mm512_dpbusd_epi32(*dot, codes[0], q[0]);
+                    *dot = _mm512_dpbusd_epi32(*dot, codes[1], q[1]);
                 }
             }
+        }
+        for ((a, dot), w) in acc.iter_mut().zip(dot).zip(w) {
             // SAFETY: a 64-byte load of a `[f32; 16]`.
             let w_scale = unsafe { _mm512_loadu_ps(w.scales().as_ptr()) };
             for r in 0..2 {
@@ -303,8 +325,14 @@ macro_rules! int_tile_256 {
             // acc[j][r][half]: per block lane, weight row j · input row r
             let mut acc = [[[_mm256_setzero_ps(); 2]; 2]; 4];
             let offset = _mm256_set1_epi32(S::OFFSET);
-            for (s, (x0, x1)) in t.x[0].iter().zip(t.x[1]).enumerate() {
-                let x: [&XSuper; 2] = [x0, x1];
+            for s in 0..t.x[0].len() {
+                // SAFETY: every row of the tile has `t.x[0].len()` superblocks.
+                let (x, w): ([&XSuper; 2], [&S; 4]) = unsafe {
+                    (
+                        t.x.map(|x| x.get_unchecked(s)),
+                        t.w.map(|w| w.get_unchecked(s)),
+                    )
+                };
                 for half in 0..2 {
                     let lanes = 8 * half;
                     // SAFETY: 32-byte loads inside `[f32; 16]` / `[i32; 16]`.
@@ -317,21 +345,32 @@ macro_rules! int_tile_256 {
                             }),
                         )
                     };
-                    for (a, w) in acc.iter_mut().zip(&t.w) {
-                        let w = &w[s];
-                        // SAFETY: the CPU has AVX2 (the caller's contract).
-                        let codes = unsafe { w.codes256(half) };
-                        let mut dot = start;
-                        for (g, codes) in codes.iter().enumerate() {
-                            for (dot, x) in dot.iter_mut().zip(x) {
-                                // SAFETY: a 32-byte load inside a `[i8; 64]`.
-                                let q = unsafe {
-                                    _mm256_loadu_si256(x.q[g][4 * lanes..].as_ptr().cast())
-                                };
+                    let mut dot = [start; 4];
+                    for v in 0..4 {
+                        // SAFETY: 32-byte loads inside `[i8; 64]`.
+                        let q = unsafe {
+                            x.map(|x| {
+                                [
+                                    _mm256_loadu_si256(x.q[2 * v][4 * lanes..].as_ptr().cast()),
+                                    _mm256_loadu_si256(
+                                        x.q[2 * v + 1][4 * lanes..].as_ptr().cast(),
+                                    ),
+                                ]
+                            })
+                        };
+                        for (dot, w) in dot.iter_mut().zip(w) {
+                            // SAFETY: `v < 4`, `half < 2`; the CPU has AVX2.
+                            let codes = unsafe { w.codes256(v, half) };
+                            for (dot, q) in dot.iter_mut().zip(&q) {
                                 // SAFETY: the CPU has the features `$dot` needs.
-                                *dot = unsafe { $dot::<S>(*dot, *codes, q) };
+                                unsafe {
+                                    *dot = $dot::<S>(*dot, codes[0], q[0]);
+                                    *dot = $dot::<S>(*dot, codes[1], q[1]);
+                                }
                             }
                         }
+                    }
+                    for ((a, dot), w) in acc.iter_mut().zip(dot).zip(w) {
                         // SAFETY: a 32-byte load inside a `[f32; 16]`.
                         let w_scale = unsafe { _mm256_loadu_ps(w.scales()[lanes..].as_ptr()) };
                         for r in 0..2 {
@@ -355,13 +394,13 @@ macro_rules! int_tile_256 {
 
 int_tile_256!(
     /// # Safety
-    /// The CPU supports AVX2, FMA and AVX-VNNI.
+    /// The CPU supports AVX2, FMA and AVX-VNNI; the tile's rows have one length.
     int_tile_avxvnni, "avx2,fma,avxvnni", vnni_start, vnni_dot
 );
 
 int_tile_256!(
     /// # Safety
-    /// The CPU supports AVX2 and FMA.
+    /// The CPU supports AVX2 and FMA; the tile's rows have one length.
     int_tile_avx2, "avx2,fma", zero_start, sign_trick_dot
 );
 
@@ -404,5 +443,71 @@ unsafe fn sign_trick_dot<S: Superblock>(dot: __m256i, codes: __m256i, q: __m256i
         let w = _mm256_sub_epi8(codes, _mm256_set1_epi8(S::OFFSET as u8 as i8));
         let pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(q, w));
         _mm256_add_epi32(dot, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+    }
+}
+
+/// max |x| over a block of 32 inputs (the input quantization's, [`super::quantize_rows`]).
+///
+/// # Safety
+/// The CPU supports AVX2.
+#[inline(always)]
+pub(crate) unsafe fn max_abs_avx2(block: &[f32; 32]) -> f32 {
+    // SAFETY: four 32-byte loads inside the block; the caller guarantees AVX2.
+    unsafe {
+        let sign = _mm256_set1_ps(-0.0);
+        let v: [__m256; 4] = std::array::from_fn(|i| {
+            _mm256_andnot_ps(sign, _mm256_loadu_ps(block[8 * i..].as_ptr()))
+        });
+        let m = _mm256_max_ps(_mm256_max_ps(v[0], v[1]), _mm256_max_ps(v[2], v[3]));
+        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let m = _mm_max_ss(m, _mm_shuffle_ps::<1>(m, m));
+        _mm_cvtss_f32(m)
+    }
+}
+
+/// A block of 32 inputs into lane `l` of `sup` as [`super::quantize_input`] does it, 8 at a time:
+/// multiply, clamp to ±127, round to nearest even (`cvtps2dq`), and the block's sum.
+///
+/// # Safety
+/// The CPU supports AVX2.
+#[inline(always)]
+pub(crate) unsafe fn quantize_block_avx2(
+    block: &[f32; 32],
+    inverse: f32,
+    sup: &mut XSuper,
+    l: usize,
+) {
+    // SAFETY: four 32-byte loads inside the block; the caller guarantees AVX2.
+    unsafe {
+        let (inverse, low, high) = (
+            _mm256_set1_ps(inverse),
+            _mm256_set1_ps(-127.0),
+            _mm256_set1_ps(127.0),
+        );
+        let q: [__m256i; 4] = std::array::from_fn(|i| {
+            let r = _mm256_mul_ps(_mm256_loadu_ps(block[8 * i..].as_ptr()), inverse);
+            _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, low), high))
+        });
+        let sum = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+        let sum = _mm_add_epi32(
+            _mm256_castsi256_si128(sum),
+            _mm256_extracti128_si256::<1>(sum),
+        );
+        let sum = _mm_add_epi32(sum, _mm_shuffle_epi32::<0b01_00_11_10>(sum));
+        let sum = _mm_add_epi32(sum, _mm_shuffle_epi32::<0b10_11_00_01>(sum));
+        // i32 → i8 (exact: |q| ≤ 127); the packs work within 128-bit halves, the permute puts
+        // the 4-byte groups back in order.
+        let bytes = _mm256_packs_epi16(
+            _mm256_packs_epi32(q[0], q[1]),
+            _mm256_packs_epi32(q[2], q[3]),
+        );
+        let bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        let mut groups = [0i32; 8];
+        _mm256_storeu_si256(groups.as_mut_ptr().cast(), bytes);
+        for (g, group) in groups.iter().enumerate() {
+            sup.q[g][4 * l..4 * l + 4].copy_from_slice(&group.to_ne_bytes().map(|b| b as i8));
+        }
+        sup.sums[l] = _mm_cvtsi128_si32(sum);
     }
 }
