@@ -6,18 +6,40 @@
 //! third of the bandwidth floor on the bench machine (issue 13). This kernel reads each weight
 //! once for both rows, in the format chosen at load ([`WeightFormat`]: f32, bf16 widened in
 //! registers, 8-bit with one f32 scale per 32 weights as llama.cpp's Q8_0, or 4-bit with one
-//! f32 scale per 32 weights as its Q4_0), accumulates in
-//! f32, and splits the output rows over rayon's threads. burn's own quantized tensors were not
-//! measured against it: they would still go through a general matmul per CFG pair, which is
-//! what the f32 path had to leave first.
+//! f32 scale per 32 weights as its Q4_0), and splits the output rows over rayon's threads.
+//! burn's own quantized tensors were not measured against it: they would still go through a
+//! general matmul per CFG pair, which is what the f32 path had to leave first.
+//!
+//! f32 and bf16 accumulate in f32: the weights are widened in registers and fused-multiply-added
+//! against the f32 inputs.
+//!
+//! q8 and q4 take an integer path. Widening 8- or 4-bit weights to f32 costs several
+//! instructions per weight, and on the bench machine that made the q8 linears compute-bound at
+//! ≈ 8 GB/s of weights, a third of the ≈ 25–31 GB/s the two cores can read. Instead, each call
+//! quantizes its input rows once to i8 with one f32 scale per block of 32 (Q8_0, as llama.cpp
+//! does for its integer dot products: [`quantize_rows`]), and the kernels take exact integer dot
+//! products per block (AVX512-VNNI / AVX-VNNI `vpdpbusd`: 4 u8 × i8 products summed into each
+//! i32 lane), then scale each block's sum by the weight scale × the input scale in f32. The
+//! weights are repacked at load for that ([`Q8Super`], [`Q4Super`]): superblocks of 16 blocks
+//! (512 weights of a row), one 64-byte vector holding 4 consecutive weights of each of the 16
+//! blocks, so that 8 `vpdpbusd` leave each i32 lane with one block's dot product; rows are
+//! padded with zero weights to a multiple of 512. The weights are stored unsigned (q8: `w + 128`,
+//! q4: the code `w + 8`), and each input block's sum of codes corrects the offset. The weight
+//! values are those of the float formats they replace (same scales, same codes), but the inputs
+//! now carry a rounding error of up to half a step of their block's scale (≈ 0.4 % of the
+//! block's largest |x|).
+//!
+//! Integer sums are exact, and every kernel adds the scaled block sums in the same order
+//! (per block lane across superblocks with one FMA each, then the same tree over the 16 lanes),
+//! so the q8 and q4 outputs are bit-identical whichever kernel runs.
 //!
 //! Many rows (a prompt's cross-attention keys, an audio prompt's prefill) take the same path:
 //! the output rows are cut into chunks of about [`CHUNK_BYTES`] of weights, which stay in the
 //! core's L2 while every pair of input rows passes over them, so the weights still come from
 //! memory once.
 //!
-//! Instruction sets are chosen at run time ([`Kernel::detect`]): AVX-512F, AVX2 + FMA, NEON on
-//! aarch64, or portable Rust (any target).
+//! Instruction sets are chosen at run time ([`Kernel::detect`]): AVX-512F with VNNI, AVX2 + FMA
+//! with AVX-VNNI, AVX-512F, AVX2 + FMA, NEON on aarch64, or portable Rust (any target).
 
 #[cfg(target_arch = "aarch64")]
 mod neon;
@@ -36,10 +58,15 @@ use rayon::prelude::*;
 /// Q8 weights per scale (llama.cpp's Q8_0 block).
 pub const Q8_BLOCK: usize = 32;
 
-/// Q4 weights per scale (llama.cpp's Q4_0 block): 16 bytes, weight j of the block in the low
-/// nibble of byte j and weight 16 + j in its high nibble, so one 16-byte load widens to the
-/// block's first 16 weights (masked) and its last 16 (shifted).
+/// Q4 weights per scale (llama.cpp's Q4_0 block).
 pub const Q4_BLOCK: usize = 32;
+
+/// Blocks of 32 per superblock: the 16 i32 lanes of one 512-bit vector.
+pub const SUPER_BLOCKS: usize = 16;
+
+/// Weights (of one row) per superblock, the unit the integer kernels walk: rows are padded with
+/// zero weights to a multiple of it.
+pub const SUPER_WEIGHTS: usize = 32 * SUPER_BLOCKS;
 
 /// Weight bytes per work item: small enough to stay in a core's L2 while every pair of input
 /// rows passes over it, large enough that rayon's per-item cost is small next to streaming it.
@@ -53,10 +80,11 @@ pub enum WeightFormat {
     F32,
     /// 2 bytes per weight: f32 rounded to nearest-even bf16.
     Bf16,
-    /// ≈ 1.125 bytes per weight: i8 with one f32 scale per [`Q8_BLOCK`] weights of a row.
+    /// 1.125 bytes per weight (rows padded to [`SUPER_WEIGHTS`]): i8 with one f32 scale per
+    /// [`Q8_BLOCK`] weights of a row.
     Q8,
-    /// ≈ 0.625 bytes per weight: 4-bit codes 0..=15 standing for −8..=7 steps of one f32 scale
-    /// per [`Q4_BLOCK`] weights of a row.
+    /// 0.625 bytes per weight (rows padded to [`SUPER_WEIGHTS`]): 4-bit codes 0..=15 standing for
+    /// −8..=7 steps of one f32 scale per [`Q4_BLOCK`] weights of a row.
     Q4,
 }
 
@@ -77,13 +105,15 @@ impl WeightFormat {
         }
     }
 
-    /// Bytes a `[d_out, d_in]` matrix takes in this format.
+    /// Bytes a `[d_out, d_in]` matrix takes in this format (q8 and q4: with the padding of each
+    /// row to a multiple of [`SUPER_WEIGHTS`]).
     pub fn matrix_bytes(self, d_out: usize, d_in: usize) -> usize {
+        let supers = d_out * d_in.div_ceil(SUPER_WEIGHTS);
         match self {
             WeightFormat::F32 => 4 * d_out * d_in,
             WeightFormat::Bf16 => 2 * d_out * d_in,
-            WeightFormat::Q8 => d_out * (d_in + 4 * d_in.div_ceil(Q8_BLOCK)),
-            WeightFormat::Q4 => d_out * d_in.div_ceil(Q4_BLOCK) * (Q4_BLOCK / 2 + 4),
+            WeightFormat::Q8 => supers * size_of::<Q8Super>(),
+            WeightFormat::Q4 => supers * size_of::<Q4Super>(),
         }
     }
 }
@@ -111,23 +141,45 @@ impl FromStr for WeightFormat {
 }
 
 /// The instruction set a product runs with.
+///
+/// | kernel | f32, bf16 | q8, q4 (integer dot products) |
+/// | --- | --- | --- |
+/// | `Avx512Vnni` | AVX-512F | `vpdpbusd` on 512 bits |
+/// | `AvxVnni` | AVX2 + FMA | `vpdpbusd` on 256 bits (VEX) |
+/// | `Avx512`, `Avx2` | AVX-512F / AVX2 + FMA | AVX2 `vpmaddubsw` + `vpmaddwd` |
+/// | `Neon` | NEON | `smull` + `sadalp` |
+/// | `Portable` | plain Rust | plain Rust |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
     Portable,
     /// AVX2 and FMA (x86-64).
     Avx2,
-    /// AVX-512F (x86-64).
+    /// AVX2, FMA and AVX-VNNI (x86-64).
+    AvxVnni,
+    /// AVX-512F (x86-64; with AVX2 and FMA, which every AVX-512 CPU has).
     Avx512,
+    /// AVX-512F and AVX512-VNNI (x86-64; with AVX2 and FMA).
+    Avx512Vnni,
     /// NEON (aarch64, where it is baseline).
     Neon,
 }
 
 impl Kernel {
+    /// Every kernel, fastest first where several run.
+    pub const ALL: [Kernel; 6] = [
+        Kernel::Avx512Vnni,
+        Kernel::AvxVnni,
+        Kernel::Avx512,
+        Kernel::Avx2,
+        Kernel::Neon,
+        Kernel::Portable,
+    ];
+
     /// The fastest kernel this CPU runs, detected once.
     pub fn detect() -> Kernel {
         static DETECTED: OnceLock<Kernel> = OnceLock::new();
         *DETECTED.get_or_init(|| {
-            [Kernel::Avx512, Kernel::Avx2, Kernel::Neon]
+            Kernel::ALL
                 .into_iter()
                 .find(|k| k.is_available())
                 .unwrap_or(Kernel::Portable)
@@ -135,14 +187,24 @@ impl Kernel {
     }
 
     pub fn is_available(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        let avx2 = || is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
         match self {
             Kernel::Portable => true,
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            Kernel::Avx2 => avx2(),
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 => is_x86_feature_detected!("avx512f"),
+            Kernel::AvxVnni => avx2() && is_x86_feature_detected!("avxvnni"),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => avx2() && is_x86_feature_detected!("avx512f"),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni => {
+                avx2()
+                    && is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512vnni")
+            }
             #[cfg(not(target_arch = "x86_64"))]
-            Kernel::Avx2 | Kernel::Avx512 => false,
+            Kernel::Avx2 | Kernel::AvxVnni | Kernel::Avx512 | Kernel::Avx512Vnni => false,
             Kernel::Neon => cfg!(target_arch = "aarch64"),
         }
     }
@@ -151,10 +213,146 @@ impl Kernel {
         match self {
             Kernel::Portable => "portable",
             Kernel::Avx2 => "avx2+fma",
+            Kernel::AvxVnni => "avx-vnni",
             Kernel::Avx512 => "avx512f",
+            Kernel::Avx512Vnni => "avx512-vnni",
             Kernel::Neon => "neon",
         }
     }
+}
+
+/// 512 q8 weights of one row (16 blocks of [`Q8_BLOCK`]) as the integer kernels read them:
+/// `codes[g][4 * l + k]` is weight `4 * g + k` of block `l`, stored as `w + 128` (u8), and
+/// `scales[l]` is block `l`'s scale. A 64-byte vector of codes holds 4 consecutive weights of
+/// each block, one block per i32 lane.
+#[repr(C, align(64))]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Q8Super {
+    pub scales: [f32; SUPER_BLOCKS],
+    pub codes: [[u8; 64]; 8],
+}
+
+/// 512 q4 weights of one row (16 blocks of [`Q4_BLOCK`]): the low nibbles of `nibbles[v]` are
+/// the codes of group `2 v` and its high nibbles those of group `2 v + 1`, a group laid out as
+/// in [`Q8Super`] (byte `4 * l + k`: weight `4 * g + k` of block `l`). A code `n` is the weight
+/// `(n − 8) · scales[l]`. One 64-byte load gives two groups with an AND and a shift.
+#[repr(C, align(64))]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Q4Super {
+    pub scales: [f32; SUPER_BLOCKS],
+    pub nibbles: [[u8; 64]; 4],
+}
+
+/// 512 inputs of one row, quantized as Q8_0 and laid out as the weights ([`Q8Super`]):
+/// `q[g][4 * l + k]` is input `4 * g + k` of block `l`, |q| ≤ 127, standing for
+/// `q · scales[l]`; `sums[l]` is the sum of block `l`'s `q`.
+#[repr(C, align(64))]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct XSuper {
+    pub q: [[i8; 64]; 8],
+    pub scales: [f32; SUPER_BLOCKS],
+    pub sums: [i32; SUPER_BLOCKS],
+}
+
+impl XSuper {
+    const ZERO: XSuper = XSuper {
+        q: [[0; 64]; 8],
+        scales: [0.0; SUPER_BLOCKS],
+        sums: [0; SUPER_BLOCKS],
+    };
+
+    /// The quantized input `e` (0..32) of block `l`.
+    #[inline(always)]
+    pub(crate) fn get(&self, l: usize, e: usize) -> i8 {
+        self.q[e / 4][4 * l + e % 4]
+    }
+}
+
+/// `rows` rows of `d_in` inputs as Q8_0, [`XSuper`]s of each row in turn (`d_in` padded with
+/// zeros to a multiple of [`SUPER_WEIGHTS`]): per block of 32, `scale = max |x| / 127` and
+/// `q = x / scale` rounded to nearest (ties to even), so `|q · scale − x| ≤ scale / 2`.
+pub(crate) fn quantize_rows(x: &[f32], rows: usize, d_in: usize) -> Vec<XSuper> {
+    assert_eq!(x.len(), rows * d_in, "input length");
+    let per_row = d_in.div_ceil(SUPER_WEIGHTS);
+    let mut out = vec![XSuper::ZERO; rows * per_row];
+    if per_row == 0 {
+        return out;
+    }
+    let quantize = |(supers, row): (&mut [XSuper], &[f32])| {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2.
+            return unsafe { quantize_row_avx2(supers, row) };
+        }
+        quantize_row(supers, row)
+    };
+    if rows <= 4 {
+        out.chunks_mut(per_row)
+            .zip(x.chunks(d_in))
+            .for_each(quantize);
+    } else {
+        out.par_chunks_mut(per_row)
+            .zip(x.par_chunks(d_in))
+            .for_each(quantize);
+    }
+    out
+}
+
+/// [`quantize_row`] with [`x86::quantize_block_avx2`]: the same operations, so the same
+/// results, 8 lanes wide.
+///
+/// # Safety
+/// The CPU supports AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_row_avx2(supers: &mut [XSuper], row: &[f32]) {
+    for (sup, inputs) in supers.iter_mut().zip(row.chunks(SUPER_WEIGHTS)) {
+        for (l, inputs) in inputs.chunks(32).enumerate() {
+            let mut block = [0f32; 32];
+            block[..inputs.len()].copy_from_slice(inputs);
+            // SAFETY: the CPU has AVX2 (the caller's contract).
+            let (scale, inverse) = block_scale(unsafe { x86::max_abs_avx2(&block) });
+            // SAFETY: as above.
+            unsafe { x86::quantize_block_avx2(&block, inverse, sup, l) };
+            sup.scales[l] = scale;
+        }
+    }
+}
+
+/// One row's inputs into its superblocks (zeros past the row's end).
+fn quantize_row(supers: &mut [XSuper], row: &[f32]) {
+    for (sup, inputs) in supers.iter_mut().zip(row.chunks(SUPER_WEIGHTS)) {
+        for (l, inputs) in inputs.chunks(32).enumerate() {
+            let mut block = [0f32; 32];
+            block[..inputs.len()].copy_from_slice(inputs);
+            let max = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let (scale, inverse) = block_scale(max);
+            let mut sum = 0;
+            for (e, &v) in block.iter().enumerate() {
+                let q = quantize_input(v, inverse);
+                sup.q[e / 4][4 * l + e % 4] = q as i8;
+                sum += q;
+            }
+            sup.scales[l] = scale;
+            sup.sums[l] = sum;
+        }
+    }
+}
+
+/// A block's scale (`max |x| / 127`) and the factor that takes its inputs to steps.
+#[inline(always)]
+fn block_scale(max: f32) -> (f32, f32) {
+    let scale = max / 127.0;
+    (scale, if scale > 0.0 { 1.0 / scale } else { 0.0 })
+}
+
+/// One input in steps, rounded to nearest, ties to even: adding and subtracting 1.5 · 2²³ rounds
+/// an f32 of magnitude < 2²² to an integer, as `cvtps2dq` does in the default rounding mode. The
+/// clamp keeps |q| ≤ 127 (the AVX2 kernel's sign trick needs q ≠ −128).
+#[inline(always)]
+fn quantize_input(v: f32, inverse: f32) -> i32 {
+    const ROUND: f32 = 12_582_912.0;
+    (((v * inverse).clamp(-127.0, 127.0) + ROUND) - ROUND) as i32
 }
 
 /// The packed values of a [`HostMatrix`], row-major `[d_out, d_in]`.
@@ -163,18 +361,10 @@ enum Packed {
     F32(Vec<f32>),
     /// The upper halves of the f32 bit patterns.
     Bf16(Vec<u16>),
-    /// `values[o * d_in + i]`, scaled by `scales[o * blocks + i / Q8_BLOCK]`.
-    Q8 {
-        values: Vec<i8>,
-        scales: Vec<f32>,
-    },
-    /// Row `o` is `blocks` blocks of 16 bytes ([`Q4_BLOCK`] nibbles; a short last block is
-    /// padded with zero weights), weight `(o, i)` being
-    /// `(nibble − 8) · scales[o * blocks + i / Q4_BLOCK]`.
-    Q4 {
-        nibbles: Vec<u8>,
-        scales: Vec<f32>,
-    },
+    /// Each row as `d_in.div_ceil(SUPER_WEIGHTS)` superblocks.
+    Q8(Vec<Q8Super>),
+    /// Each row as `d_in.div_ceil(SUPER_WEIGHTS)` superblocks.
+    Q4(Vec<Q4Super>),
 }
 
 /// One row-major `[d_out, d_in]` weight matrix in host memory, in a [`WeightFormat`].
@@ -185,22 +375,73 @@ pub struct HostMatrix {
     d_out: usize,
 }
 
-/// One format's packed rows, as the kernels read them.
-pub(crate) trait RowFormat: Copy + Sync + ArchLoads {
+/// One format's packed rows, read weight by weight.
+pub(crate) trait RowFormat: Copy + Sync {
     /// Weight `(o, i)` as f32; `d_in` is the row length.
     fn get(&self, d_in: usize, o: usize, i: usize) -> f32;
 }
 
 #[cfg(target_arch = "aarch64")]
-use neon::Widen as ArchLoads;
+use neon::{Codes as ArchCodes, Widen as ArchLoads};
 #[cfg(target_arch = "x86_64")]
-use x86::Widen as ArchLoads;
+use x86::{Codes as ArchCodes, Widen as ArchLoads};
 
-/// The vector loads a format needs on this architecture: none beyond [`RowFormat::get`].
+/// The vector loads a float format needs on this architecture: none beyond [`RowFormat::get`].
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 pub(crate) trait ArchLoads {}
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 impl<T> ArchLoads for T {}
+/// The vector loads an integer format needs on this architecture: none beyond
+/// [`Superblock::code`].
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+pub(crate) trait ArchCodes {}
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+impl<T> ArchCodes for T {}
+
+/// A float format the float kernels multiply by.
+pub(crate) trait FloatRows: RowFormat + ArchLoads {}
+impl<T: RowFormat + ArchLoads> FloatRows for T {}
+
+/// An integer format's superblock ([`Q8Super`], [`Q4Super`]), as the integer kernels read it.
+pub(crate) trait Superblock: Sync + ArchCodes {
+    /// What a code stands for is `code − OFFSET` steps of its block's scale.
+    const OFFSET: i32;
+
+    fn scales(&self) -> &[f32; SUPER_BLOCKS];
+
+    /// The code of weight `e` (0..32) of block `l`.
+    fn code(&self, l: usize, e: usize) -> u8;
+}
+
+impl Superblock for Q8Super {
+    const OFFSET: i32 = 128;
+
+    #[inline(always)]
+    fn scales(&self) -> &[f32; SUPER_BLOCKS] {
+        &self.scales
+    }
+
+    #[inline(always)]
+    fn code(&self, l: usize, e: usize) -> u8 {
+        self.codes[e / 4][4 * l + e % 4]
+    }
+}
+
+impl Superblock for Q4Super {
+    const OFFSET: i32 = 8;
+
+    #[inline(always)]
+    fn scales(&self) -> &[f32; SUPER_BLOCKS] {
+        &self.scales
+    }
+
+    #[inline(always)]
+    fn code(&self, l: usize, e: usize) -> u8 {
+        let (g, k) = (e / 4, e % 4);
+        let byte = self.nibbles[g / 2][4 * l + k];
+        if g % 2 == 0 { byte & 0x0f } else { byte >> 4 }
+    }
+}
 
 #[derive(Clone, Copy)]
 pub(crate) struct F32Rows<'a>(pub &'a [f32]);
@@ -208,31 +449,26 @@ pub(crate) struct F32Rows<'a>(pub &'a [f32]);
 #[derive(Clone, Copy)]
 pub(crate) struct Bf16Rows<'a>(pub &'a [u16]);
 
-#[derive(Clone, Copy)]
-pub(crate) struct Q8Rows<'a> {
-    pub values: &'a [i8],
-    pub scales: &'a [f32],
-    /// Scales per row.
-    pub blocks: usize,
+/// q8 or q4 rows: `per_row` superblocks each.
+pub(crate) struct SuperRows<'a, S> {
+    pub supers: &'a [S],
+    pub per_row: usize,
 }
 
-#[derive(Clone, Copy)]
-pub(crate) struct Q4Rows<'a> {
-    pub nibbles: &'a [u8],
-    pub scales: &'a [f32],
-    /// Blocks (scales, and 16-byte groups) per row.
-    pub blocks: usize,
+// Not derived: those would ask for `S: Clone`, `S: Copy`.
+impl<S> Clone for SuperRows<'_, S> {
+    fn clone(&self) -> Self {
+        *self
+    }
 }
 
-impl Q4Rows<'_> {
-    /// Index of the byte holding weight `(o, i)`, and whether it is the high nibble.
+impl<S> Copy for SuperRows<'_, S> {}
+
+impl<'a, S> SuperRows<'a, S> {
+    /// Row `o`'s superblocks.
     #[inline(always)]
-    pub(crate) fn byte(&self, o: usize, i: usize) -> (usize, bool) {
-        let in_block = i % Q4_BLOCK;
-        (
-            (o * self.blocks + i / Q4_BLOCK) * (Q4_BLOCK / 2) + in_block % (Q4_BLOCK / 2),
-            in_block >= Q4_BLOCK / 2,
-        )
+    pub(crate) fn row(&self, o: usize) -> &'a [S] {
+        &self.supers[o * self.per_row..(o + 1) * self.per_row]
     }
 }
 
@@ -250,20 +486,12 @@ impl RowFormat for Bf16Rows<'_> {
     }
 }
 
-impl RowFormat for Q8Rows<'_> {
-    #[inline(always)]
-    fn get(&self, d_in: usize, o: usize, i: usize) -> f32 {
-        self.values[o * d_in + i] as f32 * self.scales[o * self.blocks + i / Q8_BLOCK]
-    }
-}
-
-impl RowFormat for Q4Rows<'_> {
+impl<S: Superblock> RowFormat for SuperRows<'_, S> {
     #[inline(always)]
     fn get(&self, _d_in: usize, o: usize, i: usize) -> f32 {
-        let (byte, high) = self.byte(o, i);
-        let b = self.nibbles[byte];
-        let nibble = if high { b >> 4 } else { b & 0x0f };
-        (nibble as i32 - 8) as f32 * self.scales[o * self.blocks + i / Q4_BLOCK]
+        let sup = &self.supers[o * self.per_row + i / SUPER_WEIGHTS];
+        let (l, e) = (i % SUPER_WEIGHTS / 32, i % 32);
+        (sup.code(l, e) as i32 - S::OFFSET) as f32 * sup.scales()[l]
     }
 }
 
@@ -273,6 +501,23 @@ pub(crate) struct Tile<'a, W> {
     pub d_in: usize,
     pub rows: [usize; 4],
     pub x: [&'a [f32]; 2],
+}
+
+/// The integer kernels' tile: four weight rows' superblocks and two quantized input rows
+/// (`out[r][j] = w[j] · x[r]`), all of one length (the x86 kernels rely on it).
+pub(crate) struct IntTile<'a, S> {
+    pub w: [&'a [S]; 4],
+    pub x: [&'a [XSuper]; 2],
+}
+
+/// The sum of the 16 lanes as every integer kernel adds them: lane `l` and `l + 8`, then `l`
+/// and `l + 4`, then `l` and `l + 2`, then the last two.
+#[inline(always)]
+pub(crate) fn reduce16(v: [f32; SUPER_BLOCKS]) -> f32 {
+    let a: [f32; 8] = std::array::from_fn(|l| v[l] + v[l + 8]);
+    let b: [f32; 4] = std::array::from_fn(|l| a[l] + a[l + 4]);
+    let c: [f32; 2] = std::array::from_fn(|l| b[l] + b[l + 2]);
+    c[0] + c[1]
 }
 
 /// Run `$body` with `$w` bound to the [`RowFormat`] of `$packed` (a `&Packed`).
@@ -287,19 +532,17 @@ macro_rules! with_rows {
                 let $w = Bf16Rows(v);
                 $body
             }
-            Packed::Q8 { values, scales } => {
-                let $w = Q8Rows {
-                    values,
-                    scales,
-                    blocks: $d_in.div_ceil(Q8_BLOCK),
+            Packed::Q8(supers) => {
+                let $w = SuperRows {
+                    supers,
+                    per_row: $d_in.div_ceil(SUPER_WEIGHTS),
                 };
                 $body
             }
-            Packed::Q4 { nibbles, scales } => {
-                let $w = Q4Rows {
-                    nibbles,
-                    scales,
-                    blocks: $d_in.div_ceil(Q4_BLOCK),
+            Packed::Q4(supers) => {
+                let $w = SuperRows {
+                    supers,
+                    per_row: $d_in.div_ceil(SUPER_WEIGHTS),
                 };
                 $body
             }
@@ -314,21 +557,7 @@ impl HostMatrix {
         let packed = match format {
             WeightFormat::F32 => Packed::F32(values.to_vec()),
             WeightFormat::Bf16 => Packed::Bf16(values.iter().map(|&v| f32_to_bf16(v)).collect()),
-            WeightFormat::Q8 => {
-                let blocks = d_in.div_ceil(Q8_BLOCK);
-                let mut q = Vec::with_capacity(values.len());
-                let mut scales = Vec::with_capacity(d_out * blocks);
-                for row in values.chunks_exact(d_in.max(1)) {
-                    for block in row.chunks(Q8_BLOCK) {
-                        let max = block.iter().fold(0f32, |m, v| m.max(v.abs()));
-                        let scale = max / 127.0;
-                        let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-                        q.extend(block.iter().map(|v| (v * inverse).round() as i8));
-                        scales.push(scale);
-                    }
-                }
-                Packed::Q8 { values: q, scales }
-            }
+            WeightFormat::Q8 => pack_q8(values, d_in, d_out),
             WeightFormat::Q4 => pack_q4(values, d_in, d_out),
         };
         Self {
@@ -391,11 +620,30 @@ impl HostMatrix {
         if rows == 0 || self.d_out == 0 {
             return Vec::new();
         }
-        let row_bytes = self.format().matrix_bytes(1, self.d_in).max(1);
+        let d_in = self.d_in;
+        let row_bytes = self.format().matrix_bytes(1, d_in).max(1);
         let chunk = (CHUNK_BYTES / row_bytes).max(4).next_multiple_of(4);
-        let transposed = with_rows!(&self.packed, self.d_in, |w| products(
-            kernel, w, self.d_in, self.d_out, x, rows, chunk
-        ));
+        let run = |tile: &(dyn Fn([usize; 4], usize, usize) -> [[f32; 4]; 2] + Sync)| {
+            products(self.d_out, rows, chunk, tile)
+        };
+        let transposed = match &self.packed {
+            Packed::F32(v) => {
+                let w = F32Rows(v);
+                run(&|rows, r0, r1| float_tile(kernel, w, d_in, rows, x, r0, r1))
+            }
+            Packed::Bf16(v) => {
+                let w = Bf16Rows(v);
+                run(&|rows, r0, r1| float_tile(kernel, w, d_in, rows, x, r0, r1))
+            }
+            Packed::Q8(supers) => {
+                let (w, xq) = self.int_operands(supers, x, rows);
+                run(&|rows, r0, r1| int_tile(kernel, w, &xq, rows, r0, r1))
+            }
+            Packed::Q4(supers) => {
+                let (w, xq) = self.int_operands(supers, x, rows);
+                run(&|rows, r0, r1| int_tile(kernel, w, &xq, rows, r0, r1))
+            }
+        };
         let mut y = vec![0f32; rows * self.d_out];
         for (o, column) in transposed.chunks_exact(rows).enumerate() {
             let b = bias.map_or(0.0, |b| b[o]);
@@ -405,15 +653,58 @@ impl HostMatrix {
         }
         y
     }
+
+    /// The superblock rows and the quantized inputs of an integer product.
+    fn int_operands<'a, S>(
+        &self,
+        supers: &'a [S],
+        x: &[f32],
+        rows: usize,
+    ) -> (SuperRows<'a, S>, Vec<XSuper>) {
+        let per_row = self.d_in.div_ceil(SUPER_WEIGHTS);
+        (
+            SuperRows { supers, per_row },
+            quantize_rows(x, rows, self.d_in),
+        )
+    }
+}
+
+/// One block's weights as llama.cpp's Q8_0 quantizes them: `scale = max |w| / 127`, codes
+/// `round(w / scale)` (ties away from zero).
+fn pack_q8(values: &[f32], d_in: usize, d_out: usize) -> Packed {
+    let per_row = d_in.div_ceil(SUPER_WEIGHTS);
+    let zero = Q8Super {
+        scales: [0.0; SUPER_BLOCKS],
+        codes: [[128; 64]; 8], // 128 is weight 0: the padding
+    };
+    let mut supers = vec![zero; d_out * per_row];
+    for (o, row) in values.chunks_exact(d_in.max(1)).enumerate().take(d_out) {
+        for (b, block) in row.chunks(Q8_BLOCK).enumerate() {
+            let max = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let scale = max / 127.0;
+            let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+            let sup = &mut supers[o * per_row + b / SUPER_BLOCKS];
+            let l = b % SUPER_BLOCKS;
+            for (e, v) in block.iter().enumerate() {
+                let q = (v * inverse).round() as i8;
+                sup.codes[e / 4][4 * l + e % 4] = (q as u8) ^ 0x80;
+            }
+            sup.scales[l] = scale;
+        }
+    }
+    Packed::Q8(supers)
 }
 
 /// Q4_0 as llama.cpp quantizes it: the block's weight of largest magnitude `m` sets the scale
 /// `−m / 8`, so `m` itself is exactly code 0 (−8 steps) and every other weight rounds to the
 /// nearest of the 16 steps (codes clamped to 0..=15).
 fn pack_q4(values: &[f32], d_in: usize, d_out: usize) -> Packed {
-    let blocks = d_in.div_ceil(Q4_BLOCK);
-    let mut nibbles = vec![0u8; d_out * blocks * Q4_BLOCK / 2];
-    let mut scales = Vec::with_capacity(d_out * blocks);
+    let per_row = d_in.div_ceil(SUPER_WEIGHTS);
+    let zero = Q4Super {
+        scales: [0.0; SUPER_BLOCKS],
+        nibbles: [[0x88; 64]; 4], // 8 is weight 0: the padding
+    };
+    let mut supers = vec![zero; d_out * per_row];
     for (o, row) in values.chunks_exact(d_in.max(1)).enumerate().take(d_out) {
         for (b, block) in row.chunks(Q4_BLOCK).enumerate() {
             let extreme = block
@@ -421,30 +712,32 @@ fn pack_q4(values: &[f32], d_in: usize, d_out: usize) -> Packed {
                 .fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
             let scale = extreme / -8.0;
             let inverse = if scale != 0.0 { 1.0 / scale } else { 0.0 };
-            let mut codes = [8u8; Q4_BLOCK]; // 8 is weight 0: the padding of a short block
-            for (code, &v) in codes.iter_mut().zip(block) {
-                *code = ((v * inverse).round() + 8.0).clamp(0.0, 15.0) as u8;
+            let sup = &mut supers[o * per_row + b / SUPER_BLOCKS];
+            let l = b % SUPER_BLOCKS;
+            for (e, &v) in block.iter().enumerate() {
+                let code = ((v * inverse).round() + 8.0).clamp(0.0, 15.0) as u8;
+                let (g, k) = (e / 4, e % 4);
+                let byte = &mut sup.nibbles[g / 2][4 * l + k];
+                *byte = if g % 2 == 0 {
+                    (*byte & 0xf0) | code
+                } else {
+                    (*byte & 0x0f) | (code << 4)
+                };
             }
-            let start = (o * blocks + b) * (Q4_BLOCK / 2);
-            for j in 0..Q4_BLOCK / 2 {
-                nibbles[start + j] = codes[j] | (codes[j + Q4_BLOCK / 2] << 4);
-            }
-            scales.push(scale);
+            sup.scales[l] = scale;
         }
     }
-    Packed::Q4 { nibbles, scales }
+    Packed::Q4(supers)
 }
 
 /// `x Wᵀ` transposed, `[d_out, rows]`, so each work item (`chunk` weight rows) writes one
-/// contiguous slice.
-fn products<W: RowFormat>(
-    kernel: Kernel,
-    w: W,
-    d_in: usize,
+/// contiguous slice. `tile(rows, r0, r1)` is the dot products of four weight rows with input
+/// rows `r0` and `r1` (`r1 = r0` for a last odd row).
+fn products(
     d_out: usize,
-    x: &[f32],
     rows: usize,
     chunk: usize,
+    tile: &(dyn Fn([usize; 4], usize, usize) -> [[f32; 4]; 2] + Sync),
 ) -> Vec<f32> {
     let mut transposed = vec![0f32; d_out * rows];
     transposed
@@ -454,21 +747,10 @@ fn products<W: RowFormat>(
             let first = c * chunk;
             let n = out.len() / rows;
             for r in (0..rows).step_by(2) {
-                let x0 = &x[r * d_in..(r + 1) * d_in];
-                let x1 = if r + 1 < rows {
-                    &x[(r + 1) * d_in..(r + 2) * d_in]
-                } else {
-                    x0
-                };
+                let r1 = if r + 1 < rows { r + 1 } else { r };
                 for t in (0..n).step_by(4) {
                     // A short last tile repeats its last row; the repeats are not stored.
-                    let tile = Tile {
-                        w,
-                        d_in,
-                        rows: std::array::from_fn(|j| first + t + j.min(n - t - 1)),
-                        x: [x0, x1],
-                    };
-                    let dots = run_tile(kernel, &tile);
+                    let dots = tile(std::array::from_fn(|j| first + t + j.min(n - t - 1)), r, r1);
                     for j in 0..4.min(n - t) {
                         out[(t + j) * rows + r] = dots[0][j];
                         if r + 1 < rows {
@@ -481,18 +763,70 @@ fn products<W: RowFormat>(
     transposed
 }
 
-fn run_tile<W: RowFormat>(kernel: Kernel, tile: &Tile<'_, W>) -> [[f32; 4]; 2] {
+fn float_tile<W: FloatRows>(
+    kernel: Kernel,
+    w: W,
+    d_in: usize,
+    rows: [usize; 4],
+    x: &[f32],
+    r0: usize,
+    r1: usize,
+) -> [[f32; 4]; 2] {
+    let tile = Tile {
+        w,
+        d_in,
+        rows,
+        x: [
+            &x[r0 * d_in..(r0 + 1) * d_in],
+            &x[r1 * d_in..(r1 + 1) * d_in],
+        ],
+    };
     match kernel {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `matmul_with` checked that the CPU has the kernel's instruction set.
-        Kernel::Avx512 => unsafe { x86::tile_avx512(tile) },
+        Kernel::Avx512 | Kernel::Avx512Vnni => unsafe { x86::tile_avx512(&tile) },
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        Kernel::Avx2 => unsafe { x86::tile_avx2(tile) },
+        // SAFETY: as above (AVX-VNNI implies our check of AVX2 and FMA).
+        Kernel::Avx2 | Kernel::AvxVnni => unsafe { x86::tile_avx2(&tile) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: NEON is part of the aarch64 baseline.
-        Kernel::Neon => unsafe { neon::tile_neon(tile) },
-        _ => portable::tile(tile),
+        Kernel::Neon => unsafe { neon::tile_neon(&tile) },
+        _ => portable::tile(&tile),
+    }
+}
+
+fn int_tile<S: Superblock>(
+    kernel: Kernel,
+    w: SuperRows<'_, S>,
+    xq: &[XSuper],
+    rows: [usize; 4],
+    r0: usize,
+    r1: usize,
+) -> [[f32; 4]; 2] {
+    let per_row = w.per_row;
+    let tile = IntTile {
+        w: rows.map(|o| w.row(o)),
+        x: [
+            &xq[r0 * per_row..(r0 + 1) * per_row],
+            &xq[r1 * per_row..(r1 + 1) * per_row],
+        ],
+    };
+    // Every row of the tile has `per_row` superblocks (the x86 kernels' contract).
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `matmul_with` checked that the CPU has the kernel's instruction set; the rows
+        // have one length (above).
+        Kernel::Avx512Vnni => unsafe { x86::int_tile_avx512vnni(&tile) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Kernel::AvxVnni => unsafe { x86::int_tile_avxvnni(&tile) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above; `Avx512` is available only with AVX2 (checked with it).
+        Kernel::Avx2 | Kernel::Avx512 => unsafe { x86::int_tile_avx2(&tile) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: NEON is part of the aarch64 baseline.
+        Kernel::Neon => unsafe { neon::int_tile_neon(&tile) },
+        _ => portable::int_tile(&tile),
     }
 }
 

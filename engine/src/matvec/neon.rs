@@ -1,14 +1,21 @@
-//! aarch64 kernel: NEON (4 lanes, part of the aarch64 baseline, so always available there).
-//! Loads four weight rows a vector at a time, widens bf16 / scales q8 and q4 to f32 in
-//! registers, and fuses the multiply-add into 8 accumulators (4 rows × 2 inputs), so every
-//! weight is read once — the x86 kernels' scheme at NEON's width.
+//! aarch64 kernels: NEON (4 lanes, part of the aarch64 baseline, so always available there).
+//!
+//! Float formats: loads four weight rows a vector at a time, widens bf16 to f32 in registers,
+//! and fuses the multiply-add into 8 accumulators (4 rows × 2 inputs), so every weight is read
+//! once — the x86 kernels' scheme at NEON's width.
+//!
+//! Integer formats (q8, q4): a superblock's 16 block lanes in four quarters of 4 lanes. The codes
+//! are recentred to the signed weights (q8: `xor 0x80`, q4: `− 8`), multiplied by the quantized
+//! inputs into i16 (`smull`, |w · q| ≤ 128 · 127) and pairwise added into i32 (`sadalp`); one
+//! pairwise add (`addp`) per quarter then leaves each lane with its block's exact dot product,
+//! scaled and added in the order of [`super::reduce16`], as every integer kernel does.
 //!
 //! Type-checked on x86-64 hosts with `cargo check --target aarch64-unknown-linux-gnu`; the
 //! CI machines cannot run it, so its tests run only on an aarch64 machine.
 
 use std::arch::aarch64::*;
 
-use super::{Bf16Rows, F32Rows, Q4_BLOCK, Q4Rows, Q8_BLOCK, Q8Rows, RowFormat, Tile};
+use super::{Bf16Rows, F32Rows, IntTile, Q4Super, Q8Super, RowFormat, Superblock, Tile};
 
 const LANES: usize = 4;
 
@@ -40,59 +47,10 @@ impl Widen for Bf16Rows<'_> {
     }
 }
 
-/// Four bytes read as one unaligned u32, widened byte by byte to 32-bit lanes.
-#[inline(always)]
-unsafe fn four_bytes(ptr: *const u8) -> uint32x4_t {
-    unsafe {
-        let word = ptr.cast::<u32>().read_unaligned();
-        let bytes = vreinterpret_u8_u32(vdup_n_u32(word));
-        vmovl_u16(vget_low_u16(vmovl_u8(bytes)))
-    }
-}
-
-/// Sign-extend, convert, multiply by the block's scale. Four lanes never straddle two blocks.
-impl Widen for Q8Rows<'_> {
-    #[inline(always)]
-    unsafe fn load4(&self, d_in: usize, o: usize, i: usize) -> float32x4_t {
-        let scale = self.scales[o * self.blocks + i / Q8_BLOCK];
-        unsafe {
-            let word = self
-                .values
-                .as_ptr()
-                .add(o * d_in + i)
-                .cast::<u32>()
-                .read_unaligned();
-            let bytes = vreinterpret_s8_u32(vdup_n_u32(word));
-            let ints = vmovl_s16(vget_low_s16(vmovl_s8(bytes)));
-            vmulq_n_f32(vcvtq_f32_s32(ints), scale)
-        }
-    }
-}
-
-/// The half-block's nibbles (low: its first 16 weights, high: its last 16), recentred and
-/// scaled. Four lanes never straddle two halves.
-impl Widen for Q4Rows<'_> {
-    #[inline(always)]
-    unsafe fn load4(&self, _d_in: usize, o: usize, i: usize) -> float32x4_t {
-        let scale = self.scales[o * self.blocks + i / Q4_BLOCK];
-        let (byte, high) = self.byte(o, i);
-        unsafe {
-            let bytes = four_bytes(self.nibbles.as_ptr().add(byte));
-            let codes = if high {
-                vshrq_n_u32::<4>(bytes)
-            } else {
-                vandq_u32(bytes, vdupq_n_u32(0x0f))
-            };
-            let steps = vsubq_s32(vreinterpretq_s32_u32(codes), vdupq_n_s32(8));
-            vmulq_n_f32(vcvtq_f32_s32(steps), scale)
-        }
-    }
-}
-
 /// # Safety
 /// The CPU supports NEON (every aarch64 target Rust builds for does by default).
 #[target_feature(enable = "neon")]
-pub(crate) unsafe fn tile_neon<W: RowFormat>(t: &Tile<'_, W>) -> [[f32; 4]; 2] {
+pub(crate) unsafe fn tile_neon<W: RowFormat + Widen>(t: &Tile<'_, W>) -> [[f32; 4]; 2] {
     let full = t.d_in / LANES * LANES;
     // acc[j][r]: weight row j · input row r
     let mut acc = [[vdupq_n_f32(0.0); 2]; 4];
@@ -123,6 +81,90 @@ pub(crate) unsafe fn tile_neon<W: RowFormat>(t: &Tile<'_, W>) -> [[f32; 4]; 2] {
             *sum += (full..t.d_in)
                 .map(|i| t.w.get(t.d_in, o, i) * x[i])
                 .sum::<f32>();
+        }
+    }
+    out
+}
+
+/// The codes of blocks `4 quarter..4 quarter + 4` of one superblock ([`Superblock`]), as signed
+/// weights: group `g` (weights `4 g..4 g + 4` of each block) in element `g`.
+pub(crate) trait Codes {
+    /// # Safety
+    /// `quarter < 4`.
+    unsafe fn weights128(&self, quarter: usize) -> [int8x16_t; 8];
+}
+
+// SAFETY (every load below): 16 bytes at `16 · quarter < 64` inside a `[u8; 64]`.
+impl Codes for Q8Super {
+    #[inline(always)]
+    unsafe fn weights128(&self, quarter: usize) -> [int8x16_t; 8] {
+        unsafe {
+            let flip = vdupq_n_u8(0x80);
+            std::array::from_fn(|g| {
+                let codes = vld1q_u8(self.codes[g].as_ptr().add(16 * quarter));
+                vreinterpretq_s8_u8(veorq_u8(codes, flip))
+            })
+        }
+    }
+}
+
+impl Codes for Q4Super {
+    #[inline(always)]
+    unsafe fn weights128(&self, quarter: usize) -> [int8x16_t; 8] {
+        let mut out = [unsafe { vdupq_n_s8(0) }; 8];
+        unsafe {
+            let (mask, eight) = (vdupq_n_u8(0x0f), vdupq_n_s8(8));
+            for (v, bytes) in self.nibbles.iter().enumerate() {
+                let bytes = vld1q_u8(bytes.as_ptr().add(16 * quarter));
+                let low = vreinterpretq_s8_u8(vandq_u8(bytes, mask));
+                let high = vreinterpretq_s8_u8(vshrq_n_u8::<4>(bytes));
+                out[2 * v] = vsubq_s8(low, eight);
+                out[2 * v + 1] = vsubq_s8(high, eight);
+            }
+        }
+        out
+    }
+}
+
+/// # Safety
+/// The CPU supports NEON (every aarch64 target Rust builds for does by default).
+#[target_feature(enable = "neon")]
+pub(crate) unsafe fn int_tile_neon<S: Superblock + Codes>(t: &IntTile<'_, S>) -> [[f32; 4]; 2] {
+    let mut out = [[0f32; 4]; 2];
+    for (j, w) in t.w.iter().enumerate() {
+        // acc[r][quarter]: per block lane, weight row j · input row r
+        let mut acc = [[vdupq_n_f32(0.0); 4]; 2];
+        for (s, w) in w.iter().enumerate() {
+            for quarter in 0..4 {
+                // SAFETY: `quarter < 4`.
+                let weights = unsafe { w.weights128(quarter) };
+                // SAFETY: 16 bytes at `16 · quarter` inside a `[f32; 16]`.
+                let w_scale = unsafe { vld1q_f32(w.scales().as_ptr().add(4 * quarter)) };
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let x = &t.x[r][s];
+                    // Lanes (block 4 quarter, 4 quarter + 1) and (+ 2, + 3), each as two i32
+                    // halves of its 4-product groups.
+                    let (mut low, mut high) = (vdupq_n_s32(0), vdupq_n_s32(0));
+                    for (g, &w) in weights.iter().enumerate() {
+                        // SAFETY: 16 bytes at `16 · quarter` inside a `[i8; 64]`.
+                        let q = unsafe { vld1q_s8(x.q[g].as_ptr().add(16 * quarter)) };
+                        low = vpadalq_s16(low, vmull_s8(vget_low_s8(w), vget_low_s8(q)));
+                        high = vpadalq_s16(high, vmull_high_s8(w, q));
+                    }
+                    let dot = vpaddq_s32(low, high);
+                    // SAFETY: as for `w_scale`.
+                    let x_scale = unsafe { vld1q_f32(x.scales.as_ptr().add(4 * quarter)) };
+                    let scale = vmulq_f32(w_scale, x_scale);
+                    acc[quarter] = vfmaq_f32(acc[quarter], vcvtq_f32_s32(dot), scale);
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            // The lanes `l + 8` onto `l`, `l + 4`, `l + 2`, then the last two: `reduce16`.
+            let (a_low, a_high) = (vaddq_f32(acc[0], acc[2]), vaddq_f32(acc[1], acc[3]));
+            let b = vaddq_f32(a_low, a_high);
+            let c = vadd_f32(vget_low_f32(b), vget_high_f32(b));
+            out[r][j] = vget_lane_f32::<0>(c) + vget_lane_f32::<1>(c);
         }
     }
     out

@@ -1,7 +1,9 @@
-//! The portable kernel: plain Rust over lanes of 8, which the compiler vectorises for the
-//! target's baseline (SSE2 on x86-64, NEON on aarch64).
+//! The portable kernels: plain Rust over lanes of 8 (float formats), which the compiler
+//! vectorises for the target's baseline (SSE2 on x86-64, NEON on aarch64), and the integer
+//! formats' block sums in plain integer arithmetic, scaled and added in the order every integer
+//! kernel keeps ([`super::reduce16`]).
 
-use super::{RowFormat, Tile};
+use super::{IntTile, RowFormat, SUPER_BLOCKS, Superblock, Tile, reduce16};
 
 const LANES: usize = 8;
 
@@ -32,6 +34,28 @@ pub(crate) fn tile<W: RowFormat>(t: &Tile<'_, W>) -> [[f32; 4]; 2] {
                 .map(|i| t.w.get(d_in, t.rows[j], i) * x[i])
                 .sum();
             out[r][j] = acc[r][j].iter().sum::<f32>() + tail;
+        }
+    }
+    out
+}
+
+/// Per superblock and block lane `l`: the exact integer dot product of the weights
+/// (`code − OFFSET`) with the quantized inputs, then `acc[l] += sum · (w_scale · x_scale)` in one
+/// fused multiply-add.
+pub(crate) fn int_tile<S: Superblock>(t: &IntTile<'_, S>) -> [[f32; 4]; 2] {
+    let mut out = [[0f32; 4]; 2];
+    for (j, w) in t.w.iter().enumerate() {
+        for (r, x) in t.x.iter().enumerate() {
+            let mut acc = [0f32; SUPER_BLOCKS];
+            for (w, x) in w.iter().zip(x.iter()) {
+                for (l, acc) in acc.iter_mut().enumerate() {
+                    let sum: i32 = (0..32)
+                        .map(|e| (w.code(l, e) as i32 - S::OFFSET) * x.get(l, e) as i32)
+                        .sum();
+                    *acc = (sum as f32).mul_add(w.scales()[l] * x.scales[l], *acc);
+                }
+            }
+            out[r][j] = reduce16(acc);
         }
     }
     out

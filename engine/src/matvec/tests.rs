@@ -7,45 +7,126 @@ fn normal(rng: &mut Rng, n: usize) -> Vec<f32> {
 
 /// Every kernel this CPU runs: each is forced in turn, whatever `detect` would pick.
 fn kernels() -> Vec<Kernel> {
-    [Kernel::Portable, Kernel::Avx2, Kernel::Avx512, Kernel::Neon]
+    Kernel::ALL
         .into_iter()
         .filter(|k| k.is_available())
         .collect()
 }
 
-/// Each kernel, format and odd shape (d_in not a multiple of the SIMD width nor of the Q8
-/// block; d_out not a multiple of the 4-row tile nor of a work chunk; 1, 2, 3 and 5 input rows)
-/// against an f64 product with the packed matrix's own f32 weights. f32 accumulation of
-/// `d_in` terms stays within 1e-5 of Σ|wᵢxᵢ| (measured ≤ 1e-6 here).
+/// d_in not a multiple of the SIMD width, of the Q8 block nor of a superblock (and T5's 768,
+/// musicgen-medium's 1536); d_out not a multiple of the 4-row tile nor of a work chunk.
+const SHAPES: [(usize, usize); 9] = [
+    (1, 1),
+    (7, 5),
+    (37, 9),
+    (100, 33),
+    (1029, 70),
+    (768, 13),
+    (1536, 6),
+    (512, 7),
+    (33, 2000),
+];
+
+/// Unit roundoff of f32.
+const U: f64 = f32::EPSILON as f64 / 2.0;
+
+/// The inputs an integer product multiplies by: each row quantized to Q8_0 and back, exactly
+/// (`q · scale` is exact in f64).
+fn dequantized(x: &[f32], rows: usize, d_in: usize) -> (Vec<f64>, Vec<f64>) {
+    let supers = quantize_rows(x, rows, d_in);
+    let per_row = d_in.div_ceil(SUPER_WEIGHTS);
+    let mut values = Vec::with_capacity(rows * d_in);
+    let mut scales = Vec::with_capacity(rows * d_in);
+    for r in 0..rows {
+        for i in 0..d_in {
+            let sup = &supers[r * per_row + i / SUPER_WEIGHTS];
+            let (l, e) = (i % SUPER_WEIGHTS / 32, i % 32);
+            values.push(sup.get(l, e) as f64 * sup.scales[l] as f64);
+            scales.push(sup.scales[l] as f64);
+        }
+    }
+    (values, scales)
+}
+
+/// Each kernel, format and odd shape ([`SHAPES`]; 1, 2, 3 and 5 input rows) against an f64
+/// product with the packed matrix's own f32 weights.
+///
+/// f32, bf16: f32 accumulation of `d_in` terms stays within 1e-5 of Σ|wᵢxᵢ| (measured ≤ 1e-6).
+///
+/// q8, q4 (integer dot products on inputs quantized to Q8_0, [`quantize_rows`]), two checks:
+/// - exact: against the f64 product with the *quantized* inputs `x̂`, the only error is f32
+///   rounding: the integer block sums are exact, then per block lane one product of scales and
+///   one FMA per superblock, 4 tree additions and the bias: at most `n = superblocks + 6`
+///   roundings, `|y − ŷ| ≤ γₙ (Σ|wᵢx̂ᵢ| + |b|)` with `γₙ = n u / (1 − n u)`;
+/// - rigorous, against the true inputs: each input is within half its block's step of `x̂`, so
+///   `|y − Σ wᵢxᵢ − b| ≤ Σᵢ |wᵢ| · scaleᵢ / 2 · (1 + 1e-5) + the above`.
 #[test]
 fn kernels_match_an_f64_reference_on_odd_shapes() {
     let mut rng = Rng::new(13);
     let mut checked = 0;
-    for (d_in, d_out) in [(1, 1), (7, 5), (37, 9), (100, 33), (1029, 70), (33, 2000)] {
+    let (mut bound_total, mut magnitude_total) = (0f64, 0f64);
+    for (d_in, d_out) in SHAPES {
         let values = normal(&mut rng, d_in * d_out);
         let bias = normal(&mut rng, d_out);
         for format in WeightFormat::ALL {
             let matrix = HostMatrix::pack(&values, d_in, d_out, format);
             let w = matrix.unpack();
+            let integer = matches!(format, WeightFormat::Q8 | WeightFormat::Q4);
             for rows in [1, 2, 3, 5] {
                 let x = normal(&mut rng, rows * d_in);
+                let (x_hat, x_scale) = dequantized(&x, rows, d_in);
+                let n = (d_in.div_ceil(SUPER_WEIGHTS) + 6) as f64;
+                let gamma = n * U / (1.0 - n * U);
                 for kernel in kernels() {
                     let y = matrix.matmul_with(kernel, &x, rows, Some(&bias));
                     assert_eq!(y.len(), rows * d_out);
                     for r in 0..rows {
                         for o in 0..d_out {
-                            let terms =
-                                (0..d_in).map(|i| w[o * d_in + i] as f64 * x[r * d_in + i] as f64);
-                            let exact: f64 = terms.clone().sum::<f64>() + bias[o] as f64;
-                            let magnitude: f64 =
-                                terms.map(f64::abs).sum::<f64>() + bias[o].abs() as f64;
-                            let err = (y[r * d_out + o] as f64 - exact).abs();
+                            let got = y[r * d_out + o] as f64;
+                            let b = bias[o] as f64;
+                            let wi = |i: usize| w[o * d_in + i] as f64;
+                            let exact: f64 = (0..d_in)
+                                .map(|i| wi(i) * x[r * d_in + i] as f64)
+                                .sum::<f64>()
+                                + b;
+                            let magnitude: f64 = (0..d_in)
+                                .map(|i| (wi(i) * x[r * d_in + i] as f64).abs())
+                                .sum::<f64>()
+                                + b.abs();
+                            let what = || {
+                                format!(
+                                    "{} {format} d_in {d_in} d_out {d_out} rows {rows}: y[{r}][{o}] = {got}",
+                                    kernel.name()
+                                )
+                            };
+                            if !integer {
+                                let err = (got - exact).abs();
+                                assert!(err <= 1e-5 * magnitude + 1e-6, "{} vs {exact}", what());
+                                continue;
+                            }
+                            let on_quantized: f64 =
+                                (0..d_in).map(|i| wi(i) * x_hat[r * d_in + i]).sum::<f64>() + b;
+                            let rounding = gamma
+                                * ((0..d_in)
+                                    .map(|i| (wi(i) * x_hat[r * d_in + i]).abs())
+                                    .sum::<f64>()
+                                    + b.abs());
                             assert!(
-                                err <= 1e-5 * magnitude + 1e-6,
-                                "{} {format} d_in {d_in} d_out {d_out} rows {rows}: y[{r}][{o}] = {} vs {exact}",
-                                kernel.name(),
-                                y[r * d_out + o]
+                                (got - on_quantized).abs() <= rounding,
+                                "{} vs {on_quantized} on the quantized inputs (bound {rounding})",
+                                what()
                             );
+                            let quantization: f64 = (0..d_in)
+                                .map(|i| wi(i).abs() * 0.5 * x_scale[r * d_in + i])
+                                .sum::<f64>()
+                                * (1.0 + 1e-5);
+                            assert!(
+                                (got - exact).abs() <= quantization + rounding,
+                                "{} vs {exact} (bound {quantization} + {rounding})",
+                                what()
+                            );
+                            bound_total += quantization;
+                            magnitude_total += magnitude;
                         }
                     }
                     checked += 1;
@@ -54,9 +135,166 @@ fn kernels_match_an_f64_reference_on_odd_shapes() {
         }
     }
     assert!(
-        checked >= 6 * 3 * 4,
+        checked >= SHAPES.len() * 4 * 4,
         "every shape, format and row count ran"
     );
+    // The rigorous bound is not vacuous: the inputs' quantization is ≈ 1.5 % of Σ|wᵢxᵢ|.
+    assert!(
+        bound_total <= 0.03 * magnitude_total,
+        "{bound_total} vs {magnitude_total}"
+    );
+}
+
+/// The integer kernels add exact integer block sums in one float order, so every kernel gives
+/// the q8 and q4 products bit for bit (the portable kernel is the reference).
+#[test]
+fn integer_kernels_agree_bit_for_bit() {
+    let mut rng = Rng::new(29);
+    for (d_in, d_out) in SHAPES {
+        let values = normal(&mut rng, d_in * d_out);
+        for format in [WeightFormat::Q8, WeightFormat::Q4] {
+            let matrix = HostMatrix::pack(&values, d_in, d_out, format);
+            for rows in [1, 2, 3] {
+                let mut x = normal(&mut rng, rows * d_in);
+                // Extremes: a block of large values, and one of ±max (codes ±127).
+                x.iter_mut().take(32).for_each(|v| *v *= 1e4);
+                let reference = matrix.matmul_with(Kernel::Portable, &x, rows, None);
+                for kernel in kernels() {
+                    let y = matrix.matmul_with(kernel, &x, rows, None);
+                    let same = y
+                        .iter()
+                        .zip(&reference)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(
+                        same,
+                        "{} {format} d_in {d_in} d_out {d_out} rows {rows}: differs from portable",
+                        kernel.name()
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The integer kernels' extremes: q8 weights and inputs of ±127 steps everywhere (the largest
+/// block sums, 32 · 127², and the pair sums that would saturate a naive `vpmaddubsw` on
+/// `w + 128`), q4 codes at both ends. ±1 inputs quantize to ±127 steps of 1/127, within 2⁻²⁴
+/// relative of ±1, so every product is within 1e-6 relative of the one on the exact inputs.
+#[test]
+fn integer_kernels_are_exact_at_the_extremes() {
+    let d_in = 1024;
+    for (sign_w, sign_x) in [(1.0, 1.0), (1.0, -1.0), (-1.0, 1.0), (-1.0, -1.0)] {
+        let values: Vec<f32> = (0..4 * d_in)
+            .map(|k| if k % 3 == 0 { sign_w } else { -sign_w })
+            .collect();
+        let x: Vec<f32> = (0..2 * d_in)
+            .map(|k| if k % 5 == 0 { -sign_x } else { sign_x })
+            .collect();
+        for format in [WeightFormat::Q8, WeightFormat::Q4] {
+            let matrix = HostMatrix::pack(&values, d_in, 4, format);
+            let w = matrix.unpack();
+            for kernel in kernels() {
+                let y = matrix.matmul_with(kernel, &x, 2, None);
+                for r in 0..2 {
+                    for o in 0..4 {
+                        let terms =
+                            (0..d_in).map(|i| w[o * d_in + i] as f64 * x[r * d_in + i] as f64);
+                        let exact: f64 = terms.clone().sum();
+                        let magnitude: f64 = terms.map(f64::abs).sum();
+                        let got = y[r * 4 + o] as f64;
+                        assert!(
+                            (got - exact).abs() <= 1e-6 * magnitude,
+                            "{} {format} signs ({sign_w}, {sign_x}) y[{r}][{o}] = {got} vs {exact}",
+                            kernel.name()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Q8_0 of the inputs: one scale per block of 32 (max |x| / 127, 0 for a zero block and the
+/// padding), |q| ≤ 127 with the block's extreme at ±127, within half a step of x, the block sums
+/// of q, and each input where the kernels expect it.
+#[test]
+fn activation_quantization_round_trips() {
+    let mut rng = Rng::new(5);
+    let (rows, d_in) = (3, 1100); // 3 superblocks per row, the last one mostly padding
+    let mut x = normal(&mut rng, rows * d_in);
+    x[d_in..2 * d_in].iter_mut().for_each(|v| *v = 0.0); // a zero row
+    x[64..96].iter_mut().for_each(|v| *v = 0.0); // a zero block
+    x[100] = 1e-30; // a block whose other inputs are tiny next to it
+    x[2 * d_in + 5] = -7.5; // the extreme of its block
+    let supers = quantize_rows(&x, rows, d_in);
+    let per_row = d_in.div_ceil(SUPER_WEIGHTS);
+    assert_eq!(supers.len(), rows * per_row);
+    for r in 0..rows {
+        for b in 0..per_row * SUPER_BLOCKS {
+            let sup = &supers[r * per_row + b / SUPER_BLOCKS];
+            let l = b % SUPER_BLOCKS;
+            let start = (32 * b).min(d_in);
+            let block = &x[r * d_in + start..r * d_in + (32 * b + 32).min(d_in)];
+            let max = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+            assert_eq!(sup.scales[l], max / 127.0, "row {r} block {b}: scale");
+            let mut sum = 0;
+            for e in 0..32 {
+                let q = sup.get(l, e);
+                sum += q as i32;
+                assert!(q != -128, "row {r} block {b}: q = -128");
+                let v = block.get(e).copied().unwrap_or(0.0);
+                if v == 0.0 {
+                    assert_eq!(q, 0, "row {r} block {b} input {e}: zero");
+                }
+                if v.abs() == max && max > 0.0 {
+                    assert_eq!(q.unsigned_abs(), 127, "row {r} block {b}: extreme");
+                    assert_eq!(q.signum() as f32, v.signum(), "row {r} block {b}: sign");
+                }
+                let err = (q as f64 * sup.scales[l] as f64 - v as f64).abs();
+                assert!(
+                    err <= 0.5 * sup.scales[l] as f64 * (1.0 + 1e-5),
+                    "row {r} block {b} input {e}: {v} → {q}"
+                );
+            }
+            assert_eq!(sup.sums[l], sum, "row {r} block {b}: sum");
+        }
+    }
+    assert_eq!(supers[2 * per_row].get(0, 5), -127);
+    // Ties go to even: 0.5 and 1.5 steps.
+    let mut ties = vec![0f32; 32];
+    ties[0] = 127.0;
+    ties[1] = 0.5;
+    ties[2] = 1.5;
+    ties[3] = -2.5;
+    let sup = &quantize_rows(&ties, 1, 32)[0];
+    assert_eq!(sup.scales[0], 1.0);
+    assert_eq!([0, 1, 2, 3].map(|e| sup.get(0, e)), [127, 0, 2, -2]);
+    // The portable quantizer and the AVX2 one agree bit for bit (here with ties: inputs on
+    // half steps).
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        let mut x = normal(&mut rng, 2000);
+        x[7] = 127.0;
+        for (k, v) in x[..32].iter_mut().enumerate() {
+            if k != 7 {
+                *v = (k as f32 - 16.0) + 0.5;
+            }
+        }
+        let per_row = 2000usize.div_ceil(SUPER_WEIGHTS);
+        let (mut portable, mut avx2) = (vec![XSuper::ZERO; per_row], vec![XSuper::ZERO; per_row]);
+        quantize_row(&mut portable, &x);
+        // SAFETY: the CPU has AVX2.
+        unsafe { quantize_row_avx2(&mut avx2, &x) };
+        for (a, b) in portable.iter().zip(&avx2) {
+            assert_eq!(a.q, b.q);
+            assert_eq!(a.sums, b.sums);
+            assert_eq!(a.scales.map(f32::to_bits), b.scales.map(f32::to_bits));
+        }
+        assert_eq!(portable[0].get(0, 0), -16, "−15.5 steps: ties to even");
+    }
+    // No rows, and rows of no inputs.
+    assert!(quantize_rows(&[], 0, 10).is_empty());
+    assert!(quantize_rows(&[], 2, 0).is_empty());
 }
 
 /// Packing loses what the format cannot hold and nothing more: f32 is exact, bf16 is within
@@ -119,8 +357,12 @@ fn weight_format_names_round_trip_and_bad_names_are_refused() {
         err.to_string(),
         "unknown weight format `q9`: expected f32, bf16, q8 or q4"
     );
-    assert_eq!(WeightFormat::Q8.matrix_bytes(2, 40), 2 * (40 + 4 * 2));
-    assert_eq!(WeightFormat::Q4.matrix_bytes(2, 40), 2 * 2 * (16 + 4));
+    // q8 and q4 rows are padded to superblocks of 512 weights, 16 scales each.
+    assert_eq!(WeightFormat::Q8.matrix_bytes(2, 40), 2 * (512 + 4 * 16));
+    assert_eq!(WeightFormat::Q4.matrix_bytes(2, 40), 2 * (256 + 4 * 16));
+    assert_eq!(WeightFormat::Q8.matrix_bytes(3, 1024), 3 * (1024 + 4 * 32));
+    assert_eq!(WeightFormat::Q4.matrix_bytes(3, 1024), 3 * (512 + 4 * 32));
+    assert_eq!(WeightFormat::Q8.matrix_bytes(1, 1025), 1536 + 4 * 48);
 }
 
 /// The largest weight of a q4 block is exact, zeros stay zero, and a short last block's

@@ -1,10 +1,23 @@
-//! x86-64 kernels: AVX-512F (16 lanes) and AVX2 + FMA (8 lanes). Each loads four weight rows
-//! a vector at a time, widens bf16 / scales q8 to f32 in registers, and fuses the
-//! multiply-add into 8 accumulators (4 rows × 2 inputs), so every weight is read once.
+//! x86-64 kernels.
+//!
+//! Float formats: AVX-512F (16 lanes) and AVX2 + FMA (8 lanes). Each loads four weight rows a
+//! vector at a time, widens bf16 to f32 in registers, and fuses the multiply-add into 8
+//! accumulators (4 rows × 2 inputs), so every weight is read once.
+//!
+//! Integer formats (q8, q4): four weight rows' superblocks against two quantized input rows,
+//! each weight vector loaded once for both inputs. AVX512-VNNI takes a superblock's 16 block
+//! lanes in one 512-bit vector, AVX-VNNI in two 256-bit halves (blocks 0–7, 8–15): `vpdpbusd`
+//! multiplies the unsigned codes by the signed inputs, and the accumulators start at
+//! `−OFFSET · Σq` so that they end at the exact `Σ w·q`. Without VNNI (AVX2), `vpmaddubsw`
+//! would saturate its i16 pair sums on `w + 128` codes (255 · 127 · 2 > 32767), so that kernel
+//! recentres the codes to the signed weights `w` and uses llama.cpp's sign trick:
+//! `maddubs(|w|, sign(q, w))`, each pair at most 2 · 128 · 127 = 32512 (inputs are quantized to
+//! |q| ≤ 127), then `vpmaddwd` by ones into i32. All three then scale and add the lanes in the
+//! order of [`super::reduce16`].
 
 use std::arch::x86_64::*;
 
-use super::{Bf16Rows, F32Rows, Q4_BLOCK, Q4Rows, Q8_BLOCK, Q8Rows, RowFormat, Tile};
+use super::{Bf16Rows, F32Rows, IntTile, Q4Super, Q8Super, RowFormat, Superblock, Tile, XSuper};
 
 /// Vector loads of one row's weights at `i`, widened to f32.
 ///
@@ -63,115 +76,9 @@ impl Widen for Bf16Rows<'_> {
     }
 }
 
-/// Sign-extend to i32, convert, multiply by the block's scale. A vector never straddles two
-/// blocks: `i` is a multiple of the lane count, which divides [`Q8_BLOCK`].
-impl Widen for Q8Rows<'_> {
-    #[inline(always)]
-    unsafe fn load16(&self, d_in: usize, o: usize, i: usize) -> __m512 {
-        let scale = self.scales[o * self.blocks + i / Q8_BLOCK];
-        unsafe {
-            let bytes = _mm_loadu_si128(self.values.as_ptr().add(o * d_in + i).cast());
-            let ints = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes));
-            _mm512_mul_ps(ints, _mm512_set1_ps(scale))
-        }
-    }
-
-    #[inline(always)]
-    unsafe fn load8(&self, d_in: usize, o: usize, i: usize) -> __m256 {
-        let scale = self.scales[o * self.blocks + i / Q8_BLOCK];
-        unsafe {
-            let bytes = _mm_loadl_epi64(self.values.as_ptr().add(o * d_in + i).cast());
-            let ints = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
-            _mm256_mul_ps(ints, _mm256_set1_ps(scale))
-        }
-    }
-}
-
-/// Widen the bytes of a [`Q4_BLOCK`]'s half (`high`: its last 16 weights, in the high nibbles)
-/// to the codes, recentre them (−8) and scale. A vector never straddles two halves: `i` is a
-/// multiple of the lane count, which divides `Q4_BLOCK / 2`.
-impl Widen for Q4Rows<'_> {
-    const PAIRED: bool = true;
-
-    /// Both halves from one 16-byte load: low nibbles are weights `i..i + 16`, high ones
-    /// `i + 16..i + 32`.
-    #[inline(always)]
-    unsafe fn load16_pair(&self, _d_in: usize, o: usize, i: usize) -> (__m512, __m512) {
-        let scale = self.scales[o * self.blocks + i / Q4_BLOCK];
-        let (byte, _) = self.byte(o, i);
-        // The 16 codes' weights (code − 8) · scale, looked up per lane: `permutexvar` reads
-        // only an index's low 4 bits, so the low nibbles need no mask.
-        unsafe {
-            let steps = _mm512_setr_ps(
-                -8.0, -7.0, -6.0, -5.0, -4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0,
-                7.0,
-            );
-            let table = _mm512_mul_ps(steps, _mm512_set1_ps(scale));
-            let bytes =
-                _mm512_cvtepu8_epi32(_mm_loadu_si128(self.nibbles.as_ptr().add(byte).cast()));
-            (
-                _mm512_permutexvar_ps(bytes, table),
-                _mm512_permutexvar_ps(_mm512_srli_epi32::<4>(bytes), table),
-            )
-        }
-    }
-
-    #[inline(always)]
-    unsafe fn load8_pair(&self, _d_in: usize, o: usize, i: usize) -> (__m256, __m256) {
-        let scale = self.scales[o * self.blocks + i / Q4_BLOCK];
-        let (byte, _) = self.byte(o, i);
-        unsafe {
-            let scale = _mm256_set1_ps(scale);
-            let bytes =
-                _mm256_cvtepu8_epi32(_mm_loadl_epi64(self.nibbles.as_ptr().add(byte).cast()));
-            let eight = _mm256_set1_epi32(8);
-            let low = _mm256_sub_epi32(_mm256_and_si256(bytes, _mm256_set1_epi32(0x0f)), eight);
-            let high = _mm256_sub_epi32(_mm256_srli_epi32::<4>(bytes), eight);
-            (
-                _mm256_mul_ps(_mm256_cvtepi32_ps(low), scale),
-                _mm256_mul_ps(_mm256_cvtepi32_ps(high), scale),
-            )
-        }
-    }
-
-    #[inline(always)]
-    unsafe fn load16(&self, _d_in: usize, o: usize, i: usize) -> __m512 {
-        let scale = self.scales[o * self.blocks + i / Q4_BLOCK];
-        let (byte, high) = self.byte(o, i);
-        unsafe {
-            let bytes =
-                _mm512_cvtepu8_epi32(_mm_loadu_si128(self.nibbles.as_ptr().add(byte).cast()));
-            let codes = if high {
-                _mm512_srli_epi32::<4>(bytes)
-            } else {
-                _mm512_and_si512(bytes, _mm512_set1_epi32(0x0f))
-            };
-            let steps = _mm512_cvtepi32_ps(_mm512_sub_epi32(codes, _mm512_set1_epi32(8)));
-            _mm512_mul_ps(steps, _mm512_set1_ps(scale))
-        }
-    }
-
-    #[inline(always)]
-    unsafe fn load8(&self, _d_in: usize, o: usize, i: usize) -> __m256 {
-        let scale = self.scales[o * self.blocks + i / Q4_BLOCK];
-        let (byte, high) = self.byte(o, i);
-        unsafe {
-            let bytes =
-                _mm256_cvtepu8_epi32(_mm_loadl_epi64(self.nibbles.as_ptr().add(byte).cast()));
-            let codes = if high {
-                _mm256_srli_epi32::<4>(bytes)
-            } else {
-                _mm256_and_si256(bytes, _mm256_set1_epi32(0x0f))
-            };
-            let steps = _mm256_cvtepi32_ps(_mm256_sub_epi32(codes, _mm256_set1_epi32(8)));
-            _mm256_mul_ps(steps, _mm256_set1_ps(scale))
-        }
-    }
-}
-
 /// The scalar rest of each dot product, past the last full vector at `full`.
 #[inline(always)]
-fn add_tail<W: RowFormat>(t: &Tile<'_, W>, full: usize, out: &mut [[f32; 4]; 2]) {
+fn add_tail<W: RowFormat + Widen>(t: &Tile<'_, W>, full: usize, out: &mut [[f32; 4]; 2]) {
     for (x, sums) in t.x.iter().zip(out.iter_mut()) {
         for (sum, &o) in sums.iter_mut().zip(&t.rows) {
             *sum += (full..t.d_in)
@@ -191,7 +98,7 @@ macro_rules! tile_kernel {
     ) => {
         $(#[$doc])*
         #[target_feature(enable = $features)]
-        pub(crate) unsafe fn $name<W: RowFormat>(t: &Tile<'_, W>) -> [[f32; 4]; 2] {
+        pub(crate) unsafe fn $name<W: RowFormat + Widen>(t: &Tile<'_, W>) -> [[f32; 4]; 2] {
             let full = t.d_in / $lanes * $lanes;
             // acc[j][r]: weight row j · input row r
             let mut acc = [[$zero(); 2]; 4];
@@ -269,4 +176,338 @@ fn horizontal_sum_avx(v: __m256) -> f32 {
     let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
     let single = _mm_add_ss(pair, _mm_shuffle_ps::<1>(pair, pair));
     _mm_cvtss_f32(single)
+}
+
+/// The codes of one superblock ([`Superblock`]) as vectors of u8, two groups at a time: groups
+/// `2 v` and `2 v + 1` (weights `8 v..8 v + 8` of each block).
+///
+/// # Safety (both methods)
+/// `v < 4`, `half < 2`, and the CPU has the instruction set of the vector type.
+pub(crate) trait Codes {
+    /// All 16 blocks' lanes.
+    unsafe fn codes512(&self, v: usize) -> [__m512i; 2];
+    /// Blocks `8 half..8 half + 8`.
+    unsafe fn codes256(&self, v: usize, half: usize) -> [__m256i; 2];
+}
+
+// SAFETY (every load below): 64 or 32 bytes inside a `[u8; 64]` (`v < 4`, `half < 2`); the
+// loads are unaligned (the arrays are 64-byte aligned in practice).
+impl Codes for Q8Super {
+    #[inline(always)]
+    unsafe fn codes512(&self, v: usize) -> [__m512i; 2] {
+        unsafe {
+            [
+                _mm512_loadu_si512(self.codes.get_unchecked(2 * v).as_ptr().cast()),
+                _mm512_loadu_si512(self.codes.get_unchecked(2 * v + 1).as_ptr().cast()),
+            ]
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn codes256(&self, v: usize, half: usize) -> [__m256i; 2] {
+        unsafe {
+            let at = |g: usize| self.codes.get_unchecked(g).as_ptr().add(32 * half).cast();
+            [
+                _mm256_loadu_si256(at(2 * v)),
+                _mm256_loadu_si256(at(2 * v + 1)),
+            ]
+        }
+    }
+}
+
+/// One load for both groups: the low nibbles (masked) and the high ones (shifted within 32-bit
+/// lanes, then masked, so no bits cross between bytes).
+impl Codes for Q4Super {
+    #[inline(always)]
+    unsafe fn codes512(&self, v: usize) -> [__m512i; 2] {
+        unsafe {
+            let mask = _mm512_set1_epi8(0x0f);
+            let bytes = _mm512_loadu_si512(self.nibbles.get_unchecked(v).as_ptr().cast());
+            [
+                _mm512_and_si512(bytes, mask),
+                _mm512_and_si512(_mm512_srli_epi32::<4>(bytes), mask),
+            ]
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn codes256(&self, v: usize, half: usize) -> [__m256i; 2] {
+        unsafe {
+            let mask = _mm256_set1_epi8(0x0f);
+            let at = self.nibbles.get_unchecked(v).as_ptr().add(32 * half);
+            let bytes = _mm256_loadu_si256(at.cast());
+            [
+                _mm256_and_si256(bytes, mask),
+                _mm256_and_si256(_mm256_srli_epi32::<4>(bytes), mask),
+            ]
+        }
+    }
+}
+
+/// # Safety
+/// The CPU supports AVX-512F, AVX512-VNNI, AVX2 and FMA; the tile's rows have one length.
+#[target_feature(enable = "avx512f,avx512vnni,avx2,fma")]
+pub(crate) unsafe fn int_tile_avx512vnni<S: Superblock + Codes>(
+    t: &IntTile<'_, S>,
+) -> [[f32; 4]; 2] {
+    // acc[j][r]: per block lane, weight row j · input row r
+    let mut acc = [[_mm512_setzero_ps(); 2]; 4];
+    let offset = _mm512_set1_epi32(S::OFFSET);
+    for s in 0..t.x[0].len() {
+        // SAFETY: every row of the tile has `t.x[0].len()` superblocks.
+        let (x, w) = unsafe {
+            (
+                t.x.map(|x| x.get_unchecked(s)),
+                t.w.map(|w| w.get_unchecked(s)),
+            )
+        };
+        // SAFETY: 64-byte loads of `[f32; 16]` / `[i32; 16]`.
+        let (x_scale, start) = unsafe {
+            (
+                x.map(|x| _mm512_loadu_ps(x.scales.as_ptr())),
+                x.map(|x| {
+                    let sums = _mm512_loadu_si512(x.sums.as_ptr().cast());
+                    _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_mullo_epi32(sums, offset))
+                }),
+            )
+        };
+        // 8 independent chains of `vpdpbusd`, each weight vector loaded once for both inputs.
+        let mut dot = [start; 4];
+        for v in 0..4 {
+            // SAFETY: 64-byte loads of `[i8; 64]`.
+            let q = unsafe {
+                x.map(|x| {
+                    [
+                        _mm512_loadu_si512(x.q[2 * v].as_ptr().cast()),
+                        _mm512_loadu_si512(x.q[2 * v + 1].as_ptr().cast()),
+                    ]
+                })
+            };
+            for (dot, w) in dot.iter_mut().zip(w) {
+                // SAFETY: `v < 4`; the CPU has AVX-512F.
+                let codes = unsafe { w.codes512(v) };
+                for (dot, q) in dot.iter_mut().zip(&q) {
+                    *dot = _mm512_dpbusd_epi32(*dot, codes[0], q[0]);
+                    *dot = _mm512_dpbusd_epi32(*dot, codes[1], q[1]);
+                }
+            }
+        }
+        for ((a, dot), w) in acc.iter_mut().zip(dot).zip(w) {
+            // SAFETY: a 64-byte load of a `[f32; 16]`.
+            let w_scale = unsafe { _mm512_loadu_ps(w.scales().as_ptr()) };
+            for r in 0..2 {
+                let scale = _mm512_mul_ps(w_scale, x_scale[r]);
+                a[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[r]), scale, a[r]);
+            }
+        }
+    }
+    let mut out = [[0f32; 4]; 2];
+    for (j, a) in acc.iter().enumerate() {
+        for r in 0..2 {
+            let low = _mm512_castps512_ps256(a[r]);
+            let high = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(a[r])));
+            out[r][j] = horizontal_sum_avx(_mm256_add_ps(low, high));
+        }
+    }
+    out
+}
+
+/// A 256-bit integer tile kernel: `$start(sums, offset)` is an accumulator's start from the
+/// input block sums, `$dot(acc, codes, q)` adds 4 code × input products per i32 lane.
+macro_rules! int_tile_256 {
+    (
+        $(#[$doc:meta])*
+        $name:ident, $features:literal, $start:ident, $dot:ident
+    ) => {
+        $(#[$doc])*
+        #[target_feature(enable = $features)]
+        pub(crate) unsafe fn $name<S: Superblock + Codes>(t: &IntTile<'_, S>) -> [[f32; 4]; 2] {
+            // acc[j][r][half]: per block lane, weight row j · input row r
+            let mut acc = [[[_mm256_setzero_ps(); 2]; 2]; 4];
+            let offset = _mm256_set1_epi32(S::OFFSET);
+            for s in 0..t.x[0].len() {
+                // SAFETY: every row of the tile has `t.x[0].len()` superblocks.
+                let (x, w): ([&XSuper; 2], [&S; 4]) = unsafe {
+                    (
+                        t.x.map(|x| x.get_unchecked(s)),
+                        t.w.map(|w| w.get_unchecked(s)),
+                    )
+                };
+                for half in 0..2 {
+                    let lanes = 8 * half;
+                    // SAFETY: 32-byte loads inside `[f32; 16]` / `[i32; 16]`.
+                    let (x_scale, start) = unsafe {
+                        (
+                            x.map(|x| _mm256_loadu_ps(x.scales[lanes..].as_ptr())),
+                            x.map(|x| {
+                                let sums = _mm256_loadu_si256(x.sums[lanes..].as_ptr().cast());
+                                $start::<S>(sums, offset)
+                            }),
+                        )
+                    };
+                    let mut dot = [start; 4];
+                    for v in 0..4 {
+                        // SAFETY: 32-byte loads inside `[i8; 64]`.
+                        let q = unsafe {
+                            x.map(|x| {
+                                [
+                                    _mm256_loadu_si256(x.q[2 * v][4 * lanes..].as_ptr().cast()),
+                                    _mm256_loadu_si256(
+                                        x.q[2 * v + 1][4 * lanes..].as_ptr().cast(),
+                                    ),
+                                ]
+                            })
+                        };
+                        for (dot, w) in dot.iter_mut().zip(w) {
+                            // SAFETY: `v < 4`, `half < 2`; the CPU has AVX2.
+                            let codes = unsafe { w.codes256(v, half) };
+                            for (dot, q) in dot.iter_mut().zip(&q) {
+                                // SAFETY: the CPU has the features `$dot` needs.
+                                unsafe {
+                                    *dot = $dot::<S>(*dot, codes[0], q[0]);
+                                    *dot = $dot::<S>(*dot, codes[1], q[1]);
+                                }
+                            }
+                        }
+                    }
+                    for ((a, dot), w) in acc.iter_mut().zip(dot).zip(w) {
+                        // SAFETY: a 32-byte load inside a `[f32; 16]`.
+                        let w_scale = unsafe { _mm256_loadu_ps(w.scales()[lanes..].as_ptr()) };
+                        for r in 0..2 {
+                            let scale = _mm256_mul_ps(w_scale, x_scale[r]);
+                            a[r][half] =
+                                _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot[r]), scale, a[r][half]);
+                        }
+                    }
+                }
+            }
+            let mut out = [[0f32; 4]; 2];
+            for (j, a) in acc.iter().enumerate() {
+                for r in 0..2 {
+                    out[r][j] = horizontal_sum_avx(_mm256_add_ps(a[r][0], a[r][1]));
+                }
+            }
+            out
+        }
+    };
+}
+
+int_tile_256!(
+    /// # Safety
+    /// The CPU supports AVX2, FMA and AVX-VNNI; the tile's rows have one length.
+    int_tile_avxvnni, "avx2,fma,avxvnni", vnni_start, vnni_dot
+);
+
+int_tile_256!(
+    /// # Safety
+    /// The CPU supports AVX2 and FMA; the tile's rows have one length.
+    int_tile_avx2, "avx2,fma", zero_start, sign_trick_dot
+);
+
+/// `−OFFSET · Σq` per block lane: [`vnni_dot`] then adds the codes' `OFFSET · Σq` back.
+///
+/// # Safety
+/// The CPU supports AVX2.
+#[inline(always)]
+unsafe fn vnni_start<S: Superblock>(sums: __m256i, offset: __m256i) -> __m256i {
+    unsafe { _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_mullo_epi32(sums, offset)) }
+}
+
+/// `dot + Σ code · q` per i32 lane (4 products each).
+///
+/// # Safety
+/// The CPU supports AVX-VNNI.
+#[inline(always)]
+unsafe fn vnni_dot<S: Superblock>(dot: __m256i, codes: __m256i, q: __m256i) -> __m256i {
+    unsafe { _mm256_dpbusd_avx_epi32(dot, codes, q) }
+}
+
+/// Zero: [`sign_trick_dot`] adds signed products.
+///
+/// # Safety
+/// The CPU supports AVX2.
+#[inline(always)]
+unsafe fn zero_start<S: Superblock>(_sums: __m256i, _offset: __m256i) -> __m256i {
+    unsafe { _mm256_setzero_si256() }
+}
+
+/// `dot + Σ (code − OFFSET) · q` per i32 lane (4 products each) without VNNI: the signed weights
+/// `w` (|w| ≤ 128) go unsigned as |w|, their signs onto the inputs (|q| ≤ 127), so no i16 pair
+/// sum of `vpmaddubsw` exceeds 2 · 128 · 127 = 32512.
+///
+/// # Safety
+/// The CPU supports AVX2.
+#[inline(always)]
+unsafe fn sign_trick_dot<S: Superblock>(dot: __m256i, codes: __m256i, q: __m256i) -> __m256i {
+    unsafe {
+        let w = _mm256_sub_epi8(codes, _mm256_set1_epi8(S::OFFSET as u8 as i8));
+        let pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(q, w));
+        _mm256_add_epi32(dot, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+    }
+}
+
+/// max |x| over a block of 32 inputs (the input quantization's, [`super::quantize_rows`]).
+///
+/// # Safety
+/// The CPU supports AVX2.
+#[inline(always)]
+pub(crate) unsafe fn max_abs_avx2(block: &[f32; 32]) -> f32 {
+    // SAFETY: four 32-byte loads inside the block; the caller guarantees AVX2.
+    unsafe {
+        let sign = _mm256_set1_ps(-0.0);
+        let v: [__m256; 4] = std::array::from_fn(|i| {
+            _mm256_andnot_ps(sign, _mm256_loadu_ps(block[8 * i..].as_ptr()))
+        });
+        let m = _mm256_max_ps(_mm256_max_ps(v[0], v[1]), _mm256_max_ps(v[2], v[3]));
+        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let m = _mm_max_ss(m, _mm_shuffle_ps::<1>(m, m));
+        _mm_cvtss_f32(m)
+    }
+}
+
+/// A block of 32 inputs into lane `l` of `sup` as [`super::quantize_input`] does it, 8 at a time:
+/// multiply, clamp to ±127, round to nearest even (`cvtps2dq`), and the block's sum.
+///
+/// # Safety
+/// The CPU supports AVX2.
+#[inline(always)]
+pub(crate) unsafe fn quantize_block_avx2(
+    block: &[f32; 32],
+    inverse: f32,
+    sup: &mut XSuper,
+    l: usize,
+) {
+    // SAFETY: four 32-byte loads inside the block; the caller guarantees AVX2.
+    unsafe {
+        let (inverse, low, high) = (
+            _mm256_set1_ps(inverse),
+            _mm256_set1_ps(-127.0),
+            _mm256_set1_ps(127.0),
+        );
+        let q: [__m256i; 4] = std::array::from_fn(|i| {
+            let r = _mm256_mul_ps(_mm256_loadu_ps(block[8 * i..].as_ptr()), inverse);
+            _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, low), high))
+        });
+        let sum = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+        let sum = _mm_add_epi32(
+            _mm256_castsi256_si128(sum),
+            _mm256_extracti128_si256::<1>(sum),
+        );
+        let sum = _mm_add_epi32(sum, _mm_shuffle_epi32::<0b01_00_11_10>(sum));
+        let sum = _mm_add_epi32(sum, _mm_shuffle_epi32::<0b10_11_00_01>(sum));
+        // i32 → i8 (exact: |q| ≤ 127); the packs work within 128-bit halves, the permute puts
+        // the 4-byte groups back in order.
+        let bytes = _mm256_packs_epi16(
+            _mm256_packs_epi32(q[0], q[1]),
+            _mm256_packs_epi32(q[2], q[3]),
+        );
+        let bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        let mut groups = [0i32; 8];
+        _mm256_storeu_si256(groups.as_mut_ptr().cast(), bytes);
+        for (g, group) in groups.iter().enumerate() {
+            sup.q[g][4 * l..4 * l + 4].copy_from_slice(&group.to_ne_bytes().map(|b| b as i8));
+        }
+        sup.sums[l] = _mm_cvtsi128_si32(sum);
+    }
 }
