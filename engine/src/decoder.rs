@@ -353,19 +353,18 @@ impl LayerCache {
 }
 
 impl KvCache {
-    /// A cache for `blocks` blocks, `batch` rows and `capacity` positions.
+    /// A cache for `blocks` blocks, `batch` rows and `capacity` positions; in host memory on
+    /// the CPU, as f16 where `half`.
     fn new(
         blocks: usize,
-        batch: usize,
-        heads: usize,
-        capacity: usize,
-        head_dim: usize,
+        [batch, heads, capacity, head_dim]: [usize; 4],
+        half: bool,
         device: &Device,
     ) -> Self {
         let dims = [batch, heads, capacity, head_dim];
         let store = || {
             if is_host(device) {
-                CacheStore::Host(host::HostKv::zeros(dims))
+                CacheStore::Host(host::HostKv::zeros(dims, half))
             } else {
                 CacheStore::Tensor {
                     k: Tensor::<4>::zeros(dims, device),
@@ -467,6 +466,9 @@ pub struct DecoderLm {
     /// Whether every block's linears and norms live in host memory (the CPU), so a
     /// one-position step runs on host values end to end ([`host`]).
     host_step: bool,
+    /// Whether a host cache stores its keys and values as f16: with reduced weight formats,
+    /// whose error is far larger than f16's; f32 weights keep an f32 cache (exact parity).
+    half_cache: bool,
 }
 
 impl DecoderLm {
@@ -530,6 +532,7 @@ impl DecoderLm {
             config: config.clone(),
             device: device.clone(),
             host_step,
+            half_cache: format != WeightFormat::F32,
         })
     }
 
@@ -587,10 +590,8 @@ impl DecoderLm {
         let heads = self.config.num_attention_heads;
         KvCache::new(
             self.layers.len(),
-            batch,
-            heads,
-            capacity,
-            self.config.hidden_size / heads,
+            [batch, heads, capacity, self.config.hidden_size / heads],
+            self.half_cache,
             &self.device,
         )
     }

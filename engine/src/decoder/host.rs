@@ -31,9 +31,18 @@ use crate::profile::{Phase, timed};
 /// `head_dim` cache lines a row apart and waited on memory). Values are
 /// `[batch, heads, capacity, head_dim]`: the weighted sum is one contiguous multiply-add per
 /// position.
-pub(crate) struct HostKv {
-    k_t: Vec<f32>,
-    v: Vec<f32>,
+///
+/// Stored as f32, or as f16 ([`HostKv::F16`], half the bytes: at a 30 s window the keys and
+/// values a step reads outweigh the q8 weights).
+pub(crate) enum HostKv {
+    F32(Kv<f32>),
+    F16(Kv<half::f16>),
+}
+
+/// [`HostKv`] in one element type.
+pub(crate) struct Kv<T> {
+    k_t: Vec<T>,
+    v: Vec<T>,
     /// `[batch, heads, capacity, head_dim]`: the logical shape.
     dims: [usize; 4],
     /// Tiles per head: the capacity rounded up to whole [`KEY_BLOCK`]s, so every score block
@@ -41,13 +50,99 @@ pub(crate) struct HostKv {
     tiles: usize,
 }
 
+/// An element type of the cache.
+pub(crate) trait KvValue: Copy + Send + Sync {
+    const ZERO: Self;
+    fn from_f32(v: f32) -> Self;
+    fn to_f32(self) -> f32;
+    /// 16 values from `ptr`, widened.
+    ///
+    /// # Safety
+    /// 16 values readable at `ptr`; the CPU has AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load16(ptr: *const Self) -> std::arch::x86_64::__m512;
+}
+
+impl KvValue for f32 {
+    const ZERO: Self = 0.0;
+    fn from_f32(v: f32) -> Self {
+        v
+    }
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(ptr: *const Self) -> std::arch::x86_64::__m512 {
+        // SAFETY: the caller's contract.
+        unsafe { std::arch::x86_64::_mm512_loadu_ps(ptr) }
+    }
+}
+
+/// Round to nearest; magnitudes past f16's largest finite value (65504) saturate there instead
+/// of becoming infinite, which would turn a softmax into NaN.
+impl KvValue for half::f16 {
+    const ZERO: Self = half::f16::ZERO;
+    fn from_f32(v: f32) -> Self {
+        half::f16::from_f32(v.clamp(-65504.0, 65504.0))
+    }
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        half::f16::to_f32(self)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(ptr: *const Self) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller's contract: 32 bytes readable, AVX-512F (which has VCVTPH2PS).
+        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(ptr.cast())) }
+    }
+}
+
 impl HostKv {
-    pub(crate) fn zeros(dims: [usize; 4]) -> Self {
+    /// Zeros in f32, or in f16 where `half`.
+    pub(crate) fn zeros(dims: [usize; 4], half: bool) -> Self {
+        if half {
+            HostKv::F16(Kv::zeros(dims))
+        } else {
+            HostKv::F32(Kv::zeros(dims))
+        }
+    }
+
+    pub(crate) fn write_heads(&mut self, start: usize, seq: usize, k: &[f32], v: &[f32]) {
+        match self {
+            HostKv::F32(kv) => kv.write_heads(start, seq, k, v),
+            HostKv::F16(kv) => kv.write_heads(start, seq, k, v),
+        }
+    }
+
+    fn write_position(&mut self, position: usize, k: &[f32], v: &[f32]) {
+        self.write_heads(position, 1, k, v);
+    }
+
+    pub(crate) fn live(&self, len: usize) -> (Vec<f32>, Vec<f32>) {
+        match self {
+            HostKv::F32(kv) => kv.live(len),
+            HostKv::F16(kv) => kv.live(len),
+        }
+    }
+
+    fn dims(&self) -> [usize; 4] {
+        match self {
+            HostKv::F32(kv) => kv.dims,
+            HostKv::F16(kv) => kv.dims,
+        }
+    }
+}
+
+impl<T: KvValue> Kv<T> {
+    fn zeros(dims: [usize; 4]) -> Self {
         let [batch, heads, capacity, head_dim] = dims;
         let tiles = capacity.div_ceil(KEY_BLOCK);
         Self {
-            k_t: vec![0.0; batch * heads * tiles * head_dim * KEY_BLOCK],
-            v: vec![0.0; batch * heads * capacity * head_dim],
+            k_t: vec![T::ZERO; batch * heads * tiles * head_dim * KEY_BLOCK],
+            v: vec![T::ZERO; batch * heads * capacity * head_dim],
             dims,
             tiles,
         }
@@ -66,21 +161,17 @@ impl HostKv {
         let span = seq * head_dim;
         for bh in 0..batch * heads {
             let dst = (bh * capacity + start) * head_dim;
-            self.v[dst..dst + span].copy_from_slice(&v[bh * span..(bh + 1) * span]);
+            for (to, &from) in self.v[dst..dst + span].iter_mut().zip(&v[bh * span..]) {
+                *to = T::from_f32(from);
+            }
             for s in 0..seq {
                 let key = &k[bh * span + s * head_dim..][..head_dim];
                 for (d, &value) in key.iter().enumerate() {
                     let i = self.key_index(bh, start + s, d);
-                    self.k_t[i] = value;
+                    self.k_t[i] = T::from_f32(value);
                 }
             }
         }
-    }
-
-    /// Write one position given per row (`[batch, heads * head_dim]`, a projection's output:
-    /// the same values as `[batch, heads, 1, head_dim]`).
-    fn write_position(&mut self, position: usize, k: &[f32], v: &[f32]) {
-        self.write_heads(position, 1, k, v);
     }
 
     /// Positions `0..len` as `[batch, heads, len, head_dim]` copies.
@@ -90,10 +181,14 @@ impl HostKv {
         let mut v = Vec::with_capacity(batch * heads * len * head_dim);
         for bh in 0..batch * heads {
             for s in 0..len {
-                k.extend((0..head_dim).map(|d| self.k_t[self.key_index(bh, s, d)]));
+                k.extend((0..head_dim).map(|d| self.k_t[self.key_index(bh, s, d)].to_f32()));
             }
             let start = bh * capacity * head_dim;
-            v.extend_from_slice(&self.v[start..start + len * head_dim]);
+            v.extend(
+                self.v[start..start + len * head_dim]
+                    .iter()
+                    .map(|v| v.to_f32()),
+            );
         }
         (k, v)
     }
@@ -114,7 +209,7 @@ impl HostCross {
                 .iter()
                 .map(|(k, v)| {
                     let dims = k.dims();
-                    let mut host = HostKv::zeros(dims);
+                    let mut host = HostKv::zeros(dims, false);
                     host.write_heads(0, dims[2], &host_vec(k), &host_vec(v));
                     host
                 })
@@ -134,6 +229,20 @@ const PARALLEL_WORK: usize = 1 << 15;
 /// # Shapes
 /// `q: [batch, heads * head_dim]` → `[batch, heads * head_dim]`
 fn attend_one(q: &[f32], kv: &HostKv, len: usize, scale: f32, bias: Option<&[f32]>) -> Vec<f32> {
+    match kv {
+        HostKv::F32(kv) => attend_all(q, kv, len, scale, bias),
+        HostKv::F16(kv) => attend_all(q, kv, len, scale, bias),
+    }
+}
+
+/// [`attend_one`] in one element type.
+fn attend_all<T: KvValue>(
+    q: &[f32],
+    kv: &Kv<T>,
+    len: usize,
+    scale: f32,
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
     let [batch, heads, _, head_dim] = kv.dims;
     let mut out = vec![0f32; batch * heads * head_dim];
     let head = |bh: usize, out: &mut [f32]| {
@@ -189,11 +298,12 @@ fn isa() -> Isa {
 }
 
 /// One head of one row: `out = softmax(scale · q Kᵀ + bias) V` over positions `0..len`.
-/// `scores` is scratch of `len`. The loops are element-wise (no reassociated sums), so every
-/// instruction set computes the same values.
+/// `scores` is scratch of `len`. The generic loops are element-wise (no reassociated sums), so
+/// their AVX2 and baseline copies compute the same values; the AVX-512 copy fuses its
+/// multiply-adds, within rounding of them.
 #[allow(clippy::too_many_arguments)]
-fn attend_head(
-    kv: &HostKv,
+fn attend_head<T: KvValue>(
+    kv: &Kv<T>,
     bh: usize,
     len: usize,
     q: &[f32],
@@ -220,8 +330,8 @@ fn attend_head(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-fn attend_head_avx512(
-    kv: &HostKv,
+fn attend_head_avx512<T: KvValue>(
+    kv: &Kv<T>,
     bh: usize,
     len: usize,
     q: &[f32],
@@ -242,7 +352,7 @@ fn attend_head_avx512(
         for d in (0..HEAD_DIM).step_by(4) {
             for (i, acc) in acc.iter_mut().enumerate() {
                 // SAFETY: row d + i < HEAD_DIM of the tile: 16 floats in bounds.
-                let keys = unsafe { _mm512_loadu_ps(tile.as_ptr().add((d + i) * KEY_BLOCK)) };
+                let keys = unsafe { T::load16(tile.as_ptr().add((d + i) * KEY_BLOCK)) };
                 *acc = _mm512_fmadd_ps(_mm512_set1_ps(q[d + i]), keys, *acc);
             }
         }
@@ -264,7 +374,7 @@ fn attend_head_avx512(
         let p = _mm512_set1_ps(p);
         for (c, acc) in acc.iter_mut().enumerate() {
             // SAFETY: `v` holds HEAD_DIM floats.
-            *acc = _mm512_fmadd_ps(p, unsafe { _mm512_loadu_ps(v.as_ptr().add(c * 16)) }, *acc);
+            *acc = _mm512_fmadd_ps(p, unsafe { T::load16(v.as_ptr().add(c * 16)) }, *acc);
         }
     }
     let inverse = _mm512_set1_ps(inverse);
@@ -277,8 +387,8 @@ fn attend_head_avx512(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-fn attend_head_avx2(
-    kv: &HostKv,
+fn attend_head_avx2<T: KvValue>(
+    kv: &Kv<T>,
     bh: usize,
     len: usize,
     q: &[f32],
@@ -298,8 +408,8 @@ const KEY_BLOCK: usize = 16;
 /// sum (fixed-size arrays the compiler keeps in vector registers).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn attend_head_body(
-    kv: &HostKv,
+fn attend_head_body<T: KvValue>(
+    kv: &Kv<T>,
     bh: usize,
     len: usize,
     q: &[f32],
@@ -315,10 +425,11 @@ fn attend_head_body(
         // Four partial sums over d mod 4, so consecutive adds do not wait on each other. A
         // short last block reads its whole tile (past `len`) and drops those scores.
         let tile = &kv.k_t[kv.key_index(bh, first, 0)..][..head_dim * KEY_BLOCK];
-        let row = |d: usize| -> &[f32; KEY_BLOCK] {
-            tile[d * KEY_BLOCK..]
+        let row = |d: usize| -> [f32; KEY_BLOCK] {
+            let row: &[T; KEY_BLOCK] = tile[d * KEY_BLOCK..]
                 .first_chunk()
-                .expect("a tile holds head_dim rows of a whole block")
+                .expect("a tile holds head_dim rows of a whole block");
+            row.map(T::to_f32)
         };
         let mut acc = [[0f32; KEY_BLOCK]; 4];
         let quads = head_dim / 4 * 4;
@@ -350,11 +461,11 @@ fn attend_head_body(
         for (&p, v) in scores.iter().zip(values.chunks_exact(head_dim)) {
             if let Some(v) = v[c * 16..].first_chunk::<16>() {
                 for l in 0..16 {
-                    acc[l] += p * v[l];
+                    acc[l] += p * v[l].to_f32();
                 }
             } else {
                 for l in 0..width {
-                    acc[l] += p * v[c * 16 + l];
+                    acc[l] += p * v[c * 16 + l].to_f32();
                 }
             }
         }
@@ -450,7 +561,7 @@ impl Block {
             let attn = &self.encoder_attn;
             let h = norm(&self.encoder_attn_layer_norm, x);
             let q = linear!(attn.q_proj, &h, batch);
-            let text_len = kv.dims[2];
+            let text_len = kv.dims()[2];
             let heads = timed(Phase::Attention, || {
                 attend_one(&q, kv, text_len, attn.scale as f32, Some(bias))
             });
@@ -541,7 +652,7 @@ mod tests {
     fn the_cache_returns_what_was_written_across_tiles() {
         let mut rng = Rng::new(5);
         let dims @ [batch, heads, capacity, head_dim] = [2, 3, 37, 8];
-        let mut kv = HostKv::zeros(dims);
+        let mut kv = HostKv::zeros(dims, false);
         let k = normal(&mut rng, batch * heads * capacity * head_dim);
         let v = normal(&mut rng, batch * heads * capacity * head_dim);
         // `[batch, heads, seq, head_dim]` of positions `from..to` of the full arrays.
@@ -570,8 +681,14 @@ mod tests {
         let mut rng = Rng::new(9);
         let capacity = 50;
         // 64: the AVX-512 copy's head size; 20: the generic loops with a short last piece.
-        for (batch, heads, head_dim) in [(1, 4, 20), (2, 4, 20), (2, 3, 64)] {
-            let mut kv = HostKv::zeros([batch, heads, capacity, head_dim]);
+        for (batch, heads, head_dim, half) in [
+            (1, 4, 20, false),
+            (2, 4, 20, false),
+            (2, 3, 64, false),
+            (2, 4, 20, true),
+            (2, 3, 64, true),
+        ] {
+            let mut kv = HostKv::zeros([batch, heads, capacity, head_dim], half);
             let k = normal(&mut rng, batch * heads * capacity * head_dim);
             let v = normal(&mut rng, batch * heads * capacity * head_dim);
             kv.write_heads(0, capacity, &k, &v);
@@ -582,8 +699,17 @@ mod tests {
                     .collect();
                 for bias in [None, Some(bias.as_slice())] {
                     let out = attend_one(&q, &kv, len, 0.25, bias);
+                    // What the cache holds: f16 rounds each value once.
+                    let stored = |x: f32| {
+                        if half {
+                            half::f16::from_f32(x).to_f32() as f64
+                        } else {
+                            x as f64
+                        }
+                    };
                     for bh in 0..batch * heads {
-                        let key = |j: usize, d: usize| k[(bh * capacity + j) * head_dim + d] as f64;
+                        let key =
+                            |j: usize, d: usize| stored(k[(bh * capacity + j) * head_dim + d]);
                         let scores: Vec<f64> = (0..len)
                             .map(|j| {
                                 let dot: f64 = (0..head_dim)
@@ -598,7 +724,7 @@ mod tests {
                         for d in 0..head_dim {
                             let exact: f64 = (0..len)
                                 .map(|j| {
-                                    weights[j] / sum * v[(bh * capacity + j) * head_dim + d] as f64
+                                    weights[j] / sum * stored(v[(bh * capacity + j) * head_dim + d])
                                 })
                                 .sum();
                             let got = out[bh * head_dim + d] as f64;
