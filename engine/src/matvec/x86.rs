@@ -271,6 +271,7 @@ pub(crate) unsafe fn int_tile_avx512vnni<S: Superblock + Codes>(
                 }),
             )
         };
+        prefetch(w);
         // 8 independent chains of `vpdpbusd`, each weight vector loaded once for both inputs.
         let mut dot = [start; 4];
         for v in 0..4 {
@@ -333,6 +334,7 @@ macro_rules! int_tile_256 {
                         t.w.map(|w| w.get_unchecked(s)),
                     )
                 };
+                prefetch(w);
                 for half in 0..2 {
                     let lanes = 8 * half;
                     // SAFETY: 32-byte loads inside `[f32; 16]` / `[i32; 16]`.
@@ -509,5 +511,26 @@ pub(crate) unsafe fn quantize_block_avx2(
             sup.q[g][4 * l..4 * l + 4].copy_from_slice(&group.to_ne_bytes().map(|b| b as i8));
         }
         sup.sums[l] = _mm_cvtsi128_si32(sum);
+    }
+}
+
+/// How far ahead of each weight row's superblock the integer kernels prefetch. The rows of a
+/// tile lie one after the other and the tiles of a work item too, so this is the memory the
+/// weights stream through next. Measured on musicgen-small's decoder shapes (`matvec_bench`,
+/// AVX512-VNNI, 2 threads, distances taking turns in one process): against no software
+/// prefetch, a pass took 5–16 % less time in q8 and 17–22 % less in q4 at 2–32 KiB ahead (the
+/// hardware prefetchers alone leave the 4 interleaved row streams short of the bandwidth).
+const PREFETCH_BYTES: usize = 8192;
+
+/// Prefetch the cache lines [`PREFETCH_BYTES`] past each of `rows`' current superblock.
+#[inline(always)]
+fn prefetch<S>(rows: [&S; 4]) {
+    for w in rows {
+        let ahead = (w as *const S).cast::<i8>().wrapping_add(PREFETCH_BYTES);
+        for line in (0..size_of::<S>()).step_by(64) {
+            // SAFETY: a prefetch is a hint: it does not fault whatever the address, and
+            // `wrapping_add` keeps the pointer arithmetic defined past the allocation.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line)) };
+        }
     }
 }
