@@ -248,16 +248,15 @@ fn attend_all<T: KvValue>(
     let head = |bh: usize, out: &mut [f32]| {
         let bias = bias.map(|bias| &bias[bh / heads * len..][..len]);
         let mut scores = vec![0f32; len];
-        attend_head(
+        let head = Head {
             kv,
             bh,
             len,
-            &q[bh * head_dim..][..head_dim],
+            q: &q[bh * head_dim..][..head_dim],
             scale,
             bias,
-            &mut scores,
-            out,
-        );
+        };
+        attend_head(&head, &mut scores, out);
     };
     if batch * heads * len * head_dim >= PARALLEL_WORK {
         out.par_chunks_mut(head_dim)
@@ -297,29 +296,41 @@ fn isa() -> Isa {
     })
 }
 
+/// One head of one query row: what [`attend_head`] computes over.
+struct Head<'a, T> {
+    kv: &'a Kv<T>,
+    /// Row × heads + head: which of the cache's `[batch, heads]` runs.
+    bh: usize,
+    /// Positions `0..len` are attended to.
+    len: usize,
+    /// `[head_dim]`
+    q: &'a [f32],
+    scale: f32,
+    /// `[len]`, added to the scaled scores.
+    bias: Option<&'a [f32]>,
+}
+
+impl<T> Clone for Head<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Head<'_, T> {}
+
 /// One head of one row: `out = softmax(scale · q Kᵀ + bias) V` over positions `0..len`.
 /// `scores` is scratch of `len`. The generic loops are element-wise (no reassociated sums), so
 /// their AVX2 and baseline copies compute the same values; the AVX-512 copy fuses its
 /// multiply-adds, within rounding of them.
-#[allow(clippy::too_many_arguments)]
-fn attend_head<T: KvValue>(
-    kv: &Kv<T>,
-    bh: usize,
-    len: usize,
-    q: &[f32],
-    scale: f32,
-    bias: Option<&[f32]>,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
+fn attend_head<T: KvValue>(head: &Head<'_, T>, scores: &mut [f32], out: &mut [f32]) {
     match isa() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `isa` detected AVX-512F on this CPU.
-        Isa::Avx512 => unsafe { attend_head_avx512(kv, bh, len, q, scale, bias, scores, out) },
+        Isa::Avx512 => unsafe { attend_head_avx512(head, scores, out) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `isa` detected AVX2 and FMA on this CPU.
-        Isa::Avx2 => unsafe { attend_head_avx2(kv, bh, len, q, scale, bias, scores, out) },
-        Isa::Baseline => attend_head_body(kv, bh, len, q, scale, bias, scores, out),
+        Isa::Avx2 => unsafe { attend_head_avx2(head, scores, out) },
+        Isa::Baseline => attend_head_body(head, scores, out),
     }
 }
 
@@ -329,21 +340,19 @@ fn attend_head<T: KvValue>(
 /// generic loops.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-fn attend_head_avx512<T: KvValue>(
-    kv: &Kv<T>,
-    bh: usize,
-    len: usize,
-    q: &[f32],
-    scale: f32,
-    bias: Option<&[f32]>,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
+fn attend_head_avx512<T: KvValue>(head: &Head<'_, T>, scores: &mut [f32], out: &mut [f32]) {
     use std::arch::x86_64::*;
     const HEAD_DIM: usize = 64;
+    let Head {
+        kv,
+        bh,
+        len,
+        q,
+        scale,
+        bias,
+    } = *head;
     if kv.dims[3] != HEAD_DIM {
-        return attend_head_body(kv, bh, len, q, scale, bias, scores, out);
+        return attend_head_body(head, scores, out);
     }
     let scores = &mut scores[..len];
     for (b, block) in scores.chunks_mut(KEY_BLOCK).enumerate() {
@@ -386,18 +395,8 @@ fn attend_head_avx512<T: KvValue>(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-fn attend_head_avx2<T: KvValue>(
-    kv: &Kv<T>,
-    bh: usize,
-    len: usize,
-    q: &[f32],
-    scale: f32,
-    bias: Option<&[f32]>,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
-    attend_head_body(kv, bh, len, q, scale, bias, scores, out)
+fn attend_head_avx2<T: KvValue>(head: &Head<'_, T>, scores: &mut [f32], out: &mut [f32]) {
+    attend_head_body(head, scores, out)
 }
 
 /// Keys a score block holds: one 512-bit vector of f32.
@@ -407,17 +406,15 @@ const KEY_BLOCK: usize = 16;
 /// [`KEY_BLOCK`] scores and each 16-wide piece of the output stays in registers over its whole
 /// sum (fixed-size arrays the compiler keeps in vector registers).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn attend_head_body<T: KvValue>(
-    kv: &Kv<T>,
-    bh: usize,
-    len: usize,
-    q: &[f32],
-    scale: f32,
-    bias: Option<&[f32]>,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
+fn attend_head_body<T: KvValue>(head: &Head<'_, T>, scores: &mut [f32], out: &mut [f32]) {
+    let Head {
+        kv,
+        bh,
+        len,
+        q,
+        scale,
+        bias,
+    } = *head;
     let head_dim = kv.dims[3];
     let scores = &mut scores[..len];
     for (b, block) in scores.chunks_mut(KEY_BLOCK).enumerate() {
