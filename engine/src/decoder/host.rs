@@ -545,9 +545,19 @@ impl Block {
     ) {
         let attn = &self.self_attn;
         let h = norm(&self.self_attn_layer_norm, x);
-        let q = linear!(attn.q_proj, &h, batch);
-        let k = linear!(attn.k_proj, &h, batch);
-        let v = linear!(attn.v_proj, &h, batch);
+        // The three projections of the same input as one parallel job: both threads stay busy
+        // across them instead of joining after each (each product is computed as alone).
+        let (q, (k, v)) = timed(Phase::Linears, || {
+            let project = |layer: &crate::nn::Linear| {
+                layer
+                    .forward_rows(&h, batch)
+                    .expect("host step: every linear was checked to be in host memory at load")
+            };
+            rayon::join(
+                || project(&attn.q_proj),
+                || rayon::join(|| project(&attn.k_proj), || project(&attn.v_proj)),
+            )
+        });
         let heads = timed(Phase::Attention, || {
             cache.write_position(position, &k, &v);
             attend_one(&q, cache, position + 1, attn.scale as f32, None)

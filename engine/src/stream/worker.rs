@@ -506,18 +506,23 @@ impl Worker {
         let inject = control.is_some() && std::mem::take(&mut self.panic_next_step);
         let sliding = session.sliding();
         let started = Instant::now();
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            assert!(!inject, "fault injected by the engine's panic test");
-            match control {
-                Some(_) => {
-                    if let Some(prompt) = &prompt {
-                        session.set_prompt(prompt, &mut plans, scratch)?;
+        // The step runs on one of rayon's threads (`scope` called from outside the pool runs its
+        // body there): its ~150 parallel products then fork from inside the pool, where a join
+        // waits by working, instead of each one waking this thread when it ends.
+        let result = rayon::scope(|_| {
+            catch_unwind(AssertUnwindSafe(|| {
+                assert!(!inject, "fault injected by the engine's panic test");
+                match control {
+                    Some(_) => {
+                        if let Some(prompt) = &prompt {
+                            session.set_prompt(prompt, &mut plans, scratch)?;
+                        }
+                        session.step(&mut plans, scratch).map(|()| true)
                     }
-                    session.step(&mut plans, scratch).map(|()| true)
+                    None => session.work(&mut plans, scratch),
                 }
-                None => session.work(&mut plans, scratch),
-            }
-        }));
+            }))
+        });
         let worked = match result {
             Ok(result) => result?,
             Err(panic) => {
