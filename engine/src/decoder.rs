@@ -355,13 +355,8 @@ impl LayerCache {
 impl KvCache {
     /// A cache for `blocks` blocks, `batch` rows and `capacity` positions; in host memory on
     /// the CPU, as f16 where `half`.
-    fn new(
-        blocks: usize,
-        [batch, heads, capacity, head_dim]: [usize; 4],
-        half: bool,
-        device: &Device,
-    ) -> Self {
-        let dims = [batch, heads, capacity, head_dim];
+    fn new(blocks: usize, dims: [usize; 4], half: bool, device: &Device) -> Self {
+        let [batch, _, capacity, _] = dims;
         let store = || {
             if is_host(device) {
                 CacheStore::Host(host::HostKv::zeros(dims, half))

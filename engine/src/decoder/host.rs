@@ -245,9 +245,9 @@ fn attend_all<T: KvValue>(
 ) -> Vec<f32> {
     let [batch, heads, _, head_dim] = kv.dims;
     let mut out = vec![0f32; batch * heads * head_dim];
-    let head = |bh: usize, out: &mut [f32]| {
+    // `scores`: scratch of `len`, one per thread rather than one per head.
+    let head = |scores: &mut Vec<f32>, bh: usize, out: &mut [f32]| {
         let bias = bias.map(|bias| &bias[bh / heads * len..][..len]);
-        let mut scores = vec![0f32; len];
         let head = Head {
             kv,
             bh,
@@ -256,16 +256,18 @@ fn attend_all<T: KvValue>(
             scale,
             bias,
         };
-        attend_head(&head, &mut scores, out);
+        attend_head(&head, scores, out);
     };
+    let scratch = || vec![0f32; len];
     if batch * heads * len * head_dim >= PARALLEL_WORK {
         out.par_chunks_mut(head_dim)
             .enumerate()
-            .for_each(|(bh, out)| head(bh, out));
+            .for_each_init(scratch, |scores, (bh, out)| head(scores, bh, out));
     } else {
+        let mut scores = scratch();
         out.chunks_mut(head_dim)
             .enumerate()
-            .for_each(|(bh, out)| head(bh, out));
+            .for_each(|(bh, out)| head(&mut scores, bh, out));
     }
     out
 }
@@ -343,14 +345,7 @@ fn attend_head<T: KvValue>(head: &Head<'_, T>, scores: &mut [f32], out: &mut [f3
 fn attend_head_avx512<T: KvValue>(head: &Head<'_, T>, scores: &mut [f32], out: &mut [f32]) {
     use std::arch::x86_64::*;
     const HEAD_DIM: usize = 64;
-    let Head {
-        kv,
-        bh,
-        len,
-        q,
-        scale,
-        bias,
-    } = *head;
+    let (kv, bh, len) = (head.kv, head.bh, head.len);
     if kv.dims[3] != HEAD_DIM {
         return attend_head_body(head, scores, out);
     }
@@ -362,7 +357,7 @@ fn attend_head_avx512<T: KvValue>(head: &Head<'_, T>, scores: &mut [f32], out: &
             for (i, acc) in acc.iter_mut().enumerate() {
                 // SAFETY: row d + i < HEAD_DIM of the tile: 16 floats in bounds.
                 let keys = unsafe { T::load16(tile.as_ptr().add((d + i) * KEY_BLOCK)) };
-                *acc = _mm512_fmadd_ps(_mm512_set1_ps(q[d + i]), keys, *acc);
+                *acc = _mm512_fmadd_ps(_mm512_set1_ps(head.q[d + i]), keys, *acc);
             }
         }
         let sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
@@ -371,12 +366,12 @@ fn attend_head_avx512<T: KvValue>(head: &Head<'_, T>, scores: &mut [f32], out: &
         unsafe {
             _mm512_storeu_ps(
                 lanes.as_mut_ptr(),
-                _mm512_mul_ps(sum, _mm512_set1_ps(scale)),
+                _mm512_mul_ps(sum, _mm512_set1_ps(head.scale)),
             )
         };
         block.copy_from_slice(&lanes[..block.len()]);
     }
-    let inverse = softmax_unnormalized(scores, bias);
+    let inverse = softmax_unnormalized(scores, head.bias);
     let values = &kv.v[bh * kv.dims[2] * HEAD_DIM..][..len * HEAD_DIM];
     let mut acc = [_mm512_setzero_ps(); HEAD_DIM / 16];
     for (&p, v) in scores.iter().zip(values.chunks_exact(HEAD_DIM)) {
@@ -507,15 +502,18 @@ fn add_into(x: &mut [f32], y: &[f32]) {
     }
 }
 
-/// A linear layer on host rows; [`DecoderLm::host_step`] checked at load that it has a host
-/// weight.
+/// A linear layer on host rows (untimed); [`DecoderLm::host_step`] checked at load that it
+/// has a host weight.
+fn product(layer: &crate::nn::Linear, x: &[f32], rows: usize) -> Vec<f32> {
+    layer
+        .forward_rows(x, rows)
+        .expect("host step: every linear was checked to be in host memory at load")
+}
+
+/// [`product`], timed as a linear.
 macro_rules! linear {
     ($layer:expr, $x:expr, $rows:expr) => {
-        timed(Phase::Linears, || {
-            $layer
-                .forward_rows($x, $rows)
-                .expect("host step: every linear was checked to be in host memory at load")
-        })
+        timed(Phase::Linears, || product(&$layer, $x, $rows))
     };
 }
 
@@ -548,14 +546,14 @@ impl Block {
         // The three projections of the same input as one parallel job: both threads stay busy
         // across them instead of joining after each (each product is computed as alone).
         let (q, (k, v)) = timed(Phase::Linears, || {
-            let project = |layer: &crate::nn::Linear| {
-                layer
-                    .forward_rows(&h, batch)
-                    .expect("host step: every linear was checked to be in host memory at load")
-            };
             rayon::join(
-                || project(&attn.q_proj),
-                || rayon::join(|| project(&attn.k_proj), || project(&attn.v_proj)),
+                || product(&attn.q_proj, &h, batch),
+                || {
+                    rayon::join(
+                        || product(&attn.k_proj, &h, batch),
+                        || product(&attn.v_proj, &h, batch),
+                    )
+                },
             )
         });
         let heads = timed(Phase::Attention, || {
