@@ -38,8 +38,8 @@
 //! shared machine whose read bandwidth varied from 9 to 20 GB/s): one thread multiplies an
 //! in-cache q8 matrix by 2 rows at ≈ 60 G weights/s (68 GB/s of weights), f32 at 7.5 G weights/s;
 //! streamed, q8 reads its weights about as fast as f32 does (≈ 19 GB/s each in the same run), q4
-//! at ≈ 60 % of that rate (its `vpdpbusd` per byte are twice q8's). The integer kernels prefetch
-//! their next weights in software (`x86::PREFETCH_BYTES`).
+//! at ≈ 60 % of that rate (its `vpdpbusd` per byte are twice q8's). Every x86 kernel prefetches
+//! its next weights in software (`x86::PREFETCH_BYTES`).
 //!
 //! Many rows (a prompt's cross-attention keys, an audio prompt's prefill) take the same path:
 //! the output rows are cut into chunks of about [`CHUNK_BYTES`] of weights, which stay in the
@@ -629,8 +629,7 @@ impl HostMatrix {
             return Vec::new();
         }
         let d_in = self.d_in;
-        let row_bytes = self.format().matrix_bytes(1, d_in).max(1);
-        let chunk = (CHUNK_BYTES / row_bytes).max(4).next_multiple_of(4);
+        let chunk = chunk_rows(self.d_out, self.format().matrix_bytes(1, d_in).max(1));
         let run = |tile: &(dyn Fn([usize; 4], usize, usize) -> [[f32; 4]; 2] + Sync)| {
             products(self.d_out, rows, chunk, tile)
         };
@@ -736,6 +735,17 @@ fn pack_q4(values: &[f32], d_in: usize, d_out: usize) -> Packed {
         }
     }
     Packed::Q4(supers)
+}
+
+/// Output rows per work item: about [`CHUNK_BYTES`] of weights, a multiple of 4 rows (a tile),
+/// and a piece count that is a multiple of the thread count, so that no thread is left with one
+/// more piece than the other at the end of a product (a 320 KB q4 matrix in 64 KB pieces would
+/// be 5 pieces on 2 threads: 3 on one, 2 on the other).
+fn chunk_rows(d_out: usize, row_bytes: usize) -> usize {
+    let pieces = (d_out * row_bytes)
+        .div_ceil(CHUNK_BYTES)
+        .next_multiple_of(rayon::current_num_threads().max(1));
+    d_out.div_ceil(pieces).max(4).next_multiple_of(4)
 }
 
 /// `x Wᵀ` transposed, `[d_out, rows]`, so each work item (`chunk` weight rows) writes one
