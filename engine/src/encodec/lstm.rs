@@ -6,14 +6,13 @@
 //! `c_t = σ(f) ⊙ c_{t−1} + σ(i) ⊙ tanh(g)`, `h_t = σ(o) ⊙ tanh(c_t)`.
 //!
 //! The input projection of every time step is one matmul (burn). Only `W_hh h_{t−1}` is
-//! sequential (500 steps per 10 s of audio, per layer): it runs as a plain Rust
-//! matrix-vector product over the rows of `W_hh`, split across the rayon pool burn also uses.
-//! A burn matmul of that shape costs 1.6–1.8 ms (docs/stack.md, `[2,1,1024]×[1,1024,4096]`);
-//! this loop does musicgen-small's 4096×1024 step in about 0.2 ms on one core, since the
-//! 16 MiB `W_hh` stays in L3 from one step to the next.
+//! sequential (500 steps per 10 s of audio, per layer): it runs through the host matrix ×
+//! few-rows kernel (`crate::matvec`, f32), split across the rayon pool burn also uses. A burn
+//! matmul of that shape costs 1.6–1.8 ms (docs/stack.md, `[2,1,1024]×[1,1024,4096]`); the
+//! host kernel reads musicgen-small's 16 MiB `W_hh` from L3 (where it stays from one step to
+//! the next) in a fraction of that.
 
 use burn::tensor::{Device, Tensor, TensorData};
-use rayon::prelude::*;
 
 use crate::error::LoadError;
 use crate::matvec::{HostMatrix, WeightFormat};
@@ -28,8 +27,8 @@ struct LstmLayer {
     weight_ih_t: Tensor<2>,
     /// `b_ih + b_hh`, folded into the input projection: `[4 · hidden]`.
     bias: Tensor<1>,
-    /// `W_hh` row-major `[4 · hidden, hidden]`, as stored: each gate is a contiguous dot product.
-    weight_hh: Vec<f32>,
+    /// `W_hh` (`[4 · hidden, hidden]`, f32 as stored) for the host kernel.
+    weight_hh: HostMatrix,
     /// On the CPU, `W_ih` and the folded bias for the host matrix × few-rows kernel: a streamed
     /// frame projects one row, which a general matmul runs far from the bandwidth floor.
     host_ih: Option<(HostMatrix, Vec<f32>)>,
@@ -64,7 +63,12 @@ impl EncodecLstm {
                     weights.linear_weight(&key("weight_ih"), hidden, 4 * hidden, device)?;
                 let bias_ih = weights.tensor(&key("bias_ih"), [4 * hidden], device)?;
                 let bias_hh = weights.tensor(&key("bias_hh"), [4 * hidden], device)?;
-                let weight_hh = weights.read_f32(&key("weight_hh"), &[4 * hidden, hidden])?;
+                let weight_hh = HostMatrix::pack(
+                    &weights.read_f32(&key("weight_hh"), &[4 * hidden, hidden])?,
+                    hidden,
+                    4 * hidden,
+                    WeightFormat::F32,
+                );
                 let bias = bias_ih + bias_hh;
                 let host_ih = if is_host(device) {
                     let w = weights.read_f32(&key("weight_ih"), &[4 * hidden, hidden])?;
@@ -156,7 +160,7 @@ pub struct LstmState {
 /// hidden states `[batch, time, hidden]`.
 fn recur(
     projected: &[f32],
-    weight_hh: &[f32],
+    weight_hh: &HostMatrix,
     time: usize,
     hidden: usize,
     h: &mut [f32],
@@ -165,10 +169,8 @@ fn recur(
     let gates_len = 4 * hidden;
     let batch = h.len() / hidden.max(1);
     let mut out = vec![0.0f32; batch * time * hidden];
-    let mut gates = vec![0.0f32; batch * gates_len];
-    let matvec = MatVec::new(weight_hh, hidden);
     for t in 0..time {
-        matvec.apply(h, &mut gates, batch);
+        let mut gates = weight_hh.matmul(h, batch, None);
         for b in 0..batch {
             let g = &mut gates[b * gates_len..(b + 1) * gates_len];
             let x = &projected[(b * time + t) * gates_len..(b * time + t + 1) * gates_len];
@@ -191,162 +193,4 @@ fn recur(
 
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
-}
-
-/// `y_b = W x_b` for a row-major `W: [rows, cols]` and `batch` vectors, rows split across the
-/// rayon pool when the matrix is big enough to pay for it.
-struct MatVec<'a> {
-    weight: &'a [f32],
-    cols: usize,
-    rows: usize,
-    kernel: fn(&[f32], &[f32], &mut [f32], usize, usize),
-}
-
-/// Below this many weights a step is a few microseconds: splitting it costs more than it saves.
-const PARALLEL_MIN_WEIGHTS: usize = 1 << 16;
-
-impl<'a> MatVec<'a> {
-    fn new(weight: &'a [f32], cols: usize) -> Self {
-        Self {
-            weight,
-            cols,
-            rows: weight.len() / cols.max(1),
-            kernel: select_kernel(),
-        }
-    }
-
-    /// `x: [batch, cols]`, `y: [batch, rows]`.
-    fn apply(&self, x: &[f32], y: &mut [f32], batch: usize) {
-        let (rows, cols) = (self.rows, self.cols);
-        let threads = rayon::current_num_threads();
-        if threads <= 1 || self.weight.len() < PARALLEL_MIN_WEIGHTS {
-            (self.kernel)(self.weight, x, y, cols, rows);
-            return;
-        }
-        // Rows are split into one block per thread; each block writes its slice of every
-        // batch row, so blocks own disjoint outputs. Collected per block, then scattered.
-        let block_rows = rows.div_ceil(threads);
-        let blocks: Vec<Vec<f32>> = self
-            .weight
-            .par_chunks(block_rows * cols)
-            .map(|w| {
-                let n = w.len() / cols;
-                let mut part = vec![0.0f32; batch * n];
-                (self.kernel)(w, x, &mut part, cols, n);
-                part
-            })
-            .collect();
-        for (k, part) in blocks.iter().enumerate() {
-            let n = part.len() / batch.max(1);
-            for b in 0..batch {
-                y[b * rows + k * block_rows..b * rows + k * block_rows + n]
-                    .copy_from_slice(&part[b * n..(b + 1) * n]);
-            }
-        }
-    }
-}
-
-/// The dot-product kernel for this CPU: AVX2+FMA where available (checked once per layer).
-fn select_kernel() -> fn(&[f32], &[f32], &mut [f32], usize, usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            return matvec_avx2;
-        }
-    }
-    matvec_portable
-}
-
-#[cfg(target_arch = "x86_64")]
-fn matvec_avx2(w: &[f32], x: &[f32], y: &mut [f32], cols: usize, rows: usize) {
-    #[target_feature(enable = "avx2,fma")]
-    fn inner(w: &[f32], x: &[f32], y: &mut [f32], cols: usize, rows: usize) {
-        matvec_body(w, x, y, cols, rows)
-    }
-    // SAFETY: only selected by `select_kernel` after detecting avx2 and fma at run time.
-    unsafe { inner(w, x, y, cols, rows) }
-}
-
-fn matvec_portable(w: &[f32], x: &[f32], y: &mut [f32], cols: usize, rows: usize) {
-    matvec_body(w, x, y, cols, rows)
-}
-
-/// `y[b, r] = Σ_j w[r, j] · x[b, j]` over `rows` rows of `w`; `y` is `[batch, rows]`.
-#[inline(always)]
-fn matvec_body(w: &[f32], x: &[f32], y: &mut [f32], cols: usize, rows: usize) {
-    let batch = x.len() / cols.max(1);
-    for (r, row) in w.chunks_exact(cols).take(rows).enumerate() {
-        for b in 0..batch {
-            y[b * rows + r] = dot(row, &x[b * cols..(b + 1) * cols]);
-        }
-    }
-}
-
-/// A dot product with 16 independent partial sums, so the compiler can keep them in vector
-/// registers (floating-point addition is not reassociated otherwise).
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    const LANES: usize = 16;
-    let mut acc = [0.0f32; LANES];
-    let chunks_a = a.chunks_exact(LANES);
-    let chunks_b = b.chunks_exact(LANES);
-    let tail: f32 = chunks_a
-        .remainder()
-        .iter()
-        .zip(chunks_b.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (ca, cb) in chunks_a.zip(chunks_b) {
-        for k in 0..LANES {
-            acc[k] += ca[k] * cb[k];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn matvec_matches_naive_product_with_and_without_threads() {
-        let (rows, cols, batch) = (4 * 70, 300, 2);
-        let w: Vec<f32> = (0..rows * cols)
-            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
-            .collect();
-        let x: Vec<f32> = (0..batch * cols)
-            .map(|i| ((i * 13 % 29) as f32 - 14.0) / 14.0)
-            .collect();
-        let expected: Vec<f32> = (0..batch)
-            .flat_map(|b| {
-                let (w, x) = (&w, &x);
-                (0..rows).map(move |r| {
-                    (0..cols)
-                        .map(|j| w[r * cols + j] as f64 * x[b * cols + j] as f64)
-                        .sum::<f64>() as f32
-                })
-            })
-            .collect();
-        let mut y = vec![0.0; batch * rows];
-        MatVec::new(&w, cols).apply(&x, &mut y, batch);
-        let err = y
-            .iter()
-            .zip(&expected)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max);
-        assert!(err < 1e-3, "max abs err {err}");
-        // Force the threaded path with a matrix above the threshold.
-        let (rows, cols) = (4 * 128, 256);
-        let w: Vec<f32> = (0..rows * cols).map(|i| ((i % 7) as f32) - 3.0).collect();
-        let x: Vec<f32> = (0..batch * cols).map(|i| ((i % 5) as f32) - 2.0).collect();
-        let mut y = vec![0.0; batch * rows];
-        MatVec::new(&w, cols).apply(&x, &mut y, batch);
-        for b in 0..batch {
-            for r in 0..rows {
-                let e: f32 = (0..cols).map(|j| w[r * cols + j] * x[b * cols + j]).sum();
-                assert_eq!(y[b * rows + r], e, "row {r} batch {b}");
-            }
-        }
-    }
 }

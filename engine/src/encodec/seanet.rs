@@ -6,16 +6,33 @@
 //! the checkpoint keys (`encoder.layers.13.lstm.weight_ih_l0`).
 
 use burn::tensor::activation::elu;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, TensorData};
 
 use super::conv::{ConvShape, EncodecConv1d, EncodecConvTranspose1d};
 use super::lstm::{EncodecLstm, LstmState};
 use crate::config::{EncodecConfig, PadMode};
 use crate::error::LoadError;
+use crate::nn::{exp_nonpositive, host_vec, is_host};
 use crate::weights::Weights;
 
+/// `ELU(x) = x` for `x > 0`, else `e^x − 1` (α = 1, as SEANet uses it).
+///
+/// On the CPU it is one pass over host values with the branch-free [`exp_nonpositive`]
+/// (error below 3e-7 of 1): burn's `elu` is several tensor-wide ops (a comparison, `exp`
+/// through libm, a subtraction, a masked select), and SEANet applies it to every layer's
+/// input, up to 64 channels at 32 kHz.
 fn elu1<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    elu(x, 1.0)
+    let device = x.device();
+    if !is_host(&device) {
+        return elu(x, 1.0);
+    }
+    let dims = x.dims();
+    let mut values = host_vec(&x);
+    for v in &mut values {
+        let negative = exp_nonpositive(v.min(0.0)) - 1.0;
+        *v = if *v > 0.0 { *v } else { negative };
+    }
+    Tensor::from_data(TensorData::new(values, dims), &device)
 }
 
 /// `EncodecResnetBlock`: `ELU → conv(k = residual_kernel_size, dilation) → ELU → conv(k = 1)`,
