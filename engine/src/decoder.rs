@@ -27,7 +27,9 @@ mod host;
 const LAYER_NORM_EPS: f64 = 1e-5;
 
 /// Sees (and may change) the residual stream right after each decoder block.
-pub trait BlockHook {
+///
+/// `Send`: a step runs on one of rayon's threads ([`crate::Generation::step`]), hook included.
+pub trait BlockHook: Send {
     /// `hidden: [batch, seq, d_model]` is block `block`'s output; the return value flows on.
     fn after_block(&mut self, block: usize, hidden: Tensor<3>) -> Tensor<3>;
 }

@@ -313,12 +313,16 @@ impl<'m> Generation<'m> {
         }
         let tokens =
             Tensor::<3, Int>::from_data(TensorData::new(tokens, [self.rows, k, 1]), device);
-        let logits = self.model.decoder.forward_cached(
-            tokens,
-            &mut self.cache,
-            Some(&self.condition.cross),
-            hook,
-        );
+        // On one of rayon's threads (`scope` called from outside the pool runs its body there,
+        // inside the pool in place): the step's ~250 parallel products and attentions then
+        // fork from inside the pool, where a join waits by working, instead of each one
+        // handing its job to the pool and blocking this thread until a worker has run it.
+        let (model, cache, cross) = (self.model, &mut self.cache, &self.condition.cross);
+        let logits = rayon::scope(|_| {
+            model
+                .decoder
+                .forward_cached(tokens, cache, Some(cross), hook)
+        });
         let picked = timed(Phase::Sampling, || self.pick_codes(logits));
         for (codebook, code) in picked.into_iter().enumerate() {
             let code = match self.prefix_code(s, codebook) {
