@@ -116,16 +116,23 @@ impl EncodecConv1d {
     /// - `x`: `[batch, channels_in, len]`
     /// - returns `[batch, channels_out, ceil(len / stride)]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let len = x.dims()[2];
-        let extra = extra_padding_for_conv1d(len, self.stride);
-        let (left, right) = if self.causal {
-            (self.padding_total, extra)
-        } else {
-            // The reference puts the odd sample on the left.
-            let right = self.padding_total / 2;
-            (self.padding_total - right, right + extra)
-        };
-        let x = pad1d(x, left, right, self.edge);
+        let (left, right) = self.padding(x.dims()[2]);
+        self.forward_padded(pad1d(x, left, right, self.edge))
+    }
+
+    /// The padding `forward` puts `(left, right)` of an input of `len` samples.
+    fn padding(&self, len: usize) -> (usize, usize) {
+        let (left, right) = self.reach();
+        (left, right + extra_padding_for_conv1d(len, self.stride))
+    }
+
+    /// The conv over an input that is already padded (every output is a full window): what
+    /// `forward` runs after padding, and what a streamed layer runs on its carried window.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, channels_in, len]`, `len ≥ (kernel_size − 1) · dilation + 1`
+    /// - returns `[batch, channels_out, (len − (kernel_size − 1) · dilation − 1) / stride + 1]`
+    pub(super) fn forward_padded(&self, x: Tensor<3>) -> Tensor<3> {
         match &self.taps {
             Some(taps) => self.forward_by_taps(x, taps.clone()),
             None => self.conv.forward(x),
@@ -133,13 +140,29 @@ impl EncodecConv1d {
     }
 
     /// How many input steps before and after its own position one output reads, for a
-    /// stride-1 conv: the padding on each side. Outputs that far from a cut see no padding.
+    /// stride-1 conv: the fixed padding on each side (the reference puts the odd sample on the
+    /// left). Outputs that far from a cut see no padding.
     pub fn reach(&self) -> (usize, usize) {
         if self.causal {
             (self.padding_total, 0)
         } else {
             let right = self.padding_total / 2;
             (self.padding_total - right, right)
+        }
+    }
+
+    /// An empty [`StreamedInput`] for this conv, which must have stride 1 (every conv the
+    /// SEANet decoder runs after its LSTM, and its first conv, has).
+    pub(super) fn streamed_input(&self) -> StreamedInput {
+        debug_assert_eq!(self.stride, 1, "streamed convs have stride 1");
+        let (left, right) = self.reach();
+        StreamedInput {
+            left,
+            right,
+            edge: self.edge,
+            buffer: None,
+            received: 0,
+            started: false,
         }
     }
 
@@ -163,6 +186,102 @@ impl EncodecConv1d {
             Some(bias) => y + bias.val().reshape([1, channels_out, 1]),
             None => y,
         }
+    }
+}
+
+/// The input of a stride-1 [`EncodecConv1d`] arriving piece by piece, padded exactly as
+/// `forward` pads the whole input, so that `forward_padded` of each window [`push`] returns
+/// gives the outputs that just became final and equal the whole input's.
+///
+/// Output `t` reads input `t − left ..= t + right`, so it is final once input `t + right` is in
+/// (or the input has ended). The window handed out runs from the first output not yet given
+/// out, `left + right` samples of context included; those samples are kept for the next piece.
+///
+/// The ends are the whole input's: the left padding is added once the input is known to be
+/// longer than the larger padding (reflect padding needs that many samples, and a whole input
+/// no longer than it takes the reference's short-input rule instead, see [`pad1d`]), and the
+/// right padding at the end. Until then nothing is given out, which delays only the first
+/// outputs of a causal conv with reflect padding (a non-causal one needs `right` inputs ahead
+/// anyway, and `left ≤ right + 1`).
+///
+/// [`push`]: StreamedInput::push
+#[derive(Debug, Clone)]
+pub(super) struct StreamedInput {
+    left: usize,
+    right: usize,
+    edge: PadMode,
+    /// Before `started` the raw input so far; after it the padded input from the position of
+    /// the next output on (its window's first sample).
+    buffer: Option<Tensor<3>>,
+    /// Input samples received.
+    received: usize,
+    /// The left padding has been added.
+    started: bool,
+}
+
+impl StreamedInput {
+    /// Padded positions before an output's own: where its input sample sits in its window.
+    pub(super) fn left(&self) -> usize {
+        self.left
+    }
+
+    /// Samples of context a window holds beyond its outputs: `len − outputs`.
+    pub(super) fn context(&self) -> usize {
+        self.left + self.right
+    }
+
+    /// Outputs final once `received` input samples are in (and more may follow), and whether
+    /// the left padding could be added by then: the count [`push`] gives out, for working out
+    /// a stream's look-ahead without running it.
+    ///
+    /// [`push`]: StreamedInput::push
+    pub(super) fn outputs_final(&self, received: usize) -> (usize, bool) {
+        if received <= self.left.max(self.right) {
+            (0, false)
+        } else {
+            (received - self.right, true)
+        }
+    }
+
+    /// Append `x: [batch, channels, len]` (`None`: no new input) and return the window whose
+    /// full windows are the outputs that became final, in order; `end`: the input ends here,
+    /// so the rest are final. `None` when no output became final.
+    pub(super) fn push(&mut self, x: Option<Tensor<3>>, end: bool) -> Option<Tensor<3>> {
+        if let Some(x) = &x {
+            self.received += x.dims()[2];
+        }
+        let mut window = match (self.buffer.take(), x) {
+            (Some(buffer), Some(x)) => Tensor::cat(vec![buffer, x], 2),
+            (buffer, x) => buffer.or(x)?,
+        };
+        if !self.started {
+            if end {
+                // The whole input, padded as `forward` pads it (short-input rule included).
+                self.started = true;
+                return Some(pad1d(window, self.left, self.right, self.edge));
+            }
+            if self.outputs_final(self.received).0 == 0 {
+                self.buffer = Some(window);
+                return None;
+            }
+            window = pad1d(window, self.left, 0, self.edge);
+            self.started = true;
+        } else if end {
+            // Reflecting reads the last `right + 1` samples, all input: the buffer holds at
+            // least `left + right` input samples once started, and `left ≥ 1` when `right ≥ 1`.
+            window = pad1d(window, 0, self.right, self.edge);
+        }
+        let (len, context) = (window.dims()[2], self.context());
+        if len <= context {
+            if !end {
+                self.buffer = Some(window);
+            }
+            return None;
+        }
+        if !end {
+            self.buffer = Some(window.clone().narrow(2, len - context, context));
+        }
+        Some(window)
     }
 }
 
@@ -270,6 +389,76 @@ impl EncodecConvTranspose1d {
         let len = y.dims()[2];
         y.narrow(2, self.trim_left, len - self.trim_left - self.trim_right)
     }
+
+    /// Inputs before the newest that still add to outputs not yet final: the untrimmed output
+    /// `u` sums inputs `⌈(u + 1 − kernel) / stride⌉ ..= ⌊u / stride⌋`, so once the outputs
+    /// before `received · stride` are out, the next ones read back this far (1 for SEANet's
+    /// kernel = 2 · stride).
+    fn overlap_inputs(&self) -> usize {
+        (self.conv.kernel_size - 1) / self.conv.stride
+    }
+
+    /// Trimmed outputs final once `received` inputs are in and more may follow (see
+    /// [`forward_streamed`](Self::forward_streamed)).
+    pub(super) fn outputs_final(&self, received: usize) -> usize {
+        (received * self.conv.stride).saturating_sub(self.trim_left)
+    }
+
+    /// `forward` of an input that arrives piece by piece: appends `x: [batch, channels_in,
+    /// len]` (`None`: no new input) to `state` and returns the trimmed outputs that became
+    /// final, in order, or `None` if none did; `end`: the input ends here.
+    ///
+    /// An untrimmed output is final once the input at `⌊u / stride⌋` is in, so each input
+    /// finishes `stride` outputs; the input carried in `state` supplies the overlap with the
+    /// earlier ones (carrying inputs rather than overlapped output sums keeps the bias out of
+    /// the bookkeeping, and the conv gives each output its whole sum at once). At the end, the
+    /// outputs past the last input's `stride` up to the right trim are final too: the
+    /// `trim_left` samples the first trim held back.
+    pub(super) fn forward_streamed(
+        &self,
+        state: &mut StreamedTranspose,
+        x: Option<Tensor<3>>,
+        end: bool,
+    ) -> Option<Tensor<3>> {
+        if let Some(x) = &x {
+            state.received += x.dims()[2];
+        }
+        let window = match (state.buffer.take(), x) {
+            (Some(buffer), Some(x)) => Tensor::cat(vec![buffer, x], 2),
+            (buffer, x) => buffer.or(x)?,
+        };
+        let (stride, kernel) = (self.conv.stride, self.conv.kernel_size);
+        let len = window.dims()[2];
+        let first = state.received - len;
+        if !end {
+            let keep = self.overlap_inputs().min(len);
+            state.buffer = Some(window.clone().narrow(2, len - keep, keep));
+        }
+        // Untrimmed output positions: the next one not given out, and the end of the final ones.
+        let from = state.emitted + self.trim_left;
+        let to = if end {
+            (state.received - 1) * stride + kernel - self.trim_right
+        } else {
+            state.received * stride
+        };
+        if to <= from {
+            return None;
+        }
+        state.emitted += to - from;
+        let y = self.conv.forward(window);
+        Some(y.narrow(2, from - first * stride, to - from))
+    }
+}
+
+/// What [`EncodecConvTranspose1d::forward_streamed`] carries from piece to piece.
+#[derive(Debug, Clone, Default)]
+pub(super) struct StreamedTranspose {
+    /// The last inputs, which still add to outputs not yet given out.
+    buffer: Option<Tensor<3>>,
+    /// Inputs received.
+    received: usize,
+    /// Trimmed outputs given out.
+    emitted: usize,
 }
 
 #[cfg(test)]
