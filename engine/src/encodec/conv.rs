@@ -8,11 +8,35 @@ use burn::module::Param;
 use burn::nn::PaddingConfig1d;
 use burn::nn::conv::{Conv1d, ConvTranspose1d};
 use burn::tensor::ops::PadMode as TensorPadding;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::config::{EncodecConfig, PadMode};
 use crate::error::LoadError;
+use crate::matvec::{HostMatrix, WeightFormat};
 use crate::weights::Weights;
+
+/// A conv's weights packed for the host's matrix × few-rows kernel ([`HostMatrix`]), which a
+/// streamed frame's convs take on the CPU: they multiply big weights by one or a few output
+/// positions, a product burn-flex's conv runs far from the bandwidth floor (musicgen-small's
+/// first transposed conv, 1024 → 512 channels × 16 taps = 33.5 MB, took 11.6 ms a frame there;
+/// its first conv 2.2 ms for 3.6 MB).
+#[derive(Debug)]
+struct HostWeights {
+    matrix: HostMatrix,
+    bias: Vec<f32>,
+}
+
+/// Up to this many output positions (batch × time) a conv with [`HostWeights`] takes the host
+/// kernel; more go through burn's conv, which packs and tiles for them.
+const HOST_ROWS: usize = 16;
+
+/// The values of `x`, row-major.
+fn host_values<const D: usize>(x: Tensor<D>) -> Vec<f32> {
+    x.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("an f32 tensor converts to Vec<f32>")
+}
 
 /// The geometry of one conv layer, as the reference builds it.
 #[derive(Debug, Clone, Copy)]
@@ -53,6 +77,8 @@ pub struct EncodecConv1d {
     /// shifted adds of a single row. burn's im2col path takes 5× longer on that shape
     /// (87 ms against 17 ms for 10 s of audio).
     taps: Option<Tensor<3>>,
+    /// Set by [`pack_for_host`](Self::pack_for_host) for the decoder's streamed convs.
+    host: Option<HostWeights>,
     causal: bool,
     edge: PadMode,
     stride: usize,
@@ -94,6 +120,7 @@ impl EncodecConv1d {
             });
         Ok(Self {
             taps,
+            host: None,
             conv: Conv1d {
                 weight: Param::from_tensor(weight),
                 bias: Some(Param::from_tensor(bias)),
@@ -133,10 +160,61 @@ impl EncodecConv1d {
     /// - `x`: `[batch, channels_in, len]`, `len ≥ (kernel_size − 1) · dilation + 1`
     /// - returns `[batch, channels_out, (len − (kernel_size − 1) · dilation − 1) / stride + 1]`
     pub(super) fn forward_padded(&self, x: Tensor<3>) -> Tensor<3> {
-        match &self.taps {
-            Some(taps) => self.forward_by_taps(x, taps.clone()),
-            None => self.conv.forward(x),
+        let [batch, _, len] = x.dims();
+        let span = (self.conv.kernel_size - 1) * self.conv.dilation;
+        match (&self.host, &self.taps) {
+            (Some(host), _) if batch * (len - span) <= HOST_ROWS => self.forward_host(host, x),
+            (_, Some(taps)) => self.forward_by_taps(x, taps.clone()),
+            _ => self.conv.forward(x),
         }
+    }
+
+    /// On the host (`device` is burn-flex), pack the weights for streamed frames' few-output
+    /// products (see [`HostWeights`]); elsewhere a no-op. Only the stride-1 convs of the
+    /// decoder pay the copy: the encoder never streams.
+    pub(super) fn pack_for_host(&mut self, device: &Device) {
+        if !crate::nn::is_host(device) || self.stride != 1 {
+            return;
+        }
+        let [channels_out, channels_in, kernel] = self.conv.weight.val().dims();
+        // `[channels_out, channels_in · kernel]` row-major is the weight as stored.
+        let weight = host_values(self.conv.weight.val());
+        let bias = match &self.conv.bias {
+            Some(bias) => host_values(bias.val()),
+            None => vec![0.0; channels_out],
+        };
+        let matrix = HostMatrix::pack(
+            &weight,
+            channels_in * kernel,
+            channels_out,
+            WeightFormat::F32,
+        );
+        self.host = Some(HostWeights { matrix, bias });
+    }
+
+    /// The stride-1 conv of a padded input as one host product: each output position's
+    /// receptive field, `[channels_in, kernel]` as the weight's rows are laid out, is a row.
+    fn forward_host(&self, host: &HostWeights, x: Tensor<3>) -> Tensor<3> {
+        let [batch, channels_in, len] = x.dims();
+        let (kernel, dilation) = (self.conv.kernel_size, self.conv.dilation);
+        let outputs = len - (kernel - 1) * dilation;
+        let device = x.device();
+        let values = host_values(x);
+        let mut fields = Vec::with_capacity(batch * outputs * channels_in * kernel);
+        for b in 0..batch {
+            for t in 0..outputs {
+                for c in 0..channels_in {
+                    let row = &values[(b * channels_in + c) * len + t..];
+                    fields.extend((0..kernel).map(|k| row[k * dilation]));
+                }
+            }
+        }
+        let y = host
+            .matrix
+            .matmul(&fields, batch * outputs, Some(&host.bias));
+        let channels_out = host.bias.len();
+        Tensor::<3>::from_data(TensorData::new(y, [batch, outputs, channels_out]), &device)
+            .swap_dims(1, 2)
     }
 
     /// How many input steps before and after its own position one output reads, for a
@@ -331,6 +409,8 @@ fn pad1d(x: Tensor<3>, left: usize, right: usize, edge: PadMode) -> Tensor<3> {
 #[derive(Debug)]
 pub struct EncodecConvTranspose1d {
     conv: ConvTranspose1d,
+    /// Set by [`pack_for_host`](Self::pack_for_host) for the decoder.
+    host: Option<HostWeights>,
     trim_left: usize,
     trim_right: usize,
 }
@@ -365,6 +445,7 @@ impl EncodecConvTranspose1d {
             padding_total / 2
         };
         Ok(Self {
+            host: None,
             conv: ConvTranspose1d {
                 weight: Param::from_tensor(weight),
                 bias: Some(Param::from_tensor(bias)),
@@ -444,9 +525,75 @@ impl EncodecConvTranspose1d {
         if to <= from {
             return None;
         }
-        state.emitted += to - from;
-        let y = self.conv.forward(window);
-        Some(y.narrow(2, from - first * stride, to - from))
+        let count = to - from;
+        state.emitted += count;
+        // The window's outputs start at its first input's.
+        let from = from - first * stride;
+        match &self.host {
+            Some(host) if window.dims()[0] * len <= HOST_ROWS => {
+                Some(self.forward_host(host, window, from, count))
+            }
+            _ => Some(self.conv.forward(window).narrow(2, from, count)),
+        }
+    }
+
+    /// On the host (`device` is burn-flex), pack the weights for streamed frames' few-input
+    /// products (see [`HostWeights`]); elsewhere a no-op.
+    pub(super) fn pack_for_host(&mut self, device: &Device) {
+        if !crate::nn::is_host(device) {
+            return;
+        }
+        let [channels_in, channels_out, kernel] = self.conv.weight.val().dims();
+        // Rows `(o, k)`, one per output channel and tap, each over the input channels.
+        let weight = host_values(self.conv.weight.val().permute([1, 2, 0]));
+        let bias = match &self.conv.bias {
+            Some(bias) => host_values(bias.val()),
+            None => vec![0.0; channels_out],
+        };
+        let matrix = HostMatrix::pack(
+            &weight,
+            channels_in,
+            channels_out * kernel,
+            WeightFormat::F32,
+        );
+        self.host = Some(HostWeights { matrix, bias });
+    }
+
+    /// Untrimmed outputs `from .. from + count` of the transposed conv of `x`, by one host
+    /// product (every input's `kernel` taps of every output channel) and the overlap-add of
+    /// the taps that land in that range.
+    fn forward_host(
+        &self,
+        host: &HostWeights,
+        x: Tensor<3>,
+        from: usize,
+        count: usize,
+    ) -> Tensor<3> {
+        let [batch, channels_in, len] = x.dims();
+        let (stride, kernel) = (self.conv.stride, self.conv.kernel_size);
+        let channels_out = host.bias.len();
+        let device = x.device();
+        let rows = host_values(x.swap_dims(1, 2)); // [batch, len, channels_in]
+        debug_assert_eq!(rows.len(), batch * len * channels_in);
+        let taps = host.matrix.matmul(&rows, batch * len, None); // [batch, len, out · kernel]
+        let mut y = vec![0.0f32; batch * channels_out * count];
+        for b in 0..batch {
+            for (o, &bias) in host.bias.iter().enumerate() {
+                let out = &mut y[(b * channels_out + o) * count..][..count];
+                out.fill(bias);
+                for i in 0..len {
+                    // Taps k with from ≤ i · stride + k < from + count.
+                    let start = i * stride;
+                    let k0 = from.saturating_sub(start);
+                    let k1 = (from + count).saturating_sub(start).min(kernel);
+                    let tap = &taps[((b * len + i) * channels_out + o) * kernel..];
+                    for k in k0..k1 {
+                        out[start + k - from] += tap[k];
+                    }
+                }
+            }
+        }
+        Tensor::from_data(TensorData::new(y, [batch, channels_out, count]), &device)
     }
 }
 
@@ -517,6 +664,7 @@ mod tests {
                 groups: 1,
                 padding: PaddingConfig1d::Valid,
             },
+            host: None,
             taps: taps.then(|| {
                 weight
                     .clone()

@@ -377,7 +377,7 @@ impl SeanetDecoder {
             ConvShape::new(filters, config.audio_channels, config.last_kernel_size),
             device,
         )?;
-        Ok(Self {
+        let mut decoder = Self {
             first_conv,
             lstm,
             stages,
@@ -385,7 +385,26 @@ impl SeanetDecoder {
             hop_length: config.hop_length(),
             chunk_frames: CHUNK_FRAMES,
             halo_frames: tail_reach(config),
-        })
+        };
+        decoder.pack_for_host(device);
+        Ok(decoder)
+    }
+
+    /// Pack the weights of every conv a streamed frame runs for the host kernel, if `device`
+    /// is the host (see `EncodecConv1d::pack_for_host`).
+    fn pack_for_host(&mut self, device: &Device) {
+        self.first_conv.pack_for_host(device);
+        for stage in &mut self.stages {
+            stage.upsample.pack_for_host(device);
+            for block in &mut stage.residual_blocks {
+                block.block_1.pack_for_host(device);
+                block.block_3.pack_for_host(device);
+                if let Some(shortcut) = &mut block.shortcut {
+                    shortcut.pack_for_host(device);
+                }
+            }
+        }
+        self.last_conv.pack_for_host(device);
     }
 
     /// # Shapes
