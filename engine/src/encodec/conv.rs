@@ -356,7 +356,7 @@ impl StreamedInput {
             }
             return None;
         }
-        if !end {
+        if !end && context > 0 {
             self.buffer = Some(window.clone().narrow(2, len - context, context));
         }
         Some(window)
@@ -513,7 +513,7 @@ impl EncodecConvTranspose1d {
         let first = state.received - len;
         if !end {
             let keep = self.overlap_inputs().min(len);
-            state.buffer = Some(window.clone().narrow(2, len - keep, keep));
+            state.buffer = (keep > 0).then(|| window.clone().narrow(2, len - keep, keep));
         }
         // Untrimmed output positions: the next one not given out, and the end of the final ones.
         let from = state.emitted + self.trim_left;
@@ -682,6 +682,160 @@ mod tests {
         assert_eq!(by_taps.dims(), [2, channels_out, 37]);
         let err = (by_taps - by_burn).abs().max().into_scalar::<f32>();
         assert!(err < 1e-5, "max abs err {err}");
+    }
+
+    /// `forward_padded` over `StreamedInput` windows, the input cut into `pieces`.
+    fn streamed_conv(conv: &EncodecConv1d, x: &Tensor<3>, pieces: usize) -> Tensor<3> {
+        let len = x.dims()[2];
+        let mut input = conv.streamed_input();
+        let mut out = Vec::new();
+        let mut at = 0;
+        loop {
+            let n = pieces.min(len - at);
+            let end = at + n == len;
+            let piece = (n > 0).then(|| x.clone().narrow(2, at, n));
+            at += n;
+            out.extend(input.push(piece, end).map(|w| conv.forward_padded(w)));
+            if end {
+                return Tensor::cat(out, 2);
+            }
+        }
+    }
+
+    fn random_conv(shape: ConvShape, causal: bool, edge: PadMode, host: bool) -> EncodecConv1d {
+        use burn::tensor::Distribution;
+        let device = Device::default();
+        let ConvShape {
+            channels_in,
+            channels_out,
+            kernel_size,
+            dilation,
+            ..
+        } = shape;
+        let weight = Tensor::<3>::random(
+            [channels_out, channels_in, kernel_size],
+            Distribution::Default,
+            &device,
+        );
+        let bias = Tensor::<1>::random([channels_out], Distribution::Default, &device);
+        let mut conv = EncodecConv1d {
+            conv: Conv1d {
+                weight: Param::from_tensor(weight),
+                bias: Some(Param::from_tensor(bias)),
+                stride: 1,
+                kernel_size,
+                dilation,
+                groups: 1,
+                padding: PaddingConfig1d::Valid,
+            },
+            taps: None,
+            host: None,
+            causal,
+            edge,
+            stride: 1,
+            padding_total: (kernel_size - 1) * dilation,
+        };
+        if host {
+            conv.pack_for_host(&device);
+            assert!(conv.host.is_some(), "the default device is the host");
+        }
+        conv
+    }
+
+    /// A streamed conv gives the whole input's outputs for what the fixtures leave out:
+    /// dilation, an odd padding (one more sample on the left), a batch of two, the host
+    /// kernel and burn's conv, inputs shorter than the padding, and causal convs.
+    #[test]
+    fn streamed_conv_equals_the_whole_input_conv() {
+        use burn::tensor::Distribution;
+        let device = Device::default();
+        for (kernel, dilation) in [(3, 2), (4, 1), (7, 1), (1, 1)] {
+            for causal in [false, true] {
+                for edge in [PadMode::Reflect, PadMode::Constant] {
+                    for host in [false, true] {
+                        let shape = ConvShape::new(5, 3, kernel).with_dilation(dilation);
+                        let conv = random_conv(shape, causal, edge, host);
+                        for len in [1, 2, 3, 4, 7, 41] {
+                            let x =
+                                Tensor::<3>::random([2, 5, len], Distribution::Default, &device);
+                            let whole = conv.forward(x.clone());
+                            for pieces in [1, 2, 3, 40] {
+                                let streamed = streamed_conv(&conv, &x, pieces);
+                                assert_eq!(streamed.dims(), whole.dims());
+                                let err =
+                                    (streamed - whole.clone()).abs().max().into_scalar::<f32>();
+                                assert!(
+                                    err < 1e-5,
+                                    "k {kernel} d {dilation} causal {causal} {edge:?} host \
+                                     {host}, {len} in pieces of {pieces}: max abs err {err}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A streamed transposed conv gives the whole input's trimmed outputs, for SEANet's
+    /// kernel = 2 · stride and a kernel that overlaps two inputs back, causal trims (all on the
+    /// right, or split) and the non-causal split, with the host kernel and burn's conv.
+    #[test]
+    fn streamed_transposed_conv_equals_the_whole_input_one() {
+        use burn::tensor::Distribution;
+        let device = Device::default();
+        for kernel in [6, 7] {
+            for (trim_left, trim_right) in [(0, kernel - 3), (1, kernel - 4), (2, kernel - 5)] {
+                for host in [false, true] {
+                    let weight =
+                        Tensor::<3>::random([5, 3, kernel], Distribution::Default, &device);
+                    let bias = Tensor::<1>::random([3], Distribution::Default, &device);
+                    let mut conv = EncodecConvTranspose1d {
+                        conv: ConvTranspose1d {
+                            weight: Param::from_tensor(weight),
+                            bias: Some(Param::from_tensor(bias)),
+                            stride: 3,
+                            kernel_size: kernel,
+                            dilation: 1,
+                            groups: 1,
+                            padding: 0,
+                            padding_out: 0,
+                            channels: [5, 3],
+                        },
+                        host: None,
+                        trim_left,
+                        trim_right,
+                    };
+                    if host {
+                        conv.pack_for_host(&device);
+                    }
+                    for len in [1, 2, 5, 30] {
+                        let x = Tensor::<3>::random([2, 5, len], Distribution::Default, &device);
+                        let whole = conv.forward(x.clone());
+                        for pieces in [1, 2, 20] {
+                            let mut state = StreamedTranspose::default();
+                            let mut out = Vec::new();
+                            for at in (0..len).step_by(pieces) {
+                                let n = pieces.min(len - at);
+                                let piece = x.clone().narrow(2, at, n);
+                                out.extend(conv.forward_streamed(&mut state, Some(piece), false));
+                                let final_ = conv.outputs_final(at + n);
+                                assert_eq!(state.emitted, final_, "outputs_final counts them");
+                            }
+                            out.extend(conv.forward_streamed(&mut state, None, true));
+                            let streamed = Tensor::cat(out, 2);
+                            assert_eq!(streamed.dims(), whole.dims());
+                            let err = (streamed - whole.clone()).abs().max().into_scalar::<f32>();
+                            assert!(
+                                err < 1e-5,
+                                "kernel {kernel}, trims {trim_left} {trim_right}, host {host}, \
+                                 {len} in pieces of {pieces}: max abs err {err}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]
