@@ -279,7 +279,8 @@ const CHUNK_FRAMES: usize = 50;
 /// after)` its own frame. Found by carrying the frame's sample range back through each layer
 /// (the paddings and trims the layers themselves use), so a piece with this much context on
 /// each side computes its middle exactly as the whole signal does — and no more context than
-/// that is decoded per piece (a streamed frame costs `1 + before + after` frames of upsampling).
+/// that is decoded per piece. (The streaming decoder does not use it: its layers carry their
+/// own context, see `streaming.rs`.)
 fn tail_reach(config: &EncodecConfig) -> (usize, usize) {
     // (left, right) input steps a stride-1 conv reads around its output, as EncodecConv1d pads.
     let conv = |kernel: usize, dilation: usize| -> (i64, i64) {

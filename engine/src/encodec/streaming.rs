@@ -1,14 +1,58 @@
 //! Exact streaming decode: codes in one frame (or a few) at a time, audio out as soon as it can
 //! no longer change, equal to the one-shot [`EncodecModel::decode`] of the whole sequence.
 //!
-//! The SEANet decoder is `first conv → LSTM → upsampling layers`. The first conv reads
-//! `reach().1` frames ahead (3 for kernel 7), the LSTM only looks back (its state is carried
-//! from piece to piece), and everything after it is local: a piece of LSTM output with
-//! `halo_frames` of context on each side gives the whole signal's samples in its middle, which
-//! is how the offline decoder already runs that part (`SeanetDecoder::forward`). So frame f's
-//! audio is final once frame `f + lookahead_frames()` has arrived, and each frame costs the
-//! same: one first-conv window, one LSTM step, one upsampling window — never a re-decode of
-//! the past.
+//! The SEANet decoder is `first conv → LSTM → upsampling layers` (per stage: ELU, transposed
+//! conv, residual blocks; then ELU and the last conv). Every layer runs streamed, each with its
+//! own state, and hands the next layer exactly the outputs that became final:
+//!
+//! - a stride-1 conv (the first and last convs, a residual block's dilated conv) carries the
+//!   `left + right` input samples its next outputs read, and gives out output `t` once input
+//!   `t + right` is in — a non-causal conv delays by its right reach;
+//! - a residual block carries its input through its dilated conv's window, so the skip is
+//!   delayed with the branch;
+//! - a transposed conv (kernel 2 · stride) carries its last input, which overlaps its next
+//!   outputs, and gives out `stride` samples per input, less the `trim_left` it holds back
+//!   until the end;
+//! - the LSTM carries `(h, c)`.
+//!
+//! The signal's ends are the whole signal's: a conv adds its left padding once its input is
+//! longer than its padding (reflect padding reads that many samples; an input no longer than it
+//! takes the reference's short-input rule, which only the whole input decides, so it waits for
+//! the end), and its right padding at [`StreamingDecoder::finish`]; the transposed convs give
+//! out their held-back samples there. So a frame costs one frame of every layer plus each conv's
+//! few samples of context, where the previous design re-ran the upsampling layers over the
+//! frame plus a halo of context frames on both sides (3 frames with musicgen-small) and the
+//! first conv over 7.
+//!
+//! On the CPU, the convs that a streamed frame gives few output positions (at most 16: the
+//! first conv, the first stages' transposed convs and residual blocks) take the host matrix
+//! kernel ([`crate::matvec::HostMatrix`]) over weights packed at load; burn-flex's conv runs
+//! such products far from the memory-bandwidth floor (see `conv.rs`).
+//!
+//! Look-ahead: frame `f`'s audio is final once frame `f + lookahead_frames()` is in — the first
+//! conv's right reach (3 frames), plus the samples the upsampling layers hold back in all
+//! (482 with musicgen-small: the transposed convs' left trims and the convs' right reaches,
+//! each scaled up by the strides after it), rounded up to a frame, plus `chunk − 1`. That is
+//! 4 frames for musicgen-small at chunk 1, as with the halo design (3 + a 1-frame halo).
+//!
+//! `chunk_frames` only batches: pushed frames wait until that many are pending, then run
+//! together (fewer, larger products: the weights are read once per run instead of once per
+//! frame), at the cost of `chunk − 1` frames of latency.
+//!
+//! Measured 2026-12-01 with `encodec_decode_bench` (10 s, musicgen-small's codec shape with
+//! random weights) on the 2-core Xeon (AVX-512), shared with another job (load average 3–4),
+//! the previous design and this one run alternately, twice each:
+//!
+//! | ms per frame | one-shot | streamed, chunk 1 | streamed, chunk 8 |
+//! | --- | --- | --- | --- |
+//! | halo design | 4.0, 4.2 | 26.1, 27.5 | 10.8, 10.7 |
+//! | per-layer state | 3.7, 4.2 | 10.2, 10.4 | 4.8, 5.5 |
+//!
+//! Of the 10 ms at chunk 1 (timed per layer), the LSTM takes 4.7 (67 MB of f32 weights read per
+//! step), the first transposed conv 2.1 (33.5 MB), the first conv 0.25, and all the rest 2.5;
+//! the weight reads put the floor near 7 ms on this machine. At chunk 8 the LSTM's input
+//! projection and the convs read their weights once per 8 frames, which leaves the recurrent
+//! weights (32 MB per frame) as the largest part.
 
 use burn::tensor::{Int, Tensor, TensorData};
 
