@@ -31,7 +31,7 @@ struct HostWeights {
 const HOST_ROWS: usize = 16;
 
 /// The values of `x`, row-major.
-fn host_values<const D: usize>(x: Tensor<D>) -> Vec<f32> {
+pub(super) fn host_values<const D: usize>(x: Tensor<D>) -> Vec<f32> {
     x.into_data()
         .convert::<f32>()
         .try_into_vec::<f32>()

@@ -57,7 +57,7 @@
 use burn::tensor::{Int, Tensor, TensorData};
 
 use super::EncodecModel;
-use super::conv::StreamedInput;
+use super::conv::{StreamedInput, host_values};
 use super::lstm::LstmState;
 use super::seanet::UpsampleState;
 
@@ -222,9 +222,5 @@ impl StreamingDecoder {
 
 /// `[1, channels, len]` → `len × channels` values, time-major.
 fn frame_major(x: Tensor<3>) -> Vec<f32> {
-    x.swap_dims(1, 2)
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("an f32 tensor converts to Vec<f32>")
+    host_values(x.swap_dims(1, 2))
 }
