@@ -8,11 +8,35 @@ use burn::module::Param;
 use burn::nn::PaddingConfig1d;
 use burn::nn::conv::{Conv1d, ConvTranspose1d};
 use burn::tensor::ops::PadMode as TensorPadding;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::config::{EncodecConfig, PadMode};
 use crate::error::LoadError;
+use crate::matvec::{HostMatrix, WeightFormat};
 use crate::weights::Weights;
+
+/// A conv's weights packed for the host's matrix × few-rows kernel ([`HostMatrix`]), which a
+/// streamed frame's convs take on the CPU: they multiply big weights by one or a few output
+/// positions, a product burn-flex's conv runs far from the bandwidth floor (musicgen-small's
+/// first transposed conv, 1024 → 512 channels × 16 taps = 33.5 MB, took 11.6 ms a frame there;
+/// its first conv 2.2 ms for 3.6 MB).
+#[derive(Debug)]
+struct HostWeights {
+    matrix: HostMatrix,
+    bias: Vec<f32>,
+}
+
+/// Up to this many output positions (batch × time) a conv with [`HostWeights`] takes the host
+/// kernel; more go through burn's conv, which packs and tiles for them.
+const HOST_ROWS: usize = 16;
+
+/// The values of `x`, row-major.
+pub(super) fn host_values<const D: usize>(x: Tensor<D>) -> Vec<f32> {
+    x.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("an f32 tensor converts to Vec<f32>")
+}
 
 /// The geometry of one conv layer, as the reference builds it.
 #[derive(Debug, Clone, Copy)]
@@ -53,6 +77,8 @@ pub struct EncodecConv1d {
     /// shifted adds of a single row. burn's im2col path takes 5× longer on that shape
     /// (87 ms against 17 ms for 10 s of audio).
     taps: Option<Tensor<3>>,
+    /// Set by [`pack_for_host`](Self::pack_for_host) for the decoder's streamed convs.
+    host: Option<HostWeights>,
     causal: bool,
     edge: PadMode,
     stride: usize,
@@ -94,6 +120,7 @@ impl EncodecConv1d {
             });
         Ok(Self {
             taps,
+            host: None,
             conv: Conv1d {
                 weight: Param::from_tensor(weight),
                 bias: Some(Param::from_tensor(bias)),
@@ -116,30 +143,104 @@ impl EncodecConv1d {
     /// - `x`: `[batch, channels_in, len]`
     /// - returns `[batch, channels_out, ceil(len / stride)]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let len = x.dims()[2];
-        let extra = extra_padding_for_conv1d(len, self.stride);
-        let (left, right) = if self.causal {
-            (self.padding_total, extra)
-        } else {
-            // The reference puts the odd sample on the left.
-            let right = self.padding_total / 2;
-            (self.padding_total - right, right + extra)
-        };
-        let x = pad1d(x, left, right, self.edge);
-        match &self.taps {
-            Some(taps) => self.forward_by_taps(x, taps.clone()),
-            None => self.conv.forward(x),
+        let (left, right) = self.padding(x.dims()[2]);
+        self.forward_padded(pad1d(x, left, right, self.edge))
+    }
+
+    /// The padding `forward` puts `(left, right)` of an input of `len` samples.
+    fn padding(&self, len: usize) -> (usize, usize) {
+        let (left, right) = self.reach();
+        (left, right + extra_padding_for_conv1d(len, self.stride))
+    }
+
+    /// The conv over an input that is already padded (every output is a full window): what
+    /// `forward` runs after padding, and what a streamed layer runs on its carried window.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, channels_in, len]`, `len ≥ (kernel_size − 1) · dilation + 1`
+    /// - returns `[batch, channels_out, (len − (kernel_size − 1) · dilation − 1) / stride + 1]`
+    pub(super) fn forward_padded(&self, x: Tensor<3>) -> Tensor<3> {
+        let [batch, _, len] = x.dims();
+        let span = (self.conv.kernel_size - 1) * self.conv.dilation;
+        match (&self.host, &self.taps) {
+            (Some(host), _) if batch * (len - span) <= HOST_ROWS => self.forward_host(host, x),
+            (_, Some(taps)) => self.forward_by_taps(x, taps.clone()),
+            _ => self.conv.forward(x),
         }
     }
 
+    /// On the host (`device` is burn-flex), pack the weights for streamed frames' few-output
+    /// products (see [`HostWeights`]); elsewhere a no-op. Only the stride-1 convs of the
+    /// decoder pay the copy: the encoder never streams.
+    pub(super) fn pack_for_host(&mut self, device: &Device) {
+        if !crate::nn::is_host(device) || self.stride != 1 {
+            return;
+        }
+        let [channels_out, channels_in, kernel] = self.conv.weight.val().dims();
+        // `[channels_out, channels_in · kernel]` row-major is the weight as stored.
+        let weight = host_values(self.conv.weight.val());
+        let bias = match &self.conv.bias {
+            Some(bias) => host_values(bias.val()),
+            None => vec![0.0; channels_out],
+        };
+        let matrix = HostMatrix::pack(
+            &weight,
+            channels_in * kernel,
+            channels_out,
+            WeightFormat::F32,
+        );
+        self.host = Some(HostWeights { matrix, bias });
+    }
+
+    /// The stride-1 conv of a padded input as one host product: each output position's
+    /// receptive field, `[channels_in, kernel]` as the weight's rows are laid out, is a row.
+    fn forward_host(&self, host: &HostWeights, x: Tensor<3>) -> Tensor<3> {
+        let [batch, channels_in, len] = x.dims();
+        let (kernel, dilation) = (self.conv.kernel_size, self.conv.dilation);
+        let outputs = len - (kernel - 1) * dilation;
+        let device = x.device();
+        let values = host_values(x);
+        let mut fields = Vec::with_capacity(batch * outputs * channels_in * kernel);
+        for b in 0..batch {
+            for t in 0..outputs {
+                for c in 0..channels_in {
+                    let row = &values[(b * channels_in + c) * len + t..];
+                    fields.extend((0..kernel).map(|k| row[k * dilation]));
+                }
+            }
+        }
+        let y = host
+            .matrix
+            .matmul(&fields, batch * outputs, Some(&host.bias));
+        let channels_out = host.bias.len();
+        Tensor::<3>::from_data(TensorData::new(y, [batch, outputs, channels_out]), &device)
+            .swap_dims(1, 2)
+    }
+
     /// How many input steps before and after its own position one output reads, for a
-    /// stride-1 conv: the padding on each side. Outputs that far from a cut see no padding.
+    /// stride-1 conv: the fixed padding on each side (the reference puts the odd sample on the
+    /// left). Outputs that far from a cut see no padding.
     pub fn reach(&self) -> (usize, usize) {
         if self.causal {
             (self.padding_total, 0)
         } else {
             let right = self.padding_total / 2;
             (self.padding_total - right, right)
+        }
+    }
+
+    /// An empty [`StreamedInput`] for this conv, which must have stride 1 (every conv the
+    /// SEANet decoder runs after its LSTM, and its first conv, has).
+    pub(super) fn streamed_input(&self) -> StreamedInput {
+        debug_assert_eq!(self.stride, 1, "streamed convs have stride 1");
+        let (left, right) = self.reach();
+        StreamedInput {
+            left,
+            right,
+            edge: self.edge,
+            buffer: None,
+            received: 0,
+            started: false,
         }
     }
 
@@ -163,6 +264,102 @@ impl EncodecConv1d {
             Some(bias) => y + bias.val().reshape([1, channels_out, 1]),
             None => y,
         }
+    }
+}
+
+/// The input of a stride-1 [`EncodecConv1d`] arriving piece by piece, padded exactly as
+/// `forward` pads the whole input, so that `forward_padded` of each window [`push`] returns
+/// gives the outputs that just became final and equal the whole input's.
+///
+/// Output `t` reads input `t − left ..= t + right`, so it is final once input `t + right` is in
+/// (or the input has ended). The window handed out runs from the first output not yet given
+/// out, `left + right` samples of context included; those samples are kept for the next piece.
+///
+/// The ends are the whole input's: the left padding is added once the input is known to be
+/// longer than the larger padding (reflect padding needs that many samples, and a whole input
+/// no longer than it takes the reference's short-input rule instead, see [`pad1d`]), and the
+/// right padding at the end. Until then nothing is given out, which delays only the first
+/// outputs of a causal conv with reflect padding (a non-causal one needs `right` inputs ahead
+/// anyway, and `left ≤ right + 1`).
+///
+/// [`push`]: StreamedInput::push
+#[derive(Debug, Clone)]
+pub(super) struct StreamedInput {
+    left: usize,
+    right: usize,
+    edge: PadMode,
+    /// Before `started` the raw input so far; after it the padded input from the position of
+    /// the next output on (its window's first sample).
+    buffer: Option<Tensor<3>>,
+    /// Input samples received.
+    received: usize,
+    /// The left padding has been added.
+    started: bool,
+}
+
+impl StreamedInput {
+    /// Padded positions before an output's own: where its input sample sits in its window.
+    pub(super) fn left(&self) -> usize {
+        self.left
+    }
+
+    /// Samples of context a window holds beyond its outputs: `len − outputs`.
+    pub(super) fn context(&self) -> usize {
+        self.left + self.right
+    }
+
+    /// Outputs final once `received` input samples are in (and more may follow), and whether
+    /// the left padding could be added by then: the count [`push`] gives out, for working out
+    /// a stream's look-ahead without running it.
+    ///
+    /// [`push`]: StreamedInput::push
+    pub(super) fn outputs_final(&self, received: usize) -> (usize, bool) {
+        if received <= self.left.max(self.right) {
+            (0, false)
+        } else {
+            (received - self.right, true)
+        }
+    }
+
+    /// Append `x: [batch, channels, len]` (`None`: no new input) and return the window whose
+    /// full windows are the outputs that became final, in order; `end`: the input ends here,
+    /// so the rest are final. `None` when no output became final.
+    pub(super) fn push(&mut self, x: Option<Tensor<3>>, end: bool) -> Option<Tensor<3>> {
+        if let Some(x) = &x {
+            self.received += x.dims()[2];
+        }
+        let mut window = match (self.buffer.take(), x) {
+            (Some(buffer), Some(x)) => Tensor::cat(vec![buffer, x], 2),
+            (buffer, x) => buffer.or(x)?,
+        };
+        if !self.started {
+            if end {
+                // The whole input, padded as `forward` pads it (short-input rule included).
+                self.started = true;
+                return Some(pad1d(window, self.left, self.right, self.edge));
+            }
+            if self.outputs_final(self.received).0 == 0 {
+                self.buffer = Some(window);
+                return None;
+            }
+            window = pad1d(window, self.left, 0, self.edge);
+            self.started = true;
+        } else if end {
+            // Reflecting reads the last `right + 1` samples, all input: the buffer holds at
+            // least `left + right` input samples once started, and `left ≥ 1` when `right ≥ 1`.
+            window = pad1d(window, 0, self.right, self.edge);
+        }
+        let (len, context) = (window.dims()[2], self.context());
+        if len <= context {
+            if !end {
+                self.buffer = Some(window);
+            }
+            return None;
+        }
+        if !end && context > 0 {
+            self.buffer = Some(window.clone().narrow(2, len - context, context));
+        }
+        Some(window)
     }
 }
 
@@ -212,6 +409,8 @@ fn pad1d(x: Tensor<3>, left: usize, right: usize, edge: PadMode) -> Tensor<3> {
 #[derive(Debug)]
 pub struct EncodecConvTranspose1d {
     conv: ConvTranspose1d,
+    /// Set by [`pack_for_host`](Self::pack_for_host) for the decoder.
+    host: Option<HostWeights>,
     trim_left: usize,
     trim_right: usize,
 }
@@ -246,6 +445,7 @@ impl EncodecConvTranspose1d {
             padding_total / 2
         };
         Ok(Self {
+            host: None,
             conv: ConvTranspose1d {
                 weight: Param::from_tensor(weight),
                 bias: Some(Param::from_tensor(bias)),
@@ -270,6 +470,142 @@ impl EncodecConvTranspose1d {
         let len = y.dims()[2];
         y.narrow(2, self.trim_left, len - self.trim_left - self.trim_right)
     }
+
+    /// Inputs before the newest that still add to outputs not yet final: the untrimmed output
+    /// `u` sums inputs `⌈(u + 1 − kernel) / stride⌉ ..= ⌊u / stride⌋`, so once the outputs
+    /// before `received · stride` are out, the next ones read back this far (1 for SEANet's
+    /// kernel = 2 · stride).
+    fn overlap_inputs(&self) -> usize {
+        (self.conv.kernel_size - 1) / self.conv.stride
+    }
+
+    /// Trimmed outputs final once `received` inputs are in and more may follow (see
+    /// [`forward_streamed`](Self::forward_streamed)).
+    pub(super) fn outputs_final(&self, received: usize) -> usize {
+        (received * self.conv.stride).saturating_sub(self.trim_left)
+    }
+
+    /// `forward` of an input that arrives piece by piece: appends `x: [batch, channels_in,
+    /// len]` (`None`: no new input) to `state` and returns the trimmed outputs that became
+    /// final, in order, or `None` if none did; `end`: the input ends here.
+    ///
+    /// An untrimmed output is final once the input at `⌊u / stride⌋` is in, so each input
+    /// finishes `stride` outputs; the input carried in `state` supplies the overlap with the
+    /// earlier ones (carrying inputs rather than overlapped output sums keeps the bias out of
+    /// the bookkeeping, and the conv gives each output its whole sum at once). At the end, the
+    /// outputs past the last input's `stride` up to the right trim are final too: the
+    /// `trim_left` samples the first trim held back.
+    pub(super) fn forward_streamed(
+        &self,
+        state: &mut StreamedTranspose,
+        x: Option<Tensor<3>>,
+        end: bool,
+    ) -> Option<Tensor<3>> {
+        if let Some(x) = &x {
+            state.received += x.dims()[2];
+        }
+        let window = match (state.buffer.take(), x) {
+            (Some(buffer), Some(x)) => Tensor::cat(vec![buffer, x], 2),
+            (buffer, x) => buffer.or(x)?,
+        };
+        let (stride, kernel) = (self.conv.stride, self.conv.kernel_size);
+        let len = window.dims()[2];
+        let first = state.received - len;
+        if !end {
+            let keep = self.overlap_inputs().min(len);
+            state.buffer = (keep > 0).then(|| window.clone().narrow(2, len - keep, keep));
+        }
+        // Untrimmed output positions: the next one not given out, and the end of the final ones.
+        let from = state.emitted + self.trim_left;
+        let to = if end {
+            (state.received - 1) * stride + kernel - self.trim_right
+        } else {
+            state.received * stride
+        };
+        if to <= from {
+            return None;
+        }
+        let count = to - from;
+        state.emitted += count;
+        // The window's outputs start at its first input's.
+        let from = from - first * stride;
+        match &self.host {
+            Some(host) if window.dims()[0] * len <= HOST_ROWS => {
+                Some(self.forward_host(host, window, from, count))
+            }
+            _ => Some(self.conv.forward(window).narrow(2, from, count)),
+        }
+    }
+
+    /// On the host (`device` is burn-flex), pack the weights for streamed frames' few-input
+    /// products (see [`HostWeights`]); elsewhere a no-op.
+    pub(super) fn pack_for_host(&mut self, device: &Device) {
+        if !crate::nn::is_host(device) {
+            return;
+        }
+        let [channels_in, channels_out, kernel] = self.conv.weight.val().dims();
+        // Rows `(o, k)`, one per output channel and tap, each over the input channels.
+        let weight = host_values(self.conv.weight.val().permute([1, 2, 0]));
+        let bias = match &self.conv.bias {
+            Some(bias) => host_values(bias.val()),
+            None => vec![0.0; channels_out],
+        };
+        let matrix = HostMatrix::pack(
+            &weight,
+            channels_in,
+            channels_out * kernel,
+            WeightFormat::F32,
+        );
+        self.host = Some(HostWeights { matrix, bias });
+    }
+
+    /// Untrimmed outputs `from .. from + count` of the transposed conv of `x`, by one host
+    /// product (every input's `kernel` taps of every output channel) and the overlap-add of
+    /// the taps that land in that range.
+    fn forward_host(
+        &self,
+        host: &HostWeights,
+        x: Tensor<3>,
+        from: usize,
+        count: usize,
+    ) -> Tensor<3> {
+        let [batch, channels_in, len] = x.dims();
+        let (stride, kernel) = (self.conv.stride, self.conv.kernel_size);
+        let channels_out = host.bias.len();
+        let device = x.device();
+        let rows = host_values(x.swap_dims(1, 2)); // [batch, len, channels_in]
+        debug_assert_eq!(rows.len(), batch * len * channels_in);
+        let taps = host.matrix.matmul(&rows, batch * len, None); // [batch, len, out · kernel]
+        let mut y = vec![0.0f32; batch * channels_out * count];
+        for b in 0..batch {
+            for (o, &bias) in host.bias.iter().enumerate() {
+                let out = &mut y[(b * channels_out + o) * count..][..count];
+                out.fill(bias);
+                for i in 0..len {
+                    // Taps k with from ≤ i · stride + k < from + count.
+                    let start = i * stride;
+                    let k0 = from.saturating_sub(start);
+                    let k1 = (from + count).saturating_sub(start).min(kernel);
+                    let tap = &taps[((b * len + i) * channels_out + o) * kernel..];
+                    for k in k0..k1 {
+                        out[start + k - from] += tap[k];
+                    }
+                }
+            }
+        }
+        Tensor::from_data(TensorData::new(y, [batch, channels_out, count]), &device)
+    }
+}
+
+/// What [`EncodecConvTranspose1d::forward_streamed`] carries from piece to piece.
+#[derive(Debug, Clone, Default)]
+pub(super) struct StreamedTranspose {
+    /// The last inputs, which still add to outputs not yet given out.
+    buffer: Option<Tensor<3>>,
+    /// Inputs received.
+    received: usize,
+    /// Trimmed outputs given out.
+    emitted: usize,
 }
 
 #[cfg(test)]
@@ -328,6 +664,7 @@ mod tests {
                 groups: 1,
                 padding: PaddingConfig1d::Valid,
             },
+            host: None,
             taps: taps.then(|| {
                 weight
                     .clone()
@@ -345,6 +682,160 @@ mod tests {
         assert_eq!(by_taps.dims(), [2, channels_out, 37]);
         let err = (by_taps - by_burn).abs().max().into_scalar::<f32>();
         assert!(err < 1e-5, "max abs err {err}");
+    }
+
+    /// `forward_padded` over `StreamedInput` windows, the input cut into `pieces`.
+    fn streamed_conv(conv: &EncodecConv1d, x: &Tensor<3>, pieces: usize) -> Tensor<3> {
+        let len = x.dims()[2];
+        let mut input = conv.streamed_input();
+        let mut out = Vec::new();
+        let mut at = 0;
+        loop {
+            let n = pieces.min(len - at);
+            let end = at + n == len;
+            let piece = (n > 0).then(|| x.clone().narrow(2, at, n));
+            at += n;
+            out.extend(input.push(piece, end).map(|w| conv.forward_padded(w)));
+            if end {
+                return Tensor::cat(out, 2);
+            }
+        }
+    }
+
+    fn random_conv(shape: ConvShape, causal: bool, edge: PadMode, host: bool) -> EncodecConv1d {
+        use burn::tensor::Distribution;
+        let device = Device::default();
+        let ConvShape {
+            channels_in,
+            channels_out,
+            kernel_size,
+            dilation,
+            ..
+        } = shape;
+        let weight = Tensor::<3>::random(
+            [channels_out, channels_in, kernel_size],
+            Distribution::Default,
+            &device,
+        );
+        let bias = Tensor::<1>::random([channels_out], Distribution::Default, &device);
+        let mut conv = EncodecConv1d {
+            conv: Conv1d {
+                weight: Param::from_tensor(weight),
+                bias: Some(Param::from_tensor(bias)),
+                stride: 1,
+                kernel_size,
+                dilation,
+                groups: 1,
+                padding: PaddingConfig1d::Valid,
+            },
+            taps: None,
+            host: None,
+            causal,
+            edge,
+            stride: 1,
+            padding_total: (kernel_size - 1) * dilation,
+        };
+        if host {
+            conv.pack_for_host(&device);
+            assert!(conv.host.is_some(), "the default device is the host");
+        }
+        conv
+    }
+
+    /// A streamed conv gives the whole input's outputs for what the fixtures leave out:
+    /// dilation, an odd padding (one more sample on the left), a batch of two, the host
+    /// kernel and burn's conv, inputs shorter than the padding, and causal convs.
+    #[test]
+    fn streamed_conv_equals_the_whole_input_conv() {
+        use burn::tensor::Distribution;
+        let device = Device::default();
+        for (kernel, dilation) in [(3, 2), (4, 1), (7, 1), (1, 1)] {
+            for causal in [false, true] {
+                for edge in [PadMode::Reflect, PadMode::Constant] {
+                    for host in [false, true] {
+                        let shape = ConvShape::new(5, 3, kernel).with_dilation(dilation);
+                        let conv = random_conv(shape, causal, edge, host);
+                        for len in [1, 2, 3, 4, 7, 41] {
+                            let x =
+                                Tensor::<3>::random([2, 5, len], Distribution::Default, &device);
+                            let whole = conv.forward(x.clone());
+                            for pieces in [1, 2, 3, 40] {
+                                let streamed = streamed_conv(&conv, &x, pieces);
+                                assert_eq!(streamed.dims(), whole.dims());
+                                let err =
+                                    (streamed - whole.clone()).abs().max().into_scalar::<f32>();
+                                assert!(
+                                    err < 1e-5,
+                                    "k {kernel} d {dilation} causal {causal} {edge:?} host \
+                                     {host}, {len} in pieces of {pieces}: max abs err {err}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A streamed transposed conv gives the whole input's trimmed outputs, for SEANet's
+    /// kernel = 2 · stride and a kernel that overlaps two inputs back, causal trims (all on the
+    /// right, or split) and the non-causal split, with the host kernel and burn's conv.
+    #[test]
+    fn streamed_transposed_conv_equals_the_whole_input_one() {
+        use burn::tensor::Distribution;
+        let device = Device::default();
+        for kernel in [6, 7] {
+            for (trim_left, trim_right) in [(0, kernel - 3), (1, kernel - 4), (2, kernel - 5)] {
+                for host in [false, true] {
+                    let weight =
+                        Tensor::<3>::random([5, 3, kernel], Distribution::Default, &device);
+                    let bias = Tensor::<1>::random([3], Distribution::Default, &device);
+                    let mut conv = EncodecConvTranspose1d {
+                        conv: ConvTranspose1d {
+                            weight: Param::from_tensor(weight),
+                            bias: Some(Param::from_tensor(bias)),
+                            stride: 3,
+                            kernel_size: kernel,
+                            dilation: 1,
+                            groups: 1,
+                            padding: 0,
+                            padding_out: 0,
+                            channels: [5, 3],
+                        },
+                        host: None,
+                        trim_left,
+                        trim_right,
+                    };
+                    if host {
+                        conv.pack_for_host(&device);
+                    }
+                    for len in [1, 2, 5, 30] {
+                        let x = Tensor::<3>::random([2, 5, len], Distribution::Default, &device);
+                        let whole = conv.forward(x.clone());
+                        for pieces in [1, 2, 20] {
+                            let mut state = StreamedTranspose::default();
+                            let mut out = Vec::new();
+                            for at in (0..len).step_by(pieces) {
+                                let n = pieces.min(len - at);
+                                let piece = x.clone().narrow(2, at, n);
+                                out.extend(conv.forward_streamed(&mut state, Some(piece), false));
+                                let final_ = conv.outputs_final(at + n);
+                                assert_eq!(state.emitted, final_, "outputs_final counts them");
+                            }
+                            out.extend(conv.forward_streamed(&mut state, None, true));
+                            let streamed = Tensor::cat(out, 2);
+                            assert_eq!(streamed.dims(), whole.dims());
+                            let err = (streamed - whole.clone()).abs().max().into_scalar::<f32>();
+                            assert!(
+                                err < 1e-5,
+                                "kernel {kernel}, trims {trim_left} {trim_right}, host {host}, \
+                                 {len} in pieces of {pieces}: max abs err {err}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

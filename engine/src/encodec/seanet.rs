@@ -8,7 +8,9 @@
 use burn::tensor::activation::elu;
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::conv::{ConvShape, EncodecConv1d, EncodecConvTranspose1d};
+use super::conv::{
+    ConvShape, EncodecConv1d, EncodecConvTranspose1d, StreamedInput, StreamedTranspose,
+};
 use super::lstm::{EncodecLstm, LstmState};
 use crate::config::{EncodecConfig, PadMode};
 use crate::error::LoadError;
@@ -102,6 +104,37 @@ impl ResnetBlock {
         let x = self.block_1.forward(elu1(x));
         let x = self.block_3.forward(elu1(x));
         residual + x
+    }
+
+    /// `forward` of an input that arrives piece by piece: appends `x` (`None`: no new input)
+    /// to `input` (from `streamed_input`) and returns the outputs that became final, or
+    /// `None`; `end`: the input ends here.
+    ///
+    /// The block's delay is its dilated conv's right reach, so the input itself is carried:
+    /// one window feeds the branch, and the skip is the window's inputs at the outputs'
+    /// positions, delayed with it. The window is padded before the ELU where `forward` pads
+    /// after it; both paddings copy input samples or add zeros, which the ELU keeps at zero,
+    /// so the values are the same.
+    fn forward_streamed(
+        &self,
+        input: &mut StreamedInput,
+        x: Option<Tensor<3>>,
+        end: bool,
+    ) -> Option<Tensor<3>> {
+        let window = input.push(x, end)?;
+        let outputs = window.dims()[2] - input.context();
+        let skip = window.clone().narrow(2, input.left(), outputs);
+        let residual = match &self.shortcut {
+            Some(conv) => conv.forward(skip),
+            None => skip,
+        };
+        let x = self.block_1.forward_padded(elu1(window));
+        Some(residual + self.block_3.forward(elu1(x)))
+    }
+
+    /// An empty input for [`forward_streamed`](Self::forward_streamed).
+    fn streamed_input(&self) -> StreamedInput {
+        self.block_1.streamed_input()
     }
 }
 
@@ -263,7 +296,8 @@ const CHUNK_FRAMES: usize = 50;
 /// after)` its own frame. Found by carrying the frame's sample range back through each layer
 /// (the paddings and trims the layers themselves use), so a piece with this much context on
 /// each side computes its middle exactly as the whole signal does — and no more context than
-/// that is decoded per piece (a streamed frame costs `1 + before + after` frames of upsampling).
+/// that is decoded per piece. (The streaming decoder does not use it: its layers carry their
+/// own context, see `streaming.rs`.)
 fn tail_reach(config: &EncodecConfig) -> (usize, usize) {
     // (left, right) input steps a stride-1 conv reads around its output, as EncodecConv1d pads.
     let conv = |kernel: usize, dilation: usize| -> (i64, i64) {
@@ -361,7 +395,7 @@ impl SeanetDecoder {
             ConvShape::new(filters, config.audio_channels, config.last_kernel_size),
             device,
         )?;
-        Ok(Self {
+        let mut decoder = Self {
             first_conv,
             lstm,
             stages,
@@ -369,7 +403,26 @@ impl SeanetDecoder {
             hop_length: config.hop_length(),
             chunk_frames: CHUNK_FRAMES,
             halo_frames: tail_reach(config),
-        })
+        };
+        decoder.pack_for_host(device);
+        Ok(decoder)
+    }
+
+    /// Pack the weights of every conv a streamed frame runs for the host kernel, if `device`
+    /// is the host (see `EncodecConv1d::pack_for_host`).
+    fn pack_for_host(&mut self, device: &Device) {
+        self.first_conv.pack_for_host(device);
+        for stage in &mut self.stages {
+            stage.upsample.pack_for_host(device);
+            for block in &mut stage.residual_blocks {
+                block.block_1.pack_for_host(device);
+                block.block_3.pack_for_host(device);
+                if let Some(shortcut) = &mut block.shortcut {
+                    shortcut.pack_for_host(device);
+                }
+            }
+        }
+        self.last_conv.pack_for_host(device);
     }
 
     /// # Shapes
@@ -401,18 +454,23 @@ impl SeanetDecoder {
         Tensor::cat(pieces, 2)
     }
 
-    /// The first conv (before the LSTM), and how many frames each output reads before and
-    /// after its own.
-    ///
-    /// # Shapes
-    /// - `x`: `[batch, hidden_size, frames]`
-    /// - returns `[batch, channels, frames]`
-    pub(super) fn first_conv(&self, x: Tensor<3>) -> Tensor<3> {
-        self.first_conv.forward(x)
+    /// The first conv (before the LSTM) of an input that arrives piece by piece: appends `x:
+    /// [batch, hidden_size, frames]` (`None`: no new frames) to `input` (from
+    /// [`first_conv_input`](Self::first_conv_input)) and returns the output frames that became
+    /// final, or `None`; `end`: no frames follow.
+    pub(super) fn first_conv_streamed(
+        &self,
+        input: &mut StreamedInput,
+        x: Option<Tensor<3>>,
+        end: bool,
+    ) -> Option<Tensor<3>> {
+        input
+            .push(x, end)
+            .map(|window| self.first_conv.forward_padded(window))
     }
 
-    pub(super) fn first_conv_reach(&self) -> (usize, usize) {
-        self.first_conv.reach()
+    pub(super) fn first_conv_input(&self) -> StreamedInput {
+        self.first_conv.streamed_input()
     }
 
     /// The LSTM continued from `state` (see [`EncodecLstm::forward_with_state`]).
@@ -424,17 +482,12 @@ impl SeanetDecoder {
         self.lstm.zero_state(1)
     }
 
-    /// Frames of LSTM output a piece of the layers after the LSTM needs `(before, after)` it.
-    pub(super) fn halo_frames(&self) -> (usize, usize) {
-        self.halo_frames
-    }
-
     /// The layers after the LSTM.
     ///
     /// # Shapes
     /// - `x`: `[batch, channels, frames]`
     /// - returns `[batch, audio_channels, frames · hop_length]`
-    pub(super) fn upsample(&self, mut x: Tensor<3>) -> Tensor<3> {
+    fn upsample(&self, mut x: Tensor<3>) -> Tensor<3> {
         for stage in &self.stages {
             x = stage.upsample.forward(elu1(x));
             for block in &stage.residual_blocks {
@@ -443,6 +496,82 @@ impl SeanetDecoder {
         }
         self.last_conv.forward(elu1(x))
     }
+
+    /// An empty state for [`upsample_streamed`](Self::upsample_streamed).
+    pub(super) fn upsample_state(&self) -> UpsampleState {
+        UpsampleState {
+            stages: self
+                .stages
+                .iter()
+                .map(|stage| {
+                    let blocks = stage.residual_blocks.iter();
+                    (
+                        StreamedTranspose::default(),
+                        blocks.map(ResnetBlock::streamed_input).collect(),
+                    )
+                })
+                .collect(),
+            last_conv: self.last_conv.streamed_input(),
+        }
+    }
+
+    /// The layers after the LSTM over an input that arrives piece by piece: appends LSTM
+    /// output frames `x` (`None`: none new) and returns the audio samples that became final,
+    /// in order, or `None`; `end`: no frames follow, so the rest is final. Every layer carries
+    /// in `state` just the inputs its next outputs still read and computes only those
+    /// outputs, so a frame costs one frame of each layer (plus each conv's few samples of
+    /// context), and the samples equal [`upsample`](Self::upsample) of the whole input's.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, channels, frames]`
+    /// - returns `[batch, audio_channels, samples]`
+    pub(super) fn upsample_streamed(
+        &self,
+        state: &mut UpsampleState,
+        mut x: Option<Tensor<3>>,
+        end: bool,
+    ) -> Option<Tensor<3>> {
+        for (stage, (upsample, blocks)) in self.stages.iter().zip(&mut state.stages) {
+            x = stage.upsample.forward_streamed(upsample, x.map(elu1), end);
+            for (block, input) in stage.residual_blocks.iter().zip(blocks) {
+                x = block.forward_streamed(input, x, end);
+            }
+        }
+        state
+            .last_conv
+            .push(x.map(elu1), end)
+            .map(|window| self.last_conv.forward_padded(window))
+    }
+
+    /// Audio samples [`upsample_streamed`](Self::upsample_streamed) has given out once
+    /// `frames` LSTM output frames are in (and more may follow), and whether every layer has
+    /// started (added its left padding; from then on each frame adds `hop_length`): the
+    /// layers' delays without running them.
+    pub(super) fn upsample_samples_final(&self, frames: usize) -> (usize, bool) {
+        let mut count = frames;
+        let mut started = true;
+        let mut conv = |input: StreamedInput, count: usize| {
+            let (out, ok) = input.outputs_final(count);
+            started &= ok;
+            out
+        };
+        for stage in &self.stages {
+            count = stage.upsample.outputs_final(count);
+            for block in &stage.residual_blocks {
+                count = conv(block.streamed_input(), count);
+            }
+        }
+        let count = conv(self.last_conv.streamed_input(), count);
+        (count, started)
+    }
+}
+
+/// What [`SeanetDecoder::upsample_streamed`] carries from piece to piece: per stage the
+/// transposed conv's and each residual block's, and the last conv's.
+#[derive(Debug, Clone)]
+pub(super) struct UpsampleState {
+    stages: Vec<(StreamedTranspose, Vec<StreamedInput>)>,
+    last_conv: StreamedInput,
 }
 
 #[cfg(test)]

@@ -1,19 +1,65 @@
 //! Exact streaming decode: codes in one frame (or a few) at a time, audio out as soon as it can
 //! no longer change, equal to the one-shot [`EncodecModel::decode`] of the whole sequence.
 //!
-//! The SEANet decoder is `first conv → LSTM → upsampling layers`. The first conv reads
-//! `reach().1` frames ahead (3 for kernel 7), the LSTM only looks back (its state is carried
-//! from piece to piece), and everything after it is local: a piece of LSTM output with
-//! `halo_frames` of context on each side gives the whole signal's samples in its middle, which
-//! is how the offline decoder already runs that part (`SeanetDecoder::forward`). So frame f's
-//! audio is final once frame `f + lookahead_frames()` has arrived, and each frame costs the
-//! same: one first-conv window, one LSTM step, one upsampling window — never a re-decode of
-//! the past.
+//! The SEANet decoder is `first conv → LSTM → upsampling layers` (per stage: ELU, transposed
+//! conv, residual blocks; then ELU and the last conv). Every layer runs streamed, each with its
+//! own state, and hands the next layer exactly the outputs that became final:
+//!
+//! - a stride-1 conv (the first and last convs, a residual block's dilated conv) carries the
+//!   `left + right` input samples its next outputs read, and gives out output `t` once input
+//!   `t + right` is in — a non-causal conv delays by its right reach;
+//! - a residual block carries its input through its dilated conv's window, so the skip is
+//!   delayed with the branch;
+//! - a transposed conv (kernel 2 · stride) carries its last input, which overlaps its next
+//!   outputs, and gives out `stride` samples per input, less the `trim_left` it holds back
+//!   until the end;
+//! - the LSTM carries `(h, c)`.
+//!
+//! The signal's ends are the whole signal's: a conv adds its left padding once its input is
+//! longer than its padding (reflect padding reads that many samples; an input no longer than it
+//! takes the reference's short-input rule, which only the whole input decides, so it waits for
+//! the end), and its right padding at [`StreamingDecoder::finish`]; the transposed convs give
+//! out their held-back samples there. So a frame costs one frame of every layer plus each conv's
+//! few samples of context, where the previous design re-ran the upsampling layers over the
+//! frame plus a halo of context frames on both sides (3 frames with musicgen-small) and the
+//! first conv over 7.
+//!
+//! On the CPU, the convs that a streamed frame gives few output positions (at most 16: the
+//! first conv, the first stages' transposed convs and residual blocks) take the host matrix
+//! kernel ([`crate::matvec::HostMatrix`]) over weights packed at load; burn-flex's conv runs
+//! such products far from the memory-bandwidth floor (see `conv.rs`).
+//!
+//! Look-ahead: frame `f`'s audio is final once frame `f + lookahead_frames()` is in — the first
+//! conv's right reach (3 frames), plus the samples the upsampling layers hold back in all
+//! (482 with musicgen-small: the transposed convs' left trims and the convs' right reaches,
+//! each scaled up by the strides after it), rounded up to a frame, plus `chunk − 1`. That is
+//! 4 frames for musicgen-small at chunk 1, as with the halo design (3 + a 1-frame halo).
+//!
+//! `chunk_frames` only batches: pushed frames wait until that many are pending, then run
+//! together (fewer, larger products: the weights are read once per run instead of once per
+//! frame), at the cost of `chunk − 1` frames of latency.
+//!
+//! Measured 2026-12-01 with `encodec_decode_bench` (10 s, musicgen-small's codec shape with
+//! random weights) on the 2-core Xeon (AVX-512), shared with another job (load average 3–4),
+//! the previous design and this one run alternately, twice each:
+//!
+//! | ms per frame | one-shot | streamed, chunk 1 | streamed, chunk 8 |
+//! | --- | --- | --- | --- |
+//! | halo design | 4.0, 4.2 | 26.1, 27.5 | 10.8, 10.7 |
+//! | per-layer state | 3.7, 4.2 | 10.2, 10.4 | 4.8, 5.5 |
+//!
+//! Of the 10 ms at chunk 1 (timed per layer), the LSTM takes 4.7 (67 MB of f32 weights read per
+//! step), the first transposed conv 2.1 (33.5 MB), the first conv 0.25, and all the rest 2.5;
+//! the weight reads put the floor near 7 ms on this machine. At chunk 8 the LSTM's input
+//! projection and the convs read their weights once per 8 frames, which leaves the recurrent
+//! weights (32 MB per frame) as the largest part.
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 
 use super::EncodecModel;
+use super::conv::{StreamedInput, host_values};
 use super::lstm::LstmState;
+use super::seanet::UpsampleState;
 
 /// The state of one streaming decode. Holds no model: every call takes the codec, so the
 /// thread that owns the model can own this too.
@@ -21,51 +67,72 @@ use super::lstm::LstmState;
 pub struct StreamingDecoder {
     codebooks: usize,
     hop_length: usize,
-    /// Frames the first conv reads before and after an output frame.
-    conv_before: usize,
-    conv_after: usize,
-    /// Frames of LSTM output the upsampling layers need before and after a piece.
-    halo: (usize, usize),
-    /// The fewest frames one upsampling run emits (its cost is `chunk + 2 · halo` frames).
+    /// Frames per run: pushed frames wait until this many are pending.
     chunk: usize,
-    /// Summed code embeddings of the frames the first conv still needs.
-    embeddings: FrameBuffer,
-    /// LSTM outputs (skip included) of the frames the upsampling layers still need.
-    lstm_out: FrameBuffer,
+    /// Frames that follow a frame before its audio is out, `chunk` aside (see `lookahead`).
+    delay_frames: usize,
+    /// Codes pushed but not yet run, frame-major.
+    pending: Vec<u32>,
+    /// The first conv's carried input (summed code embeddings).
+    first_conv: StreamedInput,
     lstm_state: LstmState,
-    /// Frames pushed / through the LSTM / decoded to audio.
+    /// The carried inputs of the layers after the LSTM.
+    upsample: UpsampleState,
+    /// Final audio samples (channels interleaved) short of a whole frame.
+    partial: Vec<f32>,
+    /// Frames pushed / decoded to audio.
     frames_in: usize,
-    frames_lstm: usize,
     frames_out: usize,
 }
 
 impl EncodecModel {
-    /// A streaming decoder that decodes at least `chunk_frames` (≥ 1) frames per upsampling
-    /// run: 1 gives the least latency; more costs less per frame.
+    /// A streaming decoder that runs the codec once per `chunk_frames` (≥ 1) pushed frames:
+    /// 1 gives the least latency; more batches the per-run overhead over more frames (the
+    /// per-frame work is the same either way, see the module doc).
     pub fn streaming_decoder(&self, chunk_frames: usize) -> StreamingDecoder {
-        let (conv_before, conv_after) = self.decoder.first_conv_reach();
+        let first_conv = self.decoder.first_conv_input();
         StreamingDecoder {
             codebooks: self.num_quantizers(),
             hop_length: self.hop_length,
-            conv_before,
-            conv_after,
-            halo: self.decoder.halo_frames(),
             chunk: chunk_frames.max(1),
-            embeddings: FrameBuffer::default(),
-            lstm_out: FrameBuffer::default(),
+            delay_frames: self.delay_frames(&first_conv),
+            pending: Vec::new(),
+            first_conv,
             lstm_state: self.decoder.lstm_zero_state(),
+            upsample: self.decoder.upsample_state(),
+            partial: Vec::new(),
             frames_in: 0,
-            frames_lstm: 0,
             frames_out: 0,
         }
+    }
+
+    /// The most frames that can follow a frame before its audio is whole, pushing one frame at
+    /// a time: after `n` frames, the first conv has finished `n − reach` of them (none until
+    /// its reflect padding can be added), and the upsampling layers have given out all but a
+    /// fixed number of their samples (fewer at the start, while one waits for its padding).
+    /// Counted from the layers' own rules, up to the frame from which every layer is past
+    /// its start and the count no longer changes.
+    fn delay_frames(&self, first_conv: &StreamedInput) -> usize {
+        let mut most = 0;
+        for n in 1.. {
+            let (lstm_frames, first_started) = first_conv.outputs_final(n);
+            let (samples, started) = self.decoder.upsample_samples_final(lstm_frames);
+            most = most.max(n - samples / self.hop_length);
+            if first_started && started {
+                break;
+            }
+        }
+        most
     }
 }
 
 impl StreamingDecoder {
     /// Frames that must follow a frame before its audio is final (and emitted): the first
-    /// conv's reach ahead, the upsampling halo and the chunk. Part of the stream's latency.
+    /// conv's reach ahead (3 frames for kernel 7), the samples the upsampling layers hold
+    /// back, rounded up to a frame (1 frame for musicgen-small: 482 samples), and the chunk.
+    /// Part of the stream's latency.
     pub fn lookahead_frames(&self) -> usize {
-        self.conv_after + self.halo.1 + self.chunk - 1
+        self.delay_frames + self.chunk - 1
     }
 
     /// Frames pushed so far.
@@ -103,20 +170,11 @@ impl StreamingDecoder {
             "{} codes for {k} codebooks",
             codes.len()
         );
-        let n = codes.len() / k;
-        if n == 0 {
+        self.pending.extend_from_slice(codes);
+        self.frames_in += codes.len() / k;
+        if self.pending.len() < self.chunk * k {
             return 0;
         }
-        let mut by_codebook = vec![0i64; k * n];
-        for (f, frame) in codes.chunks_exact(k).enumerate() {
-            for (c, &code) in frame.iter().enumerate() {
-                by_codebook[c * n + f] = i64::from(code);
-            }
-        }
-        let device = codec.device().clone();
-        let codes = Tensor::<3, Int>::from_data(TensorData::new(by_codebook, [1, k, n]), &device);
-        self.embeddings.append(codec.quantizer.decode(codes));
-        self.frames_in += n;
         self.advance(codec, false, out)
     }
 
@@ -126,94 +184,43 @@ impl StreamingDecoder {
         self.advance(codec, true, out)
     }
 
-    /// Run the first conv and the LSTM over every frame they can finish, then the upsampling
-    /// layers over every frame they can; `end`: no frames follow.
+    /// Run the pending frames through every layer, each giving the next what became final;
+    /// `end`: no frames follow.
     fn advance(&mut self, codec: &EncodecModel, end: bool, out: &mut Vec<f32>) -> usize {
-        let device = codec.device().clone();
         let decoder = &codec.decoder;
-        // A window that starts at frame 0 is padded there as the whole signal is; reflect
-        // padding of a too-short window would not be, so wait for enough frames.
-        let short = self.frames_in <= self.conv_before.max(self.conv_after);
-        let conv_ready = match (end, short) {
-            (true, _) => self.frames_in,
-            (false, true) => self.frames_lstm,
-            (false, false) => self.frames_in - self.conv_after,
-        };
-        if conv_ready > self.frames_lstm {
-            let from = self.frames_lstm.saturating_sub(self.conv_before);
-            let x = self.embeddings.window(from, &device);
-            let conv = decoder.first_conv(x).narrow(
-                2,
-                self.frames_lstm - from,
-                conv_ready - self.frames_lstm,
-            );
-            let lstm = decoder.lstm(conv, &mut self.lstm_state);
-            self.lstm_out.append(lstm);
-            self.frames_lstm = conv_ready;
-            let keep = self.frames_lstm.saturating_sub(self.conv_before);
-            self.embeddings.drop_before(keep);
-        }
-        let audio_ready = if end {
-            self.frames_lstm
-        } else {
-            self.frames_lstm.saturating_sub(self.halo.1)
-        };
-        let due = audio_ready.saturating_sub(self.frames_out);
-        if due == 0 || (!end && due < self.chunk) {
+        let embeddings = (!self.pending.is_empty()).then(|| {
+            let (k, n) = (self.codebooks, self.pending.len() / self.codebooks);
+            let mut by_codebook = vec![0i64; k * n];
+            for (f, frame) in self.pending.chunks_exact(k).enumerate() {
+                for (c, &code) in frame.iter().enumerate() {
+                    by_codebook[c * n + f] = i64::from(code);
+                }
+            }
+            self.pending.clear();
+            let data = TensorData::new(by_codebook, [1, k, n]);
+            codec
+                .quantizer
+                .decode(Tensor::<3, Int>::from_data(data, codec.device()))
+        });
+        let lstm = decoder
+            .first_conv_streamed(&mut self.first_conv, embeddings, end)
+            .map(|x| decoder.lstm(x, &mut self.lstm_state));
+        if lstm.is_none() && !end {
             return 0;
         }
-        let from = self.frames_out.saturating_sub(self.halo.0);
-        let x = self.lstm_out.window(from, &device);
-        let audio = decoder.upsample(x).narrow(
-            2,
-            (self.frames_out - from) * self.hop_length,
-            due * self.hop_length,
-        );
-        out.extend(frame_major(audio));
-        self.frames_out = audio_ready;
-        let keep = self.frames_out.saturating_sub(self.halo.0);
-        self.lstm_out.drop_before(keep);
-        due
-    }
-}
-
-/// Per-frame vectors of consecutive frames, frame-major, from frame `start` on.
-#[derive(Debug, Clone, Default)]
-struct FrameBuffer {
-    values: Vec<f32>,
-    dim: usize,
-    start: usize,
-}
-
-impl FrameBuffer {
-    /// Append `x: [1, dim, frames]`.
-    fn append(&mut self, x: Tensor<3>) {
-        self.dim = x.dims()[1];
-        self.values.extend(frame_major(x));
-    }
-
-    /// The frames from `from` on, as `[1, dim, frames]`.
-    fn window(&self, from: usize, device: &Device) -> Tensor<3> {
-        let values = self.values[(from - self.start) * self.dim..].to_vec();
-        let frames = values.len() / self.dim.max(1);
-        Tensor::<3>::from_data(TensorData::new(values, [1, frames, self.dim]), device)
-            .swap_dims(1, 2)
-    }
-
-    /// Forget the frames before `keep`.
-    fn drop_before(&mut self, keep: usize) {
-        if keep > self.start {
-            self.values.drain(..(keep - self.start) * self.dim);
-            self.start = keep;
-        }
+        let Some(audio) = decoder.upsample_streamed(&mut self.upsample, lstm, end) else {
+            return 0;
+        };
+        let frame = self.hop_length * audio.dims()[1];
+        self.partial.extend(frame_major(audio));
+        let whole = self.partial.len() / frame;
+        out.extend(self.partial.drain(..whole * frame));
+        self.frames_out += whole;
+        whole
     }
 }
 
 /// `[1, channels, len]` → `len × channels` values, time-major.
 fn frame_major(x: Tensor<3>) -> Vec<f32> {
-    x.swap_dims(1, 2)
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("an f32 tensor converts to Vec<f32>")
+    host_values(x.swap_dims(1, 2))
 }

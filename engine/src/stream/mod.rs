@@ -97,7 +97,9 @@ pub struct EngineConfig {
     pub clock: Clock,
     /// Steps of compute headroom added to the latency (realtime playback needs ≥ 1).
     pub cushion_steps: usize,
-    /// Frames per streaming-decode run (see [`crate::encodec::StreamingDecoder`]).
+    /// Frames per streaming-decode run (see [`crate::encodec::StreamingDecoder`]): the codec
+    /// waits for this many frames and decodes them together. 1 adds no latency; more reads the
+    /// codec's weights once per run instead of once per frame, for `n − 1` frames of latency.
     pub decode_chunk_frames: usize,
     /// Decoder positions per generation before the window slides.
     pub window: usize,
