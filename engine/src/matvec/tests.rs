@@ -357,12 +357,13 @@ fn weight_format_names_round_trip_and_bad_names_are_refused() {
         err.to_string(),
         "unknown weight format `q9`: expected f32, bf16, q8 or q4"
     );
-    // q8 and q4 rows are padded to superblocks of 512 weights, 16 scales each.
-    assert_eq!(WeightFormat::Q8.matrix_bytes(2, 40), 2 * (512 + 4 * 16));
-    assert_eq!(WeightFormat::Q4.matrix_bytes(2, 40), 2 * (256 + 4 * 16));
-    assert_eq!(WeightFormat::Q8.matrix_bytes(3, 1024), 3 * (1024 + 4 * 32));
-    assert_eq!(WeightFormat::Q4.matrix_bytes(3, 1024), 3 * (512 + 4 * 32));
-    assert_eq!(WeightFormat::Q8.matrix_bytes(1, 1025), 1536 + 4 * 48);
+    // q8 and q4 rows are padded to superblocks of 512 weights, 16 scales each, and the rows to
+    // whole tiles of 4.
+    assert_eq!(WeightFormat::Q8.matrix_bytes(2, 40), 4 * (512 + 4 * 16));
+    assert_eq!(WeightFormat::Q4.matrix_bytes(2, 40), 4 * (256 + 4 * 16));
+    assert_eq!(WeightFormat::Q8.matrix_bytes(3, 1024), 4 * (1024 + 4 * 32));
+    assert_eq!(WeightFormat::Q4.matrix_bytes(8, 1024), 8 * (512 + 4 * 32));
+    assert_eq!(WeightFormat::Q8.matrix_bytes(1, 1025), 4 * (1536 + 4 * 48));
 }
 
 /// The largest weight of a q4 block is exact, zeros stay zero, and a short last block's
