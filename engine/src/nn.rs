@@ -292,8 +292,12 @@ impl LayerNorm {
 
 /// A tensor's values as f32, row-major.
 pub(crate) fn host_vec<const D: usize>(x: &Tensor<D>) -> Vec<f32> {
-    x.clone()
-        .into_data()
+    into_host_vec(x.clone())
+}
+
+/// [`host_vec`] of a tensor given up (no copy of a shared handle's data first).
+pub(crate) fn into_host_vec<const D: usize>(x: Tensor<D>) -> Vec<f32> {
+    x.into_data()
         .convert::<f32>()
         .try_into_vec::<f32>()
         .expect("a float tensor converts to f32")

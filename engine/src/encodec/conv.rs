@@ -13,6 +13,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use crate::config::{EncodecConfig, PadMode};
 use crate::error::LoadError;
 use crate::matvec::{HostMatrix, WeightFormat};
+use crate::nn::into_host_vec;
 use crate::weights::Weights;
 
 /// A conv's weights packed for the host's matrix × few-rows kernel ([`HostMatrix`]), which a
@@ -29,14 +30,6 @@ struct HostWeights {
 /// Up to this many output positions (batch × time) a conv with [`HostWeights`] takes the host
 /// kernel; more go through burn's conv, which packs and tiles for them.
 const HOST_ROWS: usize = 16;
-
-/// The values of `x`, row-major.
-pub(super) fn host_values<const D: usize>(x: Tensor<D>) -> Vec<f32> {
-    x.into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("an f32 tensor converts to Vec<f32>")
-}
 
 /// The geometry of one conv layer, as the reference builds it.
 #[derive(Debug, Clone, Copy)]
@@ -178,9 +171,9 @@ impl EncodecConv1d {
         }
         let [channels_out, channels_in, kernel] = self.conv.weight.val().dims();
         // `[channels_out, channels_in · kernel]` row-major is the weight as stored.
-        let weight = host_values(self.conv.weight.val());
+        let weight = into_host_vec(self.conv.weight.val());
         let bias = match &self.conv.bias {
-            Some(bias) => host_values(bias.val()),
+            Some(bias) => into_host_vec(bias.val()),
             None => vec![0.0; channels_out],
         };
         let matrix = HostMatrix::pack(
@@ -199,7 +192,7 @@ impl EncodecConv1d {
         let (kernel, dilation) = (self.conv.kernel_size, self.conv.dilation);
         let outputs = len - (kernel - 1) * dilation;
         let device = x.device();
-        let values = host_values(x);
+        let values = into_host_vec(x);
         let mut fields = Vec::with_capacity(batch * outputs * channels_in * kernel);
         for b in 0..batch {
             for t in 0..outputs {
@@ -545,9 +538,9 @@ impl EncodecConvTranspose1d {
         }
         let [channels_in, channels_out, kernel] = self.conv.weight.val().dims();
         // Rows `(o, k)`, one per output channel and tap, each over the input channels.
-        let weight = host_values(self.conv.weight.val().permute([1, 2, 0]));
+        let weight = into_host_vec(self.conv.weight.val().permute([1, 2, 0]));
         let bias = match &self.conv.bias {
-            Some(bias) => host_values(bias.val()),
+            Some(bias) => into_host_vec(bias.val()),
             None => vec![0.0; channels_out],
         };
         let matrix = HostMatrix::pack(
@@ -573,7 +566,7 @@ impl EncodecConvTranspose1d {
         let (stride, kernel) = (self.conv.stride, self.conv.kernel_size);
         let channels_out = host.bias.len();
         let device = x.device();
-        let rows = host_values(x.swap_dims(1, 2)); // [batch, len, channels_in]
+        let rows = into_host_vec(x.swap_dims(1, 2)); // [batch, len, channels_in]
         debug_assert_eq!(rows.len(), batch * len * channels_in);
         let taps = host.matrix.matmul(&rows, batch * len, None); // [batch, len, out · kernel]
         let mut y = vec![0.0f32; batch * channels_out * count];

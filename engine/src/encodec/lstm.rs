@@ -16,7 +16,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::LoadError;
 use crate::matvec::{HostMatrix, WeightFormat};
-use crate::nn::is_host;
+use crate::nn::{host_vec, into_host_vec, is_host};
 use crate::weights::Weights;
 
 /// One `nn.LSTM` layer: keys `{prefix}.weight_ih_l{k}`, `weight_hh_l{k}`, `bias_ih_l{k}`,
@@ -72,11 +72,9 @@ impl EncodecLstm {
                 let bias = bias_ih + bias_hh;
                 let host_ih = if is_host(device) {
                     let w = weights.read_f32(&key("weight_ih"), &[4 * hidden, hidden])?;
-                    let b = bias.clone().into_data().try_into_vec_as::<f32>();
-                    let b = b.expect("an f32 tensor converts to Vec<f32>");
                     Some((
                         HostMatrix::pack(&w, hidden, 4 * hidden, WeightFormat::F32),
-                        b,
+                        host_vec(&bias),
                     ))
                 } else {
                     None
@@ -125,20 +123,13 @@ impl EncodecLstm {
         for (layer, (h, c)) in self.layers.iter().zip(&mut state.layers) {
             let projected = match &layer.host_ih {
                 Some((w, bias)) if batch * time <= HOST_ROWS => {
-                    let rows = seq
-                        .clone()
-                        .into_data()
-                        .try_into_vec_as::<f32>()
-                        .expect("an f32 tensor converts to Vec<f32>");
-                    w.matmul(&rows, batch * time, Some(bias))
+                    w.matmul(&host_vec(&seq), batch * time, Some(bias))
                 }
-                _ => (seq
-                    .clone()
-                    .matmul(layer.weight_ih_t.clone().unsqueeze::<3>())
-                    + layer.bias.clone().unsqueeze::<3>())
-                .into_data()
-                .try_into_vec_as::<f32>()
-                .expect("an f32 tensor converts to Vec<f32>"),
+                _ => into_host_vec(
+                    seq.clone()
+                        .matmul(layer.weight_ih_t.clone().unsqueeze::<3>())
+                        + layer.bias.clone().unsqueeze::<3>(),
+                ),
             };
             let states = recur(&projected, &layer.weight_hh, time, self.hidden, h, c);
             seq = Tensor::from_data(TensorData::new(states, [batch, time, hidden]), &device);

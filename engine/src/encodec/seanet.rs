@@ -14,7 +14,7 @@ use super::conv::{
 use super::lstm::{EncodecLstm, LstmState};
 use crate::config::{EncodecConfig, PadMode};
 use crate::error::LoadError;
-use crate::nn::{exp_nonpositive, host_vec, is_host};
+use crate::nn::{exp_nonpositive, into_host_vec, is_host};
 use crate::weights::Weights;
 
 /// `ELU(x) = x` for `x > 0`, else `e^x − 1` (α = 1, as SEANet uses it).
@@ -29,7 +29,7 @@ fn elu1<const D: usize>(x: Tensor<D>) -> Tensor<D> {
         return elu(x, 1.0);
     }
     let dims = x.dims();
-    let mut values = host_vec(&x);
+    let mut values = into_host_vec(x);
     for v in &mut values {
         let negative = exp_nonpositive(v.min(0.0)) - 1.0;
         *v = if *v > 0.0 { *v } else { negative };

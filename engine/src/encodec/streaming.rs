@@ -57,9 +57,10 @@
 use burn::tensor::{Int, Tensor, TensorData};
 
 use super::EncodecModel;
-use super::conv::{StreamedInput, host_values};
+use super::conv::StreamedInput;
 use super::lstm::LstmState;
 use super::seanet::UpsampleState;
+use crate::nn::into_host_vec;
 
 /// The state of one streaming decode. Holds no model: every call takes the codec, so the
 /// thread that owns the model can own this too.
@@ -222,5 +223,5 @@ impl StreamingDecoder {
 
 /// `[1, channels, len]` → `len × channels` values, time-major.
 fn frame_major(x: Tensor<3>) -> Vec<f32> {
-    host_values(x.swap_dims(1, 2))
+    into_host_vec(x.swap_dims(1, 2))
 }
