@@ -275,8 +275,8 @@ impl LayerNorm {
     fn normalize_rows(&self, values: &mut [f32], weight: &[f32], bias: &[f32]) {
         let dim = weight.len();
         for row in values.chunks_exact_mut(dim.max(1)) {
-            let mean = row.iter().map(|&v| v as f64).sum::<f64>() / dim as f64;
-            let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / dim as f64;
+            let mean = sum_f64(row, |v| v) / dim as f64;
+            let var = sum_f64(row, |v| (v - mean).powi(2)) / dim as f64;
             let inverse = 1.0 / (var + self.eps).sqrt();
             for ((v, w), b) in row.iter_mut().zip(weight).zip(bias) {
                 *v = ((*v as f64 - mean) * inverse) as f32 * w + b;
@@ -288,6 +288,22 @@ impl LayerNorm {
     pub(crate) fn is_host(&self) -> bool {
         self.host.is_some()
     }
+}
+
+/// `Σ f(v)` over `values` in f64, in 8 independent partial sums (then added in a fixed order):
+/// one running sum makes every add wait for the one before, which made a decode step's 146 rows
+/// of layer norm cost about half a millisecond.
+#[inline(always)]
+fn sum_f64(values: &[f32], f: impl Fn(f64) -> f64) -> f64 {
+    let mut lanes = [0f64; 8];
+    let chunks = values.chunks_exact(8);
+    let rest: f64 = chunks.remainder().iter().map(|&v| f(v as f64)).sum();
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane += f(v as f64);
+        }
+    }
+    lanes.iter().sum::<f64>() + rest
 }
 
 /// A tensor's values as f32, row-major.
@@ -361,15 +377,45 @@ impl Activation {
         const SQRT_2_OVER_PI: f32 = 0.797_884_6;
         match self {
             Activation::Relu => values.iter_mut().for_each(|v| *v = v.max(0.0)),
-            Activation::Gelu => values
-                .iter_mut()
-                .for_each(|v| *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2))),
+            Activation::Gelu => gelu_in_place(values),
             Activation::GeluTanh => values.iter_mut().for_each(|v| {
                 let x = *v;
                 *v = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)).tanh());
             }),
         }
     }
+}
+
+/// Exact GELU, `x Φ(x)`, in place: the branch-free loop compiled for the widest vectors this
+/// CPU has (a decode step applies it to 24 × 2 rows of 4096; the baseline 4-wide copy took
+/// about a third of a millisecond of it).
+fn gelu_in_place(values: &mut [f32]) {
+    #[inline(always)]
+    fn body(values: &mut [f32]) {
+        for v in values {
+            *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        fn avx512(values: &mut [f32]) {
+            body(values)
+        }
+        #[target_feature(enable = "avx2,fma")]
+        fn avx2(values: &mut [f32]) {
+            body(values)
+        }
+        if is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked above).
+            return unsafe { avx512(values) };
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has AVX2 and FMA (checked above).
+            return unsafe { avx2(values) };
+        }
+    }
+    body(values)
 }
 
 /// `e^x` for `x ≤ 0` (a softmax after its max is subtracted, a Gaussian), branch-free so the
