@@ -20,7 +20,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use rayon::prelude::*;
 
 use super::{Block, BlockHook, CrossContext, DecoderLm, KvCache, LayerCache};
-use crate::nn::{exp_nonpositive, host_vec};
+use crate::nn::{Isa, exp_nonpositive, host_vec, isa};
 use crate::profile::{Phase, timed};
 
 /// Keys and values of one block in host memory for `[batch, heads]` query rows and `capacity`
@@ -270,32 +270,6 @@ fn attend_all<T: KvValue>(
             .for_each(|(bh, out)| head(&mut scores, bh, out));
     }
     out
-}
-
-/// The widest vector instructions the attention loops are compiled for, detected once.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Isa {
-    Baseline,
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-}
-
-fn isa() -> Isa {
-    static DETECTED: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
-    *DETECTED.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f") {
-                return Isa::Avx512;
-            }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                return Isa::Avx2;
-            }
-        }
-        Isa::Baseline
-    })
 }
 
 /// One head of one query row: what [`attend_head`] computes over.

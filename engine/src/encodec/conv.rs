@@ -318,13 +318,7 @@ impl StreamedInput {
     /// full windows are the outputs that became final, in order; `end`: the input ends here,
     /// so the rest are final. `None` when no output became final.
     pub(super) fn push(&mut self, x: Option<Tensor<3>>, end: bool) -> Option<Tensor<3>> {
-        if let Some(x) = &x {
-            self.received += x.dims()[2];
-        }
-        let mut window = match (self.buffer.take(), x) {
-            (Some(buffer), Some(x)) => Tensor::cat(vec![buffer, x], 2),
-            (buffer, x) => buffer.or(x)?,
-        };
+        let mut window = append(&mut self.buffer, &mut self.received, x)?;
         if !self.started {
             if end {
                 // The whole input, padded as `forward` pads it (short-input rule included).
@@ -353,6 +347,22 @@ impl StreamedInput {
             self.buffer = Some(window.clone().narrow(2, len - context, context));
         }
         Some(window)
+    }
+}
+
+/// A streamed layer's carried input (taken out of `buffer`) followed by the new input `x`,
+/// counted into `received`; `None` when there is neither.
+fn append(
+    buffer: &mut Option<Tensor<3>>,
+    received: &mut usize,
+    x: Option<Tensor<3>>,
+) -> Option<Tensor<3>> {
+    if let Some(x) = &x {
+        *received += x.dims()[2];
+    }
+    match (buffer.take(), x) {
+        (Some(buffer), Some(x)) => Some(Tensor::cat(vec![buffer, x], 2)),
+        (buffer, x) => buffer.or(x),
     }
 }
 
@@ -494,13 +504,7 @@ impl EncodecConvTranspose1d {
         x: Option<Tensor<3>>,
         end: bool,
     ) -> Option<Tensor<3>> {
-        if let Some(x) = &x {
-            state.received += x.dims()[2];
-        }
-        let window = match (state.buffer.take(), x) {
-            (Some(buffer), Some(x)) => Tensor::cat(vec![buffer, x], 2),
-            (buffer, x) => buffer.or(x)?,
-        };
+        let window = append(&mut state.buffer, &mut state.received, x)?;
         let (stride, kernel) = (self.conv.stride, self.conv.kernel_size);
         let len = window.dims()[2];
         let first = state.received - len;

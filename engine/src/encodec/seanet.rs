@@ -15,7 +15,7 @@ use super::conv::{
 use super::lstm::{EncodecLstm, LstmState};
 use crate::config::{EncodecConfig, PadMode};
 use crate::error::LoadError;
-use crate::nn::{exp_nonpositive, into_host_vec, is_host};
+use crate::nn::{exp_nonpositive, into_host_vec, is_host, map_in_place};
 use crate::weights::Weights;
 
 /// Values per parallel piece of [`elu1`] (64 KiB), and the fewest it splits.
@@ -36,10 +36,10 @@ fn elu1<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     let dims = x.dims();
     let mut values = into_host_vec(x);
     let elu = |chunk: &mut [f32]| {
-        for v in chunk {
+        map_in_place(chunk, |v| {
             let negative = exp_nonpositive(v.min(0.0)) - 1.0;
-            *v = if *v > 0.0 { *v } else { negative };
-        }
+            if v > 0.0 { v } else { negative }
+        })
     };
     // A streamed frame's few values in place; a batch decode's megabytes on rayon's threads.
     if values.len() < ELU_PARALLEL {
