@@ -5,8 +5,8 @@
 //! A general matmul (burn-flex drives `gemm`) packs and tiles for large products and reached a
 //! third of the bandwidth floor on the bench machine (issue 13). This kernel reads each weight
 //! once for both rows, in the format chosen at load ([`WeightFormat`]: f32, bf16 widened in
-//! registers, 8-bit with one f32 scale per 32 weights as llama.cpp's Q8_0, or 4-bit with one
-//! f32 scale per 32 weights as its Q4_0), and splits the output rows over rayon's threads.
+//! registers, 8-bit with one f16 scale per 32 weights as llama.cpp's Q8_0, or 4-bit with one
+//! f16 scale per 32 weights as its Q4_0), and splits the output rows over rayon's threads.
 //! burn's own quantized tensors were not measured against it: they would still go through a
 //! general matmul per CFG pair, which is what the f32 path had to leave first.
 //!
@@ -23,7 +23,8 @@
 //! weights are repacked at load for that (`Q8Super`, `Q4Super`): superblocks of 16 blocks
 //! (512 weights of a row), one 64-byte vector holding 4 consecutive weights of each of the 16
 //! blocks, so that 8 `vpdpbusd` leave each i32 lane with one block's dot product; rows are
-//! padded with zero weights to a multiple of 512. The weights are stored unsigned (q8: `w + 128`,
+//! padded with zero weights to a multiple of 512. The four rows of a tile share a [`Group`] per
+//! superblock: their 4 × 16 scales as f16 in two cache lines, then their codes. The weights are stored unsigned (q8: `w + 128`,
 //! q4: the code `w + 8`), and each input block's sum of codes corrects the offset. The weight
 //! values are those of the float formats they replace (same scales, same codes), but the inputs
 //! now carry a rounding error of up to half a step of their block's scale (≈ 0.4 % of the
@@ -116,13 +117,13 @@ impl WeightFormat {
     /// Bytes a `[d_out, d_in]` matrix takes in this format (q8 and q4: with the padding of each
     /// row to a multiple of [`SUPER_WEIGHTS`]).
     pub fn matrix_bytes(self, d_out: usize, d_in: usize) -> usize {
-        // The integer formats pad the rows to whole tiles of 4 (`super_index`).
-        let supers = d_out.next_multiple_of(4) * d_in.div_ceil(SUPER_WEIGHTS);
+        // The integer formats pad the rows to whole tiles of 4 (`Group`).
+        let groups = d_out.div_ceil(4) * d_in.div_ceil(SUPER_WEIGHTS);
         match self {
             WeightFormat::F32 => 4 * d_out * d_in,
             WeightFormat::Bf16 => 2 * d_out * d_in,
-            WeightFormat::Q8 => supers * size_of::<Q8Super>(),
-            WeightFormat::Q4 => supers * size_of::<Q4Super>(),
+            WeightFormat::Q8 => groups * size_of::<Group<Q8Super>>(),
+            WeightFormat::Q4 => groups * size_of::<Group<Q4Super>>(),
         }
     }
 }
@@ -161,7 +162,7 @@ impl FromStr for WeightFormat {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
     Portable,
-    /// AVX2 and FMA (x86-64).
+    /// AVX2, FMA and F16C (x86-64).
     Avx2,
     /// AVX2, FMA and AVX-VNNI (x86-64).
     AvxVnni,
@@ -197,7 +198,12 @@ impl Kernel {
 
     pub fn is_available(self) -> bool {
         #[cfg(target_arch = "x86_64")]
-        let avx2 = || is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+        // F16C converts the integer formats' f16 scales (every AVX2 CPU has it).
+        let avx2 = || {
+            is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c")
+        };
         match self {
             Kernel::Portable => true,
             #[cfg(target_arch = "x86_64")]
@@ -230,26 +236,61 @@ impl Kernel {
     }
 }
 
-/// 512 q8 weights of one row (16 blocks of [`Q8_BLOCK`]) as the integer kernels read them:
-/// `codes[g][4 * l + k]` is weight `4 * g + k` of block `l`, stored as `w + 128` (u8), and
-/// `scales[l]` is block `l`'s scale. A 64-byte vector of codes holds 4 consecutive weights of
-/// each block, one block per i32 lane.
+/// The codes of 512 q8 weights of one row (16 blocks of [`Q8_BLOCK`]) as the integer kernels
+/// read them: `codes[g][4 * l + k]` is weight `4 * g + k` of block `l`, stored as `w + 128`
+/// (u8); a code `c` is the weight `(c − 128) · scale[l]` (the scales are in the [`Group`]). A
+/// 64-byte vector of codes holds 4 consecutive weights of each block, one block per i32 lane.
 #[repr(C, align(64))]
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Q8Super {
-    pub scales: [f32; SUPER_BLOCKS],
     pub codes: [[u8; 64]; 8],
 }
 
-/// 512 q4 weights of one row (16 blocks of [`Q4_BLOCK`]): the low nibbles of `nibbles[v]` are
-/// the codes of group `2 v` and its high nibbles those of group `2 v + 1`, a group laid out as
-/// in [`Q8Super`] (byte `4 * l + k`: weight `4 * g + k` of block `l`). A code `n` is the weight
-/// `(n − 8) · scales[l]`. One 64-byte load gives two groups with an AND and a shift.
+/// The codes of 512 q4 weights of one row (16 blocks of [`Q4_BLOCK`]): the low nibbles of
+/// `nibbles[v]` are the codes of group `2 v` and its high nibbles those of group `2 v + 1`, a
+/// group laid out as in [`Q8Super`] (byte `4 * l + k`: weight `4 * g + k` of block `l`). A code
+/// `n` is the weight `(n − 8) · scale[l]`. One 64-byte load gives two groups with an AND and a
+/// shift.
 #[repr(C, align(64))]
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Q4Super {
-    pub scales: [f32; SUPER_BLOCKS],
     pub nibbles: [[u8; 64]; 4],
+}
+
+/// Superblock `s` of the four rows of a tile (rows `4 t..4 t + 4`), stored at `t · per_row + s`,
+/// so that a tile kernel walks its weights in one ascending run: the rows' 16 block scales each
+/// as f16 bits (two cache lines), then the rows' codes.
+///
+/// f16 scales, as llama.cpp's Q8_0 and Q4_0 store them, make q8 1.0625 bytes a weight and q4
+/// 0.5625 (f32 scales: 1.125 and 0.625), and a decode step reads that many fewer bytes. A
+/// scale is rounded up in magnitude to an f16 before the codes are taken against it
+/// ([`f16_scale`]), so a weight's error stays within half its block's step.
+#[repr(C, align(64))]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Group<S> {
+    pub scales: [[u16; SUPER_BLOCKS]; 4],
+    pub rows: [S; 4],
+}
+
+/// `scale` as the f16 of at least its magnitude (same sign), the bits a [`Group`] stores, and
+/// that f16's value. Scales past f16's range saturate at ±65504 (weights of magnitude above
+/// 8.3 million in q8, 520 000 in q4, which no checkpoint has; their codes then clamp); tiny
+/// ones keep f16's subnormal steps (6e-8), enough that a weight's error stays far below the
+/// other weights' in its layer.
+pub(crate) fn f16_scale(scale: f32) -> (u16, f32) {
+    let clamped = scale.clamp(-65504.0, 65504.0);
+    let mut h = half::f16::from_f32(clamped);
+    if h.to_f32().abs() < clamped.abs() {
+        // f16 is sign–magnitude: the next bit pattern is the next magnitude up.
+        h = half::f16::from_bits(h.to_bits() + 1);
+    }
+    (h.to_bits(), h.to_f32())
+}
+
+/// The f32 value of f16 bits (a [`Group`] scale).
+#[inline(always)]
+pub(crate) fn f16_to_f32(bits: u16) -> f32 {
+    half::f16::from_bits(bits).to_f32()
 }
 
 /// 512 inputs of one row, quantized as Q8_0 and laid out as the weights ([`Q8Super`]):
@@ -370,10 +411,10 @@ enum Packed {
     F32(Vec<f32>),
     /// The upper halves of the f32 bit patterns.
     Bf16(Vec<u16>),
-    /// Each row as `d_in.div_ceil(SUPER_WEIGHTS)` superblocks.
-    Q8(Vec<Q8Super>),
-    /// Each row as `d_in.div_ceil(SUPER_WEIGHTS)` superblocks.
-    Q4(Vec<Q4Super>),
+    /// Each tile of 4 rows as `d_in.div_ceil(SUPER_WEIGHTS)` groups.
+    Q8(Vec<Group<Q8Super>>),
+    /// Each tile of 4 rows as `d_in.div_ceil(SUPER_WEIGHTS)` groups.
+    Q4(Vec<Group<Q4Super>>),
 }
 
 /// One row-major `[d_out, d_in]` weight matrix in host memory, in a [`WeightFormat`].
@@ -411,12 +452,11 @@ impl<T> ArchCodes for T {}
 pub(crate) trait FloatRows: RowFormat + ArchLoads {}
 impl<T: RowFormat + ArchLoads> FloatRows for T {}
 
-/// An integer format's superblock ([`Q8Super`], [`Q4Super`]), as the integer kernels read it.
+/// An integer format's superblock codes ([`Q8Super`], [`Q4Super`]), as the integer kernels read
+/// them.
 pub(crate) trait Superblock: Sync + ArchCodes {
     /// What a code stands for is `code − OFFSET` steps of its block's scale.
     const OFFSET: i32;
-
-    fn scales(&self) -> &[f32; SUPER_BLOCKS];
 
     /// The code of weight `e` (0..32) of block `l`.
     fn code(&self, l: usize, e: usize) -> u8;
@@ -426,11 +466,6 @@ impl Superblock for Q8Super {
     const OFFSET: i32 = 128;
 
     #[inline(always)]
-    fn scales(&self) -> &[f32; SUPER_BLOCKS] {
-        &self.scales
-    }
-
-    #[inline(always)]
     fn code(&self, l: usize, e: usize) -> u8 {
         self.codes[e / 4][4 * l + e % 4]
     }
@@ -438,11 +473,6 @@ impl Superblock for Q8Super {
 
 impl Superblock for Q4Super {
     const OFFSET: i32 = 8;
-
-    #[inline(always)]
-    fn scales(&self) -> &[f32; SUPER_BLOCKS] {
-        &self.scales
-    }
 
     #[inline(always)]
     fn code(&self, l: usize, e: usize) -> u8 {
@@ -458,57 +488,19 @@ pub(crate) struct F32Rows<'a>(pub &'a [f32]);
 #[derive(Clone, Copy)]
 pub(crate) struct Bf16Rows<'a>(pub &'a [u16]);
 
-/// q8 or q4 rows: `per_row` superblocks each, the rows of each tile of four interleaved by
-/// superblock (see [`super_index`]).
+/// q8 or q4 rows: each tile of four rows as `per_row` [`Group`]s, tile after tile.
+///
+/// The groups put a tile's four rows side by side superblock by superblock, so a tile kernel
+/// walks its weights in one ascending run instead of four streams 1152 bytes apart (a q8 row of
+/// 1024 weights), the pattern the hardware prefetchers follow best. Measured 2026-12-01 (2
+/// threads, AVX512-VNNI; rows interleaved superblock by superblock, each with its f32 scales):
+/// `bench decode` q8 25.5–26.3 → 23.2–23.3 ms a step and q4 17.5–18.7 → 15.6–16.5 in
+/// alternating pairs; from memory (`matvec_bench` over 4 × musicgen-small's shapes, more than
+/// the L3) q4 15.1 → 16.8 GB/s of weights, q8 within noise (15–16); without software prefetch
+/// the layout alone took q8 from 12.0 to 14.7 GB/s.
 pub(crate) struct SuperRows<'a, S> {
-    pub supers: &'a [S],
+    pub groups: &'a [Group<S>],
     pub per_row: usize,
-}
-
-/// Where superblock `s` of row `o` lies: the four rows of a tile (`o / 4`) take turns
-/// superblock by superblock, `[r0 s0][r1 s0][r2 s0][r3 s0][r0 s1]…`, so a tile kernel walks
-/// its weights in one ascending run instead of four streams 1152 bytes apart (a q8 row of 1024
-/// weights), the pattern the hardware prefetchers follow best. Measured 2026-12-01 (2 threads,
-/// AVX512-VNNI): `bench decode` q8 25.5–26.3 → 23.2–23.3 ms a step and q4 17.5–18.7 → 15.6–16.5
-/// in alternating pairs; from memory (`matvec_bench` over 4 × musicgen-small's shapes, more
-/// than the L3) q4 15.1 → 16.8 GB/s of weights, q8 within noise (15–16); without software
-/// prefetch the layout alone took q8 from 12.0 to 14.7 GB/s.
-#[inline(always)]
-pub(crate) fn super_index(o: usize, s: usize, per_row: usize) -> usize {
-    (o / 4 * per_row + s) * 4 + o % 4
-}
-
-/// One row of a [`SuperRows`]: its superblocks, every fourth of a slice.
-pub(crate) struct SuperRow<'a, S> {
-    /// From the row's first superblock to the end of its tile.
-    supers: &'a [S],
-    len: usize,
-}
-
-// Not derived, as for `SuperRows`.
-impl<S> Clone for SuperRow<'_, S> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-
-impl<S> Copy for SuperRow<'_, S> {}
-
-impl<'a, S> SuperRow<'a, S> {
-    /// Superblock `s` (the x86 kernels' unchecked walk).
-    ///
-    /// # Safety
-    /// `s` is below the row's superblock count.
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    pub(crate) unsafe fn get_unchecked(&self, s: usize) -> &'a S {
-        // SAFETY: `4 s` is inside the slice for `s < len` (the caller's contract).
-        unsafe { self.supers.get_unchecked(4 * s) }
-    }
-
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &'a S> + use<'a, S> {
-        self.supers.iter().step_by(4).take(self.len)
-    }
 }
 
 // Not derived: those would ask for `S: Clone`, `S: Copy`.
@@ -521,15 +513,11 @@ impl<S> Clone for SuperRows<'_, S> {
 impl<S> Copy for SuperRows<'_, S> {}
 
 impl<'a, S> SuperRows<'a, S> {
-    /// Row `o`'s superblocks.
+    /// The groups of the tile holding row `o`.
     #[inline(always)]
-    pub(crate) fn row(&self, o: usize) -> SuperRow<'a, S> {
-        let first = super_index(o, 0, self.per_row);
-        let end = super_index(o | 3, self.per_row.saturating_sub(1), self.per_row) + 1;
-        SuperRow {
-            supers: &self.supers[first..end.max(first)],
-            len: self.per_row,
-        }
+    pub(crate) fn tile(&self, o: usize) -> &'a [Group<S>] {
+        let first = o / 4 * self.per_row;
+        &self.groups[first..first + self.per_row]
     }
 }
 
@@ -550,9 +538,10 @@ impl RowFormat for Bf16Rows<'_> {
 impl<S: Superblock> RowFormat for SuperRows<'_, S> {
     #[inline(always)]
     fn get(&self, _d_in: usize, o: usize, i: usize) -> f32 {
-        let sup = &self.supers[super_index(o, i / SUPER_WEIGHTS, self.per_row)];
+        let group = &self.tile(o)[i / SUPER_WEIGHTS];
         let (l, e) = (i % SUPER_WEIGHTS / 32, i % 32);
-        (sup.code(l, e) as i32 - S::OFFSET) as f32 * sup.scales()[l]
+        let scale = f16_to_f32(group.scales[o % 4][l]);
+        (group.rows[o % 4].code(l, e) as i32 - S::OFFSET) as f32 * scale
     }
 }
 
@@ -564,10 +553,12 @@ pub(crate) struct Tile<'a, W> {
     pub x: [&'a [f32]; 2],
 }
 
-/// The integer kernels' tile: four weight rows' superblocks and two quantized input rows
-/// (`out[r][j] = w[j] · x[r]`), all of one length (the x86 kernels rely on it).
+/// The integer kernels' tile: four weight rows of one tile's groups and two quantized input
+/// rows (`out[r][j] = row rows[j] of w · x[r]`), all of one length (the x86 kernels rely on it).
 pub(crate) struct IntTile<'a, S> {
-    pub w: [SuperRow<'a, S>; 4],
+    pub w: &'a [Group<S>],
+    /// Rows within the tile (0..4); a short last tile repeats its last row.
+    pub rows: [usize; 4],
     pub x: [&'a [XSuper]; 2],
 }
 
@@ -595,14 +586,14 @@ macro_rules! with_rows {
             }
             Packed::Q8(supers) => {
                 let $w = SuperRows {
-                    supers,
+                    groups: supers,
                     per_row: $d_in.div_ceil(SUPER_WEIGHTS),
                 };
                 $body
             }
             Packed::Q4(supers) => {
                 let $w = SuperRows {
-                    supers,
+                    groups: supers,
                     per_row: $d_in.div_ceil(SUPER_WEIGHTS),
                 };
                 $body
@@ -719,77 +710,100 @@ impl HostMatrix {
     /// The superblock rows and the quantized inputs of an integer product.
     fn int_operands<'a, S>(
         &self,
-        supers: &'a [S],
+        groups: &'a [Group<S>],
         x: &[f32],
         rows: usize,
     ) -> (SuperRows<'a, S>, Vec<XSuper>) {
         let per_row = self.d_in.div_ceil(SUPER_WEIGHTS);
         (
-            SuperRows { supers, per_row },
+            SuperRows { groups, per_row },
             quantize_rows(x, rows, self.d_in),
         )
     }
 }
 
-/// One block's weights as llama.cpp's Q8_0 quantizes them: `scale = max |w| / 127`, codes
-/// `round(w / scale)` (ties away from zero).
-fn pack_q8(values: &[f32], d_in: usize, d_out: usize) -> Packed {
+/// Blocks of 32 weights into groups: per block, `scale(block)` is its exact scale, stored as an
+/// f16 rounded up in magnitude ([`f16_scale`]), and `store(codes, l, e, steps)` writes weight
+/// `e` of block `l` as `steps = w / scale` (0 for a zero scale); rows and tiles past the
+/// matrix keep `zero`'s codes (weight 0).
+fn pack_blocks<S: Copy>(
+    values: &[f32],
+    (d_in, d_out): (usize, usize),
+    zero: S,
+    scale: impl Fn(&[f32]) -> f32,
+    store: impl Fn(&mut S, usize, usize, f32),
+) -> Vec<Group<S>> {
     let per_row = d_in.div_ceil(SUPER_WEIGHTS);
-    let zero = Q8Super {
-        scales: [0.0; SUPER_BLOCKS],
-        codes: [[128; 64]; 8], // 128 is weight 0: the padding
+    let zero = Group {
+        scales: [[0; SUPER_BLOCKS]; 4],
+        rows: [zero; 4],
     };
-    let mut supers = vec![zero; d_out.next_multiple_of(4) * per_row];
+    let mut groups = vec![zero; d_out.div_ceil(4) * per_row];
     for (o, row) in values.chunks_exact(d_in.max(1)).enumerate().take(d_out) {
-        for (b, block) in row.chunks(Q8_BLOCK).enumerate() {
-            let max = block.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let scale = max / 127.0;
-            let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-            let sup = &mut supers[super_index(o, b / SUPER_BLOCKS, per_row)];
+        for (b, block) in row.chunks(32).enumerate() {
+            let (bits, scale) = f16_scale(scale(block));
+            let inverse = if scale != 0.0 { 1.0 / scale } else { 0.0 };
+            let group = &mut groups[o / 4 * per_row + b / SUPER_BLOCKS];
             let l = b % SUPER_BLOCKS;
-            for (e, v) in block.iter().enumerate() {
-                let q = (v * inverse).round() as i8;
-                sup.codes[e / 4][4 * l + e % 4] = (q as u8) ^ 0x80;
+            group.scales[o % 4][l] = bits;
+            for (e, &v) in block.iter().enumerate() {
+                store(&mut group.rows[o % 4], l, e, v * inverse);
             }
-            sup.scales[l] = scale;
         }
     }
-    Packed::Q8(supers)
+    groups
+}
+
+/// llama.cpp's Q8_0: `scale = max |w| / 127` (as an f16, rounded up), codes `round(w / scale)`
+/// (ties away from zero).
+fn pack_q8(values: &[f32], d_in: usize, d_out: usize) -> Packed {
+    const _: () = assert!(Q8_BLOCK == 32);
+    let zero = Q8Super {
+        codes: [[128; 64]; 8], // 128 is weight 0: the padding
+    };
+    let max_abs = |block: &[f32]| block.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+    Packed::Q8(pack_blocks(
+        values,
+        (d_in, d_out),
+        zero,
+        max_abs,
+        |sup, l, e, steps| {
+            let q = steps.round().clamp(-127.0, 127.0) as i8;
+            sup.codes[e / 4][4 * l + e % 4] = (q as u8) ^ 0x80;
+        },
+    ))
 }
 
 /// Q4_0 as llama.cpp quantizes it: the block's weight of largest magnitude `m` sets the scale
-/// `−m / 8`, so `m` itself is exactly code 0 (−8 steps) and every other weight rounds to the
-/// nearest of the 16 steps (codes clamped to 0..=15).
+/// `−m / 8` (as an f16, rounded up in magnitude), so `m` itself is code 0 (−8 steps) and every
+/// other weight rounds to the nearest of the 16 steps (codes clamped to 0..=15).
 fn pack_q4(values: &[f32], d_in: usize, d_out: usize) -> Packed {
-    let per_row = d_in.div_ceil(SUPER_WEIGHTS);
+    const _: () = assert!(Q4_BLOCK == 32);
     let zero = Q4Super {
-        scales: [0.0; SUPER_BLOCKS],
         nibbles: [[0x88; 64]; 4], // 8 is weight 0: the padding
     };
-    let mut supers = vec![zero; d_out.next_multiple_of(4) * per_row];
-    for (o, row) in values.chunks_exact(d_in.max(1)).enumerate().take(d_out) {
-        for (b, block) in row.chunks(Q4_BLOCK).enumerate() {
-            let extreme = block
-                .iter()
-                .fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
-            let scale = extreme / -8.0;
-            let inverse = if scale != 0.0 { 1.0 / scale } else { 0.0 };
-            let sup = &mut supers[super_index(o, b / SUPER_BLOCKS, per_row)];
-            let l = b % SUPER_BLOCKS;
-            for (e, &v) in block.iter().enumerate() {
-                let code = ((v * inverse).round() + 8.0).clamp(0.0, 15.0) as u8;
-                let (g, k) = (e / 4, e % 4);
-                let byte = &mut sup.nibbles[g / 2][4 * l + k];
-                *byte = if g % 2 == 0 {
-                    (*byte & 0xf0) | code
-                } else {
-                    (*byte & 0x0f) | (code << 4)
-                };
-            }
-            sup.scales[l] = scale;
-        }
-    }
-    Packed::Q4(supers)
+    let extreme = |block: &[f32]| {
+        block
+            .iter()
+            .fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m })
+            / -8.0
+    };
+    Packed::Q4(pack_blocks(
+        values,
+        (d_in, d_out),
+        zero,
+        extreme,
+        |sup, l, e, steps| {
+            let code = (steps.round() + 8.0).clamp(0.0, 15.0) as u8;
+            let (g, k) = (e / 4, e % 4);
+            let byte = &mut sup.nibbles[g / 2][4 * l + k];
+            *byte = if g % 2 == 0 {
+                (*byte & 0xf0) | code
+            } else {
+                (*byte & 0x0f) | (code << 4)
+            };
+        },
+    ))
 }
 
 /// Output rows per work item: about [`CHUNK_BYTES`] of weights, a multiple of 4 rows (a tile),
@@ -878,7 +892,8 @@ fn int_tile<S: Superblock>(
 ) -> [[f32; 4]; 2] {
     let per_row = w.per_row;
     let tile = IntTile {
-        w: rows.map(|o| w.row(o)),
+        w: w.tile(rows[0]),
+        rows: rows.map(|o| o % 4),
         x: [
             &xq[r0 * per_row..(r0 + 1) * per_row],
             &xq[r1 * per_row..(r1 + 1) * per_row],

@@ -15,7 +15,10 @@
 
 use std::arch::aarch64::*;
 
-use super::{Bf16Rows, F32Rows, IntTile, Q4Super, Q8Super, RowFormat, Superblock, Tile};
+use super::{
+    Bf16Rows, F32Rows, IntTile, Q4Super, Q8Super, RowFormat, SUPER_BLOCKS, Superblock, Tile,
+    f16_to_f32,
+};
 
 const LANES: usize = 4;
 
@@ -131,15 +134,17 @@ impl Codes for Q4Super {
 #[target_feature(enable = "neon")]
 pub(crate) unsafe fn int_tile_neon<S: Superblock + Codes>(t: &IntTile<'_, S>) -> [[f32; 4]; 2] {
     let mut out = [[0f32; 4]; 2];
-    for (j, w) in t.w.iter().enumerate() {
+    for (j, &row) in t.rows.iter().enumerate() {
         // acc[r][quarter]: per block lane, weight row j · input row r
         let mut acc = [[vdupq_n_f32(0.0); 4]; 2];
-        for (s, w) in w.iter().enumerate() {
+        for (s, group) in t.w.iter().enumerate() {
+            let w = &group.rows[row];
+            let scales: [f32; SUPER_BLOCKS] = group.scales[row].map(f16_to_f32);
             for quarter in 0..4 {
                 // SAFETY: `quarter < 4`.
                 let weights = unsafe { w.weights128(quarter) };
                 // SAFETY: 16 bytes at `16 · quarter` inside a `[f32; 16]`.
-                let w_scale = unsafe { vld1q_f32(w.scales().as_ptr().add(4 * quarter)) };
+                let w_scale = unsafe { vld1q_f32(scales.as_ptr().add(4 * quarter)) };
                 for (r, acc) in acc.iter_mut().enumerate() {
                     let x = &t.x[r][s];
                     // Lanes (block 4 quarter, 4 quarter + 1) and (+ 2, + 3), each as two i32

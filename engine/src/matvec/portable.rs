@@ -3,7 +3,7 @@
 //! formats' block sums in plain integer arithmetic, scaled and added in the order every integer
 //! kernel keeps ([`super::reduce16`]).
 
-use super::{IntTile, RowFormat, SUPER_BLOCKS, Superblock, Tile, reduce16};
+use super::{IntTile, RowFormat, SUPER_BLOCKS, Superblock, Tile, f16_to_f32, reduce16};
 
 const LANES: usize = 8;
 
@@ -44,15 +44,17 @@ pub(crate) fn tile<W: RowFormat>(t: &Tile<'_, W>) -> [[f32; 4]; 2] {
 /// fused multiply-add.
 pub(crate) fn int_tile<S: Superblock>(t: &IntTile<'_, S>) -> [[f32; 4]; 2] {
     let mut out = [[0f32; 4]; 2];
-    for (j, w) in t.w.iter().enumerate() {
+    for (j, &row) in t.rows.iter().enumerate() {
         for (r, x) in t.x.iter().enumerate() {
             let mut acc = [0f32; SUPER_BLOCKS];
-            for (w, x) in w.iter().zip(x.iter()) {
+            for (group, x) in t.w.iter().zip(x.iter()) {
+                let w = &group.rows[row];
                 for (l, acc) in acc.iter_mut().enumerate() {
                     let sum: i32 = (0..32)
                         .map(|e| (w.code(l, e) as i32 - S::OFFSET) * x.get(l, e) as i32)
                         .sum();
-                    *acc = (sum as f32).mul_add(w.scales()[l] * x.scales[l], *acc);
+                    let w_scale = f16_to_f32(group.scales[row][l]);
+                    *acc = (sum as f32).mul_add(w_scale * x.scales[l], *acc);
                 }
             }
             out[r][j] = reduce16(acc);

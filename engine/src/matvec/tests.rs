@@ -357,26 +357,32 @@ fn weight_format_names_round_trip_and_bad_names_are_refused() {
         err.to_string(),
         "unknown weight format `q9`: expected f32, bf16, q8 or q4"
     );
-    // q8 and q4 rows are padded to superblocks of 512 weights, 16 scales each, and the rows to
-    // whole tiles of 4.
-    assert_eq!(WeightFormat::Q8.matrix_bytes(2, 40), 4 * (512 + 4 * 16));
-    assert_eq!(WeightFormat::Q4.matrix_bytes(2, 40), 4 * (256 + 4 * 16));
-    assert_eq!(WeightFormat::Q8.matrix_bytes(3, 1024), 4 * (1024 + 4 * 32));
-    assert_eq!(WeightFormat::Q4.matrix_bytes(8, 1024), 8 * (512 + 4 * 32));
-    assert_eq!(WeightFormat::Q8.matrix_bytes(1, 1025), 4 * (1536 + 4 * 48));
+    // q8 and q4 rows are padded to superblocks of 512 weights, 16 f16 scales each, and the rows
+    // to whole tiles of 4.
+    assert_eq!(WeightFormat::Q8.matrix_bytes(2, 40), 4 * (512 + 2 * 16));
+    assert_eq!(WeightFormat::Q4.matrix_bytes(2, 40), 4 * (256 + 2 * 16));
+    assert_eq!(WeightFormat::Q8.matrix_bytes(3, 1024), 4 * (1024 + 2 * 32));
+    assert_eq!(WeightFormat::Q4.matrix_bytes(8, 1024), 8 * (512 + 2 * 32));
+    assert_eq!(WeightFormat::Q8.matrix_bytes(1, 1025), 4 * (1536 + 2 * 48));
 }
 
-/// The largest weight of a q4 block is exact, zeros stay zero, and a short last block's
-/// padding adds nothing.
+/// The largest weight of a q4 block is code 0 (−8 steps of its f16 scale, exact where that
+/// scale is), zeros stay zero, and a short last block's padding adds nothing.
 #[test]
 fn q4_keeps_each_blocks_extreme_and_zeros() {
     let d_in = 40; // one whole block and one of 8
     let mut values: Vec<f32> = (0..d_in).map(|i| (i as f32 - 20.0) / 7.0).collect();
     values[5] = 0.0;
-    values[35] = -9.5; // the extreme of the short block
+    values[35] = -9.5; // the extreme of the short block: 9.5 / 8 is an f16
     let matrix = HostMatrix::pack(&values, d_in, 1, WeightFormat::Q4);
     let unpacked = matrix.unpack();
-    assert_eq!(unpacked[0], values[0], "block 0's extreme, −20/7");
+    let step = super::f16_scale(values[0] / -8.0).1;
+    assert_eq!(unpacked[0], -8.0 * step, "block 0's extreme, −20/7");
+    assert!(
+        (unpacked[0] - values[0]).abs() <= values[0].abs() / 2048.0,
+        "−20/7 within f16 rounding: {}",
+        unpacked[0]
+    );
     assert_eq!(unpacked[5], 0.0);
     assert_eq!(unpacked[35], -9.5);
     let ones = vec![1f32; d_in];
@@ -389,5 +395,49 @@ fn q4_keeps_each_blocks_extreme_and_zeros() {
             kernel.name(),
             y[0]
         );
+    }
+}
+
+/// Every q8 and q4 weight is within half a step of its block's scale (or of the code range's
+/// end, where q4's asymmetric range or a saturated scale clamps it), the scale being the f16 at
+/// or above the exact one (`max / 127`, `extreme / −8`), from blocks of 1e-9 (subnormal f16
+/// steps) to 1e9 (past f16's range: the scale saturates at 65504).
+#[test]
+fn integer_weights_stay_within_half_a_step_of_their_f16_scale() {
+    let d_in = 32 * 6;
+    let magnitudes = [1e-9f32, 3e-6, 0.02, 1.7, 3e3, 1e9];
+    let values: Vec<f32> = (0..2 * d_in)
+        .map(|i| {
+            let sign = if i < d_in { 1.0 } else { -0.7 };
+            (((i * 7919) % 1000) as f32 / 500.0 - 1.0) * sign * magnitudes[i % d_in / 32]
+        })
+        .collect();
+    for (format, codes) in [
+        (WeightFormat::Q8, -127.0..=127.0),
+        (WeightFormat::Q4, -8.0..=7.0),
+    ] {
+        let unpacked = HostMatrix::pack(&values, d_in, 2, format).unpack();
+        for (block, (want, got)) in values.chunks(32).zip(unpacked.chunks(32)).enumerate() {
+            let exact = match format {
+                WeightFormat::Q8 => want.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0,
+                _ => {
+                    want.iter()
+                        .fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m })
+                        / -8.0
+                }
+            };
+            let (_, scale) = super::f16_scale(exact);
+            assert!(
+                scale.abs() >= exact.abs().min(65504.0) && scale.signum() == exact.signum(),
+                "{format} block {block}: scale {scale} for {exact}"
+            );
+            for (w, g) in want.iter().zip(got) {
+                let ideal = (w / scale).clamp(*codes.start(), *codes.end()) * scale;
+                assert!(
+                    (g - ideal).abs() <= 0.5 * scale.abs() * (1.0 + 1e-6),
+                    "{format} block {block}: {w} → {g} (scale {scale})"
+                );
+            }
+        }
     }
 }

@@ -273,7 +273,8 @@ impl Codes for Q4Super {
 }
 
 /// # Safety
-/// The CPU supports AVX-512F, AVX512-VNNI, AVX2 and FMA; the tile's rows have one length.
+/// The CPU supports AVX-512F, AVX512-VNNI, AVX2 and FMA; the tile's rows have one length and
+/// its `rows` are below 4.
 #[target_feature(enable = "avx512f,avx512vnni,avx2,fma")]
 pub(crate) unsafe fn int_tile_avx512vnni<S: Superblock + Codes>(
     t: &IntTile<'_, S>,
@@ -282,13 +283,9 @@ pub(crate) unsafe fn int_tile_avx512vnni<S: Superblock + Codes>(
     let mut acc = [[_mm512_setzero_ps(); 2]; 4];
     let offset = _mm512_set1_epi32(S::OFFSET);
     for s in 0..t.x[0].len() {
-        // SAFETY: every row of the tile has `t.x[0].len()` superblocks.
-        let (x, w) = unsafe {
-            (
-                t.x.map(|x| x.get_unchecked(s)),
-                t.w.map(|w| w.get_unchecked(s)),
-            )
-        };
+        // SAFETY: the tile has `t.x[0].len()` groups.
+        let (x, group) = unsafe { (t.x.map(|x| x.get_unchecked(s)), t.w.get_unchecked(s)) };
+        let w = t.rows.map(|j| &group.rows[j]);
         // SAFETY: 64-byte loads of `[f32; 16]` / `[i32; 16]`.
         let (x_scale, start) = unsafe {
             (
@@ -299,7 +296,7 @@ pub(crate) unsafe fn int_tile_avx512vnni<S: Superblock + Codes>(
                 }),
             )
         };
-        prefetch(w);
+        prefetch(group);
         // 8 independent chains of `vpdpbusd`, each weight vector loaded once for both inputs.
         let mut dot = [start; 4];
         for v in 0..4 {
@@ -321,9 +318,10 @@ pub(crate) unsafe fn int_tile_avx512vnni<S: Superblock + Codes>(
                 }
             }
         }
-        for ((a, dot), w) in acc.iter_mut().zip(dot).zip(w) {
-            // SAFETY: a 64-byte load of a `[f32; 16]`.
-            let w_scale = unsafe { _mm512_loadu_ps(w.scales().as_ptr()) };
+        for ((a, dot), j) in acc.iter_mut().zip(dot).zip(t.rows) {
+            // SAFETY: a 32-byte load of a `[u16; 16]`.
+            let w_scale =
+                unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(group.scales[j].as_ptr().cast())) };
             for r in 0..2 {
                 let scale = _mm512_mul_ps(w_scale, x_scale[r]);
                 a[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[r]), scale, a[r]);
@@ -355,14 +353,10 @@ macro_rules! int_tile_256 {
             let mut acc = [[[_mm256_setzero_ps(); 2]; 2]; 4];
             let offset = _mm256_set1_epi32(S::OFFSET);
             for s in 0..t.x[0].len() {
-                // SAFETY: every row of the tile has `t.x[0].len()` superblocks.
-                let (x, w): ([&XSuper; 2], [&S; 4]) = unsafe {
-                    (
-                        t.x.map(|x| x.get_unchecked(s)),
-                        t.w.map(|w| w.get_unchecked(s)),
-                    )
-                };
-                prefetch(w);
+                // SAFETY: the tile has `t.x[0].len()` groups.
+                let (x, group) = unsafe { (t.x.map(|x| x.get_unchecked(s)), t.w.get_unchecked(s)) };
+                let w: [&S; 4] = t.rows.map(|j| &group.rows[j]);
+                prefetch(group);
                 for half in 0..2 {
                     let lanes = 8 * half;
                     // SAFETY: 32-byte loads inside `[f32; 16]` / `[i32; 16]`.
@@ -400,9 +394,11 @@ macro_rules! int_tile_256 {
                             }
                         }
                     }
-                    for ((a, dot), w) in acc.iter_mut().zip(dot).zip(w) {
-                        // SAFETY: a 32-byte load inside a `[f32; 16]`.
-                        let w_scale = unsafe { _mm256_loadu_ps(w.scales()[lanes..].as_ptr()) };
+                    for ((a, dot), j) in acc.iter_mut().zip(dot).zip(t.rows) {
+                        // SAFETY: a 16-byte load inside a `[u16; 16]`; the CPU has F16C.
+                        let w_scale = unsafe {
+                            _mm256_cvtph_ps(_mm_loadu_si128(group.scales[j][lanes..].as_ptr().cast()))
+                        };
                         for r in 0..2 {
                             let scale = _mm256_mul_ps(w_scale, x_scale[r]);
                             a[r][half] =
@@ -424,14 +420,14 @@ macro_rules! int_tile_256 {
 
 int_tile_256!(
     /// # Safety
-    /// The CPU supports AVX2, FMA and AVX-VNNI; the tile's rows have one length.
-    int_tile_avxvnni, "avx2,fma,avxvnni", vnni_start, vnni_dot
+    /// The CPU supports AVX2, FMA, F16C and AVX-VNNI; the tile's rows have one length.
+    int_tile_avxvnni, "avx2,fma,f16c,avxvnni", vnni_start, vnni_dot
 );
 
 int_tile_256!(
     /// # Safety
-    /// The CPU supports AVX2 and FMA; the tile's rows have one length.
-    int_tile_avx2, "avx2,fma", zero_start, sign_trick_dot
+    /// The CPU supports AVX2, FMA and F16C; the tile's rows have one length.
+    int_tile_avx2, "avx2,fma,f16c", zero_start, sign_trick_dot
 );
 
 /// `−OFFSET · Σq` per block lane: [`vnni_dot`] then adds the codes' `OFFSET · Σq` back.
@@ -554,15 +550,15 @@ pub(crate) unsafe fn quantize_block_avx2(
 /// halved every format.
 const PREFETCH_BYTES: usize = 8192;
 
-/// Prefetch the cache lines [`PREFETCH_BYTES`] past each of `rows`' current superblock.
+/// Prefetch the cache lines [`PREFETCH_BYTES`] past the tile's current group.
 #[inline(always)]
-fn prefetch<S>(rows: [&S; 4]) {
-    for w in rows {
-        let ahead = (w as *const S).cast::<i8>().wrapping_add(PREFETCH_BYTES);
-        for line in (0..size_of::<S>()).step_by(64) {
-            // SAFETY: a prefetch is a hint: it does not fault whatever the address, and
-            // `wrapping_add` keeps the pointer arithmetic defined past the allocation.
-            unsafe { _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(line)) };
-        }
+fn prefetch<G>(group: &G) {
+    let ahead = (group as *const G)
+        .cast::<i8>()
+        .wrapping_add(PREFETCH_BYTES);
+    for line in (0..size_of::<G>()).step_by(64) {
+        // SAFETY: a prefetch is a hint: it does not fault whatever the address, and
+        // `wrapping_add` keeps the pointer arithmetic defined past the allocation.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(line)) };
     }
 }
