@@ -443,10 +443,12 @@ fn decoder_f32_bytes_per_step(model: &Path) -> anyhow::Result<u64> {
 }
 
 /// Read bandwidth of this machine: XOR-fold a 1 GiB buffer on every thread (integer ops that
-/// vectorise, so the loop is bound by memory, not by the ALUs), best of 5.
+/// vectorise, so the loop is bound by memory, not by the ALUs), best of 5. The buffer is in the
+/// pages the weights live in (`engine::matvec::Pages`: 2 MiB where the kernel gives them), so
+/// the floor is what that memory delivers.
 fn measure_bandwidth_gbs() -> f64 {
     use rayon::prelude::*;
-    let data: Vec<u64> = (0..1u64 << 27).collect();
+    let data = engine::matvec::Pages::copy_of(&(0..1u64 << 27).collect::<Vec<u64>>());
     let mut best = f64::MAX;
     for _ in 0..5 {
         let t = Instant::now();

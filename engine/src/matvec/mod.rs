@@ -52,6 +52,7 @@
 
 #[cfg(target_arch = "aarch64")]
 mod neon;
+mod pages;
 mod portable;
 #[cfg(test)]
 mod tests;
@@ -63,6 +64,8 @@ use std::str::FromStr;
 use std::sync::OnceLock;
 
 use rayon::prelude::*;
+
+pub use pages::Pages;
 
 /// Q8 weights per scale (llama.cpp's Q8_0 block).
 pub const Q8_BLOCK: usize = 32;
@@ -408,13 +411,13 @@ fn quantize_input(v: f32, inverse: f32) -> i32 {
 /// The packed values of a [`HostMatrix`], row-major `[d_out, d_in]`.
 #[derive(Debug, Clone)]
 enum Packed {
-    F32(Vec<f32>),
+    F32(Pages<f32>),
     /// The upper halves of the f32 bit patterns.
-    Bf16(Vec<u16>),
+    Bf16(Pages<u16>),
     /// Each tile of 4 rows as `d_in.div_ceil(SUPER_WEIGHTS)` groups.
-    Q8(Vec<Group<Q8Super>>),
+    Q8(Pages<Group<Q8Super>>),
     /// Each tile of 4 rows as `d_in.div_ceil(SUPER_WEIGHTS)` groups.
-    Q4(Vec<Group<Q4Super>>),
+    Q4(Pages<Group<Q4Super>>),
 }
 
 /// One row-major `[d_out, d_in]` weight matrix in host memory, in a [`WeightFormat`].
@@ -607,8 +610,11 @@ impl HostMatrix {
     pub fn pack(values: &[f32], d_in: usize, d_out: usize, format: WeightFormat) -> Self {
         assert_eq!(values.len(), d_in * d_out, "weight length");
         let packed = match format {
-            WeightFormat::F32 => Packed::F32(values.to_vec()),
-            WeightFormat::Bf16 => Packed::Bf16(values.iter().map(|&v| f32_to_bf16(v)).collect()),
+            WeightFormat::F32 => Packed::F32(Pages::copy_of(values)),
+            WeightFormat::Bf16 => {
+                let bits: Vec<u16> = values.iter().map(|&v| f32_to_bf16(v)).collect();
+                Packed::Bf16(Pages::copy_of(&bits))
+            }
             WeightFormat::Q8 => pack_q8(values, d_in, d_out),
             WeightFormat::Q4 => pack_q4(values, d_in, d_out),
         };
@@ -762,7 +768,7 @@ fn pack_q8(values: &[f32], d_in: usize, d_out: usize) -> Packed {
         codes: [[128; 64]; 8], // 128 is weight 0: the padding
     };
     let max_abs = |block: &[f32]| block.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
-    Packed::Q8(pack_blocks(
+    Packed::Q8(Pages::copy_of(&pack_blocks(
         values,
         (d_in, d_out),
         zero,
@@ -771,7 +777,7 @@ fn pack_q8(values: &[f32], d_in: usize, d_out: usize) -> Packed {
             let q = steps.round().clamp(-127.0, 127.0) as i8;
             sup.codes[e / 4][4 * l + e % 4] = (q as u8) ^ 0x80;
         },
-    ))
+    )))
 }
 
 /// Q4_0 as llama.cpp quantizes it: the block's weight of largest magnitude `m` sets the scale
@@ -788,7 +794,7 @@ fn pack_q4(values: &[f32], d_in: usize, d_out: usize) -> Packed {
             .fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m })
             / -8.0
     };
-    Packed::Q4(pack_blocks(
+    Packed::Q4(Pages::copy_of(&pack_blocks(
         values,
         (d_in, d_out),
         zero,
@@ -803,7 +809,7 @@ fn pack_q4(values: &[f32], d_in: usize, d_out: usize) -> Packed {
                 (*byte & 0x0f) | (code << 4)
             };
         },
-    ))
+    )))
 }
 
 /// Output rows per work item: about [`CHUNK_BYTES`] of weights, a multiple of 4 rows (a tile),
