@@ -738,7 +738,7 @@ fn pack_blocks<S: Copy>(
     zero: S,
     scale: impl Fn(&[f32]) -> f32,
     store: impl Fn(&mut S, usize, usize, f32),
-) -> Vec<Group<S>> {
+) -> Pages<Group<S>> {
     let per_row = d_in.div_ceil(SUPER_WEIGHTS);
     let zero = Group {
         scales: [[0; SUPER_BLOCKS]; 4],
@@ -757,7 +757,7 @@ fn pack_blocks<S: Copy>(
             }
         }
     }
-    groups
+    Pages::copy_of(&groups)
 }
 
 /// llama.cpp's Q8_0: `scale = max |w| / 127` (as an f16, rounded up), codes `round(w / scale)`
@@ -768,7 +768,7 @@ fn pack_q8(values: &[f32], d_in: usize, d_out: usize) -> Packed {
         codes: [[128; 64]; 8], // 128 is weight 0: the padding
     };
     let max_abs = |block: &[f32]| block.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
-    Packed::Q8(Pages::copy_of(&pack_blocks(
+    Packed::Q8(pack_blocks(
         values,
         (d_in, d_out),
         zero,
@@ -777,7 +777,7 @@ fn pack_q8(values: &[f32], d_in: usize, d_out: usize) -> Packed {
             let q = steps.round().clamp(-127.0, 127.0) as i8;
             sup.codes[e / 4][4 * l + e % 4] = (q as u8) ^ 0x80;
         },
-    )))
+    ))
 }
 
 /// Q4_0 as llama.cpp quantizes it: the block's weight of largest magnitude `m` sets the scale
@@ -794,7 +794,7 @@ fn pack_q4(values: &[f32], d_in: usize, d_out: usize) -> Packed {
             .fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m })
             / -8.0
     };
-    Packed::Q4(Pages::copy_of(&pack_blocks(
+    Packed::Q4(pack_blocks(
         values,
         (d_in, d_out),
         zero,
@@ -809,7 +809,7 @@ fn pack_q4(values: &[f32], d_in: usize, d_out: usize) -> Packed {
                 (*byte & 0x0f) | (code << 4)
             };
         },
-    )))
+    ))
 }
 
 /// Output rows per work item: about [`CHUNK_BYTES`] of weights, a multiple of 4 rows (a tile),
