@@ -16,7 +16,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::LoadError;
 use crate::matvec::{HostMatrix, WeightFormat};
-use crate::nn::{host_vec, into_host_vec, is_host};
+use crate::nn::{exp_nonpositive, host_vec, into_host_vec, is_host, vectorized};
 use crate::weights::Weights;
 
 /// One `nn.LSTM` layer: keys `{prefix}.weight_ih_l{k}`, `weight_hh_l{k}`, `bias_ih_l{k}`,
@@ -161,27 +161,81 @@ fn recur(
     let batch = h.len() / hidden.max(1);
     let mut out = vec![0.0f32; batch * time * hidden];
     for t in 0..time {
-        let mut gates = weight_hh.matmul(h, batch, None);
+        let gates = weight_hh.matmul(h, batch, None);
         for b in 0..batch {
-            let g = &mut gates[b * gates_len..(b + 1) * gates_len];
+            let g = &gates[b * gates_len..(b + 1) * gates_len];
             let x = &projected[(b * time + t) * gates_len..(b * time + t + 1) * gates_len];
-            g.iter_mut().zip(x).for_each(|(g, x)| *g += x);
-            let (i, rest) = g.split_at(hidden);
-            let (f, rest) = rest.split_at(hidden);
-            let (cand, o) = rest.split_at(hidden);
             let h_b = &mut h[b * hidden..(b + 1) * hidden];
             let c_b = &mut c[b * hidden..(b + 1) * hidden];
-            for j in 0..hidden {
-                let c_new = sigmoid(f[j]) * c_b[j] + sigmoid(i[j]) * cand[j].tanh();
-                c_b[j] = c_new;
-                h_b[j] = sigmoid(o[j]) * c_new.tanh();
-            }
+            cell(g, x, c_b, h_b);
             out[(b * time + t) * hidden..(b * time + t + 1) * hidden].copy_from_slice(h_b);
         }
     }
     out
 }
 
+/// One row's step from its gates `recurrent + projected` (`i, f, g, o`, each `hidden`): `c` and
+/// `h` updated in place. Branch-free over [`exp_nonpositive`] and vectorised ([`vectorized`]):
+/// libm's `expf`/`tanhf` one value at a time cost 5 calls × 1024 values × 1000 steps per 10 s
+/// decoded.
+fn cell(recurrent: &[f32], projected: &[f32], c: &mut [f32], h: &mut [f32]) {
+    let hidden = c.len();
+    let gate = |k: usize| {
+        let range = k * hidden..(k + 1) * hidden;
+        (&recurrent[range.clone()], &projected[range])
+    };
+    let [(ri, pi), (rf, pf), (rg, pg), (ro, po)] = [0, 1, 2, 3].map(gate);
+    vectorized(
+        #[inline(always)]
+        || {
+            for j in 0..hidden {
+                let c_new =
+                    sigmoid(rf[j] + pf[j]) * c[j] + sigmoid(ri[j] + pi[j]) * tanh(rg[j] + pg[j]);
+                c[j] = c_new;
+                h[j] = sigmoid(ro[j] + po[j]) * tanh(c_new);
+            }
+        },
+    )
+}
+
+/// `1 / (1 + e^−x)`, relative error below 1e-6 (from [`exp_nonpositive`]'s 3e-7).
+#[inline(always)]
 fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+    let e = exp_nonpositive(-x.abs());
+    let r = 1.0 / (1.0 + e);
+    if x >= 0.0 { r } else { e * r }
+}
+
+/// `tanh x = (1 − e^−2|x|) / (1 + e^−2|x|)` with the sign of `x`, absolute error below 1e-6.
+#[inline(always)]
+fn tanh(x: f32) -> f32 {
+    let e = exp_nonpositive(-2.0 * x.abs());
+    ((1.0 - e) / (1.0 + e)).copysign(x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The branch-free gate functions against libm's over the range the gates take.
+    #[test]
+    fn sigmoid_and_tanh_match_libm() {
+        let (mut worst_sigmoid, mut worst_tanh) = (0f64, 0f64);
+        for k in -200_000..=200_000 {
+            let x = k as f32 * 1e-4; // −20..20, through 0 and the small values
+            let want_sigmoid = 1.0 / (1.0 + (-(x as f64)).exp());
+            worst_sigmoid =
+                worst_sigmoid.max((sigmoid(x) as f64 - want_sigmoid).abs() / want_sigmoid);
+            worst_tanh = worst_tanh.max((tanh(x) as f64 - (x as f64).tanh()).abs());
+        }
+        assert!(
+            worst_sigmoid < 1e-6,
+            "sigmoid relative error {worst_sigmoid:e}"
+        );
+        assert!(worst_tanh < 1e-6, "tanh absolute error {worst_tanh:e}");
+        assert_eq!(tanh(0.0), 0.0);
+        assert_eq!(sigmoid(0.0), 0.5);
+        assert_eq!(sigmoid(100.0), 1.0);
+        assert!(sigmoid(-100.0) < 1e-37);
+    }
 }
