@@ -249,9 +249,11 @@ mod tests {
             exponent: 0.9,
         };
         let proj = project(x.as_ref(), m.as_ref(), Par::Seq);
-        let (_, coef) = train_kernel(x.as_ref(), &proj, params, Par::Seq);
+        let n = x.nrows();
+        let (mut k, mut coef) = (Mat::zeros(n, n), Mat::zeros(n, n));
+        train_kernel(x.as_ref(), &proj, params, &mut k, &mut coef, Par::Seq);
         let alpha = coefs.transpose().to_owned();
-        let (xm, n, d) = (proj.xm.as_ref(), x.nrows(), x.ncols());
+        let (xm, d) = (proj.xm.as_ref(), x.ncols());
         assert!(n >= 4, "the fixture has {n} rows");
         let all = gradients(xm, coef.as_ref(), xm, alpha.as_ref(), Par::Seq);
         // 2 rows a batch, 1 + 2 / 2 = 2 batches: rows 0..4 in two centred halves.

@@ -13,7 +13,7 @@ use faer::{Mat, MatRef, Par};
 
 use crate::agop::{AGOP_BATCH, AGOP_POINTS, batched_agop, normalize_by_max};
 use crate::error::FitError;
-use crate::kernel::{KernelParams, cross_kernel, project, train_kernel};
+use crate::kernel::{KernelParams, cross_kernel, mirror_lower, project_into, train_kernel};
 use crate::krr::{SolveMethod, solve_krr};
 use crate::metrics::{auc, clamp_normalize, macro_ovr_auc, mse};
 use crate::scalar::Real;
@@ -201,18 +201,50 @@ struct Data<'a, T> {
     y_val: MatRef<'a, T>,
 }
 
+/// The n×n and n×d matrices of one predictor, handed on to the next once its AGOP is done: a
+/// fresh 16 MB matrix for each costs its page faults and zeroing every time.
+#[derive(Default)]
+struct Buffers<T> {
+    k: Option<Mat<T>>,
+    coef: Option<Mat<T>>,
+    xm: Option<Mat<T>>,
+}
+
+impl<T: Real> Buffers<T> {
+    /// The matrix kept in `slot`, or a new one; its contents are stale.
+    fn take(slot: &mut Option<Mat<T>>, nrows: usize, ncols: usize) -> Mat<T> {
+        match slot.take() {
+            Some(m) if m.nrows() == nrows && m.ncols() == ncols => m,
+            _ => Mat::zeros(nrows, ncols),
+        }
+    }
+
+    /// Keeps a predictor's matrices for the next one.
+    fn recycle(&mut self, p: Predictor<T>) {
+        self.xm = Some(p.xm);
+        self.coef = Some(p.coef);
+    }
+}
+
 fn fit_predictor<T: Real>(
     data: Data<'_, T>,
     m: MatRef<'_, T>,
     params: &RfmParams,
     metric: TuningMetric,
     par: Par,
+    buffers: &mut Buffers<T>,
 ) -> Result<Predictor<T>, FitError> {
     let Data { x, y, x_val, y_val } = data;
-    let proj = project(x, m, par);
-    let (mut k, coef) = train_kernel(x, &proj, params.kernel, par);
-    let (alpha, method) = solve_krr(&mut k, params.reg, y)?;
-    drop(k);
+    let (n, d) = (x.nrows(), x.ncols());
+    let proj = project_into(x, m, Buffers::take(&mut buffers.xm, n, d), par);
+    let mut k = Buffers::take(&mut buffers.k, n, n);
+    let mut coef = Buffers::take(&mut buffers.coef, n, n);
+    train_kernel(x, &proj, params.kernel, &mut k, &mut coef, par);
+    let (alpha, method) = solve_krr(&mut k, params.reg, y, par, |k| {
+        train_kernel(x, &proj, params.kernel, k, &mut coef, par);
+        mirror_lower(k);
+    })?;
+    buffers.k = Some(k);
     let k_val = cross_kernel(x_val, x, &proj.sq_norms, m, params.kernel, par);
     let pred = &k_val * &alpha;
     let score = metric.score(pred.as_ref(), y_val)?;
@@ -292,9 +324,10 @@ pub fn fit_rfm<T: Real>(
     let mut solves = Vec::new();
     let mut history = Vec::new();
     let mut early_stopped = false;
+    let mut buffers = Buffers::default();
 
     for i in 0..params.iters {
-        let p = fit_predictor(data, m.as_ref(), params, metric, par)?;
+        let p = fit_predictor(data, m.as_ref(), params, metric, par, &mut buffers)?;
         scores.push(p.score);
         solves.push(p.method);
         let is_best = best.as_ref().is_none_or(|b| better(p.score, b.3));
@@ -313,10 +346,11 @@ pub fn fit_rfm<T: Real>(
         if options.record_history {
             history.push(next.clone());
         }
+        buffers.recycle(p);
         m = next;
     }
     if !early_stopped {
-        let p = fit_predictor(data, m.as_ref(), params, metric, par)?;
+        let p = fit_predictor(data, m.as_ref(), params, metric, par, &mut buffers)?;
         scores.push(p.score);
         solves.push(p.method);
         if best.as_ref().is_none_or(|b| better(p.score, b.3)) {
@@ -340,7 +374,7 @@ pub fn fit_rfm<T: Real>(
     } else {
         // unreachable by construction (the best predictor either got its AGOP in the loop or
         // is the final one); recompute rather than panic
-        let p = fit_predictor(data, m_best.as_ref(), params, metric, par)?;
+        let p = fit_predictor(data, m_best.as_ref(), params, metric, par, &mut buffers)?;
         normalized_agop(&p, params.center_grads, par)
     };
     Ok(RfmFit {
@@ -358,6 +392,7 @@ pub fn fit_rfm<T: Real>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::project;
     use crate::test_support::{Fixture, rel_err};
 
     fn run_fixture(name: &str) {
