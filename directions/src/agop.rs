@@ -11,9 +11,10 @@ use faer::linalg::matmul::triangular::BlockStructure;
 use faer::linalg::matmul::{matmul, triangular};
 use std::ops::Range;
 
-use faer::{Accum, Mat, MatRef, Par};
+use faer::{Accum, Mat, MatMut, MatRef, Par};
+use rayon::prelude::*;
 
-use crate::kernel::mirror_lower;
+use crate::kernel::{col_slice, col_slices_mut, mirror_lower, reuse_or_zeros};
 use crate::scalar::Real;
 
 /// `total_points_to_sample`: xRFM's default cap on the rows the AGOP is evaluated at.
@@ -34,6 +35,13 @@ pub(crate) fn agop_batches(n: usize, points: usize, batch: usize) -> Vec<Range<u
         .collect()
 }
 
+/// The n×(c·d) matrices of the gradients, kept from one AGOP to the next (see `rfm::Buffers`).
+#[derive(Default)]
+pub(crate) struct AgopScratch<T> {
+    b: Option<Mat<T>>,
+    g: Option<Mat<T>>,
+}
+
 /// Σ over [`agop_batches`] of the batch's AGOP (centred within the batch when `center`), for the
 /// predictor with centres `xm` (= X·M), gradient coefficients `coef` and weights `alpha`.
 pub(crate) fn batched_agop<T: Real>(
@@ -43,9 +51,10 @@ pub(crate) fn batched_agop<T: Real>(
     center: bool,
     (points, batch): (usize, usize),
     par: Par,
+    scratch: &mut AgopScratch<T>,
 ) -> Mat<T> {
     let d = xm.ncols();
-    let mut total = Mat::<T>::zeros(d, d);
+    let mut total: Option<Mat<T>> = None;
     for rows in agop_batches(xm.nrows(), points, batch) {
         let (start, len) = (rows.start, rows.len());
         let grads = gradients(
@@ -54,37 +63,46 @@ pub(crate) fn batched_agop<T: Real>(
             xm.subrows(start, len),
             alpha,
             par,
+            scratch,
         );
-        total += agop(grads, d, center, par);
+        let g = agop(grads, d, center, par);
+        match total.as_mut() {
+            Some(t) => *t += g,
+            None => total = Some(g),
+        }
     }
-    total
+    total.unwrap_or_else(|| Mat::zeros(d, d))
 }
 
 /// The stacked gradients at the points whose rows of κ are `coef` (m × n) and whose projections
-/// are `at` (m × d), laid out m × (c·d): block l holds ∇f_l at every point.
-pub(crate) fn gradients<T: Real>(
+/// are `at` (m × d), laid out m × (c·d): block l holds ∇f_l at every point. They are written
+/// into `scratch`, whose matrix is returned.
+pub(crate) fn gradients<'s, T: Real>(
     xm: MatRef<'_, T>,
     coef: MatRef<'_, T>,
     at: MatRef<'_, T>,
     alpha: MatRef<'_, T>,
     par: Par,
-) -> Mat<T> {
+    scratch: &'s mut AgopScratch<T>,
+) -> MatMut<'s, T> {
     let (n, d) = (xm.nrows(), xm.ncols());
     let (m, c) = (at.nrows(), alpha.ncols());
     // s_l = κ α_l
     let mut s = Mat::<T>::zeros(m, c);
     matmul(s.as_mut(), Accum::Replace, coef, alpha, T::one_impl(), par);
     // B_l = α_l ∘ XM, then C = κ B
-    let mut b = Mat::<T>::zeros(n, c * d);
-    for l in 0..c {
-        for k in 0..d {
-            let col = b.col_as_slice_mut(l * d + k);
-            for (i, v) in col.iter_mut().enumerate() {
-                *v = alpha[(i, l)] * xm[(i, k)];
+    let mut b = reuse_or_zeros(&mut scratch.b, n, c * d);
+    col_slices_mut(b.as_mut())
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(j, col)| {
+            let (a, xmc) = (col_slice(alpha, j / d), col_slice(xm, j % d));
+            for ((v, &a), &x) in col.iter_mut().zip(a).zip(xmc) {
+                *v = a * x;
             }
-        }
-    }
-    let mut g = Mat::<T>::zeros(m, c * d);
+        });
+    let g = reuse_or_zeros(&mut scratch.g, m, c * d);
+    let g = scratch.g.insert(g);
     matmul(
         g.as_mut(),
         Accum::Replace,
@@ -93,41 +111,49 @@ pub(crate) fn gradients<T: Real>(
         T::one_impl(),
         par,
     );
-    drop(b);
+    scratch.b = Some(b);
     // g_l = s_l ∘ XM_at − κ B_l
-    for l in 0..c {
-        for k in 0..d {
-            let xmc = at.col(k);
-            let col = g.col_as_slice_mut(l * d + k);
-            for (i, v) in col.iter_mut().enumerate() {
-                *v = s[(i, l)] * xmc[i] - *v;
+    col_slices_mut(g.as_mut())
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(j, col)| {
+            let (sc, xmc) = (s.col_as_slice(j / d), col_slice(at, j % d));
+            for ((v, &s), &x) in col.iter_mut().zip(sc).zip(xmc) {
+                *v = s * x - *v;
             }
-        }
-    }
-    g
+        });
+    g.as_mut()
 }
 
 /// Σ over rows of g gᵀ (full symmetric d×d), after subtracting the pooled mean gradient when
-/// `center` is set. `grads` is consumed (centred in place).
-pub(crate) fn agop<T: Real>(mut grads: Mat<T>, d: usize, center: bool, par: Par) -> Mat<T> {
+/// `center` is set (in place).
+pub(crate) fn agop<T: Real>(mut grads: MatMut<'_, T>, d: usize, center: bool, par: Par) -> Mat<T> {
     let n = grads.nrows();
     let c = grads.ncols() / d;
     if center {
         let count = T::from_f64((n * c) as f64);
-        for k in 0..d {
-            let mut mean = T::zero_impl();
-            for l in 0..c {
-                for &v in grads.col_as_slice(l * d + k) {
-                    mean += v;
+        let g = grads.as_ref();
+        let means: Vec<T> = (0..d)
+            .into_par_iter()
+            .map(|k| {
+                let mut mean = T::zero_impl();
+                for l in 0..c {
+                    for &v in col_slice(g, l * d + k) {
+                        mean += v;
+                    }
                 }
-            }
-            mean /= count;
-            for l in 0..c {
-                for v in grads.col_as_slice_mut(l * d + k) {
+                mean / count
+            })
+            .collect();
+        col_slices_mut(grads.as_mut())
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(j, col)| {
+                let mean = means[j % d];
+                for v in col {
                     *v -= mean;
                 }
-            }
-        }
+            });
     }
     let mut out = Mat::<T>::zeros(d, d);
     for l in 0..c {
@@ -150,18 +176,16 @@ pub(crate) fn agop<T: Real>(mut grads: Mat<T>, d: usize, center: bool, par: Par)
 
 /// G / (max G + 1e−30): the reference's normalisation by the largest entry.
 pub(crate) fn normalize_by_max<T: Real>(g: &mut Mat<T>) {
-    let mut max = f64::NEG_INFINITY;
-    for j in 0..g.ncols() {
-        for &v in g.col_as_slice(j) {
-            max = max.max(v.to_f64());
-        }
-    }
+    let max = col_slices_mut(g.as_mut())
+        .into_par_iter()
+        .map(|col| col.iter().fold(f64::NEG_INFINITY, |m, v| m.max(v.to_f64())))
+        .reduce(|| f64::NEG_INFINITY, f64::max);
     let inv = T::from_f64(1.0 / (max + 1e-30));
-    for j in 0..g.ncols() {
-        for v in g.col_as_slice_mut(j) {
+    col_slices_mut(g.as_mut()).into_par_iter().for_each(|col| {
+        for v in col {
             *v *= inv;
         }
-    }
+    });
 }
 
 #[cfg(test)]
@@ -222,7 +246,8 @@ mod tests {
         // the AGOP with centring over the pooled (output, point) rows
         let d = x.ncols();
         let stacked = Mat::<f64>::from_fn(nz, 2 * d, |j, col| grads[col / d][(j, col % d)]);
-        let g = agop(stacked, d, true, Par::Seq);
+        let mut stacked = stacked;
+        let g = agop(stacked.as_mut(), d, true, Par::Seq);
         let err = rel_err(g.as_ref(), fx.mat("agop_centered").as_ref());
         assert!(err < 1e-10, "agop relative error {err:e}");
     }
@@ -255,15 +280,33 @@ mod tests {
         let alpha = coefs.transpose().to_owned();
         let (xm, d) = (proj.xm.as_ref(), x.ncols());
         assert!(n >= 4, "the fixture has {n} rows");
-        let all = gradients(xm, coef.as_ref(), xm, alpha.as_ref(), Par::Seq);
+        let scratch = &mut AgopScratch::default();
+        let mut all =
+            gradients(xm, coef.as_ref(), xm, alpha.as_ref(), Par::Seq, scratch).to_owned();
         // 2 rows a batch, 1 + 2 / 2 = 2 batches: rows 0..4 in two centred halves.
-        let got = batched_agop(xm, coef.as_ref(), alpha.as_ref(), true, (2, 2), Par::Seq);
-        let mut want = agop(all.subrows(0, 2).to_owned(), d, true, Par::Seq);
-        want += agop(all.subrows(2, 2).to_owned(), d, true, Par::Seq);
+        let got = batched_agop(
+            xm,
+            coef.as_ref(),
+            alpha.as_ref(),
+            true,
+            (2, 2),
+            Par::Seq,
+            scratch,
+        );
+        let mut want = agop(all.subrows(0, 2).to_owned().as_mut(), d, true, Par::Seq);
+        want += agop(all.subrows(2, 2).to_owned().as_mut(), d, true, Par::Seq);
         assert!(rel_err(got.as_ref(), want.as_ref()) < 1e-12);
         // No cap: one batch of every row is the plain AGOP.
-        let got = batched_agop(xm, coef.as_ref(), alpha.as_ref(), true, (n, n), Par::Seq);
-        let want = agop(all, d, true, Par::Seq);
+        let got = batched_agop(
+            xm,
+            coef.as_ref(),
+            alpha.as_ref(),
+            true,
+            (n, n),
+            Par::Seq,
+            scratch,
+        );
+        let want = agop(all.as_mut(), d, true, Par::Seq);
         assert!(rel_err(got.as_ref(), want.as_ref()) < 1e-12);
     }
 

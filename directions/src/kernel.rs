@@ -7,7 +7,7 @@
 
 use faer::linalg::matmul::triangular::BlockStructure;
 use faer::linalg::matmul::{matmul, triangular};
-use faer::{Accum, Mat, MatRef, Par};
+use faer::{Accum, Mat, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
 use crate::fastmath::{KernelShape, kernel_and_coef, kernel_values};
@@ -118,8 +118,8 @@ pub(crate) fn train_kernel<T: Real>(
         par,
     );
     let q = &proj.sq_norms;
-    let k_cols = col_slices_mut(k);
-    let c_cols = col_slices_mut(coef);
+    let k_cols = col_slices_mut(k.as_mut());
+    let c_cols = col_slices_mut(coef.as_mut());
     k_cols
         .into_par_iter()
         .zip(c_cols)
@@ -153,7 +153,7 @@ pub(crate) fn cross_kernel<T: Real>(
         par,
     );
     let shape = params.shape();
-    col_slices_mut(&mut k)
+    col_slices_mut(k.as_mut())
         .into_par_iter()
         .enumerate()
         .for_each(|(j, kc)| {
@@ -163,23 +163,47 @@ pub(crate) fn cross_kernel<T: Real>(
     k
 }
 
-/// Mutable column slices of a column-major matrix.
-pub(crate) fn col_slices_mut<T>(m: &mut Mat<T>) -> Vec<&mut [T]> {
-    let nrows = m.nrows();
-    let stride = m.col_stride();
-    let ncols = m.ncols();
-    let mut out = Vec::with_capacity(ncols);
-    let view = m.as_mut();
+/// The matrix kept in `slot` when it has the shape asked for, else a new one; either way its
+/// contents are stale, for a caller that overwrites them.
+pub(crate) fn reuse_or_zeros<T: Real>(
+    slot: &mut Option<Mat<T>>,
+    nrows: usize,
+    ncols: usize,
+) -> Mat<T> {
+    match slot.take() {
+        Some(m) if m.nrows() == nrows && m.ncols() == ncols => m,
+        _ => Mat::zeros(nrows, ncols),
+    }
+}
+
+/// Mutable column slices of a column-major view (row stride 1).
+pub(crate) fn col_slices_mut<T>(m: MatMut<'_, T>) -> Vec<&mut [T]> {
+    let (nrows, ncols) = (m.nrows(), m.ncols());
     if nrows == 0 {
         return (0..ncols).map(|_| <&mut [T]>::default()).collect();
     }
-    let ptr = view.as_ptr_mut();
-    for j in 0..ncols {
-        // SAFETY: `Mat` stores each column contiguously (row stride 1) at `ptr + j * col_stride`,
-        // columns do not overlap, and the returned slices borrow `m` mutably for their lifetime.
-        out.push(unsafe { std::slice::from_raw_parts_mut(ptr.offset(j as isize * stride), nrows) });
-    }
-    out
+    assert_eq!(
+        m.row_stride(),
+        1,
+        "column slices of a view with row stride ≠ 1"
+    );
+    let stride = m.col_stride();
+    let ptr = m.as_ptr_mut();
+    (0..ncols)
+        .map(|j| {
+            // SAFETY: with row stride 1 each column is contiguous at `ptr + j * col_stride`;
+            // a `MatMut`'s columns do not overlap, and the slices take over its borrow.
+            unsafe { std::slice::from_raw_parts_mut(ptr.offset(j as isize * stride), nrows) }
+        })
+        .collect()
+}
+
+/// Column `j` of a view with row stride 1 as a slice.
+pub(crate) fn col_slice<T>(m: MatRef<'_, T>, j: usize) -> &[T] {
+    m.col(j)
+        .try_as_col_major()
+        .expect("column slice of a view with row stride ≠ 1")
+        .as_slice()
 }
 
 /// A raw pointer that rayon's closures may share; users keep their writes disjoint.

@@ -11,9 +11,11 @@
 
 use faer::{Mat, MatRef, Par};
 
-use crate::agop::{AGOP_BATCH, AGOP_POINTS, batched_agop, normalize_by_max};
+use crate::agop::{AGOP_BATCH, AGOP_POINTS, AgopScratch, batched_agop, normalize_by_max};
 use crate::error::FitError;
-use crate::kernel::{KernelParams, cross_kernel, mirror_lower, project_into, train_kernel};
+use crate::kernel::{
+    KernelParams, cross_kernel, mirror_lower, project_into, reuse_or_zeros, train_kernel,
+};
 use crate::krr::{SolveMethod, solve_krr};
 use crate::metrics::{auc, clamp_normalize, macro_ovr_auc, mse};
 use crate::scalar::Real;
@@ -208,17 +210,10 @@ struct Buffers<T> {
     k: Option<Mat<T>>,
     coef: Option<Mat<T>>,
     xm: Option<Mat<T>>,
+    agop: AgopScratch<T>,
 }
 
 impl<T: Real> Buffers<T> {
-    /// The matrix kept in `slot`, or a new one; its contents are stale.
-    fn take(slot: &mut Option<Mat<T>>, nrows: usize, ncols: usize) -> Mat<T> {
-        match slot.take() {
-            Some(m) if m.nrows() == nrows && m.ncols() == ncols => m,
-            _ => Mat::zeros(nrows, ncols),
-        }
-    }
-
     /// Keeps a predictor's matrices for the next one.
     fn recycle(&mut self, p: Predictor<T>) {
         self.xm = Some(p.xm);
@@ -236,9 +231,9 @@ fn fit_predictor<T: Real>(
 ) -> Result<Predictor<T>, FitError> {
     let Data { x, y, x_val, y_val } = data;
     let (n, d) = (x.nrows(), x.ncols());
-    let proj = project_into(x, m, Buffers::take(&mut buffers.xm, n, d), par);
-    let mut k = Buffers::take(&mut buffers.k, n, n);
-    let mut coef = Buffers::take(&mut buffers.coef, n, n);
+    let proj = project_into(x, m, reuse_or_zeros(&mut buffers.xm, n, d), par);
+    let mut k = reuse_or_zeros(&mut buffers.k, n, n);
+    let mut coef = reuse_or_zeros(&mut buffers.coef, n, n);
     train_kernel(x, &proj, params.kernel, &mut k, &mut coef, par);
     let (alpha, method) = solve_krr(&mut k, params.reg, y, par, |k| {
         train_kernel(x, &proj, params.kernel, k, &mut coef, par);
@@ -257,9 +252,22 @@ fn fit_predictor<T: Real>(
     })
 }
 
-fn normalized_agop<T: Real>(p: &Predictor<T>, center: bool, par: Par) -> Mat<T> {
+fn normalized_agop<T: Real>(
+    p: &Predictor<T>,
+    center: bool,
+    par: Par,
+    scratch: &mut AgopScratch<T>,
+) -> Mat<T> {
     let (xm, coef, alpha) = (p.xm.as_ref(), p.coef.as_ref(), p.alpha.as_ref());
-    let mut g = batched_agop(xm, coef, alpha, center, (AGOP_POINTS, AGOP_BATCH), par);
+    let mut g = batched_agop(
+        xm,
+        coef,
+        alpha,
+        center,
+        (AGOP_POINTS, AGOP_BATCH),
+        par,
+        scratch,
+    );
     normalize_by_max(&mut g);
     g
 }
@@ -339,7 +347,7 @@ pub fn fit_rfm<T: Real>(
             early_stopped = true;
             break;
         }
-        let next = normalized_agop(&p, params.center_grads, par);
+        let next = normalized_agop(&p, params.center_grads, par, &mut buffers.agop);
         if is_best {
             best_agop = Some(next.clone());
         }
@@ -370,12 +378,12 @@ pub fn fit_rfm<T: Real>(
     } else if let Some(g) = best_agop {
         g
     } else if let Some(p) = best_predictor_pending {
-        normalized_agop(&p, params.center_grads, par)
+        normalized_agop(&p, params.center_grads, par, &mut buffers.agop)
     } else {
         // unreachable by construction (the best predictor either got its AGOP in the loop or
         // is the final one); recompute rather than panic
         let p = fit_predictor(data, m_best.as_ref(), params, metric, par, &mut buffers)?;
-        normalized_agop(&p, params.center_grads, par)
+        normalized_agop(&p, params.center_grads, par, &mut buffers.agop)
     };
     Ok(RfmFit {
         m: m_best,
