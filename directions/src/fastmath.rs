@@ -84,11 +84,11 @@ impl KernelShape {
         }
     }
 
-    /// d^p from the squared distance (clamped at 0 as the reference does).
+    /// d^p from the squared distance (clamped at 0 as the reference does); `SQRT` says p = 1.
     #[inline(always)]
-    fn dist_pow(&self, d2: f64) -> f64 {
+    fn dist_pow<const SQRT: bool>(&self, d2: f64) -> f64 {
         let d2 = d2.max(0.0);
-        if self.exponent == 1.0 {
+        if SQRT {
             d2.sqrt()
         } else {
             // d2 == 0 gives exp(-huge) = ~0, matching 0^p
@@ -102,18 +102,43 @@ const GRAD_EPS: f64 = 1e-10;
 
 #[inline(always)]
 fn kernel_values_body<T: Real>(d2: &mut [T], shape: KernelShape) {
+    // p = 1 (sqrt) picked here, not per element: LLVM vectorises a branch inside the loop by
+    // computing both arms, ln and exp included, and blending.
+    if shape.exponent == 1.0 {
+        kernel_values_loop::<T, true>(d2, shape)
+    } else {
+        kernel_values_loop::<T, false>(d2, shape)
+    }
+}
+
+#[inline(always)]
+fn kernel_values_loop<T: Real, const SQRT: bool>(d2: &mut [T], shape: KernelShape) {
     for v in d2.iter_mut() {
-        let dp = shape.dist_pow(v.to_f64());
+        let dp = shape.dist_pow::<SQRT>(v.to_f64());
         *v = T::from_f64(exp_f64(-dp * shape.inv_bandwidth_p));
     }
 }
 
 #[inline(always)]
 fn kernel_and_coef_body<T: Real>(d2_then_k: &mut [T], coef: &mut [T], shape: KernelShape) {
+    // as in `kernel_values_body`
+    if shape.exponent == 1.0 {
+        kernel_and_coef_loop::<T, true>(d2_then_k, coef, shape)
+    } else {
+        kernel_and_coef_loop::<T, false>(d2_then_k, coef, shape)
+    }
+}
+
+#[inline(always)]
+fn kernel_and_coef_loop<T: Real, const SQRT: bool>(
+    d2_then_k: &mut [T],
+    coef: &mut [T],
+    shape: KernelShape,
+) {
     let scale = -shape.exponent * shape.inv_bandwidth_p;
     for (v, c) in d2_then_k.iter_mut().zip(coef.iter_mut()) {
         let d2 = v.to_f64().max(0.0);
-        let dp = shape.dist_pow(d2);
+        let dp = shape.dist_pow::<SQRT>(d2);
         let k = exp_f64(-dp * shape.inv_bandwidth_p);
         *v = T::from_f64(k);
         // -(p/L^p) k d^(p-2) = -(p/L^p) k d^p / d², masked where d < eps
@@ -213,28 +238,31 @@ mod tests {
 
     #[test]
     fn kernel_and_coef_match_the_formula() {
-        let shape = KernelShape::new(3.0, 0.9);
-        let d2s = [0.0, 1e-22, 0.25, 4.0, 100.0];
-        let mut k = d2s.to_vec();
-        let mut c = vec![0.0; d2s.len()];
-        kernel_and_coef(&mut k, &mut c, shape);
-        for (i, &d2) in d2s.iter().enumerate() {
-            let d: f64 = f64::sqrt(d2);
-            let want_k = (-(d.powf(0.9)) / 3f64.powf(0.9)).exp();
-            assert!((k[i] - want_k).abs() < 1e-14, "k at d2={d2}");
-            let want_c = if d >= 1e-10 {
-                -0.9 / 3f64.powf(0.9) * want_k * d.powf(0.9 - 2.0)
-            } else {
-                0.0
-            };
-            assert!(
-                (c[i] - want_c).abs() <= 1e-13 * want_c.abs().max(1.0),
-                "coef at d2={d2}: {} vs {want_c}",
-                c[i]
-            );
+        // p = 1 takes the square-root loop, any other p the ln/exp one
+        for p in [0.9, 1.0] {
+            let shape = KernelShape::new(3.0, p);
+            let d2s = [0.0, 1e-22, 0.25, 4.0, 100.0];
+            let mut k = d2s.to_vec();
+            let mut c = vec![0.0; d2s.len()];
+            kernel_and_coef(&mut k, &mut c, shape);
+            for (i, &d2) in d2s.iter().enumerate() {
+                let d: f64 = f64::sqrt(d2);
+                let want_k = (-(d.powf(p)) / 3f64.powf(p)).exp();
+                assert!((k[i] - want_k).abs() < 1e-14, "p={p}: k at d2={d2}");
+                let want_c = if d >= 1e-10 {
+                    -p / 3f64.powf(p) * want_k * d.powf(p - 2.0)
+                } else {
+                    0.0
+                };
+                assert!(
+                    (c[i] - want_c).abs() <= 1e-13 * want_c.abs().max(1.0),
+                    "p={p}: coef at d2={d2}: {} vs {want_c}",
+                    c[i]
+                );
+            }
+            let mut kv = d2s.to_vec();
+            kernel_values(&mut kv, shape);
+            assert_eq!(kv, k);
         }
-        let mut kv = d2s.to_vec();
-        kernel_values(&mut kv, shape);
-        assert_eq!(kv, k);
     }
 }
