@@ -276,7 +276,14 @@ mod tests {
         let proj = project(x.as_ref(), m.as_ref(), Par::Seq);
         let n = x.nrows();
         let (mut k, mut coef) = (Mat::zeros(n, n), Mat::zeros(n, n));
-        train_kernel(x.as_ref(), &proj, params, &mut k, &mut coef, Par::Seq);
+        train_kernel(
+            x.as_ref(),
+            proj.xm.as_ref(),
+            params,
+            &mut k,
+            &mut coef,
+            Par::Seq,
+        );
         let alpha = coefs.transpose().to_owned();
         let (xm, d) = (proj.xm.as_ref(), x.ncols());
         assert!(n >= 4, "the fixture has {n} rows");

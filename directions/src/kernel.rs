@@ -44,12 +44,7 @@ pub(crate) fn project_into<T: Real>(
     mut xm: Mat<T>,
     par: Par,
 ) -> Projected<T> {
-    if is_identity(m) {
-        // the first predictor's M: X·I is X exactly, without the product's d²n multiply-adds
-        xm.copy_from(x);
-    } else {
-        matmul(xm.as_mut(), Accum::Replace, x, m, T::one_impl(), par);
-    }
+    times_m(x, m, xm.as_mut(), par);
     // xᵢᵀMxᵢ = Σ_k (XM)ᵢₖ xᵢₖ in column order, blocks of rows split over rayon's threads
     const ROWS: usize = 256;
     let mut sq_norms = vec![T::zero_impl(); x.nrows()];
@@ -67,6 +62,17 @@ pub(crate) fn project_into<T: Real>(
             }
         });
     Projected { xm, sq_norms }
+}
+
+/// X·M into `xm` (n×d, overwritten).
+pub(crate) fn times_m<T: Real>(x: MatRef<'_, T>, m: MatRef<'_, T>, xm: MatMut<'_, T>, par: Par) {
+    if is_identity(m) {
+        // the first predictor's M: X·I is X exactly, without the product's d²n multiply-adds
+        let mut xm = xm;
+        xm.copy_from(x);
+    } else {
+        matmul(xm, Accum::Replace, x, m, T::one_impl(), par);
+    }
 }
 
 /// Whether `m` is exactly the identity; stops at the first entry that says not.
@@ -95,29 +101,31 @@ fn gram_to_sq_dist<T: Real>(g: &mut [T], rows: &[T], col: T) {
 /// The kernel matrix between training points and its gradient coefficients, into `k` and
 /// `coef` (n×n, overwritten): `coef` symmetric and in full, `k` in its lower triangle only
 /// (the Cholesky factorisation reads no more; [`mirror_lower`] completes it where needed). The
-/// diagonal distance is exactly zero.
+/// diagonal distance is exactly zero. `xm` is X·M; the squared M-norms of X's rows, the Gram
+/// matrix's diagonal, are returned.
 pub(crate) fn train_kernel<T: Real>(
     x: MatRef<'_, T>,
-    proj: &Projected<T>,
+    xm: MatRef<'_, T>,
     params: KernelParams,
     k: &mut Mat<T>,
     coef: &mut Mat<T>,
     par: Par,
-) {
+) -> Vec<T> {
     let shape = params.shape();
     // lower triangle of (X M) Xᵀ
     triangular::matmul(
         k.as_mut(),
         BlockStructure::TriangularLower,
         Accum::Replace,
-        proj.xm.as_ref(),
+        xm,
         BlockStructure::Rectangular,
         x.transpose(),
         BlockStructure::Rectangular,
         T::one_impl(),
         par,
     );
-    let q = &proj.sq_norms;
+    // read off the product rather than summed again over X and X·M (another pass over both)
+    let q: Vec<T> = (0..x.nrows()).map(|i| k[(i, i)]).collect();
     let k_cols = col_slices_mut(k.as_mut());
     let c_cols = col_slices_mut(coef.as_mut());
     k_cols
@@ -131,6 +139,7 @@ pub(crate) fn train_kernel<T: Real>(
             kernel_and_coef(kc, cc, shape);
         });
     mirror_lower(coef);
+    q
 }
 
 /// K(Z, X) (n_z × n_x) for new points Z against centers X, given X·M's row norms.
@@ -143,7 +152,20 @@ pub(crate) fn cross_kernel<T: Real>(
     par: Par,
 ) -> Mat<T> {
     let zp = project(z, m, par);
-    let mut k = Mat::<T>::zeros(z.nrows(), x.nrows());
+    let mut k = Mat::zeros(z.nrows(), x.nrows());
+    cross_kernel_into(&zp, x, x_sq_norms, params, &mut k, par);
+    k
+}
+
+/// [`cross_kernel`] from Z projected, into `k` (n_z × n_x, overwritten).
+pub(crate) fn cross_kernel_into<T: Real>(
+    zp: &Projected<T>,
+    x: MatRef<'_, T>,
+    x_sq_norms: &[T],
+    params: KernelParams,
+    k: &mut Mat<T>,
+    par: Par,
+) {
     matmul(
         k.as_mut(),
         Accum::Replace,
@@ -160,7 +182,6 @@ pub(crate) fn cross_kernel<T: Real>(
             gram_to_sq_dist(kc, &zp.sq_norms, x_sq_norms[j]);
             kernel_values(kc, shape);
         });
-    k
 }
 
 /// The matrix kept in `slot` when it has the shape asked for, else a new one; either way its
@@ -284,7 +305,17 @@ mod tests {
         // buffers from an earlier fit hold anything: every entry must be overwritten
         let mut k = Mat::<f64>::from_fn(n, n, |_, _| f64::NAN);
         let mut coef = k.clone();
-        train_kernel(x.as_ref(), &xp, params, &mut k, &mut coef, Par::Seq);
+        let q = train_kernel(
+            x.as_ref(),
+            xp.xm.as_ref(),
+            params,
+            &mut k,
+            &mut coef,
+            Par::Seq,
+        );
+        for (a, b) in q.iter().zip(&xp.sq_norms) {
+            assert!((a - b).abs() <= 1e-12 * b.abs(), "squared norm {a} vs {b}");
+        }
         mirror_lower(&mut k);
         let cross = cross_kernel(
             x.as_ref(),

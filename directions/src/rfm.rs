@@ -14,7 +14,8 @@ use faer::{Mat, MatRef, Par};
 use crate::agop::{AGOP_BATCH, AGOP_POINTS, AgopScratch, batched_agop, normalize_by_max};
 use crate::error::FitError;
 use crate::kernel::{
-    KernelParams, cross_kernel, mirror_lower, project_into, reuse_or_zeros, train_kernel,
+    KernelParams, cross_kernel_into, mirror_lower, project_into, reuse_or_zeros, times_m,
+    train_kernel,
 };
 use crate::krr::{SolveMethod, solve_krr};
 use crate::metrics::{auc, clamp_normalize, macro_ovr_auc, mse};
@@ -210,6 +211,9 @@ struct Buffers<T> {
     k: Option<Mat<T>>,
     coef: Option<Mat<T>>,
     xm: Option<Mat<T>>,
+    /// X_val·M and K(X_val, X)
+    val_xm: Option<Mat<T>>,
+    val_k: Option<Mat<T>>,
     agop: AgopScratch<T>,
 }
 
@@ -230,24 +234,29 @@ fn fit_predictor<T: Real>(
     buffers: &mut Buffers<T>,
 ) -> Result<Predictor<T>, FitError> {
     let Data { x, y, x_val, y_val } = data;
-    let (n, d) = (x.nrows(), x.ncols());
-    let proj = project_into(x, m, reuse_or_zeros(&mut buffers.xm, n, d), par);
+    let (n, d, n_val) = (x.nrows(), x.ncols(), x_val.nrows());
+    let mut xm = reuse_or_zeros(&mut buffers.xm, n, d);
+    times_m(x, m, xm.as_mut(), par);
     let mut k = reuse_or_zeros(&mut buffers.k, n, n);
     let mut coef = reuse_or_zeros(&mut buffers.coef, n, n);
-    train_kernel(x, &proj, params.kernel, &mut k, &mut coef, par);
+    let sq_norms = train_kernel(x, xm.as_ref(), params.kernel, &mut k, &mut coef, par);
     let (alpha, method) = solve_krr(&mut k, params.reg, y, par, |k| {
-        train_kernel(x, &proj, params.kernel, k, &mut coef, par);
+        train_kernel(x, xm.as_ref(), params.kernel, k, &mut coef, par);
         mirror_lower(k);
     })?;
     buffers.k = Some(k);
-    let k_val = cross_kernel(x_val, x, &proj.sq_norms, m, params.kernel, par);
+    let val_proj = project_into(x_val, m, reuse_or_zeros(&mut buffers.val_xm, n_val, d), par);
+    let mut k_val = reuse_or_zeros(&mut buffers.val_k, n_val, n);
+    cross_kernel_into(&val_proj, x, &sq_norms, params.kernel, &mut k_val, par);
     let pred = &k_val * &alpha;
+    buffers.val_xm = Some(val_proj.xm);
+    buffers.val_k = Some(k_val);
     let score = metric.score(pred.as_ref(), y_val)?;
     Ok(Predictor {
         alpha,
         score,
         method,
-        xm: proj.xm,
+        xm,
         coef,
     })
 }
@@ -400,7 +409,7 @@ pub fn fit_rfm<T: Real>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::project;
+    use crate::kernel::{cross_kernel, project};
     use crate::test_support::{Fixture, rel_err};
 
     fn run_fixture(name: &str) {
