@@ -35,7 +35,8 @@ pub(crate) fn agop_batches(n: usize, points: usize, batch: usize) -> Vec<Range<u
         .collect()
 }
 
-/// The n×(c·d) matrices of the gradients, kept from one AGOP to the next (see `rfm::Buffers`).
+/// The n×(c·d + c) matrices of the gradients, kept from one AGOP to the next (see
+/// `rfm::Buffers`).
 #[derive(Default)]
 pub(crate) struct AgopScratch<T> {
     b: Option<Mat<T>>,
@@ -43,7 +44,9 @@ pub(crate) struct AgopScratch<T> {
 }
 
 /// Σ over [`agop_batches`] of the batch's AGOP (centred within the batch when `center`), for the
-/// predictor with centres `xm` (= X·M), gradient coefficients `coef` and weights `alpha`.
+/// predictor with centres `xm` (= X·M), gradient coefficients `coef` and weights `alpha`, into
+/// `out` (d×d, overwritten).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn batched_agop<T: Real>(
     xm: MatRef<'_, T>,
     coef: MatRef<'_, T>,
@@ -52,10 +55,15 @@ pub(crate) fn batched_agop<T: Real>(
     (points, batch): (usize, usize),
     par: Par,
     scratch: &mut AgopScratch<T>,
-) -> Mat<T> {
+    out: &mut Mat<T>,
+) {
     let d = xm.ncols();
-    let mut total: Option<Mat<T>> = None;
-    for rows in agop_batches(xm.nrows(), points, batch) {
+    assert_eq!((out.nrows(), out.ncols()), (d, d), "AGOP output shape");
+    let batches = agop_batches(xm.nrows(), points, batch);
+    if batches.is_empty() {
+        out.fill(T::zero_impl());
+    }
+    for (i, rows) in batches.into_iter().enumerate() {
         let (start, len) = (rows.start, rows.len());
         let grads = gradients(
             xm,
@@ -65,13 +73,10 @@ pub(crate) fn batched_agop<T: Real>(
             par,
             scratch,
         );
-        let g = agop(grads, d, center, par);
-        match total.as_mut() {
-            Some(t) => *t += g,
-            None => total = Some(g),
-        }
+        let accum = if i == 0 { Accum::Replace } else { Accum::Add };
+        agop_lower(grads, d, center, out.as_mut(), accum, par);
     }
-    total.unwrap_or_else(|| Mat::zeros(d, d))
+    mirror_lower(out);
 }
 
 /// The stacked gradients at the points whose rows of κ are `coef` (m × n) and whose projections
@@ -87,21 +92,23 @@ pub(crate) fn gradients<'s, T: Real>(
 ) -> MatMut<'s, T> {
     let (n, d) = (xm.nrows(), xm.ncols());
     let (m, c) = (at.nrows(), alpha.ncols());
-    // s_l = κ α_l
-    let mut s = Mat::<T>::zeros(m, c);
-    matmul(s.as_mut(), Accum::Replace, coef, alpha, T::one_impl(), par);
-    // B_l = α_l ∘ XM, then C = κ B
-    let mut b = reuse_or_zeros(&mut scratch.b, n, c * d);
+    // B = [α_1 ∘ XM, …, α_c ∘ XM, α]: one product gives C = κ B and s = κ α, rather than a
+    // second pass over κ for s
+    let mut b = reuse_or_zeros(&mut scratch.b, n, c * d + c);
     col_slices_mut(b.as_mut())
         .into_par_iter()
         .enumerate()
         .for_each(|(j, col)| {
-            let (a, xmc) = (col_slice(alpha, j / d), col_slice(xm, j % d));
-            for ((v, &a), &x) in col.iter_mut().zip(a).zip(xmc) {
-                *v = a * x;
+            if j < c * d {
+                let (a, xmc) = (col_slice(alpha, j / d), col_slice(xm, j % d));
+                for ((v, &a), &x) in col.iter_mut().zip(a).zip(xmc) {
+                    *v = a * x;
+                }
+            } else {
+                col.copy_from_slice(col_slice(alpha, j - c * d));
             }
         });
-    let g = reuse_or_zeros(&mut scratch.g, m, c * d);
+    let g = reuse_or_zeros(&mut scratch.g, m, c * d + c);
     let g = scratch.g.insert(g);
     matmul(
         g.as_mut(),
@@ -112,22 +119,32 @@ pub(crate) fn gradients<'s, T: Real>(
         par,
     );
     scratch.b = Some(b);
+    let (mut grads, s) = g.as_mut().split_at_col_mut(c * d);
+    let s = s.as_ref();
     // g_l = s_l ∘ XM_at − κ B_l
-    col_slices_mut(g.as_mut())
+    col_slices_mut(grads.as_mut())
         .into_par_iter()
         .enumerate()
         .for_each(|(j, col)| {
-            let (sc, xmc) = (s.col_as_slice(j / d), col_slice(at, j % d));
+            let (sc, xmc) = (col_slice(s, j / d), col_slice(at, j % d));
             for ((v, &s), &x) in col.iter_mut().zip(sc).zip(xmc) {
                 *v = s * x - *v;
             }
         });
-    g.as_mut()
+    grads
 }
 
-/// Σ over rows of g gᵀ (full symmetric d×d), after subtracting the pooled mean gradient when
-/// `center` is set (in place).
-pub(crate) fn agop<T: Real>(mut grads: MatMut<'_, T>, d: usize, center: bool, par: Par) -> Mat<T> {
+/// The lower triangle of Σ over rows of g gᵀ (d×d) into `out` as `accum` says, after
+/// subtracting the pooled mean gradient when `center` is set (in place). The upper triangle of
+/// `out` is left as it was.
+pub(crate) fn agop_lower<T: Real>(
+    mut grads: MatMut<'_, T>,
+    d: usize,
+    center: bool,
+    mut out: MatMut<'_, T>,
+    accum: Accum,
+    par: Par,
+) {
     let n = grads.nrows();
     let c = grads.ncols() / d;
     if center {
@@ -155,13 +172,12 @@ pub(crate) fn agop<T: Real>(mut grads: MatMut<'_, T>, d: usize, center: bool, pa
                 }
             });
     }
-    let mut out = Mat::<T>::zeros(d, d);
     for l in 0..c {
         let block = grads.as_ref().subcols(l * d, d);
         triangular::matmul(
             out.as_mut(),
             BlockStructure::TriangularLower,
-            if l == 0 { Accum::Replace } else { Accum::Add },
+            if l == 0 { accum } else { Accum::Add },
             block.transpose(),
             BlockStructure::Rectangular,
             block,
@@ -170,8 +186,6 @@ pub(crate) fn agop<T: Real>(mut grads: MatMut<'_, T>, d: usize, center: bool, pa
             par,
         );
     }
-    mirror_lower(&mut out);
-    out
 }
 
 /// G / (max G + 1e−30): the reference's normalisation by the largest entry.
@@ -194,6 +208,34 @@ mod tests {
     use crate::fastmath::{KernelShape, kernel_and_coef};
     use crate::kernel::{KernelParams, project, train_kernel};
     use crate::test_support::{Fixture, rel_err};
+
+    /// The full AGOP of `grads` alone.
+    fn agop(mut grads: Mat<f64>, d: usize, center: bool) -> Mat<f64> {
+        let mut out = Mat::zeros(d, d);
+        agop_lower(
+            grads.as_mut(),
+            d,
+            center,
+            out.as_mut(),
+            Accum::Replace,
+            Par::Seq,
+        );
+        mirror_lower(&mut out);
+        out
+    }
+
+    fn batched(
+        xm: MatRef<'_, f64>,
+        coef: MatRef<'_, f64>,
+        alpha: MatRef<'_, f64>,
+        sizes: (usize, usize),
+        scratch: &mut AgopScratch<f64>,
+    ) -> Mat<f64> {
+        // stale contents, as a buffer from an earlier iteration has
+        let mut out = Mat::from_fn(xm.ncols(), xm.ncols(), |_, _| f64::NAN);
+        batched_agop(xm, coef, alpha, true, sizes, Par::Seq, scratch, &mut out);
+        out
+    }
 
     /// Gradients at points z (not the centers) through the same formula, for the fixture.
     fn grads_at(
@@ -246,8 +288,7 @@ mod tests {
         // the AGOP with centring over the pooled (output, point) rows
         let d = x.ncols();
         let stacked = Mat::<f64>::from_fn(nz, 2 * d, |j, col| grads[col / d][(j, col % d)]);
-        let mut stacked = stacked;
-        let g = agop(stacked.as_mut(), d, true, Par::Seq);
+        let g = agop(stacked, d, true);
         let err = rel_err(g.as_ref(), fx.mat("agop_centered").as_ref());
         assert!(err < 1e-10, "agop relative error {err:e}");
     }
@@ -288,32 +329,15 @@ mod tests {
         let (xm, d) = (proj.xm.as_ref(), x.ncols());
         assert!(n >= 4, "the fixture has {n} rows");
         let scratch = &mut AgopScratch::default();
-        let mut all =
-            gradients(xm, coef.as_ref(), xm, alpha.as_ref(), Par::Seq, scratch).to_owned();
+        let all = gradients(xm, coef.as_ref(), xm, alpha.as_ref(), Par::Seq, scratch).to_owned();
         // 2 rows a batch, 1 + 2 / 2 = 2 batches: rows 0..4 in two centred halves.
-        let got = batched_agop(
-            xm,
-            coef.as_ref(),
-            alpha.as_ref(),
-            true,
-            (2, 2),
-            Par::Seq,
-            scratch,
-        );
-        let mut want = agop(all.subrows(0, 2).to_owned().as_mut(), d, true, Par::Seq);
-        want += agop(all.subrows(2, 2).to_owned().as_mut(), d, true, Par::Seq);
+        let got = batched(xm, coef.as_ref(), alpha.as_ref(), (2, 2), scratch);
+        let mut want = agop(all.subrows(0, 2).to_owned(), d, true);
+        want += agop(all.subrows(2, 2).to_owned(), d, true);
         assert!(rel_err(got.as_ref(), want.as_ref()) < 1e-12);
         // No cap: one batch of every row is the plain AGOP.
-        let got = batched_agop(
-            xm,
-            coef.as_ref(),
-            alpha.as_ref(),
-            true,
-            (n, n),
-            Par::Seq,
-            scratch,
-        );
-        let want = agop(all.as_mut(), d, true, Par::Seq);
+        let got = batched(xm, coef.as_ref(), alpha.as_ref(), (n, n), scratch);
+        let want = agop(all, d, true);
         assert!(rel_err(got.as_ref(), want.as_ref()) < 1e-12);
     }
 

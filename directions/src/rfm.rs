@@ -261,24 +261,18 @@ fn fit_predictor<T: Real>(
     })
 }
 
+/// The normalised AGOP of predictor `p` into `out` (d×d, overwritten).
 fn normalized_agop<T: Real>(
     p: &Predictor<T>,
     center: bool,
     par: Par,
     scratch: &mut AgopScratch<T>,
-) -> Mat<T> {
+    out: &mut Mat<T>,
+) {
     let (xm, coef, alpha) = (p.xm.as_ref(), p.coef.as_ref(), p.alpha.as_ref());
-    let mut g = batched_agop(
-        xm,
-        coef,
-        alpha,
-        center,
-        (AGOP_POINTS, AGOP_BATCH),
-        par,
-        scratch,
-    );
-    normalize_by_max(&mut g);
-    g
+    let sizes = (AGOP_POINTS, AGOP_BATCH);
+    batched_agop(xm, coef, alpha, center, sizes, par, scratch, out);
+    normalize_by_max(out);
 }
 
 /// Fits one RFM on (x, y) with validation set (x_val, y_val). Rows are samples; `y` is n × c.
@@ -356,15 +350,15 @@ pub fn fit_rfm<T: Real>(
             early_stopped = true;
             break;
         }
-        let next = normalized_agop(&p, params.center_grads, par, &mut buffers.agop);
+        // M ← the AGOP, over the M this predictor was fitted with and no longer needs
+        normalized_agop(&p, params.center_grads, par, &mut buffers.agop, &mut m);
         if is_best {
-            best_agop = Some(next.clone());
+            best_agop = Some(m.clone());
         }
         if options.record_history {
-            history.push(next.clone());
+            history.push(m.clone());
         }
         buffers.recycle(p);
-        m = next;
     }
     if !early_stopped {
         let p = fit_predictor(data, m.as_ref(), params, metric, par, &mut buffers)?;
@@ -386,13 +380,16 @@ pub fn fit_rfm<T: Real>(
         Mat::zeros(0, 0)
     } else if let Some(g) = best_agop {
         g
-    } else if let Some(p) = best_predictor_pending {
-        normalized_agop(&p, params.center_grads, par, &mut buffers.agop)
     } else {
-        // unreachable by construction (the best predictor either got its AGOP in the loop or
-        // is the final one); recompute rather than panic
-        let p = fit_predictor(data, m_best.as_ref(), params, metric, par, &mut buffers)?;
-        normalized_agop(&p, params.center_grads, par, &mut buffers.agop)
+        let p = match best_predictor_pending {
+            Some(p) => p,
+            // unreachable by construction (the best predictor either got its AGOP in the loop
+            // or is the final one); recompute rather than panic
+            None => fit_predictor(data, m_best.as_ref(), params, metric, par, &mut buffers)?,
+        };
+        let mut g = Mat::zeros(d, d);
+        normalized_agop(&p, params.center_grads, par, &mut buffers.agop, &mut g);
+        g
     };
     Ok(RfmFit {
         m: m_best,
