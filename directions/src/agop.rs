@@ -325,6 +325,7 @@ mod tests {
             &mut coef,
             Par::Seq,
         );
+        mirror_lower(&mut coef);
         let alpha = coefs.transpose().to_owned();
         let (xm, d) = (proj.xm.as_ref(), x.ncols());
         assert!(n >= 4, "the fixture has {n} rows");

@@ -98,9 +98,9 @@ fn gram_to_sq_dist<T: Real>(g: &mut [T], rows: &[T], col: T) {
     }
 }
 
-/// The kernel matrix between training points and its gradient coefficients, into `k` and
-/// `coef` (n×n, overwritten): `coef` symmetric and in full, `k` in its lower triangle only
-/// (the Cholesky factorisation reads no more; [`mirror_lower`] completes it where needed). The
+/// The kernel matrix between training points and its gradient coefficients, into the lower
+/// triangles of `k` and `coef` (n×n; the upper ones are left as they were): the Cholesky
+/// factorisation reads no more, and [`mirror_lower`] completes either where needed. The
 /// diagonal distance is exactly zero. `xm` is X·M; the squared M-norms of X's rows, the Gram
 /// matrix's diagonal, are returned.
 pub(crate) fn train_kernel<T: Real>(
@@ -138,7 +138,6 @@ pub(crate) fn train_kernel<T: Real>(
             kc[0] = T::zero_impl();
             kernel_and_coef(kc, cc, shape);
         });
-    mirror_lower(coef);
     q
 }
 
@@ -317,6 +316,7 @@ mod tests {
             assert!((a - b).abs() <= 1e-12 * b.abs(), "squared norm {a} vs {b}");
         }
         mirror_lower(&mut k);
+        mirror_lower(&mut coef);
         let cross = cross_kernel(
             x.as_ref(),
             x.as_ref(),

@@ -240,16 +240,32 @@ fn fit_predictor<T: Real>(
     let mut k = reuse_or_zeros(&mut buffers.k, n, n);
     let mut coef = reuse_or_zeros(&mut buffers.coef, n, n);
     let sq_norms = train_kernel(x, xm.as_ref(), params.kernel, &mut k, &mut coef, par);
-    let (alpha, method) = solve_krr(&mut k, params.reg, y, par, |k| {
-        train_kernel(x, xm.as_ref(), params.kernel, k, &mut coef, par);
-        mirror_lower(k);
-    })?;
-    buffers.k = Some(k);
-    let val_proj = project_into(x_val, m, reuse_or_zeros(&mut buffers.val_xm, n_val, d), par);
+    let val_xm = reuse_or_zeros(&mut buffers.val_xm, n_val, d);
     let mut k_val = reuse_or_zeros(&mut buffers.val_k, n_val, n);
-    cross_kernel_into(&val_proj, x, &sq_norms, params.kernel, &mut k_val, par);
+    let xm_ref = xm.as_ref();
+    // The Cholesky factorisation keeps two threads only partly busy; the validation kernel
+    // (which needs M alone) and the mirror of κ run beside it instead of after it.
+    let (solved, val_xm) = beside(
+        par,
+        |par| {
+            solve_krr(&mut k, params.reg, y, par, |k| {
+                // κ is being mirrored beside: the fallback's coefficients go to a scratch matrix
+                let mut scratch = Mat::zeros(n, n);
+                train_kernel(x, xm_ref, params.kernel, k, &mut scratch, par);
+                mirror_lower(k);
+            })
+        },
+        |par| {
+            mirror_lower(&mut coef);
+            let val_proj = project_into(x_val, m, val_xm, par);
+            cross_kernel_into(&val_proj, x, &sq_norms, params.kernel, &mut k_val, par);
+            val_proj.xm
+        },
+    );
+    let (alpha, method) = solved?;
+    buffers.k = Some(k);
     let pred = &k_val * &alpha;
-    buffers.val_xm = Some(val_proj.xm);
+    buffers.val_xm = Some(val_xm);
     buffers.val_k = Some(k_val);
     let score = metric.score(pred.as_ref(), y_val)?;
     Ok(Predictor {
@@ -259,6 +275,21 @@ fn fit_predictor<T: Real>(
         xm,
         coef,
     })
+}
+
+/// Runs `a` and `b` side by side, each with half of `par`'s threads, or one after the other
+/// where there is no second thread.
+fn beside<RA: Send, RB: Send>(
+    par: Par,
+    a: impl FnOnce(Par) -> RA + Send,
+    b: impl FnOnce(Par) -> RB + Send,
+) -> (RA, RB) {
+    let threads = par.degree();
+    if threads < 2 {
+        return (a(par), b(par));
+    }
+    let share = |t: usize| if t == 1 { Par::Seq } else { Par::rayon(t) };
+    rayon::join(|| a(share(threads - threads / 2)), || b(share(threads / 2)))
 }
 
 /// The normalised AGOP of predictor `p` into `out` (d×d, overwritten).
@@ -433,64 +464,68 @@ mod tests {
             fx.mat("x_val"),
             fx.mat("y_val"),
         );
-        let options = FitOptions {
-            record_history: true,
-            agop_of_best: true,
-            par: Par::Seq,
-        };
-        let fit = fit_rfm(
-            x.as_ref(),
-            y.as_ref(),
-            xv.as_ref(),
-            yv.as_ref(),
-            &params,
-            metric,
-            options,
-        )
-        .expect("fit");
-        let n_m = fx.f64("n_m_iters") as usize;
-        assert_eq!(fit.m_history.len(), n_m, "{name}: number of AGOP updates");
-        for (i, m) in fit.m_history.iter().enumerate() {
-            let err = rel_err(m.as_ref(), fx.mat(&format!("m_iter_{i}")).as_ref());
-            assert!(
-                err <= 1e-4,
-                "{name}: M after iteration {i}: relative error {err:e}"
-            );
-            eprintln!("{name}: M iter {i} rel err {err:e}");
-        }
-        assert_eq!(
-            fit.best_iter,
-            fx.f64("best_iter") as usize,
-            "{name}: best iteration"
-        );
-        let err = rel_err(fit.m.as_ref(), fx.mat("m_best").as_ref());
-        assert!(err <= 1e-4, "{name}: best M relative error {err:e}");
-        let err = rel_err(fit.alpha.as_ref(), fx.mat("alpha_best").as_ref());
-        assert!(err <= 1e-4, "{name}: best alpha relative error {err:e}");
-        eprintln!("{name}: alpha rel err {err:e}");
-        let probe_pred = {
-            let proj = project(x.as_ref(), fit.m.as_ref(), Par::Seq);
-            let kv = cross_kernel(
-                xv.as_ref(),
+        // two threads also run the Cholesky factorisation beside the validation kernel
+        for par in [Par::Seq, Par::rayon(2)] {
+            let name = format!("{name} ({par:?})");
+            let options = FitOptions {
+                record_history: true,
+                agop_of_best: true,
+                par,
+            };
+            let fit = fit_rfm(
                 x.as_ref(),
-                &proj.sq_norms,
-                fit.m.as_ref(),
-                params.kernel,
-                Par::Seq,
+                y.as_ref(),
+                xv.as_ref(),
+                yv.as_ref(),
+                &params,
+                metric,
+                options,
+            )
+            .expect("fit");
+            let n_m = fx.f64("n_m_iters") as usize;
+            assert_eq!(fit.m_history.len(), n_m, "{name}: number of AGOP updates");
+            for (i, m) in fit.m_history.iter().enumerate() {
+                let err = rel_err(m.as_ref(), fx.mat(&format!("m_iter_{i}")).as_ref());
+                assert!(
+                    err <= 1e-4,
+                    "{name}: M after iteration {i}: relative error {err:e}"
+                );
+                eprintln!("{name}: M iter {i} rel err {err:e}");
+            }
+            assert_eq!(
+                fit.best_iter,
+                fx.f64("best_iter") as usize,
+                "{name}: best iteration"
             );
-            &kv * &fit.alpha
-        };
-        let err = rel_err(probe_pred.as_ref(), fx.mat("pred_val").as_ref());
-        assert!(err <= 1e-4, "{name}: predictions relative error {err:e}");
-        eprintln!("{name}: predictions rel err {err:e}");
-        let err = rel_err(fit.agop_best.as_ref(), fx.mat("agop_best").as_ref());
-        assert!(err <= 1e-4, "{name}: AGOP of best relative error {err:e}");
-        let want = fx.f64("val_score");
-        assert!(
-            (fit.best_score - want).abs() <= 1e-6 * want.abs().max(1.0),
-            "{name}: val score {} vs {want}",
-            fit.best_score
-        );
+            let err = rel_err(fit.m.as_ref(), fx.mat("m_best").as_ref());
+            assert!(err <= 1e-4, "{name}: best M relative error {err:e}");
+            let err = rel_err(fit.alpha.as_ref(), fx.mat("alpha_best").as_ref());
+            assert!(err <= 1e-4, "{name}: best alpha relative error {err:e}");
+            eprintln!("{name}: alpha rel err {err:e}");
+            let probe_pred = {
+                let proj = project(x.as_ref(), fit.m.as_ref(), Par::Seq);
+                let kv = cross_kernel(
+                    xv.as_ref(),
+                    x.as_ref(),
+                    &proj.sq_norms,
+                    fit.m.as_ref(),
+                    params.kernel,
+                    Par::Seq,
+                );
+                &kv * &fit.alpha
+            };
+            let err = rel_err(probe_pred.as_ref(), fx.mat("pred_val").as_ref());
+            assert!(err <= 1e-4, "{name}: predictions relative error {err:e}");
+            eprintln!("{name}: predictions rel err {err:e}");
+            let err = rel_err(fit.agop_best.as_ref(), fx.mat("agop_best").as_ref());
+            assert!(err <= 1e-4, "{name}: AGOP of best relative error {err:e}");
+            let want = fx.f64("val_score");
+            assert!(
+                (fit.best_score - want).abs() <= 1e-6 * want.abs().max(1.0),
+                "{name}: val score {} vs {want}",
+                fit.best_score
+            );
+        }
     }
 
     #[test]
