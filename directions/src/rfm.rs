@@ -244,19 +244,19 @@ fn fit_predictor<T: Real>(
     let mut k_val = reuse_or_zeros(&mut buffers.val_k, n_val, n);
     let xm_ref = xm.as_ref();
     // The Cholesky factorisation keeps two threads only partly busy; the validation kernel
-    // (which needs M alone) and the mirror of κ run beside it instead of after it.
+    // (which needs M alone) runs beside it instead of after it. κ's mirror follows the
+    // factorisation: its rayon tasks go to whichever thread is free first.
     let (solved, val_xm) = beside(
         par,
         |par| {
-            solve_krr(&mut k, params.reg, y, par, |k| {
-                // κ is being mirrored beside: the fallback's coefficients go to a scratch matrix
-                let mut scratch = Mat::zeros(n, n);
-                train_kernel(x, xm_ref, params.kernel, k, &mut scratch, par);
+            let solved = solve_krr(&mut k, params.reg, y, par, |k| {
+                train_kernel(x, xm_ref, params.kernel, k, &mut coef, par);
                 mirror_lower(k);
-            })
+            });
+            mirror_lower(&mut coef);
+            solved
         },
         |par| {
-            mirror_lower(&mut coef);
             let val_proj = project_into(x_val, m, val_xm, par);
             cross_kernel_into(&val_proj, x, &sq_norms, params.kernel, &mut k_val, par);
             val_proj.xm
