@@ -40,6 +40,29 @@ pub(crate) fn exp_f64(x: f64) -> f64 {
     p * scale
 }
 
+/// e^x in f32, within 2 ulp for x in [-87, 88]; inputs outside are clamped.
+#[inline(always)]
+pub(crate) fn exp_f32(x: f32) -> f32 {
+    let x = x.clamp(-87.0, 88.0);
+    // 1.5 · 2^23: adding and subtracting it rounds to the nearest integer
+    let shifted = x * std::f32::consts::LOG2_E + 12_582_912.0;
+    let k = shifted - 12_582_912.0;
+    // ln 2 = 0.693_145_75 (9 trailing zero bits: k times it is exact for |k| <= 127) + 1.428_606_8e-6
+    let r = (x - k * 0.693_145_75) - k * 1.428_606_8e-6;
+    // Taylor series to degree 7 on |r| <= ln2/2: truncation error < 6e-9
+    let mut p: f32 = 1.0 / 5_040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    // the low mantissa bits of `shifted` hold k; move k + 127 into the exponent field
+    let scale = f32::from_bits(shifted.to_bits().wrapping_add(127) << 23);
+    p * scale
+}
+
 /// ln(x) for positive normal x (callers clamp to at least `f64::MIN_POSITIVE`).
 #[inline(always)]
 pub(crate) fn ln_f64(x: f64) -> f64 {
@@ -100,11 +123,42 @@ impl KernelShape {
 /// Distances below this get a zero gradient coefficient (the reference's `eps` mask).
 const GRAD_EPS: f64 = 1e-10;
 
+// p = 1 on f32 data runs in f32 lanes, twice as many a vector, with the quotient k/d for
+// k d^(p-2). Its rounding, a few ulp of k times (1 + d/L), is of the order of what the f32
+// squared distance it starts from already carries. Other p keep f64: d^p = exp(p/2 ln d²) in f32
+// would lose ulps in proportion to |ln d²|.
+
+#[inline(always)]
+fn laplace_values_f32(d2: &mut [f32], shape: KernelShape) {
+    let inv = shape.inv_bandwidth_p as f32;
+    for v in d2.iter_mut() {
+        *v = exp_f32(-v.max(0.0).sqrt() * inv);
+    }
+}
+
+#[inline(always)]
+fn laplace_and_coef_f32(d2_then_k: &mut [f32], coef: &mut [f32], shape: KernelShape) {
+    let inv = shape.inv_bandwidth_p as f32;
+    let scale = -inv;
+    let (eps, eps2) = (GRAD_EPS as f32, (GRAD_EPS * GRAD_EPS) as f32);
+    for (v, c) in d2_then_k.iter_mut().zip(coef.iter_mut()) {
+        let d2 = v.max(0.0);
+        let d = d2.sqrt();
+        let k = exp_f32(-d * inv);
+        *v = k;
+        let g = scale * k / d.max(eps);
+        *c = if d2 >= eps2 { g } else { 0.0 };
+    }
+}
+
 #[inline(always)]
 fn kernel_values_body<T: Real>(d2: &mut [T], shape: KernelShape) {
     // p = 1 (sqrt) picked here, not per element: LLVM vectorises a branch inside the loop by
     // computing both arms, ln and exp included, and blending.
     if shape.exponent == 1.0 {
+        if let Some(d2) = T::as_f32_mut(d2) {
+            return laplace_values_f32(d2, shape);
+        }
         kernel_values_loop::<T, true>(d2, shape)
     } else {
         kernel_values_loop::<T, false>(d2, shape)
@@ -123,6 +177,9 @@ fn kernel_values_loop<T: Real, const SQRT: bool>(d2: &mut [T], shape: KernelShap
 fn kernel_and_coef_body<T: Real>(d2_then_k: &mut [T], coef: &mut [T], shape: KernelShape) {
     // as in `kernel_values_body`
     if shape.exponent == 1.0 {
+        if let (Some(d2), Some(coef)) = (T::as_f32_mut(d2_then_k), T::as_f32_mut(coef)) {
+            return laplace_and_coef_f32(d2, coef, shape);
+        }
         kernel_and_coef_loop::<T, true>(d2_then_k, coef, shape)
     } else {
         kernel_and_coef_loop::<T, false>(d2_then_k, coef, shape)
@@ -263,6 +320,44 @@ mod tests {
             let mut kv = d2s.to_vec();
             kernel_values(&mut kv, shape);
             assert_eq!(kv, k);
+        }
+    }
+
+    #[test]
+    fn exp_f32_within_2_ulp() {
+        let mut worst: f64 = 0.0;
+        for i in 0..200_001 {
+            let x = -87.0 + 175.0 * (i as f32) / 200_000.0;
+            let want = (x as f64).exp();
+            worst = worst.max(((exp_f32(x) as f64 - want) / want).abs());
+        }
+        assert!(
+            worst < 2.0 * f32::EPSILON as f64,
+            "worst relative error {worst:e}"
+        );
+    }
+
+    #[test]
+    fn f32_laplace_kernel_matches_the_f64_formula() {
+        let shape = KernelShape::new(3.0, 1.0);
+        let mut d2s: Vec<f32> = vec![0.0, 1e-22, 1e-19];
+        d2s.extend((0..4000).map(|i| 10f32.powf(-6.0 + 10.0 * i as f32 / 4000.0)));
+        let mut k = d2s.clone();
+        let mut c = vec![0.0f32; d2s.len()];
+        kernel_and_coef(&mut k, &mut c, shape);
+        let mut kv = d2s.clone();
+        kernel_values(&mut kv, shape);
+        assert_eq!(kv, k);
+        for (i, &d2) in d2s.iter().enumerate() {
+            let d = (d2 as f64).sqrt();
+            let want_k = (-d / 3.0).exp();
+            let want_c = if d >= 1e-10 { -want_k / (3.0 * d) } else { 0.0 };
+            // a few ulp, growing with the exponent's magnitude d/L (its rounding in f32)
+            let tol = 4.0 * f32::EPSILON as f64 * (1.0 + d / 3.0);
+            let err_k = (k[i] as f64 - want_k).abs() / want_k;
+            assert!(err_k <= tol, "k at d2={d2}: {} vs {want_k}", k[i]);
+            let err_c = (c[i] as f64 - want_c).abs() / want_c.abs().max(f64::MIN_POSITIVE);
+            assert!(err_c <= tol, "coef at d2={d2}: {} vs {want_c}", c[i]);
         }
     }
 }
