@@ -47,7 +47,8 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     // 1.5 · 2^23: adding and subtracting it rounds to the nearest integer
     let shifted = x * std::f32::consts::LOG2_E + 12_582_912.0;
     let k = shifted - 12_582_912.0;
-    // ln 2 = 0.693_145_75 (9 trailing zero bits: k times it is exact for |k| <= 127) + 1.428_606_8e-6
+    // ln 2 = 0.693_145_75 (9 trailing zero bits: k times it is exact for |k| <= 127)
+    // + 1.428_606_8e-6
     let r = (x - k * 0.693_145_75) - k * 1.428_606_8e-6;
     // Taylor series to degree 7 on |r| <= ln2/2: truncation error < 6e-9
     let mut p: f32 = 1.0 / 5_040.0;
