@@ -13,6 +13,41 @@ const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
 /// 1.5 · 2^52: adding and subtracting it rounds to the nearest integer.
 const ROUND_SHIFT: f64 = 6_755_399_441_055_744.0;
 
+/// c₀ x^(N−1) + … + c_(N−1) by Horner's rule, coefficients from the highest degree down.
+#[inline(always)]
+fn horner<F, const N: usize>(x: F, c: [F; N]) -> F
+where
+    F: Copy + std::ops::Mul<Output = F> + std::ops::Add<Output = F>,
+{
+    let mut p = c[0];
+    for &ci in &c[1..] {
+        p = p * x + ci;
+    }
+    p
+}
+
+/// 1/k! for k from N − 1 down to 0: e^r's Taylor coefficients in Horner order. The
+/// factorials are exact in either type for the N used, so each entry is 1/k! correctly rounded.
+macro_rules! exp_taylor {
+    ($name:ident, $t:ty, $n:expr) => {
+        const $name: [$t; $n] = {
+            let mut c = [0.0; $n];
+            let (mut k, mut fact) = (0, 1.0);
+            while k < $n {
+                if k > 0 {
+                    fact *= k as $t;
+                }
+                c[$n - 1 - k] = 1.0 / fact;
+                k += 1;
+            }
+            c
+        };
+    };
+}
+// degree 13 on |r| <= ln2/2: truncation error < 5e-18; degree 7: < 6e-9
+exp_taylor!(EXP_TAYLOR_F64, f64, 14);
+exp_taylor!(EXP_TAYLOR_F32, f32, 8);
+
 /// e^x, relative error below 1e-15 for x in [-708, 709]; inputs outside are clamped.
 #[inline(always)]
 pub(crate) fn exp_f64(x: f64) -> f64 {
@@ -20,21 +55,8 @@ pub(crate) fn exp_f64(x: f64) -> f64 {
     let shifted = x * LOG2_E + ROUND_SHIFT;
     let k = shifted - ROUND_SHIFT;
     let r = (x - k * LN2_HI) - k * LN2_LO;
-    // Taylor series to degree 13 on |r| <= ln2/2: truncation error < 5e-18.
-    let mut p = 1.0 / 6_227_020_800.0;
-    p = p * r + 1.0 / 479_001_600.0;
-    p = p * r + 1.0 / 39_916_800.0;
-    p = p * r + 1.0 / 3_628_800.0;
-    p = p * r + 1.0 / 362_880.0;
-    p = p * r + 1.0 / 40_320.0;
-    p = p * r + 1.0 / 5_040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
+    // Taylor series to degree 13 (`EXP_TAYLOR_F64`)
+    let p = horner(r, EXP_TAYLOR_F64);
     // The low mantissa bits of `shifted` hold k; move k + 1023 into the exponent field.
     let scale = f64::from_bits(shifted.to_bits().wrapping_add(1023) << 52);
     p * scale
@@ -50,15 +72,8 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     // ln 2 = 0.693_145_75 (9 trailing zero bits: k times it is exact for |k| <= 127)
     // + 1.428_606_8e-6
     let r = (x - k * 0.693_145_75) - k * 1.428_606_8e-6;
-    // Taylor series to degree 7 on |r| <= ln2/2: truncation error < 6e-9
-    let mut p: f32 = 1.0 / 5_040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
+    // Taylor series to degree 7 (`EXP_TAYLOR_F32`)
+    let p = horner(r, EXP_TAYLOR_F32);
     // the low mantissa bits of `shifted` hold k; move k + 127 into the exponent field
     let scale = f32::from_bits(shifted.to_bits().wrapping_add(127) << 23);
     p * scale
@@ -78,17 +93,22 @@ pub(crate) fn ln_f64(x: f64) -> f64 {
     let s = (m - 1.0) / (m + 1.0);
     let s2 = s * s;
     // 2 atanh(s) = 2 (s + s^3/3 + ...), |s| <= 0.1716: stop at s^21
-    let mut p = 1.0 / 21.0;
-    p = p * s2 + 1.0 / 19.0;
-    p = p * s2 + 1.0 / 17.0;
-    p = p * s2 + 1.0 / 15.0;
-    p = p * s2 + 1.0 / 13.0;
-    p = p * s2 + 1.0 / 11.0;
-    p = p * s2 + 1.0 / 9.0;
-    p = p * s2 + 1.0 / 7.0;
-    p = p * s2 + 1.0 / 5.0;
-    p = p * s2 + 1.0 / 3.0;
-    p = p * s2 + 1.0;
+    let p = horner(
+        s2,
+        [
+            1.0 / 21.0,
+            1.0 / 19.0,
+            1.0 / 17.0,
+            1.0 / 15.0,
+            1.0 / 13.0,
+            1.0 / 11.0,
+            1.0 / 9.0,
+            1.0 / 7.0,
+            1.0 / 5.0,
+            1.0 / 3.0,
+            1.0,
+        ],
+    );
     e * LN2_HI + (2.0 * s * p + e * LN2_LO)
 }
 
@@ -360,5 +380,14 @@ mod tests {
             let err_c = (c[i] as f64 - want_c).abs() / want_c.abs().max(f64::MIN_POSITIVE);
             assert!(err_c <= tol, "coef at d2={d2}: {} vs {want_c}", c[i]);
         }
+    }
+
+    #[test]
+    fn taylor_tables_hold_the_inverse_factorials() {
+        assert_eq!(EXP_TAYLOR_F64[0], 1.0 / 6_227_020_800.0);
+        assert_eq!(EXP_TAYLOR_F64[7], 1.0 / 720.0);
+        assert_eq!(EXP_TAYLOR_F64[11..], [0.5, 1.0, 1.0]);
+        assert_eq!(EXP_TAYLOR_F32[0], 1.0 / 5_040.0);
+        assert_eq!(EXP_TAYLOR_F32[5..], [0.5, 1.0, 1.0]);
     }
 }
