@@ -11,9 +11,10 @@ use faer::linalg::matmul::triangular::BlockStructure;
 use faer::linalg::matmul::{matmul, triangular};
 use std::ops::Range;
 
-use faer::{Accum, Mat, MatRef, Par};
+use faer::{Accum, Mat, MatMut, MatRef, Par};
+use rayon::prelude::*;
 
-use crate::kernel::mirror_lower;
+use crate::kernel::{col_slice, col_slices_mut, mirror_lower, reuse_or_zeros};
 use crate::scalar::Real;
 
 /// `total_points_to_sample`: xRFM's default cap on the rows the AGOP is evaluated at.
@@ -34,8 +35,18 @@ pub(crate) fn agop_batches(n: usize, points: usize, batch: usize) -> Vec<Range<u
         .collect()
 }
 
+/// The n×(c·d + c) matrices of the gradients, kept from one AGOP to the next (see
+/// `rfm::Buffers`).
+#[derive(Default)]
+pub(crate) struct AgopScratch<T> {
+    b: Option<Mat<T>>,
+    g: Option<Mat<T>>,
+}
+
 /// Σ over [`agop_batches`] of the batch's AGOP (centred within the batch when `center`), for the
-/// predictor with centres `xm` (= X·M), gradient coefficients `coef` and weights `alpha`.
+/// predictor with centres `xm` (= X·M), gradient coefficients `coef` and weights `alpha`, into
+/// `out` (d×d, overwritten).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn batched_agop<T: Real>(
     xm: MatRef<'_, T>,
     coef: MatRef<'_, T>,
@@ -43,10 +54,16 @@ pub(crate) fn batched_agop<T: Real>(
     center: bool,
     (points, batch): (usize, usize),
     par: Par,
-) -> Mat<T> {
+    scratch: &mut AgopScratch<T>,
+    out: &mut Mat<T>,
+) {
     let d = xm.ncols();
-    let mut total = Mat::<T>::zeros(d, d);
-    for rows in agop_batches(xm.nrows(), points, batch) {
+    assert_eq!((out.nrows(), out.ncols()), (d, d), "AGOP output shape");
+    let batches = agop_batches(xm.nrows(), points, batch);
+    if batches.is_empty() {
+        out.fill(T::zero_impl());
+    }
+    for (i, rows) in batches.into_iter().enumerate() {
         let (start, len) = (rows.start, rows.len());
         let grads = gradients(
             xm,
@@ -54,37 +71,45 @@ pub(crate) fn batched_agop<T: Real>(
             xm.subrows(start, len),
             alpha,
             par,
+            scratch,
         );
-        total += agop(grads, d, center, par);
+        let accum = if i == 0 { Accum::Replace } else { Accum::Add };
+        agop_lower(grads, d, center, out.as_mut(), accum, par);
     }
-    total
+    mirror_lower(out);
 }
 
 /// The stacked gradients at the points whose rows of κ are `coef` (m × n) and whose projections
-/// are `at` (m × d), laid out m × (c·d): block l holds ∇f_l at every point.
-pub(crate) fn gradients<T: Real>(
+/// are `at` (m × d), laid out m × (c·d): block l holds ∇f_l at every point. They are written
+/// into `scratch`, whose matrix is returned.
+pub(crate) fn gradients<'s, T: Real>(
     xm: MatRef<'_, T>,
     coef: MatRef<'_, T>,
     at: MatRef<'_, T>,
     alpha: MatRef<'_, T>,
     par: Par,
-) -> Mat<T> {
+    scratch: &'s mut AgopScratch<T>,
+) -> MatMut<'s, T> {
     let (n, d) = (xm.nrows(), xm.ncols());
     let (m, c) = (at.nrows(), alpha.ncols());
-    // s_l = κ α_l
-    let mut s = Mat::<T>::zeros(m, c);
-    matmul(s.as_mut(), Accum::Replace, coef, alpha, T::one_impl(), par);
-    // B_l = α_l ∘ XM, then C = κ B
-    let mut b = Mat::<T>::zeros(n, c * d);
-    for l in 0..c {
-        for k in 0..d {
-            let col = b.col_as_slice_mut(l * d + k);
-            for (i, v) in col.iter_mut().enumerate() {
-                *v = alpha[(i, l)] * xm[(i, k)];
+    // B = [α_1 ∘ XM, …, α_c ∘ XM, α]: one product gives C = κ B and s = κ α, rather than a
+    // second pass over κ for s
+    let mut b = reuse_or_zeros(&mut scratch.b, n, c * d + c);
+    col_slices_mut(b.as_mut())
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(j, col)| {
+            if j < c * d {
+                let (a, xmc) = (col_slice(alpha, j / d), col_slice(xm, j % d));
+                for ((v, &a), &x) in col.iter_mut().zip(a).zip(xmc) {
+                    *v = a * x;
+                }
+            } else {
+                col.copy_from_slice(col_slice(alpha, j - c * d));
             }
-        }
-    }
-    let mut g = Mat::<T>::zeros(m, c * d);
+        });
+    let g = reuse_or_zeros(&mut scratch.g, m, c * d + c);
+    let g = scratch.g.insert(g);
     matmul(
         g.as_mut(),
         Accum::Replace,
@@ -93,49 +118,66 @@ pub(crate) fn gradients<T: Real>(
         T::one_impl(),
         par,
     );
-    drop(b);
+    scratch.b = Some(b);
+    let (mut grads, s) = g.as_mut().split_at_col_mut(c * d);
+    let s = s.as_ref();
     // g_l = s_l ∘ XM_at − κ B_l
-    for l in 0..c {
-        for k in 0..d {
-            let xmc = at.col(k);
-            let col = g.col_as_slice_mut(l * d + k);
-            for (i, v) in col.iter_mut().enumerate() {
-                *v = s[(i, l)] * xmc[i] - *v;
+    col_slices_mut(grads.as_mut())
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(j, col)| {
+            let (sc, xmc) = (col_slice(s, j / d), col_slice(at, j % d));
+            for ((v, &s), &x) in col.iter_mut().zip(sc).zip(xmc) {
+                *v = s * x - *v;
             }
-        }
-    }
-    g
+        });
+    grads
 }
 
-/// Σ over rows of g gᵀ (full symmetric d×d), after subtracting the pooled mean gradient when
-/// `center` is set. `grads` is consumed (centred in place).
-pub(crate) fn agop<T: Real>(mut grads: Mat<T>, d: usize, center: bool, par: Par) -> Mat<T> {
+/// The lower triangle of Σ over rows of g gᵀ (d×d) into `out` as `accum` says, after
+/// subtracting the pooled mean gradient when `center` is set (in place). The upper triangle of
+/// `out` is left as it was.
+pub(crate) fn agop_lower<T: Real>(
+    mut grads: MatMut<'_, T>,
+    d: usize,
+    center: bool,
+    mut out: MatMut<'_, T>,
+    accum: Accum,
+    par: Par,
+) {
     let n = grads.nrows();
     let c = grads.ncols() / d;
     if center {
         let count = T::from_f64((n * c) as f64);
-        for k in 0..d {
-            let mut mean = T::zero_impl();
-            for l in 0..c {
-                for &v in grads.col_as_slice(l * d + k) {
-                    mean += v;
+        let g = grads.as_ref();
+        let means: Vec<T> = (0..d)
+            .into_par_iter()
+            .map(|k| {
+                let mut mean = T::zero_impl();
+                for l in 0..c {
+                    for &v in col_slice(g, l * d + k) {
+                        mean += v;
+                    }
                 }
-            }
-            mean /= count;
-            for l in 0..c {
-                for v in grads.col_as_slice_mut(l * d + k) {
+                mean / count
+            })
+            .collect();
+        col_slices_mut(grads.as_mut())
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(j, col)| {
+                let mean = means[j % d];
+                for v in col {
                     *v -= mean;
                 }
-            }
-        }
+            });
     }
-    let mut out = Mat::<T>::zeros(d, d);
     for l in 0..c {
         let block = grads.as_ref().subcols(l * d, d);
         triangular::matmul(
             out.as_mut(),
             BlockStructure::TriangularLower,
-            if l == 0 { Accum::Replace } else { Accum::Add },
+            if l == 0 { accum } else { Accum::Add },
             block.transpose(),
             BlockStructure::Rectangular,
             block,
@@ -144,24 +186,20 @@ pub(crate) fn agop<T: Real>(mut grads: Mat<T>, d: usize, center: bool, par: Par)
             par,
         );
     }
-    mirror_lower(&mut out);
-    out
 }
 
 /// G / (max G + 1e−30): the reference's normalisation by the largest entry.
 pub(crate) fn normalize_by_max<T: Real>(g: &mut Mat<T>) {
-    let mut max = f64::NEG_INFINITY;
-    for j in 0..g.ncols() {
-        for &v in g.col_as_slice(j) {
-            max = max.max(v.to_f64());
-        }
-    }
+    let max = col_slices_mut(g.as_mut())
+        .into_par_iter()
+        .map(|col| col.iter().fold(f64::NEG_INFINITY, |m, v| m.max(v.to_f64())))
+        .reduce(|| f64::NEG_INFINITY, f64::max);
     let inv = T::from_f64(1.0 / (max + 1e-30));
-    for j in 0..g.ncols() {
-        for v in g.col_as_slice_mut(j) {
+    col_slices_mut(g.as_mut()).into_par_iter().for_each(|col| {
+        for v in col {
             *v *= inv;
         }
-    }
+    });
 }
 
 #[cfg(test)]
@@ -170,6 +208,34 @@ mod tests {
     use crate::fastmath::{KernelShape, kernel_and_coef};
     use crate::kernel::{KernelParams, project, train_kernel};
     use crate::test_support::{Fixture, rel_err};
+
+    /// The full AGOP of `grads` alone.
+    fn agop(mut grads: Mat<f64>, d: usize, center: bool) -> Mat<f64> {
+        let mut out = Mat::zeros(d, d);
+        agop_lower(
+            grads.as_mut(),
+            d,
+            center,
+            out.as_mut(),
+            Accum::Replace,
+            Par::Seq,
+        );
+        mirror_lower(&mut out);
+        out
+    }
+
+    fn batched(
+        xm: MatRef<'_, f64>,
+        coef: MatRef<'_, f64>,
+        alpha: MatRef<'_, f64>,
+        sizes: (usize, usize),
+        scratch: &mut AgopScratch<f64>,
+    ) -> Mat<f64> {
+        // stale contents, as a buffer from an earlier iteration has
+        let mut out = Mat::from_fn(xm.ncols(), xm.ncols(), |_, _| f64::NAN);
+        batched_agop(xm, coef, alpha, true, sizes, Par::Seq, scratch, &mut out);
+        out
+    }
 
     /// Gradients at points z (not the centers) through the same formula, for the fixture.
     fn grads_at(
@@ -222,7 +288,7 @@ mod tests {
         // the AGOP with centring over the pooled (output, point) rows
         let d = x.ncols();
         let stacked = Mat::<f64>::from_fn(nz, 2 * d, |j, col| grads[col / d][(j, col % d)]);
-        let g = agop(stacked, d, true, Par::Seq);
+        let g = agop(stacked, d, true);
         let err = rel_err(g.as_ref(), fx.mat("agop_centered").as_ref());
         assert!(err < 1e-10, "agop relative error {err:e}");
     }
@@ -249,19 +315,30 @@ mod tests {
             exponent: 0.9,
         };
         let proj = project(x.as_ref(), m.as_ref(), Par::Seq);
-        let (_, coef) = train_kernel(x.as_ref(), &proj, params, Par::Seq);
+        let n = x.nrows();
+        let (mut k, mut coef) = (Mat::zeros(n, n), Mat::zeros(n, n));
+        train_kernel(
+            x.as_ref(),
+            proj.xm.as_ref(),
+            params,
+            &mut k,
+            &mut coef,
+            Par::Seq,
+        );
+        mirror_lower(&mut coef);
         let alpha = coefs.transpose().to_owned();
-        let (xm, n, d) = (proj.xm.as_ref(), x.nrows(), x.ncols());
+        let (xm, d) = (proj.xm.as_ref(), x.ncols());
         assert!(n >= 4, "the fixture has {n} rows");
-        let all = gradients(xm, coef.as_ref(), xm, alpha.as_ref(), Par::Seq);
+        let scratch = &mut AgopScratch::default();
+        let all = gradients(xm, coef.as_ref(), xm, alpha.as_ref(), Par::Seq, scratch).to_owned();
         // 2 rows a batch, 1 + 2 / 2 = 2 batches: rows 0..4 in two centred halves.
-        let got = batched_agop(xm, coef.as_ref(), alpha.as_ref(), true, (2, 2), Par::Seq);
-        let mut want = agop(all.subrows(0, 2).to_owned(), d, true, Par::Seq);
-        want += agop(all.subrows(2, 2).to_owned(), d, true, Par::Seq);
+        let got = batched(xm, coef.as_ref(), alpha.as_ref(), (2, 2), scratch);
+        let mut want = agop(all.subrows(0, 2).to_owned(), d, true);
+        want += agop(all.subrows(2, 2).to_owned(), d, true);
         assert!(rel_err(got.as_ref(), want.as_ref()) < 1e-12);
         // No cap: one batch of every row is the plain AGOP.
-        let got = batched_agop(xm, coef.as_ref(), alpha.as_ref(), true, (n, n), Par::Seq);
-        let want = agop(all, d, true, Par::Seq);
+        let got = batched(xm, coef.as_ref(), alpha.as_ref(), (n, n), scratch);
+        let want = agop(all, d, true);
         assert!(rel_err(got.as_ref(), want.as_ref()) < 1e-12);
     }
 

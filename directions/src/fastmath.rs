@@ -13,6 +13,41 @@ const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
 /// 1.5 · 2^52: adding and subtracting it rounds to the nearest integer.
 const ROUND_SHIFT: f64 = 6_755_399_441_055_744.0;
 
+/// c₀ x^(N−1) + … + c_(N−1) by Horner's rule, coefficients from the highest degree down.
+#[inline(always)]
+fn horner<F, const N: usize>(x: F, c: [F; N]) -> F
+where
+    F: Copy + std::ops::Mul<Output = F> + std::ops::Add<Output = F>,
+{
+    let mut p = c[0];
+    for &ci in &c[1..] {
+        p = p * x + ci;
+    }
+    p
+}
+
+/// 1/k! for k from N − 1 down to 0: e^r's Taylor coefficients in Horner order. The
+/// factorials are exact in either type for the N used, so each entry is 1/k! correctly rounded.
+macro_rules! exp_taylor {
+    ($name:ident, $t:ty, $n:expr) => {
+        const $name: [$t; $n] = {
+            let mut c = [0.0; $n];
+            let (mut k, mut fact) = (0, 1.0);
+            while k < $n {
+                if k > 0 {
+                    fact *= k as $t;
+                }
+                c[$n - 1 - k] = 1.0 / fact;
+                k += 1;
+            }
+            c
+        };
+    };
+}
+// degree 13 on |r| <= ln2/2: truncation error < 5e-18; degree 7: < 6e-9
+exp_taylor!(EXP_TAYLOR_F64, f64, 14);
+exp_taylor!(EXP_TAYLOR_F32, f32, 8);
+
 /// e^x, relative error below 1e-15 for x in [-708, 709]; inputs outside are clamped.
 #[inline(always)]
 pub(crate) fn exp_f64(x: f64) -> f64 {
@@ -20,23 +55,27 @@ pub(crate) fn exp_f64(x: f64) -> f64 {
     let shifted = x * LOG2_E + ROUND_SHIFT;
     let k = shifted - ROUND_SHIFT;
     let r = (x - k * LN2_HI) - k * LN2_LO;
-    // Taylor series to degree 13 on |r| <= ln2/2: truncation error < 5e-18.
-    let mut p = 1.0 / 6_227_020_800.0;
-    p = p * r + 1.0 / 479_001_600.0;
-    p = p * r + 1.0 / 39_916_800.0;
-    p = p * r + 1.0 / 3_628_800.0;
-    p = p * r + 1.0 / 362_880.0;
-    p = p * r + 1.0 / 40_320.0;
-    p = p * r + 1.0 / 5_040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
+    // Taylor series to degree 13 (`EXP_TAYLOR_F64`)
+    let p = horner(r, EXP_TAYLOR_F64);
     // The low mantissa bits of `shifted` hold k; move k + 1023 into the exponent field.
     let scale = f64::from_bits(shifted.to_bits().wrapping_add(1023) << 52);
+    p * scale
+}
+
+/// e^x in f32, within 2 ulp for x in [-87, 88]; inputs outside are clamped.
+#[inline(always)]
+pub(crate) fn exp_f32(x: f32) -> f32 {
+    let x = x.clamp(-87.0, 88.0);
+    // 1.5 · 2^23: adding and subtracting it rounds to the nearest integer
+    let shifted = x * std::f32::consts::LOG2_E + 12_582_912.0;
+    let k = shifted - 12_582_912.0;
+    // ln 2 = 0.693_145_75 (9 trailing zero bits: k times it is exact for |k| <= 127)
+    // + 1.428_606_8e-6
+    let r = (x - k * 0.693_145_75) - k * 1.428_606_8e-6;
+    // Taylor series to degree 7 (`EXP_TAYLOR_F32`)
+    let p = horner(r, EXP_TAYLOR_F32);
+    // the low mantissa bits of `shifted` hold k; move k + 127 into the exponent field
+    let scale = f32::from_bits(shifted.to_bits().wrapping_add(127) << 23);
     p * scale
 }
 
@@ -54,17 +93,22 @@ pub(crate) fn ln_f64(x: f64) -> f64 {
     let s = (m - 1.0) / (m + 1.0);
     let s2 = s * s;
     // 2 atanh(s) = 2 (s + s^3/3 + ...), |s| <= 0.1716: stop at s^21
-    let mut p = 1.0 / 21.0;
-    p = p * s2 + 1.0 / 19.0;
-    p = p * s2 + 1.0 / 17.0;
-    p = p * s2 + 1.0 / 15.0;
-    p = p * s2 + 1.0 / 13.0;
-    p = p * s2 + 1.0 / 11.0;
-    p = p * s2 + 1.0 / 9.0;
-    p = p * s2 + 1.0 / 7.0;
-    p = p * s2 + 1.0 / 5.0;
-    p = p * s2 + 1.0 / 3.0;
-    p = p * s2 + 1.0;
+    let p = horner(
+        s2,
+        [
+            1.0 / 21.0,
+            1.0 / 19.0,
+            1.0 / 17.0,
+            1.0 / 15.0,
+            1.0 / 13.0,
+            1.0 / 11.0,
+            1.0 / 9.0,
+            1.0 / 7.0,
+            1.0 / 5.0,
+            1.0 / 3.0,
+            1.0,
+        ],
+    );
     e * LN2_HI + (2.0 * s * p + e * LN2_LO)
 }
 
@@ -84,11 +128,11 @@ impl KernelShape {
         }
     }
 
-    /// d^p from the squared distance (clamped at 0 as the reference does).
+    /// d^p from the squared distance (clamped at 0 as the reference does); `SQRT` says p = 1.
     #[inline(always)]
-    fn dist_pow(&self, d2: f64) -> f64 {
+    fn dist_pow<const SQRT: bool>(&self, d2: f64) -> f64 {
         let d2 = d2.max(0.0);
-        if self.exponent == 1.0 {
+        if SQRT {
             d2.sqrt()
         } else {
             // d2 == 0 gives exp(-huge) = ~0, matching 0^p
@@ -100,20 +144,79 @@ impl KernelShape {
 /// Distances below this get a zero gradient coefficient (the reference's `eps` mask).
 const GRAD_EPS: f64 = 1e-10;
 
+// p = 1 on f32 data runs in f32 lanes, twice as many a vector, with the quotient k/d for
+// k d^(p-2). Its rounding, a few ulp of k times (1 + d/L), is of the order of what the f32
+// squared distance it starts from already carries. Other p keep f64: d^p = exp(p/2 ln d²) in f32
+// would lose ulps in proportion to |ln d²|.
+
+#[inline(always)]
+fn laplace_values_f32(d2: &mut [f32], shape: KernelShape) {
+    let inv = shape.inv_bandwidth_p as f32;
+    for v in d2.iter_mut() {
+        *v = exp_f32(-v.max(0.0).sqrt() * inv);
+    }
+}
+
+#[inline(always)]
+fn laplace_and_coef_f32(d2_then_k: &mut [f32], coef: &mut [f32], shape: KernelShape) {
+    let inv = shape.inv_bandwidth_p as f32;
+    let scale = -inv;
+    let (eps, eps2) = (GRAD_EPS as f32, (GRAD_EPS * GRAD_EPS) as f32);
+    for (v, c) in d2_then_k.iter_mut().zip(coef.iter_mut()) {
+        let d2 = v.max(0.0);
+        let d = d2.sqrt();
+        let k = exp_f32(-d * inv);
+        *v = k;
+        let g = scale * k / d.max(eps);
+        *c = if d2 >= eps2 { g } else { 0.0 };
+    }
+}
+
 #[inline(always)]
 fn kernel_values_body<T: Real>(d2: &mut [T], shape: KernelShape) {
+    // p = 1 (sqrt) picked here, not per element: LLVM vectorises a branch inside the loop by
+    // computing both arms, ln and exp included, and blending.
+    if shape.exponent == 1.0 {
+        if let Some(d2) = T::as_f32_mut(d2) {
+            return laplace_values_f32(d2, shape);
+        }
+        kernel_values_loop::<T, true>(d2, shape)
+    } else {
+        kernel_values_loop::<T, false>(d2, shape)
+    }
+}
+
+#[inline(always)]
+fn kernel_values_loop<T: Real, const SQRT: bool>(d2: &mut [T], shape: KernelShape) {
     for v in d2.iter_mut() {
-        let dp = shape.dist_pow(v.to_f64());
+        let dp = shape.dist_pow::<SQRT>(v.to_f64());
         *v = T::from_f64(exp_f64(-dp * shape.inv_bandwidth_p));
     }
 }
 
 #[inline(always)]
 fn kernel_and_coef_body<T: Real>(d2_then_k: &mut [T], coef: &mut [T], shape: KernelShape) {
+    // as in `kernel_values_body`
+    if shape.exponent == 1.0 {
+        if let (Some(d2), Some(coef)) = (T::as_f32_mut(d2_then_k), T::as_f32_mut(coef)) {
+            return laplace_and_coef_f32(d2, coef, shape);
+        }
+        kernel_and_coef_loop::<T, true>(d2_then_k, coef, shape)
+    } else {
+        kernel_and_coef_loop::<T, false>(d2_then_k, coef, shape)
+    }
+}
+
+#[inline(always)]
+fn kernel_and_coef_loop<T: Real, const SQRT: bool>(
+    d2_then_k: &mut [T],
+    coef: &mut [T],
+    shape: KernelShape,
+) {
     let scale = -shape.exponent * shape.inv_bandwidth_p;
     for (v, c) in d2_then_k.iter_mut().zip(coef.iter_mut()) {
         let d2 = v.to_f64().max(0.0);
-        let dp = shape.dist_pow(d2);
+        let dp = shape.dist_pow::<SQRT>(d2);
         let k = exp_f64(-dp * shape.inv_bandwidth_p);
         *v = T::from_f64(k);
         // -(p/L^p) k d^(p-2) = -(p/L^p) k d^p / d², masked where d < eps
@@ -213,28 +316,78 @@ mod tests {
 
     #[test]
     fn kernel_and_coef_match_the_formula() {
-        let shape = KernelShape::new(3.0, 0.9);
-        let d2s = [0.0, 1e-22, 0.25, 4.0, 100.0];
-        let mut k = d2s.to_vec();
-        let mut c = vec![0.0; d2s.len()];
-        kernel_and_coef(&mut k, &mut c, shape);
-        for (i, &d2) in d2s.iter().enumerate() {
-            let d: f64 = f64::sqrt(d2);
-            let want_k = (-(d.powf(0.9)) / 3f64.powf(0.9)).exp();
-            assert!((k[i] - want_k).abs() < 1e-14, "k at d2={d2}");
-            let want_c = if d >= 1e-10 {
-                -0.9 / 3f64.powf(0.9) * want_k * d.powf(0.9 - 2.0)
-            } else {
-                0.0
-            };
-            assert!(
-                (c[i] - want_c).abs() <= 1e-13 * want_c.abs().max(1.0),
-                "coef at d2={d2}: {} vs {want_c}",
-                c[i]
-            );
+        // p = 1 takes the square-root loop, any other p the ln/exp one
+        for p in [0.9, 1.0] {
+            let shape = KernelShape::new(3.0, p);
+            let d2s = [0.0, 1e-22, 0.25, 4.0, 100.0];
+            let mut k = d2s.to_vec();
+            let mut c = vec![0.0; d2s.len()];
+            kernel_and_coef(&mut k, &mut c, shape);
+            for (i, &d2) in d2s.iter().enumerate() {
+                let d: f64 = f64::sqrt(d2);
+                let want_k = (-(d.powf(p)) / 3f64.powf(p)).exp();
+                assert!((k[i] - want_k).abs() < 1e-14, "p={p}: k at d2={d2}");
+                let want_c = if d >= 1e-10 {
+                    -p / 3f64.powf(p) * want_k * d.powf(p - 2.0)
+                } else {
+                    0.0
+                };
+                assert!(
+                    (c[i] - want_c).abs() <= 1e-13 * want_c.abs().max(1.0),
+                    "p={p}: coef at d2={d2}: {} vs {want_c}",
+                    c[i]
+                );
+            }
+            let mut kv = d2s.to_vec();
+            kernel_values(&mut kv, shape);
+            assert_eq!(kv, k);
         }
-        let mut kv = d2s.to_vec();
+    }
+
+    #[test]
+    fn exp_f32_within_2_ulp() {
+        let mut worst: f64 = 0.0;
+        for i in 0..200_001 {
+            let x = -87.0 + 175.0 * (i as f32) / 200_000.0;
+            let want = (x as f64).exp();
+            worst = worst.max(((exp_f32(x) as f64 - want) / want).abs());
+        }
+        assert!(
+            worst < 2.0 * f32::EPSILON as f64,
+            "worst relative error {worst:e}"
+        );
+    }
+
+    #[test]
+    fn f32_laplace_kernel_matches_the_f64_formula() {
+        let shape = KernelShape::new(3.0, 1.0);
+        let mut d2s: Vec<f32> = vec![0.0, 1e-22, 1e-19];
+        d2s.extend((0..4000).map(|i| 10f32.powf(-6.0 + 10.0 * i as f32 / 4000.0)));
+        let mut k = d2s.clone();
+        let mut c = vec![0.0f32; d2s.len()];
+        kernel_and_coef(&mut k, &mut c, shape);
+        let mut kv = d2s.clone();
         kernel_values(&mut kv, shape);
         assert_eq!(kv, k);
+        for (i, &d2) in d2s.iter().enumerate() {
+            let d = (d2 as f64).sqrt();
+            let want_k = (-d / 3.0).exp();
+            let want_c = if d >= 1e-10 { -want_k / (3.0 * d) } else { 0.0 };
+            // a few ulp, growing with the exponent's magnitude d/L (its rounding in f32)
+            let tol = 4.0 * f32::EPSILON as f64 * (1.0 + d / 3.0);
+            let err_k = (k[i] as f64 - want_k).abs() / want_k;
+            assert!(err_k <= tol, "k at d2={d2}: {} vs {want_k}", k[i]);
+            let err_c = (c[i] as f64 - want_c).abs() / want_c.abs().max(f64::MIN_POSITIVE);
+            assert!(err_c <= tol, "coef at d2={d2}: {} vs {want_c}", c[i]);
+        }
+    }
+
+    #[test]
+    fn taylor_tables_hold_the_inverse_factorials() {
+        assert_eq!(EXP_TAYLOR_F64[0], 1.0 / 6_227_020_800.0);
+        assert_eq!(EXP_TAYLOR_F64[7], 1.0 / 720.0);
+        assert_eq!(EXP_TAYLOR_F64[11..], [0.5, 1.0, 1.0]);
+        assert_eq!(EXP_TAYLOR_F32[0], 1.0 / 5_040.0);
+        assert_eq!(EXP_TAYLOR_F32[5..], [0.5, 1.0, 1.0]);
     }
 }

@@ -11,9 +11,12 @@
 
 use faer::{Mat, MatRef, Par};
 
-use crate::agop::{AGOP_BATCH, AGOP_POINTS, batched_agop, normalize_by_max};
+use crate::agop::{AGOP_BATCH, AGOP_POINTS, AgopScratch, batched_agop, normalize_by_max};
 use crate::error::FitError;
-use crate::kernel::{KernelParams, cross_kernel, project, train_kernel};
+use crate::kernel::{
+    KernelParams, cross_kernel_into, mirror_lower, project_into, reuse_or_zeros, times_m,
+    train_kernel,
+};
 use crate::krr::{SolveMethod, solve_krr};
 use crate::metrics::{auc, clamp_normalize, macro_ovr_auc, mse};
 use crate::scalar::Real;
@@ -201,35 +204,106 @@ struct Data<'a, T> {
     y_val: MatRef<'a, T>,
 }
 
+/// The n×n and n×d matrices of one predictor, handed on to the next once its AGOP is done: a
+/// fresh 16 MB matrix for each costs its page faults and zeroing every time.
+#[derive(Default)]
+struct Buffers<T> {
+    k: Option<Mat<T>>,
+    coef: Option<Mat<T>>,
+    xm: Option<Mat<T>>,
+    /// X_val·M and K(X_val, X)
+    val_xm: Option<Mat<T>>,
+    val_k: Option<Mat<T>>,
+    agop: AgopScratch<T>,
+}
+
+impl<T: Real> Buffers<T> {
+    /// Keeps a predictor's matrices for the next one.
+    fn recycle(&mut self, p: Predictor<T>) {
+        self.xm = Some(p.xm);
+        self.coef = Some(p.coef);
+    }
+}
+
 fn fit_predictor<T: Real>(
     data: Data<'_, T>,
     m: MatRef<'_, T>,
     params: &RfmParams,
     metric: TuningMetric,
     par: Par,
+    buffers: &mut Buffers<T>,
 ) -> Result<Predictor<T>, FitError> {
     let Data { x, y, x_val, y_val } = data;
-    let proj = project(x, m, par);
-    let (mut k, coef) = train_kernel(x, &proj, params.kernel, par);
-    let (alpha, method) = solve_krr(&mut k, params.reg, y)?;
-    drop(k);
-    let k_val = cross_kernel(x_val, x, &proj.sq_norms, m, params.kernel, par);
+    let (n, d, n_val) = (x.nrows(), x.ncols(), x_val.nrows());
+    let mut xm = reuse_or_zeros(&mut buffers.xm, n, d);
+    times_m(x, m, xm.as_mut(), par);
+    let mut k = reuse_or_zeros(&mut buffers.k, n, n);
+    let mut coef = reuse_or_zeros(&mut buffers.coef, n, n);
+    let sq_norms = train_kernel(x, xm.as_ref(), params.kernel, &mut k, &mut coef, par);
+    let val_xm = reuse_or_zeros(&mut buffers.val_xm, n_val, d);
+    let mut k_val = reuse_or_zeros(&mut buffers.val_k, n_val, n);
+    let xm_ref = xm.as_ref();
+    // The Cholesky factorisation keeps two threads only partly busy; the validation kernel
+    // (which needs M alone) runs beside it instead of after it. κ's mirror follows the
+    // factorisation: its rayon tasks go to whichever thread is free first.
+    let (solved, val_xm) = beside(
+        par,
+        |par| {
+            let solved = solve_krr(&mut k, params.reg, y, par, |k| {
+                train_kernel(x, xm_ref, params.kernel, k, &mut coef, par);
+                mirror_lower(k);
+            });
+            mirror_lower(&mut coef);
+            solved
+        },
+        |par| {
+            let val_proj = project_into(x_val, m, val_xm, par);
+            cross_kernel_into(&val_proj, x, &sq_norms, params.kernel, &mut k_val, par);
+            val_proj.xm
+        },
+    );
+    let (alpha, method) = solved?;
+    buffers.k = Some(k);
     let pred = &k_val * &alpha;
+    buffers.val_xm = Some(val_xm);
+    buffers.val_k = Some(k_val);
     let score = metric.score(pred.as_ref(), y_val)?;
     Ok(Predictor {
         alpha,
         score,
         method,
-        xm: proj.xm,
+        xm,
         coef,
     })
 }
 
-fn normalized_agop<T: Real>(p: &Predictor<T>, center: bool, par: Par) -> Mat<T> {
+/// Runs `a` and `b` side by side, each with half of `par`'s threads, or one after the other
+/// where there is no second thread.
+fn beside<RA: Send, RB: Send>(
+    par: Par,
+    a: impl FnOnce(Par) -> RA + Send,
+    b: impl FnOnce(Par) -> RB + Send,
+) -> (RA, RB) {
+    let threads = par.degree();
+    if threads < 2 {
+        return (a(par), b(par));
+    }
+    let share = |t: usize| if t == 1 { Par::Seq } else { Par::rayon(t) };
+    rayon::join(|| a(share(threads - threads / 2)), || b(share(threads / 2)))
+}
+
+/// The normalised AGOP of predictor `p` into `out` (d×d, overwritten).
+fn normalized_agop<T: Real>(
+    p: &Predictor<T>,
+    center: bool,
+    par: Par,
+    scratch: &mut AgopScratch<T>,
+    out: &mut Mat<T>,
+) {
     let (xm, coef, alpha) = (p.xm.as_ref(), p.coef.as_ref(), p.alpha.as_ref());
-    let mut g = batched_agop(xm, coef, alpha, center, (AGOP_POINTS, AGOP_BATCH), par);
-    normalize_by_max(&mut g);
-    g
+    let sizes = (AGOP_POINTS, AGOP_BATCH);
+    batched_agop(xm, coef, alpha, center, sizes, par, scratch, out);
+    normalize_by_max(out);
 }
 
 /// Fits one RFM on (x, y) with validation set (x_val, y_val). Rows are samples; `y` is n × c.
@@ -292,9 +366,10 @@ pub fn fit_rfm<T: Real>(
     let mut solves = Vec::new();
     let mut history = Vec::new();
     let mut early_stopped = false;
+    let mut buffers = Buffers::default();
 
     for i in 0..params.iters {
-        let p = fit_predictor(data, m.as_ref(), params, metric, par)?;
+        let p = fit_predictor(data, m.as_ref(), params, metric, par, &mut buffers)?;
         scores.push(p.score);
         solves.push(p.method);
         let is_best = best.as_ref().is_none_or(|b| better(p.score, b.3));
@@ -306,17 +381,18 @@ pub fn fit_rfm<T: Real>(
             early_stopped = true;
             break;
         }
-        let next = normalized_agop(&p, params.center_grads, par);
+        // M ← the AGOP, over the M this predictor was fitted with and no longer needs
+        normalized_agop(&p, params.center_grads, par, &mut buffers.agop, &mut m);
         if is_best {
-            best_agop = Some(next.clone());
+            best_agop = Some(m.clone());
         }
         if options.record_history {
-            history.push(next.clone());
+            history.push(m.clone());
         }
-        m = next;
+        buffers.recycle(p);
     }
     if !early_stopped {
-        let p = fit_predictor(data, m.as_ref(), params, metric, par)?;
+        let p = fit_predictor(data, m.as_ref(), params, metric, par, &mut buffers)?;
         scores.push(p.score);
         solves.push(p.method);
         if best.as_ref().is_none_or(|b| better(p.score, b.3)) {
@@ -335,13 +411,16 @@ pub fn fit_rfm<T: Real>(
         Mat::zeros(0, 0)
     } else if let Some(g) = best_agop {
         g
-    } else if let Some(p) = best_predictor_pending {
-        normalized_agop(&p, params.center_grads, par)
     } else {
-        // unreachable by construction (the best predictor either got its AGOP in the loop or
-        // is the final one); recompute rather than panic
-        let p = fit_predictor(data, m_best.as_ref(), params, metric, par)?;
-        normalized_agop(&p, params.center_grads, par)
+        let p = match best_predictor_pending {
+            Some(p) => p,
+            // unreachable by construction (the best predictor either got its AGOP in the loop
+            // or is the final one); recompute rather than panic
+            None => fit_predictor(data, m_best.as_ref(), params, metric, par, &mut buffers)?,
+        };
+        let mut g = Mat::zeros(d, d);
+        normalized_agop(&p, params.center_grads, par, &mut buffers.agop, &mut g);
+        g
     };
     Ok(RfmFit {
         m: m_best,
@@ -358,6 +437,7 @@ pub fn fit_rfm<T: Real>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::{cross_kernel, project};
     use crate::test_support::{Fixture, rel_err};
 
     fn run_fixture(name: &str) {
@@ -384,64 +464,68 @@ mod tests {
             fx.mat("x_val"),
             fx.mat("y_val"),
         );
-        let options = FitOptions {
-            record_history: true,
-            agop_of_best: true,
-            par: Par::Seq,
-        };
-        let fit = fit_rfm(
-            x.as_ref(),
-            y.as_ref(),
-            xv.as_ref(),
-            yv.as_ref(),
-            &params,
-            metric,
-            options,
-        )
-        .expect("fit");
-        let n_m = fx.f64("n_m_iters") as usize;
-        assert_eq!(fit.m_history.len(), n_m, "{name}: number of AGOP updates");
-        for (i, m) in fit.m_history.iter().enumerate() {
-            let err = rel_err(m.as_ref(), fx.mat(&format!("m_iter_{i}")).as_ref());
-            assert!(
-                err <= 1e-4,
-                "{name}: M after iteration {i}: relative error {err:e}"
-            );
-            eprintln!("{name}: M iter {i} rel err {err:e}");
-        }
-        assert_eq!(
-            fit.best_iter,
-            fx.f64("best_iter") as usize,
-            "{name}: best iteration"
-        );
-        let err = rel_err(fit.m.as_ref(), fx.mat("m_best").as_ref());
-        assert!(err <= 1e-4, "{name}: best M relative error {err:e}");
-        let err = rel_err(fit.alpha.as_ref(), fx.mat("alpha_best").as_ref());
-        assert!(err <= 1e-4, "{name}: best alpha relative error {err:e}");
-        eprintln!("{name}: alpha rel err {err:e}");
-        let probe_pred = {
-            let proj = project(x.as_ref(), fit.m.as_ref(), Par::Seq);
-            let kv = cross_kernel(
-                xv.as_ref(),
+        // two threads also run the Cholesky factorisation beside the validation kernel
+        for par in [Par::Seq, Par::rayon(2)] {
+            let name = format!("{name} ({par:?})");
+            let options = FitOptions {
+                record_history: true,
+                agop_of_best: true,
+                par,
+            };
+            let fit = fit_rfm(
                 x.as_ref(),
-                &proj.sq_norms,
-                fit.m.as_ref(),
-                params.kernel,
-                Par::Seq,
+                y.as_ref(),
+                xv.as_ref(),
+                yv.as_ref(),
+                &params,
+                metric,
+                options,
+            )
+            .expect("fit");
+            let n_m = fx.f64("n_m_iters") as usize;
+            assert_eq!(fit.m_history.len(), n_m, "{name}: number of AGOP updates");
+            for (i, m) in fit.m_history.iter().enumerate() {
+                let err = rel_err(m.as_ref(), fx.mat(&format!("m_iter_{i}")).as_ref());
+                assert!(
+                    err <= 1e-4,
+                    "{name}: M after iteration {i}: relative error {err:e}"
+                );
+                eprintln!("{name}: M iter {i} rel err {err:e}");
+            }
+            assert_eq!(
+                fit.best_iter,
+                fx.f64("best_iter") as usize,
+                "{name}: best iteration"
             );
-            &kv * &fit.alpha
-        };
-        let err = rel_err(probe_pred.as_ref(), fx.mat("pred_val").as_ref());
-        assert!(err <= 1e-4, "{name}: predictions relative error {err:e}");
-        eprintln!("{name}: predictions rel err {err:e}");
-        let err = rel_err(fit.agop_best.as_ref(), fx.mat("agop_best").as_ref());
-        assert!(err <= 1e-4, "{name}: AGOP of best relative error {err:e}");
-        let want = fx.f64("val_score");
-        assert!(
-            (fit.best_score - want).abs() <= 1e-6 * want.abs().max(1.0),
-            "{name}: val score {} vs {want}",
-            fit.best_score
-        );
+            let err = rel_err(fit.m.as_ref(), fx.mat("m_best").as_ref());
+            assert!(err <= 1e-4, "{name}: best M relative error {err:e}");
+            let err = rel_err(fit.alpha.as_ref(), fx.mat("alpha_best").as_ref());
+            assert!(err <= 1e-4, "{name}: best alpha relative error {err:e}");
+            eprintln!("{name}: alpha rel err {err:e}");
+            let probe_pred = {
+                let proj = project(x.as_ref(), fit.m.as_ref(), Par::Seq);
+                let kv = cross_kernel(
+                    xv.as_ref(),
+                    x.as_ref(),
+                    &proj.sq_norms,
+                    fit.m.as_ref(),
+                    params.kernel,
+                    Par::Seq,
+                );
+                &kv * &fit.alpha
+            };
+            let err = rel_err(probe_pred.as_ref(), fx.mat("pred_val").as_ref());
+            assert!(err <= 1e-4, "{name}: predictions relative error {err:e}");
+            eprintln!("{name}: predictions rel err {err:e}");
+            let err = rel_err(fit.agop_best.as_ref(), fx.mat("agop_best").as_ref());
+            assert!(err <= 1e-4, "{name}: AGOP of best relative error {err:e}");
+            let want = fx.f64("val_score");
+            assert!(
+                (fit.best_score - want).abs() <= 1e-6 * want.abs().max(1.0),
+                "{name}: val score {} vs {want}",
+                fit.best_score
+            );
+        }
     }
 
     #[test]

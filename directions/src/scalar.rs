@@ -12,6 +12,8 @@ pub trait Real:
     const BYTES: usize;
     fn from_f64(value: f64) -> Self;
     fn to_f64(self) -> f64;
+    /// The slice itself where `Self` is `f32`, for code written for f32 lanes.
+    fn as_f32_mut(values: &mut [Self]) -> Option<&mut [f32]>;
     /// Little-endian bytes of a slice (safetensors payload).
     fn slice_to_le_bytes(values: &[Self]) -> Vec<u8>;
 }
@@ -26,6 +28,9 @@ impl Real for f32 {
     #[inline(always)]
     fn to_f64(self) -> f64 {
         self as f64
+    }
+    fn as_f32_mut(values: &mut [Self]) -> Option<&mut [f32]> {
+        Some(values)
     }
     fn slice_to_le_bytes(values: &[Self]) -> Vec<u8> {
         values.iter().flat_map(|v| v.to_le_bytes()).collect()
@@ -42,6 +47,9 @@ impl Real for f64 {
     #[inline(always)]
     fn to_f64(self) -> f64 {
         self
+    }
+    fn as_f32_mut(_: &mut [Self]) -> Option<&mut [f32]> {
+        None
     }
     fn slice_to_le_bytes(values: &[Self]) -> Vec<u8> {
         values.iter().flat_map(|v| v.to_le_bytes()).collect()
