@@ -659,13 +659,16 @@ mod tests {
     fn attention_matches_an_f64_reference() {
         let mut rng = Rng::new(9);
         let capacity = 50;
-        // 64: the AVX-512 copy's head size; 20: the generic loops with a short last piece.
+        // 64: the AVX-512 copy's head size; 20: the generic loops with a short last piece;
+        // 2 × 12 rows × heads of 64: over rayon's threads from 22 positions on (`PARALLEL_WORK`).
         for (batch, heads, head_dim, half) in [
             (1, 4, 20, false),
             (2, 4, 20, false),
             (2, 3, 64, false),
             (2, 4, 20, true),
             (2, 3, 64, true),
+            (2, 12, 64, true),
+            (2, 12, 20, false),
         ] {
             let mut kv = HostKv::zeros([batch, heads, capacity, head_dim], half);
             let k = normal(&mut rng, batch * heads * capacity * head_dim);
