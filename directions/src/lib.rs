@@ -33,6 +33,7 @@ pub use directions_file::{ConceptKind, DIRECTIONS_FORMAT, DirectionsFile, UNIT_N
 pub use eigen::{align_sign, top_eigenvectors};
 pub use error::{DirectionsFileError, FitError, ProbeFileError};
 pub use faer;
+pub use fastmath::exp_f32;
 pub use kernel::KernelParams;
 pub use krr::SolveMethod;
 pub use probe::{PROBE_FORMAT, Probe, ProbeKind};

@@ -416,7 +416,7 @@ pub(crate) fn isa() -> Isa {
 }
 
 /// `v = f(v)` for every value, the loop compiled for [`isa`]'s vectors: a branch-free `f`
-/// (such as GELU over [`erf`], ELU over [`exp_nonpositive`]) then runs 16 or 8 values at a
+/// (such as GELU over [`erf`], ELU over [`exp_f32`]) then runs 16 or 8 values at a
 /// time instead of the baseline's 4 (a decode step's GELU, 24 × 2 rows of 4096, took about a
 /// third of a millisecond in the baseline copy). Rust does not fuse multiplies and adds on its
 /// own, so every copy computes the same values.
@@ -456,26 +456,9 @@ pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// `e^x` for `x ≤ 0` (a softmax after its max is subtracted, a Gaussian), branch-free so the
-/// loops around it vectorise: `2^n · p(r)` with `x = n ln 2 + r`, |r| ≤ ln 2 / 2, and a degree-6
-/// Taylor polynomial for `e^r` (relative error below 3e-7, tested against `f32::exp`). Below
-/// −87 it returns `e^−87` ≈ 1.6e-38, where `f32::exp` is as good as 0 next to any other term.
-#[inline(always)]
-pub(crate) fn exp_nonpositive(x: f32) -> f32 {
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    let x = x.max(-87.0);
-    // Round to nearest by truncating a positive value: x ≤ 0.
-    let n = -((0.5 - x * std::f32::consts::LOG2_E) as i32);
-    let nf = n as f32;
-    let r = (x - nf * LN2_HI) - nf * LN2_LO;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    // 2^n through the exponent bits: n ≥ −126 here, a normal number.
-    f32::from_bits(((n + 127) << 23) as u32) * p
-}
+/// `e^x`, branch-free so the loops around it vectorise (`directions`' implementation: one for
+/// the workspace).
+pub(crate) use directions::exp_f32;
 
 /// The error function, Abramowitz & Stegun 7.1.26 (absolute error 1.5e-7, below 6e-7 in f32,
 /// tested against
@@ -493,7 +476,7 @@ pub(crate) fn erf(x: f32) -> f32 {
     let z = x.abs();
     let t = 1.0 / (1.0 + P * z);
     let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
-    (1.0 - poly * exp_nonpositive(-z * z)).copysign(x)
+    (1.0 - poly * exp_f32(-z * z)).copysign(x)
 }
 
 /// Scaled dot-product attention over heads.
@@ -547,7 +530,7 @@ mod tests {
         for i in 0..=200_000 {
             let x = -90.0 + 90.0 * i as f32 / 200_000.0;
             let exact = (x as f64).exp();
-            let got = exp_nonpositive(x) as f64;
+            let got = exp_f32(x) as f64;
             if x >= -87.0 {
                 worst_exp = worst_exp.max((got - exact).abs() / exact);
             } else {
@@ -559,7 +542,7 @@ mod tests {
         }
         assert!(worst_exp < 3e-7, "exp relative error {worst_exp}");
         assert!(worst_erf < 6e-7, "erf absolute error {worst_erf}");
-        assert_eq!(exp_nonpositive(0.0), 1.0);
+        assert_eq!(exp_f32(0.0), 1.0);
         assert_eq!(erf(0.0), 0.0);
         assert_eq!(erf(-1.0), -erf(1.0));
     }

@@ -20,7 +20,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use rayon::prelude::*;
 
 use super::{Block, BlockHook, CrossContext, DecoderLm, KvCache, LayerCache};
-use crate::nn::{Isa, exp_nonpositive, host_vec, isa};
+use crate::nn::{Isa, exp_f32, host_vec, isa};
 use crate::profile::{Phase, timed};
 
 /// Keys and values of one block in host memory for `[batch, heads]` query rows and `capacity`
@@ -452,7 +452,7 @@ fn softmax_unnormalized(scores: &mut [f32], bias: Option<&[f32]>) -> f32 {
     }
     let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
     for s in scores.iter_mut() {
-        *s = exp_nonpositive(*s - max);
+        *s = exp_f32(*s - max);
     }
     1.0 / sum_lanes(scores)
 }
