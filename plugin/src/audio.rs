@@ -12,9 +12,9 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use engine::stream::{AudioEndpoint, ControlFrame, NOTES, SLOTS};
+use engine::stream::{AudioEndpoint, ControlFrame, NOTES, Naps, SLOTS};
 use nice_plug::prelude::*;
 
 use crate::engine_link::{LinkShared, Transport, request_seek};
@@ -205,14 +205,13 @@ impl AudioState {
 
         if let Some(epoch) = self.awaiting_epoch {
             if self.may_wait() && self.link.expect_audio.load(Acquire) {
-                let started = Instant::now();
+                let mut naps = Naps::new(OFFLINE_WAIT);
                 while !self.seek_through(epoch) {
-                    if started.elapsed() >= OFFLINE_WAIT {
+                    self.endpoint.pop(&mut []); // follows the engine's flush
+                    if !naps.sleep() {
                         self.gave_up = true;
                         break;
                     }
-                    self.endpoint.pop(&mut []); // follows the engine's flush
-                    std::thread::sleep(Duration::from_micros(100));
                 }
             } else {
                 self.endpoint.pop(&mut []);

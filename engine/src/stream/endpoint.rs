@@ -1,7 +1,7 @@
 //! The real-time side of the stream: what the plugin's audio thread calls.
 //!
 //! Rules for everything in this file: no allocation, no lock, no I/O, no blocking — except
-//! [`AudioEndpoint::wait_for`], the one waiting call, for offline bounces only. Controls go
+//! [`AudioEndpoint::wait_for`] and [`Naps`], the waiting of offline bounces only. Controls go
 //! out through a preallocated SPSC queue, PCM comes back through a preallocated ring, status
 //! is read from atomics.
 
@@ -12,8 +12,44 @@ use std::time::{Duration, Instant};
 use super::ControlFrame;
 use super::shared::{Shared, Status};
 
-/// The longest nap of [`AudioEndpoint::wait_for`] between two looks at the ring.
+/// The longest of [`Naps`].
 const MAX_NAP: Duration = Duration::from_millis(2);
+
+/// The sleeps of an offline wait between two looks at what it waits for: 100 µs, doubling up to
+/// 2 ms. A fast engine is noticed within 100 µs, and a slow one (a CPU, where a block takes tens
+/// of milliseconds) is not woken up 10 000 times a second: on two cores those wake-ups
+/// preempted the engine's threads. `cargo xtask stream --dtype q4 --seconds 3` on the
+/// musicgen-small shape made 38.5–38.8 steps/s with a fixed 100 µs nap and 42.9–43.4 with these
+/// (2026-12-01, alternating runs). The engine runs ahead of the host by the reported latency, so
+/// a late wake-up delays only the wait, not the audio.
+pub struct Naps {
+    next: Duration,
+    start: Instant,
+    timeout: Duration,
+}
+
+impl Naps {
+    /// Naps for a wait of at most `timeout` from now.
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            next: Duration::from_micros(100),
+            start: Instant::now(),
+            timeout,
+        }
+    }
+
+    /// Sleep the next nap (never past the timeout); false, without sleeping, once the timeout
+    /// has passed.
+    pub fn sleep(&mut self) -> bool {
+        let waited = self.start.elapsed();
+        if waited >= self.timeout {
+            return false;
+        }
+        std::thread::sleep(self.next.min(self.timeout - waited));
+        self.next = (self.next * 2).min(MAX_NAP);
+        true
+    }
+}
 
 /// Owned by the host's audio thread.
 pub struct AudioEndpoint {
@@ -56,30 +92,18 @@ impl AudioEndpoint {
         n
     }
 
-    /// Offline bounce only: wait until `samples` samples can be popped, or `timeout` passed.
-    /// Returns whether they are there.
-    ///
-    /// It polls with naps that double from 100 µs to [`MAX_NAP`]: a fast engine is noticed
-    /// within 100 µs, and a slow one (a CPU, where a block takes tens of milliseconds) is not
-    /// woken up 10 000 times a second. On two cores those wake-ups preempted the engine's
-    /// threads: `cargo xtask stream --dtype q4 --seconds 3` on the musicgen-small shape made
-    /// 38.5–38.8 steps/s with a fixed 100 µs nap and 42.9–43.4 with these (2026-12-01,
-    /// alternating runs). The engine runs ahead of the block by the reported latency, so a
-    /// late wake-up delays only this call, not the audio.
+    /// Offline bounce only: wait until `samples` samples can be popped, or `timeout` passed
+    /// (sleeping [`Naps`] in between). Returns whether they are there.
     pub fn wait_for(&mut self, samples: usize, timeout: Duration) -> bool {
-        let start = Instant::now();
-        let mut nap = Duration::from_micros(100);
+        let mut naps = Naps::new(timeout);
         loop {
             self.follow_flush();
             if self.pcm.slots() >= samples {
                 return true;
             }
-            let waited = start.elapsed();
-            if waited >= timeout {
+            if !naps.sleep() {
                 return false;
             }
-            std::thread::sleep(nap.min(timeout - waited));
-            nap = (nap * 2).min(MAX_NAP);
         }
     }
 

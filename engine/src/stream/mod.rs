@@ -35,7 +35,7 @@ use crate::model::MusicGen;
 use crate::sampling::Sampling;
 use crate::steering::LayerWeights;
 
-pub use endpoint::AudioEndpoint;
+pub use endpoint::{AudioEndpoint, Naps};
 pub use monitor::{LoadedModel, MeterReading, ModelState, Monitor};
 pub use resample::StreamResampler;
 pub use session::{Session, SessionOptions};
