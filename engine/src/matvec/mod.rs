@@ -897,6 +897,11 @@ fn int_tile<S: Superblock>(
     r1: usize,
 ) -> [[f32; 4]; 2] {
     let per_row = w.per_row;
+    // `products` starts every tile at a multiple of 4 rows: the four lie in one group.
+    debug_assert!(
+        rows.iter().all(|&o| o / 4 == rows[0] / 4),
+        "rows {rows:?} span tiles"
+    );
     let tile = IntTile {
         w: w.tile(rows[0]),
         rows: rows.map(|o| o % 4),
