@@ -550,6 +550,12 @@ impl DecoderLm {
         self.lm_heads[codebook].weight_f32()
     }
 
+    /// Whether a one-position step runs on host values end to end ([`host`]): every linear and
+    /// norm lives in host memory, and the step's work is the CPU's.
+    pub fn steps_on_host(&self) -> bool {
+        self.host_step
+    }
+
     /// Bytes of linear weights one decode step reads: every block's self-attention, the
     /// cross-attention's query and output (the text's keys and values are cached), the
     /// feed-forward layers, and the LM heads.

@@ -313,12 +313,11 @@ impl<'m> Generation<'m> {
         }
         let tokens =
             Tensor::<3, Int>::from_data(TensorData::new(tokens, [self.rows, k, 1]), device);
-        // On one of rayon's threads (`scope` called from outside the pool runs its body there,
-        // inside the pool in place): the step's ~250 parallel products and attentions then
-        // fork from inside the pool, where a join waits by working, instead of each one
-        // handing its job to the pool and blocking this thread until a worker has run it.
+        // On one of rayon's threads, with the others kept awake for a host step
+        // (`crate::pool::step`): the step's ~200 parallel products and attentions fork from
+        // inside the pool, where a join waits by working, and each is picked up at once.
         let (model, cache, cross) = (self.model, &mut self.cache, &self.condition.cross);
-        let logits = rayon::scope(|_| {
+        let logits = crate::pool::step(model.decoder.steps_on_host(), || {
             model
                 .decoder
                 .forward_cached(tokens, cache, Some(cross), hook)

@@ -13,6 +13,7 @@ pub mod hub;
 pub mod matvec;
 pub mod model;
 pub mod nn;
+pub mod pool;
 pub mod profile;
 pub mod render;
 pub mod sampling;

@@ -506,10 +506,11 @@ impl Worker {
         let inject = control.is_some() && std::mem::take(&mut self.panic_next_step);
         let sliding = session.sliding();
         let started = Instant::now();
-        // The step runs on one of rayon's threads (`scope` called from outside the pool runs its
-        // body there): its ~150 parallel products then fork from inside the pool, where a join
-        // waits by working, instead of each one waking this thread when it ends.
-        let result = rayon::scope(|_| {
+        // The step runs on one of rayon's threads, with the others kept awake for a host step
+        // (`crate::pool::step`): its ~200 parallel products fork from inside the pool, where a
+        // join waits by working, and each is picked up at once.
+        let on_host = session.model().decoder.steps_on_host();
+        let result = crate::pool::step(on_host, || {
             catch_unwind(AssertUnwindSafe(|| {
                 assert!(!inject, "fault injected by the engine's panic test");
                 match control {
