@@ -18,6 +18,7 @@ use burn::tensor::{Device, Int, Tensor};
 
 use crate::config::EncodecConfig;
 use crate::error::LoadError;
+use crate::matvec::WeightFormat;
 use crate::weights::Weights;
 
 use quantizer::ResidualVectorQuantizer;
@@ -36,12 +37,26 @@ pub struct EncodecModel {
 }
 
 impl EncodecModel {
-    /// Load the codec from `weights`, checking every tensor's name and shape against `config`.
+    /// Load the codec from `weights`, checking every tensor's name and shape against `config`;
+    /// every weight f32, as stored.
     pub fn load(
         weights: &Weights,
         prefix: &str,
         config: &EncodecConfig,
         device: &Device,
+    ) -> Result<Self, LoadError> {
+        Self::load_with(weights, prefix, config, device, WeightFormat::F32)
+    }
+
+    /// [`Self::load`] next to a decoder LM in `decoder_format`: the decoder's LSTM and
+    /// transposed convs take [`WeightFormat::codec`] (bf16 with a reduced format), in the one-shot
+    /// decode and the streamed one alike, so the two still agree.
+    pub fn load_with(
+        weights: &Weights,
+        prefix: &str,
+        config: &EncodecConfig,
+        device: &Device,
+        decoder_format: WeightFormat,
     ) -> Result<Self, LoadError> {
         // Callers may build the config in code; `MusicgenConfig::from_file` ran the same check.
         config.validate().map_err(|message| LoadError::Config {
@@ -51,8 +66,14 @@ impl EncodecModel {
         let edge = config.pad_mode;
         let encoder =
             SeanetEncoder::load(weights, &format!("{prefix}.encoder"), config, edge, device)?;
-        let decoder =
-            SeanetDecoder::load(weights, &format!("{prefix}.decoder"), config, edge, device)?;
+        let decoder = SeanetDecoder::load(
+            weights,
+            &format!("{prefix}.decoder"),
+            config,
+            edge,
+            device,
+            decoder_format.codec(),
+        )?;
         let quantizer = ResidualVectorQuantizer::load(
             weights,
             &format!("{prefix}.quantizer"),

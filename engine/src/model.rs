@@ -33,7 +33,9 @@ pub struct TextCondition {
 pub struct LoadOptions {
     /// The decoder's linear layers (blocks and LM heads), where most of a decode step's bytes
     /// are: f32 by default; bf16, q8 and q4 quantize at load from whatever the checkpoint stores,
-    /// on the CPU only. T5, the text projection and EnCodec stay f32.
+    /// on the CPU only. EnCodec's LSTM and transposed convs, which a streamed frame reads whole,
+    /// follow in bf16 with a reduced format ([`WeightFormat::codec`]); T5, the text projection
+    /// and the rest of EnCodec stay f32.
     pub weight_format: WeightFormat,
 }
 
@@ -103,8 +105,13 @@ impl MusicGen {
             None
         };
         let decoder = DecoderLm::load(weights, &config.decoder, device, options.weight_format)?;
-        let audio_encoder =
-            EncodecModel::load(weights, "audio_encoder", &config.audio_encoder, device)?;
+        let audio_encoder = EncodecModel::load_with(
+            weights,
+            "audio_encoder",
+            &config.audio_encoder,
+            device,
+            options.weight_format,
+        )?;
         Ok(Self {
             dir: dir.to_owned(),
             config,

@@ -1,7 +1,8 @@
 //! The streaming EnCodec decoder gives the one-shot decode's audio: fed one frame at a time or
 //! in chunks, every frame but the last `lookahead_frames()` is emitted as it becomes final and
 //! matches `render::decode_audio` of the whole sequence within 1e-5; `finish` emits the rest,
-//! also matching, and nothing is emitted twice.
+//! also matching, and nothing is emitted twice. With a reduced decoder format, the codec's
+//! LSTM and transposed convs are bf16 in both decodes, which still agree, and stay close to f32.
 
 mod common;
 
@@ -10,7 +11,7 @@ use common::*;
 use engine::config::PadMode;
 use engine::encodec::{EncodecModel, StreamingDecoder};
 use engine::render::decode_audio;
-use engine::{Codes, EncodecConfig, MusicGen, MusicgenConfig, Weights};
+use engine::{Codes, EncodecConfig, LoadOptions, MusicGen, MusicgenConfig, WeightFormat, Weights};
 
 const FRAMES: usize = 60;
 
@@ -46,10 +47,18 @@ fn one_shot(model: &MusicGen, frame_major: &[u32], codebooks: usize) -> Vec<f32>
     .unwrap()
 }
 
+fn load(name: &str, weight_format: WeightFormat) -> MusicGen {
+    MusicGen::load_with(&model_dir(name), &device(), LoadOptions { weight_format }).unwrap()
+}
+
 #[test]
 fn streamed_audio_equals_the_one_shot_decode_but_the_look_ahead_tail() {
-    for name in MODELS {
-        let model = MusicGen::load(&model_dir(name), &device()).unwrap();
+    for (name, format) in MODELS
+        .iter()
+        .map(|&name| (name, WeightFormat::F32))
+        .chain([(MODELS[0], WeightFormat::Q4)])
+    {
+        let model = load(name, format);
         let codec = &model.audio_encoder;
         let k = codec.num_quantizers();
         let hop = codec.hop_length();
@@ -224,4 +233,27 @@ fn reset_and_clone_carry_the_whole_state() {
         after_reset, expected,
         "a reset decoder decodes as a fresh one"
     );
+}
+
+/// A reduced decoder format takes a bf16 codec (LSTM and transposed convs): its audio differs
+/// from the f32 codec's, by about bf16's rounding (6–8 × 10⁻⁴ of the RMS on the fixtures) and
+/// no more.
+#[test]
+fn a_reduced_format_decodes_close_to_the_f32_codec() {
+    for name in MODELS {
+        let exact = load(name, WeightFormat::F32);
+        let k = exact.audio_encoder.num_quantizers();
+        let codes = codes(k, 11);
+        let reference = one_shot(&exact, &codes, k);
+        let rms = (reference.iter().map(|v| v * v).sum::<f32>() / reference.len() as f32).sqrt();
+        for format in [WeightFormat::Bf16, WeightFormat::Q8, WeightFormat::Q4] {
+            let audio = one_shot(&load(name, format), &codes, k);
+            let err = max_abs_err(&audio, &reference);
+            assert!(err > 0.0, "{name} {format}: the codec is still f32");
+            assert!(
+                err <= 2e-3 * rms,
+                "{name} {format}: max abs err {err} against rms {rms}"
+            );
+        }
+    }
 }

@@ -88,14 +88,25 @@ pub fn run(options: &DecodeArgs) -> anyhow::Result<()> {
     );
 
     let mut ours = Vec::new();
-    let mut codec_s = None;
+    // EnCodec's seconds per codec format (`WeightFormat::codec`: f32 next to f32, bf16 next to
+    // the reduced formats), timed with the first decoder format that takes it.
+    let mut codecs: Vec<(WeightFormat, f64)> = Vec::new();
     for &format in &options.dtypes {
         reset_peak_rss();
-        let (steps, decode_s) = measure_ours(options, format, codec_s.is_none())?;
-        codec_s = codec_s.or(decode_s);
+        let timed = codecs.iter().any(|&(codec, _)| codec == format.codec());
+        let (steps, decode_s) = measure_ours(options, format, !timed)?;
+        if let Some(s) = decode_s {
+            codecs.push((format.codec(), s));
+        }
         ours.push(steps);
     }
-    let codec_s = codec_s.context("--dtype: at least one format")?;
+    anyhow::ensure!(!codecs.is_empty(), "--dtype: at least one format");
+    let codec_s = |format: WeightFormat| {
+        codecs
+            .iter()
+            .find(|&&(codec, _)| codec == format.codec())
+            .map_or(f64::NAN, |&(_, s)| s)
+    };
     let reference = if options.skip_reference {
         None
     } else {
@@ -103,7 +114,6 @@ pub fn run(options: &DecodeArgs) -> anyhow::Result<()> {
     };
 
     let frames = options.decode_seconds * 50.0;
-    let codec_ms_per_frame = 1e3 * codec_s / frames;
     println!();
     println!(
         "{:<30} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>11} {:>9} {:>8}",
@@ -119,7 +129,12 @@ pub fn run(options: &DecodeArgs) -> anyhow::Result<()> {
         "peak MB"
     );
     let reference_p50 = reference.as_ref().map(|r| r.steps.step_ms_median);
-    for steps in ours.iter().chain(reference.as_ref().map(|r| &r.steps)) {
+    let rows = ours
+        .iter()
+        .zip(options.dtypes.iter().map(|&f| codec_s(f)))
+        .chain(reference.as_ref().map(|r| (&r.steps, r.decode_s)));
+    for (steps, codec_s) in rows {
+        let codec_ms_per_frame = 1e3 * codec_s / frames;
         let floor = steps.bytes_per_step.map_or("-".to_owned(), |bytes| {
             let floor_ms = bytes as f64 / (bandwidth * 1e9) * 1e3;
             format!("{:.0} %", 100.0 * floor_ms / steps.step_ms_median)
@@ -172,19 +187,25 @@ pub fn run(options: &DecodeArgs) -> anyhow::Result<()> {
     }
     let reference_codec = reference.as_ref().map(|r| r.decode_s);
     println!();
-    println!(
-        "EnCodec decode of {} s: musicrfm {codec_s:.2} s (real-time factor {:.1}×){}",
-        options.decode_seconds,
-        options.decode_seconds / codec_s,
-        reference_codec.map_or(String::new(), |r| format!(
-            ", PyTorch {r:.2} s ({:.1}×): ratio {:.2}×",
-            options.decode_seconds / r,
-            r / codec_s
-        ))
-    );
+    for &(codec, codec_s) in &codecs {
+        let with = match codec {
+            WeightFormat::F32 => "f32, next to an f32 decoder",
+            _ => "LSTM and transposed convs in bf16, next to a bf16/q8/q4 decoder",
+        };
+        println!(
+            "EnCodec decode of {} s ({with}): musicrfm {codec_s:.2} s (real-time factor {:.1}×){}",
+            options.decode_seconds,
+            options.decode_seconds / codec_s,
+            reference_codec.map_or(String::new(), |r| format!(
+                ", PyTorch f32 {r:.2} s ({:.1}×): ratio {:.2}×",
+                options.decode_seconds / r,
+                r / codec_s
+            ))
+        );
+    }
     println!(
         "floor = bytes of decoder weights per step ÷ read bandwidth ({bandwidth:.1} GB/s); \
-         +codec st/s = 1000 / (P50 + EnCodec ms per frame, batch-decoded); \
+         +codec st/s = 1000 / (P50 + EnCodec ms per frame, batch-decoded, with the format's codec); \
          ×PyTorch = PyTorch P50 / P50 (above 1: musicrfm is faster); \
          peak MB = process high-water mark from loading that format"
     );

@@ -535,24 +535,28 @@ impl EncodecConvTranspose1d {
     }
 
     /// On the host (`device` is burn-flex), pack the weights for streamed frames' few-input
-    /// products (see [`HostWeights`]); elsewhere a no-op.
-    pub(super) fn pack_for_host(&mut self, device: &Device) {
+    /// products (see [`HostWeights`]) in `format` (f32 or bf16), and round the conv's own
+    /// weights to it, so that batch and streamed decodes multiply by the same values; elsewhere
+    /// a no-op.
+    pub(super) fn pack_for_host(&mut self, device: &Device, format: WeightFormat) {
         if !crate::nn::is_host(device) {
             return;
         }
         let [channels_in, channels_out, kernel] = self.conv.weight.val().dims();
+        if format != WeightFormat::F32 {
+            let rounded = format.round_float(into_host_vec(self.conv.weight.val()));
+            self.conv.weight = Param::from_tensor(Tensor::from_data(
+                TensorData::new(rounded, [channels_in, channels_out, kernel]),
+                device,
+            ));
+        }
         // Rows `(o, k)`, one per output channel and tap, each over the input channels.
         let weight = into_host_vec(self.conv.weight.val().permute([1, 2, 0]));
         let bias = match &self.conv.bias {
             Some(bias) => into_host_vec(bias.val()),
             None => vec![0.0; channels_out],
         };
-        let matrix = HostMatrix::pack(
-            &weight,
-            channels_in,
-            channels_out * kernel,
-            WeightFormat::F32,
-        );
+        let matrix = HostMatrix::pack(&weight, channels_in, channels_out * kernel, format);
         self.host = Some(HostWeights { matrix, bias });
     }
 
@@ -804,7 +808,7 @@ mod tests {
                         trim_right,
                     };
                     if host {
-                        conv.pack_for_host(&device);
+                        conv.pack_for_host(&device, WeightFormat::F32);
                     }
                     for len in [1, 2, 5, 30] {
                         let x = Tensor::<3>::random([2, 5, len], Distribution::Default, &device);

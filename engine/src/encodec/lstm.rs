@@ -27,7 +27,8 @@ struct LstmLayer {
     weight_ih_t: Tensor<2>,
     /// `b_ih + b_hh`, folded into the input projection: `[4 · hidden]`.
     bias: Tensor<1>,
-    /// `W_hh` (`[4 · hidden, hidden]`, f32 as stored) for the host kernel.
+    /// `W_hh` (`[4 · hidden, hidden]`, f32 as stored or bf16: the load's format) for the host
+    /// kernel.
     weight_hh: HostMatrix,
     /// On the CPU, `W_ih` and the folded bias for the host matrix × few-rows kernel: a streamed
     /// frame projects one row, which a general matmul runs far from the bandwidth floor.
@@ -52,6 +53,7 @@ impl EncodecLstm {
         hidden: usize,
         num_layers: usize,
         device: &Device,
+        format: WeightFormat,
     ) -> Result<Self, LoadError> {
         let layers = (0..num_layers)
             .map(|k| {
@@ -59,21 +61,27 @@ impl EncodecLstm {
                 // Stored transposed, not a transposed view: burn-flex's matmul would copy a view
                 // into a contiguous 16 MB buffer on every call, which a streamed frame (one
                 // call per frame) paid in full — half of its decode time.
-                let weight_ih_t =
+                let mut weight_ih_t =
                     weights.linear_weight(&key("weight_ih"), hidden, 4 * hidden, device)?;
+                if format != WeightFormat::F32 {
+                    // The batch projection multiplies by the values the host matrices hold.
+                    let rounded = format.round_float(into_host_vec(weight_ih_t));
+                    weight_ih_t =
+                        Tensor::from_data(TensorData::new(rounded, [hidden, 4 * hidden]), device);
+                }
                 let bias_ih = weights.tensor(&key("bias_ih"), [4 * hidden], device)?;
                 let bias_hh = weights.tensor(&key("bias_hh"), [4 * hidden], device)?;
                 let weight_hh = HostMatrix::pack(
                     &weights.read_f32(&key("weight_hh"), &[4 * hidden, hidden])?,
                     hidden,
                     4 * hidden,
-                    WeightFormat::F32,
+                    format,
                 );
                 let bias = bias_ih + bias_hh;
                 let host_ih = if is_host(device) {
                     let w = weights.read_f32(&key("weight_ih"), &[4 * hidden, hidden])?;
                     Some((
-                        HostMatrix::pack(&w, hidden, 4 * hidden, WeightFormat::F32),
+                        HostMatrix::pack(&w, hidden, 4 * hidden, format),
                         host_vec(&bias),
                     ))
                 } else {

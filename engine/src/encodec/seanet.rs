@@ -15,6 +15,7 @@ use super::conv::{
 use super::lstm::{EncodecLstm, LstmState};
 use crate::config::{EncodecConfig, PadMode};
 use crate::error::LoadError;
+use crate::matvec::WeightFormat;
 use crate::nn::{exp_f32, into_host_vec, is_host, map_in_place};
 use crate::weights::Weights;
 
@@ -240,7 +241,14 @@ impl SeanetEncoder {
             scale *= 2;
         }
         let dim = scale * filters;
-        let lstm = EncodecLstm::load(weights, &layer(index), dim, config.num_lstm_layers, device)?;
+        let lstm = EncodecLstm::load(
+            weights,
+            &layer(index),
+            dim,
+            config.num_lstm_layers,
+            device,
+            WeightFormat::F32,
+        )?;
         index += 2; // LSTM, ELU
         let last_conv = EncodecConv1d::load(
             weights,
@@ -359,6 +367,7 @@ impl SeanetDecoder {
         config: &EncodecConfig,
         edge: PadMode,
         device: &Device,
+        format: WeightFormat,
     ) -> Result<Self, LoadError> {
         let layer = |i: usize| format!("{prefix}.layers.{i}");
         let filters = config.num_filters;
@@ -377,6 +386,7 @@ impl SeanetDecoder {
             scale * filters,
             config.num_lstm_layers,
             device,
+            format,
         )?;
         let mut index = 2;
         let mut stages = Vec::with_capacity(config.upsampling_ratios.len());
@@ -417,16 +427,16 @@ impl SeanetDecoder {
             chunk_frames: CHUNK_FRAMES,
             halo_frames: tail_reach(config),
         };
-        decoder.pack_for_host(device);
+        decoder.pack_for_host(device, format);
         Ok(decoder)
     }
 
     /// Pack the weights of every conv a streamed frame runs for the host kernel, if `device`
-    /// is the host (see `EncodecConv1d::pack_for_host`).
-    fn pack_for_host(&mut self, device: &Device) {
+    /// is the host (see `EncodecConv1d::pack_for_host`); the transposed convs in `format`.
+    fn pack_for_host(&mut self, device: &Device, format: WeightFormat) {
         self.first_conv.pack_for_host(device);
         for stage in &mut self.stages {
-            stage.upsample.pack_for_host(device);
+            stage.upsample.pack_for_host(device, format);
             for block in &mut stage.residual_blocks {
                 block.block_1.pack_for_host(device);
                 block.block_3.pack_for_host(device);
@@ -597,11 +607,16 @@ mod tests {
     use crate::config::MusicgenConfig;
 
     /// Piecewise decoding equals whole-signal decoding, with pieces far smaller than the
-    /// fixtures' sequences (which fit in one piece) so that many seams are crossed.
+    /// fixtures' sequences (which fit in one piece) so that many seams are crossed; with the
+    /// LSTM and transposed convs in f32 and in bf16.
     #[test]
     fn piecewise_decoding_equals_whole_signal_decoding() {
         let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
-        for model in ["musicgen-tiny", "musicgen-tiny-b"] {
+        for (model, format) in [
+            ("musicgen-tiny", WeightFormat::F32),
+            ("musicgen-tiny-b", WeightFormat::F32),
+            ("musicgen-tiny-b", WeightFormat::Bf16),
+        ] {
             let dir = fixtures.join(model);
             let config = MusicgenConfig::from_file(&dir.join("config.json"))
                 .expect("fixture config")
@@ -614,6 +629,7 @@ mod tests {
                 &config,
                 PadMode::Reflect,
                 &device,
+                format,
             )
             .expect("decoder loads");
             let (before, after) = decoder.halo_frames;

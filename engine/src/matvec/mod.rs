@@ -101,6 +101,34 @@ pub enum WeightFormat {
 }
 
 impl WeightFormat {
+    /// How EnCodec stores its largest decoder weights (the LSTM and the transposed convs, which
+    /// a streamed frame reads whole) next to a decoder in `self`: f32 with f32 (exact parity
+    /// with the reference), bf16 with the reduced formats, whose error is far larger.
+    pub fn codec(self) -> WeightFormat {
+        match self {
+            WeightFormat::F32 => WeightFormat::F32,
+            _ => WeightFormat::Bf16,
+        }
+    }
+
+    /// `values` as a [`WeightFormat::codec`] format stores them (bf16: rounded to nearest even),
+    /// for a burn tensor that must hold the same weights as a host matrix packed in it.
+    ///
+    /// # Panics
+    /// For an integer format, which the codec never takes.
+    pub(crate) fn round_float(self, mut values: Vec<f32>) -> Vec<f32> {
+        match self {
+            WeightFormat::F32 => {}
+            WeightFormat::Bf16 => {
+                for v in &mut values {
+                    *v = bf16_to_f32(f32_to_bf16(*v));
+                }
+            }
+            WeightFormat::Q8 | WeightFormat::Q4 => panic!("{self} is not a float format"),
+        }
+        values
+    }
+
     pub const ALL: [WeightFormat; 4] = [
         WeightFormat::F32,
         WeightFormat::Bf16,
