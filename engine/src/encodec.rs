@@ -132,6 +132,9 @@ impl EncodecModel {
     /// If `n_q > num_quantizers`, or a code is negative or not below `codebook_size` (2048):
     /// codes come from the decoder LM, whose heads cannot produce one, or from `encode`.
     pub fn decode(&self, codes: Tensor<3, Int>) -> Tensor<3> {
-        self.decoder.forward(self.quantizer.decode(codes))
+        // On the CPU, rayon's threads stay awake between the LSTM's 2 × frames recurrent
+        // products (`crate::pool::step`).
+        let host = crate::nn::is_host(&self.device);
+        crate::pool::step(host, || self.decoder.forward(self.quantizer.decode(codes)))
     }
 }

@@ -8,7 +8,8 @@
 //! until it returns: each spins on rayon's [`rayon::yield_now`], running whatever the step
 //! forks the moment it is forked, and hands its core to other runnable threads (the host's
 //! own, in a plugin) every few spins. A step whose work is a GPU's keeps rayon's idling: its
-//! CPU threads would spin for nothing.
+//! CPU threads would spin for nothing. EnCodec's one-shot decode on the CPU runs the same way
+//! (its LSTM forks two products a frame).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
