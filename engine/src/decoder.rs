@@ -23,6 +23,8 @@ use crate::weights::Weights;
 
 mod host;
 
+pub(crate) use host::HostStep;
+
 /// nn.LayerNorm's default, which MusicGen uses everywhere.
 const LAYER_NORM_EPS: f64 = 1e-5;
 
@@ -717,7 +719,13 @@ impl DecoderLm {
         let [batch, _, seq] = tokens.dims();
         cache.check_room(batch, seq)?;
         if seq == 1 && self.host_step_ready(cache, cross) {
-            return Ok(self.step_host(tokens, cache, cross, hook));
+            let mut steps = [HostStep {
+                tokens,
+                cache,
+                cross,
+            }];
+            let mut logits = self.step_host(&mut steps, &mut |_, b, h| hook.after_block(b, h));
+            return Ok(logits.remove(0));
         }
         let start = cache.len();
         let x = timed(Phase::Embed, || self.embed(tokens, start));
@@ -725,6 +733,31 @@ impl DecoderLm {
         let causal = (seq > 1).then(|| causal_bias(seq, start, &self.device));
         let x = self.blocks(x, Some(cache), causal, cross, hook);
         Ok(self.logits(x))
+    }
+
+    /// Several generations' next positions (one each) as one host step, each weight read once
+    /// for all of them and each row computed as alone (the same values as
+    /// [`Self::try_forward_cached`] on each in turn); `hook(i, block, hidden)` is generation `i`'s
+    /// hook. `Ok(None)` when they cannot share a host step (not on the CPU, not one position
+    /// each, or text for some and not others): run them one by one then.
+    pub(crate) fn try_forward_cached_together(
+        &self,
+        steps: &mut [HostStep<'_>],
+        hook: &mut (dyn FnMut(usize, usize, Tensor<3>) -> Tensor<3> + Send),
+    ) -> Result<Option<Vec<Tensor<4>>>, CacheError> {
+        let together = steps
+            .iter()
+            .all(|s| s.tokens.dims()[2] == 1 && self.host_step_ready(s.cache, s.cross))
+            && steps
+                .iter()
+                .all(|s| s.cross.is_some() == steps[0].cross.is_some());
+        if !together {
+            return Ok(None);
+        }
+        for step in steps.iter() {
+            step.cache.check_room(step.tokens.dims()[0], 1)?;
+        }
+        Ok(Some(self.step_host(steps, hook)))
     }
 
     /// Every block in turn, the hook after each.

@@ -14,7 +14,7 @@
 
 use burn::tensor::{Int, Tensor, TensorData};
 
-use crate::decoder::{BlockHook, KvCache, NoHook};
+use crate::decoder::{BlockHook, HostStep, KvCache, NoHook};
 use crate::error::LoadError;
 use crate::model::{MusicGen, TextCondition};
 use crate::profile::{Phase, timed};
@@ -288,6 +288,72 @@ impl<'m> Generation<'m> {
 
     /// Run one decoder step; `hook` sees every block's output.
     pub fn step(&mut self, hook: &mut impl BlockHook) -> Result<StepOutput, GenerateError> {
+        let tokens = self.next_tokens()?;
+        // On one of rayon's threads, with the others kept awake for a host step
+        // (`crate::pool::step`): the step's ~200 parallel products and attentions fork from
+        // inside the pool, where a join waits by working, and each is picked up at once.
+        let (model, cache, cross) = (self.model, &mut self.cache, &self.condition.cross);
+        let logits = crate::pool::step(model.decoder.steps_on_host(), || {
+            model
+                .decoder
+                .forward_cached(tokens, cache, Some(cross), hook)
+        });
+        Ok(self.finish_step(logits))
+    }
+
+    /// This generation's next step and `other`'s in one pass through the decoder's weights
+    /// (on the CPU: each weight read once for both, which is most of a step's cost), with the
+    /// same results as `self.step(hook 0)` then `other.step(hook 1)`; `hook(i, block, hidden)`
+    /// sees generation `i`'s blocks. Elsewhere, or where the two cannot share a step, they run
+    /// in turn. Both must be generations of the same model.
+    pub fn step_together(
+        &mut self,
+        other: &mut Generation<'_>,
+        hook: &mut (dyn FnMut(usize, usize, Tensor<3>) -> Tensor<3> + Send),
+    ) -> Result<(StepOutput, StepOutput), GenerateError> {
+        assert!(
+            std::ptr::eq(self.model, other.model),
+            "step_together: generations of one model"
+        );
+        let first = self.next_tokens()?;
+        let second = other.next_tokens()?;
+        let model = self.model;
+        let mut steps = [
+            HostStep {
+                tokens: first,
+                cache: &mut self.cache,
+                cross: Some(&self.condition.cross),
+            },
+            HostStep {
+                tokens: second,
+                cache: &mut other.cache,
+                cross: Some(&other.condition.cross),
+            },
+        ];
+        let together = crate::pool::step(model.decoder.steps_on_host(), || {
+            model.decoder.try_forward_cached_together(&mut steps, hook)
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        match together {
+            Some(logits) => {
+                let [first, second]: [Tensor<4>; 2] = logits
+                    .try_into()
+                    .unwrap_or_else(|_| unreachable!("one logits tensor per generation"));
+                Ok((self.finish_step(first), other.finish_step(second)))
+            }
+            None => {
+                let first = self.step(&mut FnHook {
+                    which: 0,
+                    hook: &mut *hook,
+                })?;
+                let second = other.step(&mut FnHook { which: 1, hook })?;
+                Ok((first, second))
+            }
+        }
+    }
+
+    /// The next step's input tokens `[rows, codebooks, 1]`, once it may run.
+    fn next_tokens(&self) -> Result<Tensor<3, Int>, GenerateError> {
         let s = self.step;
         if s >= self.capacity {
             return Err(GenerateError::WindowFull {
@@ -311,17 +377,15 @@ impl<'m> Generation<'m> {
         for _ in 0..self.rows {
             tokens.extend_from_slice(&row);
         }
-        let tokens =
-            Tensor::<3, Int>::from_data(TensorData::new(tokens, [self.rows, k, 1]), device);
-        // On one of rayon's threads, with the others kept awake for a host step
-        // (`crate::pool::step`): the step's ~200 parallel products and attentions fork from
-        // inside the pool, where a join waits by working, and each is picked up at once.
-        let (model, cache, cross) = (self.model, &mut self.cache, &self.condition.cross);
-        let logits = crate::pool::step(model.decoder.steps_on_host(), || {
-            model
-                .decoder
-                .forward_cached(tokens, cache, Some(cross), hook)
-        });
+        Ok(Tensor::<3, Int>::from_data(
+            TensorData::new(tokens, [self.rows, k, 1]),
+            device,
+        ))
+    }
+
+    /// Pick the step's codes from its logits and advance.
+    fn finish_step(&mut self, logits: Tensor<4>) -> StepOutput {
+        let (s, k) = (self.step, self.codebooks);
         let picked = timed(Phase::Sampling, || self.pick_codes(logits));
         for (codebook, code) in picked.into_iter().enumerate() {
             let code = match self.prefix_code(s, codebook) {
@@ -335,10 +399,10 @@ impl<'m> Generation<'m> {
         let completed_frame = (s + 1 >= k)
             .then(|| s + 1 - k)
             .filter(|&f| f < self.complete_frames());
-        Ok(StepOutput {
+        StepOutput {
             step: s,
             completed_frame,
-        })
+        }
     }
 
     /// One code per codebook from a step's logits `[rows, codebooks, 1, vocab]`: guided (CFG)
@@ -400,5 +464,17 @@ impl<'m> Generation<'m> {
     /// The prompt's token ids.
     pub fn input_ids(&self) -> &[u32] {
         &self.condition.input_ids
+    }
+}
+
+/// Generation `which`'s share of a [`Generation::step_together`] hook, as a block hook.
+struct FnHook<'h> {
+    which: usize,
+    hook: &'h mut (dyn FnMut(usize, usize, Tensor<3>) -> Tensor<3> + Send),
+}
+
+impl BlockHook for FnHook<'_> {
+    fn after_block(&mut self, block: usize, hidden: Tensor<3>) -> Tensor<3> {
+        (self.hook)(self.which, block, hidden)
     }
 }

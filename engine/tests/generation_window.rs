@@ -4,8 +4,12 @@
 
 mod common;
 
+use burn::tensor::Tensor;
 use common::*;
-use engine::{GenerateError, Generation, GenerationOptions, MusicGen, NoHook, Sampling};
+use engine::{
+    GenerateError, Generation, GenerationOptions, LoadOptions, MusicGen, NoHook, Sampling,
+    WeightFormat,
+};
 
 #[test]
 fn open_ended_generation_stops_with_an_error_at_the_window() {
@@ -59,4 +63,65 @@ fn sampled_codes_do_not_depend_on_the_run_length() {
     assert_ne!(open, run(None, 6), "the seed matters");
     // A run of known length pads only its own tail, so its first frames are the open run's.
     assert_eq!(run(Some(20), 5)[..16], open[..16]);
+}
+
+/// Two generations stepped together (a window and its successor share each pass through the
+/// weights) give what they give stepped in turn, hooks included: the same codes, step after
+/// step, with each generation's own cache, prompt, seed and hook.
+#[test]
+fn generations_stepped_together_equal_generations_stepped_in_turn() {
+    for name in MODELS {
+        for weight_format in [WeightFormat::F32, WeightFormat::Q8] {
+            let model =
+                MusicGen::load_with(&model_dir(name), &device(), LoadOptions { weight_format })
+                    .unwrap();
+            let options = |seed: u64| GenerationOptions {
+                window: 20,
+                sampling: Sampling::MUSICGEN_DEFAULT,
+                seed,
+                ..GenerationOptions::default()
+            };
+            let new =
+                |prompt: &str, seed: u64| Generation::new(&model, prompt, options(seed)).unwrap();
+            // Each generation's residual stream is scaled after its first block, by its own
+            // factor (a shift of every value would not matter: the next layer norm removes it).
+            let mut hook = |which: usize, block: usize, hidden: Tensor<3>| match (which, block) {
+                (0, 0) => hidden.mul_scalar(1.5),
+                (1, 0) => hidden.mul_scalar(0.6),
+                _ => hidden,
+            };
+            let frames = |g: &Generation| (0..16).map(|f| g.frame(f).unwrap()).collect::<Vec<_>>();
+
+            let (mut a, mut b) = (new("80s pop", 3), new("lofi piano", 4));
+            for _ in 0..20 {
+                a.step(&mut Hook(0, &mut hook)).unwrap();
+                b.step(&mut Hook(1, &mut hook)).unwrap();
+            }
+            let (mut a2, mut b2) = (new("80s pop", 3), new("lofi piano", 4));
+            for step in 0..20 {
+                let (first, second) = a2.step_together(&mut b2, &mut hook).unwrap();
+                assert_eq!((first.step, second.step), (step, step));
+            }
+            assert_eq!(frames(&a2), frames(&a), "{name} {weight_format}: first");
+            assert_eq!(frames(&b2), frames(&b), "{name} {weight_format}: second");
+            // The hooks act: unhooked, the first generation's codes differ.
+            let mut plain = new("80s pop", 3);
+            for _ in 0..20 {
+                plain.step(&mut NoHook).unwrap();
+            }
+            assert_ne!(
+                frames(&plain),
+                frames(&a),
+                "{name} {weight_format}: hook ignored"
+            );
+        }
+    }
+}
+
+struct Hook<'h, F>(usize, &'h mut F);
+
+impl<F: FnMut(usize, usize, Tensor<3>) -> Tensor<3> + Send> engine::BlockHook for Hook<'_, F> {
+    fn after_block(&mut self, block: usize, hidden: Tensor<3>) -> Tensor<3> {
+        (self.1)(self.0, block, hidden)
+    }
 }

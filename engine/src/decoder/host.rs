@@ -19,7 +19,7 @@
 use burn::tensor::{Int, Tensor, TensorData};
 use rayon::prelude::*;
 
-use super::{Block, BlockHook, CrossContext, DecoderLm, KvCache, LayerCache};
+use super::{Block, CrossContext, DecoderLm, KvCache, LayerCache};
 use crate::nn::{Isa, exp_f32, host_vec, isa};
 use crate::profile::{Phase, timed};
 
@@ -470,6 +470,12 @@ fn sum_lanes(values: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + values[whole..].iter().sum::<f32>()
 }
 
+/// Rows `first .. first + rows` of `values`, which holds `batch` rows.
+fn row_range(values: &[f32], batch: usize, first: usize, rows: usize) -> &[f32] {
+    let width = values.len() / batch.max(1);
+    &values[first * width..(first + rows) * width]
+}
+
 fn add_into(x: &mut [f32], y: &[f32]) {
     for (x, y) in x.iter_mut().zip(y) {
         *x += y;
@@ -504,17 +510,41 @@ fn norm(norm: &crate::nn::LayerNorm, x: &[f32]) -> Vec<f32> {
     })
 }
 
+/// One generation's share of a host step through one block: its rows of the activations (the
+/// parts' rows follow each other), its cache of the block and the position it writes, its text.
+struct Part<'a> {
+    rows: usize,
+    cache: &'a mut HostKv,
+    position: usize,
+    cross: Option<(&'a HostKv, &'a [f32])>,
+}
+
+/// `f(part, rows of values)` for each part's rows of `values` (`width` values a row), the
+/// outputs concatenated in part order.
+fn per_part(
+    parts: &mut [Part<'_>],
+    values: &[f32],
+    width: usize,
+    mut f: impl FnMut(&mut Part<'_>, &[f32]) -> Vec<f32>,
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(values.len());
+    let mut first = 0;
+    for part in parts.iter_mut() {
+        let rows = &values[first * width..(first + part.rows) * width];
+        out.extend(f(part, rows));
+        first += part.rows;
+    }
+    out
+}
+
 impl Block {
     /// [`Block::forward`] for one new position per row, in place on host rows `x`
-    /// (`[batch, d_model]`); its keys and values go to `cache` at `position`.
-    fn forward_host(
-        &self,
-        x: &mut [f32],
-        batch: usize,
-        cache: &mut HostKv,
-        position: usize,
-        cross: Option<(&HostKv, &[f32])>,
-    ) {
+    /// (`[rows, d_model]`, the parts' rows in turn): every linear runs once over all rows
+    /// (each row computed as alone), attention per part over its own cache, where the part's
+    /// keys and values go at its position.
+    fn forward_host(&self, x: &mut [f32], parts: &mut [Part<'_>]) {
+        let batch: usize = parts.iter().map(|p| p.rows).sum();
+        let width = x.len() / batch.max(1);
         let attn = &self.self_attn;
         let h = norm(&self.self_attn_layer_norm, x);
         // The three projections of the same input as one parallel job: both threads stay busy
@@ -531,21 +561,34 @@ impl Block {
             )
         });
         let heads = timed(Phase::Attention, || {
-            cache.write_position(position, &k, &v);
-            attend_one(&q, cache, position + 1, attn.scale as f32, None)
+            let mut first = 0;
+            per_part(parts, &q, q.len() / batch.max(1), |part, q| {
+                let (k, v) = (
+                    row_range(&k, batch, first, part.rows),
+                    row_range(&v, batch, first, part.rows),
+                );
+                first += part.rows;
+                part.cache.write_position(part.position, k, v);
+                attend_one(q, part.cache, part.position + 1, attn.scale as f32, None)
+            })
         });
         add_into(x, &linear!(attn.out_proj, &heads, batch));
 
-        if let Some((kv, bias)) = cross {
+        // Every part has its text, or none has (`DecoderLm::step_host` checked).
+        if parts.first().is_some_and(|p| p.cross.is_some()) {
             let attn = &self.encoder_attn;
             let h = norm(&self.encoder_attn_layer_norm, x);
             let q = linear!(attn.q_proj, &h, batch);
-            let text_len = kv.dims()[2];
             let heads = timed(Phase::Attention, || {
-                attend_one(&q, kv, text_len, attn.scale as f32, Some(bias))
+                per_part(parts, &q, q.len() / batch.max(1), |part, q| {
+                    let (kv, bias) = part.cross.expect("every part has its text");
+                    let text_len = kv.dims()[2];
+                    attend_one(q, kv, text_len, attn.scale as f32, Some(bias))
+                })
             });
             add_into(x, &linear!(attn.out_proj, &heads, batch));
         }
+        debug_assert_eq!(x.len(), batch * width);
 
         let h = norm(&self.final_layer_norm, x);
         let mut h = linear!(self.fc1, &h, batch);
@@ -560,34 +603,63 @@ impl DecoderLm {
         self.host_step && cache.is_host() && cross.is_none_or(|c| c.host.is_some())
     }
 
-    /// [`DecoderLm::try_forward_cached`] for one position per row on host values; the caller
-    /// checked the room and [`Self::host_step_ready`].
+    /// [`DecoderLm::try_forward_cached`] for one position per row on host values, for one
+    /// generation or several at once (a window and its successor): their rows go through every
+    /// linear together, so each weight is read once for all of them, and each row is computed
+    /// as it would be alone. `hook(i, block, hidden)` is generation `i`'s block hook. The caller
+    /// checked each one's room and [`Self::host_step_ready`], and that all or none have text.
     ///
     /// # Shapes
-    /// `tokens: [batch, codebooks, 1]` → `[batch, codebooks, 1, vocab]`
+    /// `tokens: [batch, codebooks, 1]` → `[batch, codebooks, 1, vocab]`, per generation
     pub(super) fn step_host(
         &self,
-        tokens: Tensor<3, Int>,
-        cache: &mut KvCache,
-        cross: Option<&CrossContext>,
-        hook: &mut impl BlockHook,
-    ) -> Tensor<4> {
-        let batch = tokens.dims()[0];
-        let position = cache.len();
+        steps: &mut [HostStep<'_>],
+        hook: &mut (dyn FnMut(usize, usize, Tensor<3>) -> Tensor<3> + Send),
+    ) -> Vec<Tensor<4>> {
         let d = self.config.hidden_size;
-        let mut x = timed(Phase::Embed, || host_vec(&self.embed(tokens, position)));
+        let rows: Vec<usize> = steps.iter().map(|s| s.tokens.dims()[0]).collect();
+        let positions: Vec<usize> = steps.iter().map(|s| s.cache.len()).collect();
+        let mut x = timed(Phase::Embed, || {
+            let mut x = Vec::with_capacity(rows.iter().sum::<usize>() * d);
+            for (step, &position) in steps.iter().zip(&positions) {
+                x.extend(host_vec(&self.embed(step.tokens.clone(), position)));
+            }
+            x
+        });
         for (b, block) in self.layers.iter().enumerate() {
-            let layer: &mut LayerCache = &mut cache.layers[b];
-            let super::CacheStore::Host(kv) = &mut layer.store else {
-                unreachable!("host_step_ready checked every layer's cache");
-            };
-            let cross = cross
-                .and_then(|c| c.host.as_ref())
-                .map(|c| (&c.kv[b], c.bias.as_slice()));
-            block.forward_host(&mut x, batch, kv, position, cross);
-            layer.len = position + 1;
-            let hidden = Tensor::<3>::from_data(TensorData::new(x, [batch, 1, d]), &self.device);
-            x = host_vec(&hook.after_block(b, hidden));
+            let mut parts: Vec<Part<'_>> = steps
+                .iter_mut()
+                .zip(rows.iter().zip(&positions))
+                .map(|(step, (&rows, &position))| {
+                    let layer: &mut LayerCache = &mut step.cache.layers[b];
+                    let super::CacheStore::Host(kv) = &mut layer.store else {
+                        unreachable!("host_step_ready checked every layer's cache");
+                    };
+                    let cross = step
+                        .cross
+                        .and_then(|c| c.host.as_ref())
+                        .map(|c| (&c.kv[b], c.bias.as_slice()));
+                    Part {
+                        rows,
+                        cache: kv,
+                        position,
+                        cross,
+                    }
+                })
+                .collect();
+            block.forward_host(&mut x, &mut parts);
+            drop(parts);
+            let mut first = 0;
+            for (i, (step, &position)) in steps.iter_mut().zip(&positions).enumerate() {
+                step.cache.layers[b].len = position + 1;
+                let span = first * d..(first + rows[i]) * d;
+                let hidden = Tensor::<3>::from_data(
+                    TensorData::new(x[span.clone()].to_vec(), [rows[i], 1, d]),
+                    &self.device,
+                );
+                x[span].copy_from_slice(&host_vec(&hook(i, b, hidden)));
+                first += rows[i];
+            }
         }
         timed(Phase::LmHeads, || {
             let mut h = x;
@@ -596,6 +668,7 @@ impl DecoderLm {
                 done,
                 "host step: the final norm was checked to be in host memory"
             );
+            let batch: usize = rows.iter().sum();
             let vocab = self.config.vocab_size;
             let codebooks = self.lm_heads.len();
             let mut logits = vec![0f32; batch * codebooks * vocab];
@@ -608,12 +681,27 @@ impl DecoderLm {
                     logits[dst..dst + vocab].copy_from_slice(&y[b * vocab..(b + 1) * vocab]);
                 }
             }
-            Tensor::from_data(
-                TensorData::new(logits, [batch, codebooks, 1, vocab]),
-                &self.device,
-            )
+            let mut first = 0;
+            rows.iter()
+                .map(|&rows| {
+                    let span = first * codebooks * vocab..(first + rows) * codebooks * vocab;
+                    first += rows;
+                    Tensor::from_data(
+                        TensorData::new(logits[span].to_vec(), [rows, codebooks, 1, vocab]),
+                        &self.device,
+                    )
+                })
+                .collect()
         })
     }
+}
+
+/// One generation's next position in a [`DecoderLm::step_host`].
+pub(crate) struct HostStep<'a> {
+    /// `[batch, codebooks, 1]`
+    pub(crate) tokens: Tensor<3, Int>,
+    pub(crate) cache: &'a mut KvCache,
+    pub(crate) cross: Option<&'a CrossContext>,
 }
 
 #[cfg(test)]
