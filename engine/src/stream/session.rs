@@ -41,6 +41,15 @@ pub trait Stepper {
         generation: &mut Generation<'_>,
         fresh: bool,
     ) -> Result<StepOutput, GenerateError>;
+
+    /// The window's fresh step and its successor's replay step in one pass through the
+    /// weights ([`Generation::step_together`]), each with the plan of its own timeline step:
+    /// the same results as `step(window, true)` then `step(successor, false)`.
+    fn step_together(
+        &mut self,
+        window: &mut Generation<'_>,
+        successor: &mut Generation<'_>,
+    ) -> Result<(StepOutput, StepOutput), GenerateError>;
 }
 
 /// Generation steps one [`Session::step`] may run: the timeline step, plus one step of the
@@ -167,18 +176,59 @@ impl<'m> Session<'m> {
     /// Run timeline step [`Session::next_step`]: at most [`STEP_BUDGET`] units of
     /// [`Session::work`], the rest left for when the engine is idle. Audio that became final
     /// is appended to `out` at the host rate.
+    ///
+    /// While the window slides, its step and its successor's run together, in one pass through
+    /// the weights, when the successor's step was possible before the window's: so a successor
+    /// step that only the window's step of this timeline step made possible waits for the next
+    /// one, where it has a partner. The successor replays one step later than it could; it
+    /// catches up after the swap as before.
     pub fn step(
         &mut self,
         plans: &mut impl Stepper,
         out: &mut Vec<f32>,
     ) -> Result<(), StreamError> {
         self.next += 1;
+        if self.work_together(plans, out)? {
+            return Ok(());
+        }
         for _ in 0..STEP_BUDGET {
+            let window_due = (self.generation.global_step() as u64) < self.next;
             if !self.work(plans, out)? {
+                break;
+            }
+            if window_due && self.successor.is_some() {
                 break;
             }
         }
         Ok(())
+    }
+
+    /// The window's step and its successor's together, if both are due and the window is not
+    /// full; whether they ran.
+    fn work_together(
+        &mut self,
+        plans: &mut impl Stepper,
+        out: &mut Vec<f32>,
+    ) -> Result<bool, StreamError> {
+        let window = &mut self.generation;
+        let Some(next) = &mut self.successor else {
+            return Ok(false);
+        };
+        let due = (window.global_step() as u64) < self.next
+            && window.steps_done() < window.capacity()
+            && next.generation.ready()
+            && next.generation.global_step() < window.global_step();
+        if !due {
+            return Ok(false);
+        }
+        let step = window.global_step() as u64;
+        let (done, _) = plans
+            .step_together(window, &mut next.generation)
+            .map_err(|error| StreamError::Generate { step, error })?;
+        if let Some(frame) = done.completed_frame {
+            self.completed(frame, out);
+        }
+        Ok(true)
     }
 
     /// One generation step of the work the timeline steps so far ask for, each with the plan

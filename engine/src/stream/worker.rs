@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
+use crate::decoder::BlockHook;
 use crate::model::MusicGen;
 
 use super::cache::{Recording, TimelineCache};
@@ -812,20 +813,53 @@ struct RecentPlans<'a> {
     model: &'a MusicGen,
 }
 
+impl RecentPlans<'_> {
+    /// The controls of timeline step `step`: the last recent frame at or before it.
+    fn control(&self, step: u64) -> ControlFrame {
+        self.recent
+            .iter()
+            .rev()
+            .find(|c| c.step <= step)
+            .or(self.recent.front())
+            .map_or(ControlFrame::silent(step), |c| ControlFrame { step, ..*c })
+    }
+}
+
 impl Stepper for RecentPlans<'_> {
+    fn step_together(
+        &mut self,
+        window: &mut crate::Generation<'_>,
+        successor: &mut crate::Generation<'_>,
+    ) -> Result<
+        (crate::generate::StepOutput, crate::generate::StepOutput),
+        crate::generate::GenerateError,
+    > {
+        let steps = [window.global_step(), successor.global_step()];
+        let controls = steps.map(|s| self.control(s as u64));
+        let steering = &mut *self.steering;
+        // The concept meters see the window's fresh step only, after its steering.
+        let mut observer = (!self.meters.is_empty()).then(|| self.meters.observer(self.model));
+        window.step_together(successor, &mut |which, block, hidden| {
+            let plan = steering.plan_for(&controls[which]);
+            let hidden = if plan.is_empty() {
+                hidden
+            } else {
+                plan.hook(steps[which]).after_block(block, hidden)
+            };
+            match &mut observer {
+                Some(observer) if which == 0 => observer.after_block(block, hidden),
+                _ => hidden,
+            }
+        })
+    }
+
     fn step(
         &mut self,
         generation: &mut crate::Generation<'_>,
         fresh: bool,
     ) -> Result<crate::generate::StepOutput, crate::generate::GenerateError> {
         let step = generation.global_step() as u64;
-        let control = self
-            .recent
-            .iter()
-            .rev()
-            .find(|c| c.step <= step)
-            .or(self.recent.front())
-            .map_or(ControlFrame::silent(step), |c| ControlFrame { step, ..*c });
+        let control = self.control(step);
         let plan = self.steering.plan_for(&control);
         if fresh && !self.meters.is_empty() {
             generation.step_observed(plan, &mut self.meters.observer(self.model))
