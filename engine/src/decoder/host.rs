@@ -52,7 +52,10 @@ pub(crate) struct Kv<T> {
 
 /// An element type of the cache.
 pub(crate) trait KvValue: Copy + Send + Sync {
-    const ZERO: Self;
+    /// `len` zeros, allocated zeroed (`calloc`: fresh pages, touched only when written): a
+    /// 30 s window's cache is a few hundred MB, which a loop writing zeros took over 100 ms to
+    /// fill when a window slide made the next one.
+    fn zeros(len: usize) -> Vec<Self>;
     fn from_f32(v: f32) -> Self;
     fn to_f32(self) -> f32;
     /// 16 values from `ptr`, widened.
@@ -64,7 +67,9 @@ pub(crate) trait KvValue: Copy + Send + Sync {
 }
 
 impl KvValue for f32 {
-    const ZERO: Self = 0.0;
+    fn zeros(len: usize) -> Vec<Self> {
+        vec![0.0; len]
+    }
     fn from_f32(v: f32) -> Self {
         v
     }
@@ -83,7 +88,11 @@ impl KvValue for f32 {
 /// Round to nearest; magnitudes past f16's largest finite value (65504) saturate there instead
 /// of becoming infinite, which would turn a softmax into NaN.
 impl KvValue for half::f16 {
-    const ZERO: Self = half::f16::ZERO;
+    fn zeros(len: usize) -> Vec<Self> {
+        use half::vec::HalfBitsVecExt;
+        // Zero bits are +0.0; `vec!` of a `u16` allocates zeroed, of an `f16` it writes.
+        vec![0u16; len].reinterpret_into()
+    }
     fn from_f32(v: f32) -> Self {
         half::f16::from_f32(v.clamp(-65504.0, 65504.0))
     }
@@ -141,8 +150,8 @@ impl<T: KvValue> Kv<T> {
         let [batch, heads, capacity, head_dim] = dims;
         let tiles = capacity.div_ceil(KEY_BLOCK);
         Self {
-            k_t: vec![T::ZERO; batch * heads * tiles * head_dim * KEY_BLOCK],
-            v: vec![T::ZERO; batch * heads * capacity * head_dim],
+            k_t: T::zeros(batch * heads * tiles * head_dim * KEY_BLOCK),
+            v: T::zeros(batch * heads * capacity * head_dim),
             dims,
             tiles,
         }
@@ -719,6 +728,11 @@ mod tests {
     fn the_cache_returns_what_was_written_across_tiles() {
         let mut rng = Rng::new(5);
         let dims @ [batch, heads, capacity, head_dim] = [2, 3, 37, 8];
+        // A new cache holds zeros (allocated zeroed, in f16 as in f32).
+        for half in [false, true] {
+            let (k, v) = HostKv::zeros(dims, half).live(capacity);
+            assert!(k.iter().chain(&v).all(|&x| x.to_bits() == 0), "half {half}");
+        }
         let mut kv = HostKv::zeros(dims, false);
         let k = normal(&mut rng, batch * heads * capacity * head_dim);
         let v = normal(&mut rng, batch * heads * capacity * head_dim);
