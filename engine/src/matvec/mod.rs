@@ -562,7 +562,22 @@ impl RowFormat for F32Rows<'_> {
 impl RowFormat for Bf16Rows<'_> {
     #[inline(always)]
     fn get(&self, d_in: usize, o: usize, i: usize) -> f32 {
-        bf16_to_f32(self.0[o * d_in + i])
+        bf16_to_f32(self.0[o * d_in + bf16_slot(d_in, i)])
+    }
+}
+
+/// Where a bf16 row stores its weight `i`: each whole block of 32 interleaves its halves, weight
+/// `b + k` in slot `b + 2k` and `b + 16 + k` in slot `b + 2k + 1` (`k < 16`), so that one vector
+/// load widens into the weights at `i` and at `i + 16` by a shift and a mask, where contiguous
+/// bf16 took a zero-extension and a shift per 16 (the kernels' two busiest ports); the row's
+/// last `d_in % 32` weights are stored in order.
+#[inline(always)]
+pub(crate) fn bf16_slot(d_in: usize, i: usize) -> usize {
+    if i < d_in / 32 * 32 {
+        let (b, k) = (i / 32 * 32, i % 32);
+        b + if k < 16 { 2 * k } else { 2 * (k - 16) + 1 }
+    } else {
+        i
     }
 }
 
@@ -640,7 +655,12 @@ impl HostMatrix {
         let packed = match format {
             WeightFormat::F32 => Packed::F32(Pages::copy_of(values)),
             WeightFormat::Bf16 => {
-                let bits: Vec<u16> = values.iter().map(|&v| f32_to_bf16(v)).collect();
+                let mut bits = vec![0u16; values.len()];
+                for (row, out) in values.chunks_exact(d_in).zip(bits.chunks_exact_mut(d_in)) {
+                    for (i, &v) in row.iter().enumerate() {
+                        out[bf16_slot(d_in, i)] = f32_to_bf16(v);
+                    }
+                }
                 Packed::Bf16(Pages::copy_of(&bits))
             }
             WeightFormat::Q8 => pack_q8(values, d_in, d_out),

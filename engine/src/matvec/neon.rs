@@ -39,12 +39,21 @@ impl Widen for F32Rows<'_> {
     }
 }
 
-/// bf16 is the top half of an f32: widen each to 32 bits shifted left by 16.
+/// bf16 is the top half of an f32: widen each to 32 bits shifted left by 16. Inside a whole
+/// block of 32 the halves are interleaved (`super::bf16_slot`): a de-interleaving load of 8
+/// slots gives weights `i..i + 4` of the first half in its even lanes, of the second in its odd.
 impl Widen for Bf16Rows<'_> {
     #[inline(always)]
     unsafe fn load4(&self, d_in: usize, o: usize, i: usize) -> float32x4_t {
         unsafe {
-            let halves = vld1_u16(self.0.as_ptr().add(o * d_in + i));
+            let row = self.0.as_ptr().add(o * d_in);
+            let halves = if i < d_in / 32 * 32 {
+                // `i % 4 == 0`: the four weights lie in one half of their block.
+                let pairs = vld2_u16(row.add(super::bf16_slot(d_in, i / 32 * 32 + i % 16)));
+                if i % 32 < 16 { pairs.0 } else { pairs.1 }
+            } else {
+                vld1_u16(row.add(i))
+            };
             vreinterpretq_f32_u32(vshll_n_u16::<16>(halves))
         }
     }

@@ -95,6 +95,40 @@ impl Widen for Bf16Rows<'_> {
         }
     }
 
+    /// One load of the interleaved block (`super::bf16_slot`): the low half of each 32-bit
+    /// lane is weight `i + l`, the high half `i + 16 + l`.
+    #[inline(always)]
+    unsafe fn load16_pair(&self, d_in: usize, o: usize, i: usize) -> (__m512, __m512) {
+        unsafe {
+            let v = _mm512_loadu_si512(
+                self.0
+                    .as_ptr()
+                    .add(o * d_in + super::bf16_slot(d_in, i))
+                    .cast(),
+            );
+            (
+                _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v)),
+                _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32(-65536))),
+            )
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn load8_pair(&self, d_in: usize, o: usize, i: usize) -> (__m256, __m256) {
+        unsafe {
+            let v = _mm256_loadu_si256(
+                self.0
+                    .as_ptr()
+                    .add(o * d_in + super::bf16_slot(d_in, i))
+                    .cast(),
+            );
+            (
+                _mm256_castsi256_ps(_mm256_slli_epi32::<16>(v)),
+                _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32(-65536))),
+            )
+        }
+    }
+
     #[inline(always)]
     fn row_bytes(&self, d_in: usize, o: usize) -> (*const i8, usize) {
         (self.0.as_ptr().wrapping_add(o * d_in).cast(), 2)
