@@ -887,9 +887,11 @@ fn products(
         .for_each(|(c, out)| {
             let first = c * chunk;
             let n = out.len() / rows;
-            for r in (0..rows).step_by(2) {
-                let r1 = if r + 1 < rows { r + 1 } else { r };
-                for t in (0..n).step_by(4) {
+            // Every pair of input rows takes a tile while it is in L1 (a slide's paired step has
+            // two pairs, a prefill dozens).
+            for t in (0..n).step_by(4) {
+                for r in (0..rows).step_by(2) {
+                    let r1 = if r + 1 < rows { r + 1 } else { r };
                     // A short last tile repeats its last row; the repeats are not stored.
                     let dots = tile(std::array::from_fn(|j| first + t + j.min(n - t - 1)), r, r1);
                     for j in 0..4.min(n - t) {
