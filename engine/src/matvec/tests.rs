@@ -154,7 +154,8 @@ fn integer_kernels_agree_bit_for_bit() {
         let values = normal(&mut rng, d_in * d_out);
         for format in [WeightFormat::Q8, WeightFormat::Q4] {
             let matrix = HostMatrix::pack(&values, d_in, d_out, format);
-            for rows in [1, 2, 3] {
+            // 4 and 7: several pairs of input rows per tile (a paired step, a prefill).
+            for rows in [1, 2, 3, 4, 7] {
                 let mut x = normal(&mut rng, rows * d_in);
                 // Extremes: a block of large values, and one of ±max (codes ±127).
                 x.iter_mut().take(32).for_each(|v| *v *= 1e4);
