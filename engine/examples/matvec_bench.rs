@@ -2,8 +2,9 @@
 //! - in cache: a 1024 × 1024 matrix (0.6–4 MB), one thread, best of 2000 products: what each
 //!   format costs per weight when memory is not the limit;
 //! - streamed: matrices of musicgen-small's decoder shapes (1024 → 1024 and 1024 ↔ 4096) adding
-//!   up to ≈ 1.3 GB of f32 weights (more than any cache), rayon's threads, formats taking turns, best of 10 passes:
-//!   what a decode step's linears reach against the memory-bandwidth floor.
+//!   up to ≈ 1.3 GB of f32 weights (more than any cache), rayon's threads kept awake as in a
+//!   decode step (`engine::pool::step`), formats taking turns, best of 10 passes: what a decode
+//!   step's linears reach against the memory-bandwidth floor.
 //!
 //! `cargo build --workspace --release --examples`, then run
 //! `$CARGO_TARGET_DIR/release/examples/matvec_bench` (`--kernel NAME` forces a kernel,
@@ -103,9 +104,12 @@ fn streamed(kernel: Kernel, formats: &[WeightFormat], rng: &mut Rng) {
     for _ in 0..10 {
         for (best, matrices) in best.iter_mut().zip(&packed) {
             let t = Instant::now();
-            for m in matrices {
-                std::hint::black_box(m.matmul_with(kernel, &x[..2 * m.d_in()], 2, None));
-            }
+            // As a decode step runs them: rayon's other threads kept awake between products.
+            engine::pool::step(true, || {
+                for m in matrices {
+                    std::hint::black_box(m.matmul_with(kernel, &x[..2 * m.d_in()], 2, None));
+                }
+            });
             *best = best.min(t.elapsed().as_secs_f64());
         }
     }
