@@ -11,16 +11,26 @@
 //! CPU threads would spin for nothing. EnCodec's one-shot decode on the CPU runs the same way
 //! (its LSTM forks two products a frame).
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Spins between two of the spinners' `sched_yield`s.
 const SPINS_PER_YIELD: u32 = 64;
+
+thread_local! {
+    /// Set on the thread running a [`step`] whose spinners are out: a step inside it (a
+    /// generation's step inside the stream worker's) runs in place, with the same spinners.
+    static AWAKE: Cell<bool> = const { Cell::new(false) };
+}
 
 /// Runs `f` on one of rayon's threads (in place when called from one), where the joins of the
 /// jobs it forks wait by working. With `keep_awake`, every other thread of the pool runs those
 /// jobs as soon as they are forked, instead of sleeping between them, and goes back to rayon's
 /// own idling when `f` returns or unwinds.
 pub fn step<R: Send>(keep_awake: bool, f: impl FnOnce() -> R + Send) -> R {
+    if AWAKE.get() {
+        return f();
+    }
     let done = AtomicBool::new(false);
     rayon::scope(|scope| {
         let runner = rayon::current_thread_index();
@@ -58,10 +68,12 @@ pub fn step<R: Send>(keep_awake: bool, f: impl FnOnce() -> R + Send) -> R {
         struct Done<'a>(&'a AtomicBool);
         impl Drop for Done<'_> {
             fn drop(&mut self) {
+                AWAKE.set(false);
                 self.0.store(true, Ordering::Release);
             }
         }
         let _done = Done(&done);
+        AWAKE.set(spinners > 0);
         f()
     })
 }
@@ -101,6 +113,14 @@ mod tests {
         }
         // From outside any pool: on the global pool's threads.
         assert!(step(true, || rayon::current_thread_index().is_some()));
+        // A step inside a step runs in place, where the outer one runs.
+        let (outer, inner) = pool(2).install(|| {
+            step(true, || {
+                let outer = rayon::current_thread_index();
+                (outer, step(true, rayon::current_thread_index))
+            })
+        });
+        assert_eq!(inner, outer);
     }
 
     #[test]
