@@ -479,12 +479,6 @@ fn sum_lanes(values: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + values[whole..].iter().sum::<f32>()
 }
 
-/// Rows `first .. first + rows` of `values`, which holds `batch` rows.
-fn row_range(values: &[f32], batch: usize, first: usize, rows: usize) -> &[f32] {
-    let width = values.len() / batch.max(1);
-    &values[first * width..(first + rows) * width]
-}
-
 fn add_into(x: &mut [f32], y: &[f32]) {
     for (x, y) in x.iter_mut().zip(y) {
         *x += y;
@@ -528,22 +522,31 @@ struct Part<'a> {
     cross: Option<(&'a HostKv, &'a [f32])>,
 }
 
-/// `f(part, rows of values)` for each part's rows of `values` (`width` values a row), the
-/// outputs concatenated in part order.
+/// `f(part, its rows)` for each part, the rows as a range of the step's rows; the outputs
+/// concatenated in part order (one part's output as it is).
 fn per_part(
     parts: &mut [Part<'_>],
-    values: &[f32],
-    width: usize,
-    mut f: impl FnMut(&mut Part<'_>, &[f32]) -> Vec<f32>,
+    mut f: impl FnMut(&mut Part<'_>, std::ops::Range<usize>) -> Vec<f32>,
 ) -> Vec<f32> {
-    let mut out = Vec::with_capacity(values.len());
+    let mut out = Vec::new();
     let mut first = 0;
     for part in parts.iter_mut() {
-        let rows = &values[first * width..(first + part.rows) * width];
-        out.extend(f(part, rows));
-        first += part.rows;
+        let rows = first..first + part.rows;
+        first = rows.end;
+        let y = f(part, rows);
+        if out.is_empty() {
+            out = y;
+        } else {
+            out.extend(y);
+        }
     }
     out
+}
+
+/// Rows `rows` of `values`, which holds `batch` rows of one width.
+fn rows_of(values: &[f32], batch: usize, rows: std::ops::Range<usize>) -> &[f32] {
+    let width = values.len() / batch.max(1);
+    &values[rows.start * width..rows.end * width]
 }
 
 impl Block {
@@ -553,7 +556,6 @@ impl Block {
     /// keys and values go at its position.
     fn forward_host(&self, x: &mut [f32], parts: &mut [Part<'_>]) {
         let batch: usize = parts.iter().map(|p| p.rows).sum();
-        let width = x.len() / batch.max(1);
         let attn = &self.self_attn;
         let h = norm(&self.self_attn_layer_norm, x);
         // The three projections of the same input as one parallel job: both threads stay busy
@@ -570,13 +572,8 @@ impl Block {
             )
         });
         let heads = timed(Phase::Attention, || {
-            let mut first = 0;
-            per_part(parts, &q, q.len() / batch.max(1), |part, q| {
-                let (k, v) = (
-                    row_range(&k, batch, first, part.rows),
-                    row_range(&v, batch, first, part.rows),
-                );
-                first += part.rows;
+            per_part(parts, |part, rows| {
+                let [q, k, v] = [&q, &k, &v].map(|t| rows_of(t, batch, rows.clone()));
                 part.cache.write_position(part.position, k, v);
                 attend_one(q, part.cache, part.position + 1, attn.scale as f32, None)
             })
@@ -589,15 +586,20 @@ impl Block {
             let h = norm(&self.encoder_attn_layer_norm, x);
             let q = linear!(attn.q_proj, &h, batch);
             let heads = timed(Phase::Attention, || {
-                per_part(parts, &q, q.len() / batch.max(1), |part, q| {
+                per_part(parts, |part, rows| {
                     let (kv, bias) = part.cross.expect("every part has its text");
                     let text_len = kv.dims()[2];
-                    attend_one(q, kv, text_len, attn.scale as f32, Some(bias))
+                    attend_one(
+                        rows_of(&q, batch, rows),
+                        kv,
+                        text_len,
+                        attn.scale as f32,
+                        Some(bias),
+                    )
                 })
             });
             add_into(x, &linear!(attn.out_proj, &heads, batch));
         }
-        debug_assert_eq!(x.len(), batch * width);
 
         let h = norm(&self.final_layer_norm, x);
         let mut h = linear!(self.fc1, &h, batch);
@@ -658,16 +660,20 @@ impl DecoderLm {
                 .collect();
             block.forward_host(&mut x, &mut parts);
             drop(parts);
-            let mut first = 0;
+            // Each generation's rows to its hook and back (one generation's without a copy).
+            let mut rest = std::mem::take(&mut x);
             for (i, (step, &position)) in steps.iter_mut().zip(&positions).enumerate() {
                 step.cache.layers[b].len = position + 1;
-                let span = first * d..(first + rows[i]) * d;
-                let hidden = Tensor::<3>::from_data(
-                    TensorData::new(x[span.clone()].to_vec(), [rows[i], 1, d]),
-                    &self.device,
-                );
-                x[span].copy_from_slice(&host_vec(&hook(i, b, hidden)));
-                first += rows[i];
+                let tail = rest.split_off(rows[i] * d);
+                let own = std::mem::replace(&mut rest, tail);
+                let hidden =
+                    Tensor::<3>::from_data(TensorData::new(own, [rows[i], 1, d]), &self.device);
+                let hooked = host_vec(&hook(i, b, hidden));
+                if x.is_empty() {
+                    x = hooked;
+                } else {
+                    x.extend(hooked);
+                }
             }
         }
         timed(Phase::LmHeads, || {
@@ -680,23 +686,30 @@ impl DecoderLm {
             let batch: usize = rows.iter().sum();
             let vocab = self.config.vocab_size;
             let codebooks = self.lm_heads.len();
-            let mut logits = vec![0f32; batch * codebooks * vocab];
+            // Per generation, `[rows, codebooks, vocab]`.
+            let mut logits: Vec<Vec<f32>> = rows
+                .iter()
+                .map(|&rows| vec![0f32; rows * codebooks * vocab])
+                .collect();
             for (c, head) in self.lm_heads.iter().enumerate() {
                 let y = head
                     .forward_rows(&h, batch)
                     .expect("host step: the heads were checked to be in host memory at load");
-                for b in 0..batch {
-                    let dst = (b * codebooks + c) * vocab;
-                    logits[dst..dst + vocab].copy_from_slice(&y[b * vocab..(b + 1) * vocab]);
+                let mut y = y.chunks_exact(vocab);
+                for (logits, &rows) in logits.iter_mut().zip(&rows) {
+                    for r in 0..rows {
+                        let dst = (r * codebooks + c) * vocab;
+                        let row = y.next().expect("one row of logits per step row");
+                        logits[dst..dst + vocab].copy_from_slice(row);
+                    }
                 }
             }
-            let mut first = 0;
-            rows.iter()
-                .map(|&rows| {
-                    let span = first * codebooks * vocab..(first + rows) * codebooks * vocab;
-                    first += rows;
+            logits
+                .into_iter()
+                .zip(&rows)
+                .map(|(logits, &rows)| {
                     Tensor::from_data(
-                        TensorData::new(logits[span].to_vec(), [rows, codebooks, 1, vocab]),
+                        TensorData::new(logits, [rows, codebooks, 1, vocab]),
                         &self.device,
                     )
                 })
