@@ -9,6 +9,7 @@
 mod conv;
 mod lstm;
 mod quantizer;
+mod rows;
 mod seanet;
 mod streaming;
 

@@ -210,6 +210,22 @@ impl EncodecConv1d {
             .swap_dims(1, 2)
     }
 
+    /// The weight (`[channels_out, channels_in, kernel]`), the bias and the dilation, for
+    /// [`RowConv`](super::rows::RowConv), which takes stride-1 convs only.
+    pub(super) fn parts(&self) -> (Tensor<3>, Vec<f32>, usize) {
+        debug_assert_eq!(self.stride, 1, "row convs have stride 1");
+        let weight = self.conv.weight.val();
+        let bias = match &self.conv.bias {
+            Some(bias) => into_host_vec(bias.val()),
+            None => vec![0.0; weight.dims()[0]],
+        };
+        (weight, bias, self.conv.dilation)
+    }
+
+    pub(super) fn edge(&self) -> PadMode {
+        self.edge
+    }
+
     /// How many input steps before and after its own position one output reads, for a
     /// stride-1 conv: the fixed padding on each side (the reference puts the odd sample on the
     /// left). Outputs that far from a cut see no padding.
@@ -472,6 +488,19 @@ impl EncodecConvTranspose1d {
         let y = self.conv.forward(x);
         let len = y.dims()[2];
         y.narrow(2, self.trim_left, len - self.trim_left - self.trim_right)
+    }
+
+    /// The weight (`[channels_in, channels_out, kernel]`, as rounded by `pack_for_host`), the
+    /// bias, the stride and the trims `(left, right)`, for
+    /// [`RowTranspose`](super::rows::RowTranspose).
+    pub(super) fn parts(&self) -> (Tensor<3>, Vec<f32>, usize, (usize, usize)) {
+        let weight = self.conv.weight.val();
+        let bias = match &self.conv.bias {
+            Some(bias) => into_host_vec(bias.val()),
+            None => vec![0.0; weight.dims()[1]],
+        };
+        let trims = (self.trim_left, self.trim_right);
+        (weight, bias, self.conv.stride, trims)
     }
 
     /// Inputs before the newest that still add to outputs not yet final: the untrimmed output
