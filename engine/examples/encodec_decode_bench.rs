@@ -1,13 +1,16 @@
 //! Times EnCodec decoding of 10 s of audio (500 frames × 4 codebooks) with random weights of the
 //! real musicgen-small codec shape (64 filters, hidden 128, strides 8·5·4·4, 2 LSTM layers).
 //!
-//! `cargo run -p engine --example encodec_decode_bench [-- SECONDS [RUNS]]`
+//! `cargo run -p engine --example encodec_decode_bench [-- SECONDS [RUNS [FORMAT]]]`, FORMAT the
+//! decoder weight format the codec is loaded next to (`f32`, the default, keeps the f32 codec;
+//! `bf16`, `q8` or `q4` give the bf16 LSTM and transposed convs, see `WeightFormat::codec`).
 //! Compare with `tests/bench/encodec_decode_torch.py` (same shape, same thread count).
 
 use std::time::Instant;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use engine::encodec::EncodecModel;
+use engine::matvec::WeightFormat;
 use engine::{EncodecConfig, Weights};
 use safetensors::tensor::{Dtype, TensorView};
 
@@ -120,6 +123,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .transpose()?
         .unwrap_or(3)
         .max(1);
+    let format: WeightFormat = args.next().map(|s| s.parse()).transpose()?.unwrap_or_default();
     let config: EncodecConfig = serde_json::from_str(CONFIG)?;
 
     let mut rng = directions::Rng::new(0x5eed);
@@ -149,7 +153,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     safetensors::serialize_to_file(views, None, &file)?;
     let weights = Weights::open_files(&dir, &[file])?;
     Ok(())
-        .and_then(|()| run(&weights, &config, seconds, runs))
+        .and_then(|()| run(&weights, &config, seconds, runs, format))
         .inspect(|_| {
             let _ = std::fs::remove_dir_all(&dir);
         })
@@ -160,9 +164,10 @@ fn run(
     config: &EncodecConfig,
     seconds: usize,
     runs: usize,
+    format: WeightFormat,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let device = Device::default();
-    let codec = EncodecModel::load(weights, "audio_encoder", config, &device)?;
+    let codec = EncodecModel::load_with(weights, "audio_encoder", config, &device, format)?;
     let frames = seconds * config.frame_rate();
     let codes: Vec<i64> = (0..4 * frames)
         .map(|i| ((i * 7919) % 2048) as i64)
@@ -177,12 +182,14 @@ fn run(
         assert_eq!(samples, frames * config.hop_length());
     }
     times.sort_by(f64::total_cmp);
+    println!("codec next to a {format} decoder");
     println!(
         "EnCodec decode of {seconds} s ({frames} frames): best {:.3} s, median {:.3} s over {runs} runs",
         times[0],
         times[times.len() / 2],
     );
-    // The streaming decoder as the stream engine drives it: one frame of codes per step.
+    // The streaming decoder as the stream engine drives it: one frame of codes per step, with
+    // rayon's threads kept awake through the step (`engine::pool::step`).
     let codes: Vec<u32> = (0..4 * frames)
         .map(|i| ((i * 7919) % 2048) as u32)
         .collect();
@@ -191,7 +198,7 @@ fn run(
         let mut out = Vec::new();
         let start = Instant::now();
         for frame in codes.chunks_exact(4) {
-            decoder.push(&codec, frame, &mut out);
+            engine::pool::step(true, || decoder.push(&codec, frame, &mut out));
         }
         let took = start.elapsed().as_secs_f64();
         println!(
