@@ -123,7 +123,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .transpose()?
         .unwrap_or(3)
         .max(1);
-    let format: WeightFormat = args.next().map(|s| s.parse()).transpose()?.unwrap_or_default();
+    let format: WeightFormat = args
+        .next()
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or_default();
     let config: EncodecConfig = serde_json::from_str(CONFIG)?;
 
     let mut rng = directions::Rng::new(0x5eed);
