@@ -617,7 +617,7 @@ impl DecoderLm {
             .reshape([batch, 1, 1, text_len]);
         let host = self
             .host_step
-            .then(|| std::sync::Arc::new(host::HostCross::new(&kv, &bias)));
+            .then(|| std::sync::Arc::new(host::HostCross::new(&kv, &bias, self.half_cache)));
         CrossContext { kv, bias, host }
     }
 
