@@ -638,6 +638,32 @@ pub(super) struct StreamedTranspose {
     emitted: usize,
 }
 
+/// `(input, left, right, edge, padded)`.
+#[cfg(test)]
+pub(super) type ReferencePadding = (&'static [f32], usize, usize, PadMode, &'static [f32]);
+
+/// [`ReferencePadding`]s as transformers' `EncodecConv1d._pad1d` printed them,
+/// short inputs included: what `pad1d` and the row layers' padding must give.
+#[cfg(test)]
+pub(super) const REFERENCE_PADDINGS: [ReferencePadding; 4] = [
+    (
+        &[1., 2., 3.],
+        2,
+        2,
+        PadMode::Reflect,
+        &[3., 2., 1., 2., 3., 2., 1.],
+    ),
+    (
+        &[1., 2., 3.],
+        5,
+        4,
+        PadMode::Reflect,
+        &[0., 0., 0., 3., 2., 1., 2., 3., 0., 0., 0., 0.],
+    ),
+    (&[7.], 3, 3, PadMode::Reflect, &[0., 0., 0., 7., 0., 0., 0.]),
+    (&[1., 2.], 1, 0, PadMode::Constant, &[0., 1., 2.]),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -655,20 +681,15 @@ mod tests {
             .expect("f32 tensor")
     }
 
-    /// Expected values printed by transformers' `EncodecConv1d._pad1d`.
     #[test]
     fn reflect_padding_matches_the_reference_including_short_inputs() {
-        let reflect = PadMode::Reflect;
-        assert_eq!(
-            padded(&[1., 2., 3.], 2, 2, reflect),
-            [3., 2., 1., 2., 3., 2., 1.]
-        );
-        assert_eq!(
-            padded(&[1., 2., 3.], 5, 4, reflect),
-            [0., 0., 0., 3., 2., 1., 2., 3., 0., 0., 0., 0.]
-        );
-        assert_eq!(padded(&[7.], 3, 3, reflect), [0., 0., 0., 7., 0., 0., 0.]);
-        assert_eq!(padded(&[1., 2.], 1, 0, PadMode::Constant), [0., 1., 2.]);
+        for (input, left, right, edge, expected) in REFERENCE_PADDINGS {
+            assert_eq!(
+                padded(input, left, right, edge),
+                expected,
+                "{input:?} {left} {right}"
+            );
+        }
     }
 
     /// The tap-by-tap path against burn's conv, with what the fixtures do not cover: dilation,

@@ -691,32 +691,42 @@ mod tests {
     use super::*;
     use crate::config::MusicgenConfig;
 
+    /// The decoders the tests below run: each fixture's, with the LSTM and transposed convs in
+    /// f32, and one of them in bf16.
+    const DECODERS: [(&str, WeightFormat); 3] = [
+        ("musicgen-tiny", WeightFormat::F32),
+        ("musicgen-tiny-b", WeightFormat::F32),
+        ("musicgen-tiny-b", WeightFormat::Bf16),
+    ];
+
+    /// The SEANet decoder of fixture `model`, loaded on the default device in `format`.
+    fn fixture_decoder(model: &str, format: WeightFormat) -> (EncodecConfig, SeanetDecoder) {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
+        let dir = fixtures.join(model);
+        let config = MusicgenConfig::from_file(&dir.join("config.json"))
+            .expect("fixture config")
+            .audio_encoder;
+        let weights = Weights::open_dir(&dir).expect("fixture weights");
+        let decoder = SeanetDecoder::load(
+            &weights,
+            "audio_encoder.decoder",
+            &config,
+            PadMode::Reflect,
+            &Device::default(),
+            format,
+        )
+        .expect("decoder loads");
+        (config, decoder)
+    }
+
     /// Piecewise decoding equals whole-signal decoding, with pieces far smaller than the
     /// fixtures' sequences (which fit in one piece) so that many seams are crossed; with the
     /// LSTM and transposed convs in f32 and in bf16.
     #[test]
     fn piecewise_decoding_equals_whole_signal_decoding() {
-        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
-        for (model, format) in [
-            ("musicgen-tiny", WeightFormat::F32),
-            ("musicgen-tiny-b", WeightFormat::F32),
-            ("musicgen-tiny-b", WeightFormat::Bf16),
-        ] {
-            let dir = fixtures.join(model);
-            let config = MusicgenConfig::from_file(&dir.join("config.json"))
-                .expect("fixture config")
-                .audio_encoder;
-            let weights = Weights::open_dir(&dir).expect("fixture weights");
+        for (model, format) in DECODERS {
+            let (config, mut decoder) = fixture_decoder(model, format);
             let device = Device::default();
-            let mut decoder = SeanetDecoder::load(
-                &weights,
-                "audio_encoder.decoder",
-                &config,
-                PadMode::Reflect,
-                &device,
-                format,
-            )
-            .expect("decoder loads");
             let (before, after) = decoder.halo_frames;
             assert!(before >= 1 && after >= 1, "halo {before}, {after}");
             let x =
@@ -747,27 +757,9 @@ mod tests {
     /// padding takes its short-input rule in the first layers.
     #[test]
     fn row_layers_decode_as_burn_layers_do() {
-        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
-        for (model, format) in [
-            ("musicgen-tiny", WeightFormat::F32),
-            ("musicgen-tiny-b", WeightFormat::F32),
-            ("musicgen-tiny-b", WeightFormat::Bf16),
-        ] {
-            let dir = fixtures.join(model);
-            let config = MusicgenConfig::from_file(&dir.join("config.json"))
-                .expect("fixture config")
-                .audio_encoder;
-            let weights = Weights::open_dir(&dir).expect("fixture weights");
+        for (model, format) in DECODERS {
+            let (config, mut decoder) = fixture_decoder(model, format);
             let device = Device::default();
-            let mut decoder = SeanetDecoder::load(
-                &weights,
-                "audio_encoder.decoder",
-                &config,
-                PadMode::Reflect,
-                &device,
-                format,
-            )
-            .expect("decoder loads");
             decoder.chunk_frames = 7;
             for frames in [1, 2, 3, 61] {
                 let shape = [2, config.hidden_size, frames];
