@@ -100,15 +100,11 @@ impl Widen for Bf16Rows<'_> {
     #[inline(always)]
     unsafe fn load16_pair(&self, d_in: usize, o: usize, i: usize) -> (__m512, __m512) {
         unsafe {
-            let v = _mm512_loadu_si512(
-                self.0
-                    .as_ptr()
-                    .add(o * d_in + super::bf16_slot(d_in, i))
-                    .cast(),
-            );
+            let v = _mm512_loadu_si512(self.pair_slots(d_in, o, i));
+            let high = _mm512_and_si512(v, _mm512_set1_epi32(-65536));
             (
                 _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v)),
-                _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32(-65536))),
+                _mm512_castsi512_ps(high),
             )
         }
     }
@@ -116,15 +112,11 @@ impl Widen for Bf16Rows<'_> {
     #[inline(always)]
     unsafe fn load8_pair(&self, d_in: usize, o: usize, i: usize) -> (__m256, __m256) {
         unsafe {
-            let v = _mm256_loadu_si256(
-                self.0
-                    .as_ptr()
-                    .add(o * d_in + super::bf16_slot(d_in, i))
-                    .cast(),
-            );
+            let v = _mm256_loadu_si256(self.pair_slots(d_in, o, i));
+            let high = _mm256_and_si256(v, _mm256_set1_epi32(-65536));
             (
                 _mm256_castsi256_ps(_mm256_slli_epi32::<16>(v)),
-                _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32(-65536))),
+                _mm256_castsi256_ps(high),
             )
         }
     }
@@ -132,6 +124,22 @@ impl Widen for Bf16Rows<'_> {
     #[inline(always)]
     fn row_bytes(&self, d_in: usize, o: usize) -> (*const i8, usize) {
         (self.0.as_ptr().wrapping_add(o * d_in).cast(), 2)
+    }
+}
+
+impl Bf16Rows<'_> {
+    /// Where the interleaved slots of weights `i` and `i + 16` of row `o` start.
+    ///
+    /// # Safety
+    /// `o * d_in + i < len`, as for the loads.
+    #[inline(always)]
+    unsafe fn pair_slots<V>(&self, d_in: usize, o: usize, i: usize) -> *const V {
+        unsafe {
+            self.0
+                .as_ptr()
+                .add(o * d_in + super::bf16_slot(d_in, i))
+                .cast()
+        }
     }
 }
 
