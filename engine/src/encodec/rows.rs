@@ -12,6 +12,8 @@
 //! decode takes 0.65–0.73 s. The values are burn's path's up to summation order (see the test
 //! in `seanet.rs`).
 
+use std::borrow::Cow;
+
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 
@@ -57,10 +59,16 @@ impl RowConv {
     }
 
     /// The conv of `x` (`[len, channels_in]`, ELU'd first if `elu`), plus `add` (`[len,
-    /// channels_out]`) if given: the outputs start from it instead of from zero.
-    pub(super) fn forward(&self, x: Vec<f32>, elu: bool, add: Option<Vec<f32>>) -> Vec<f32> {
+    /// channels_out]`) if given: the outputs start from it instead of from zero. An owned `x`
+    /// is reused where the conv pads nothing; a borrowed one is only read.
+    pub(super) fn forward<'a>(
+        &self,
+        x: impl Into<Cow<'a, [f32]>>,
+        elu: bool,
+        add: Option<Vec<f32>>,
+    ) -> Vec<f32> {
         let channels_out = self.bias.len();
-        let mut x = pad_rows(x, self.channels_in, self.left, self.right, self.edge);
+        let mut x = pad_rows(x.into(), self.channels_in, self.left, self.right, self.edge);
         if elu {
             super::seanet::elu_in_place(&mut x);
         }
@@ -177,11 +185,11 @@ pub(super) struct RowBlock {
 
 impl RowBlock {
     fn forward(&self, x: Vec<f32>) -> Vec<f32> {
+        let hidden = self.block_1.forward(&x[..], true, None);
         let skip = match &self.shortcut {
-            Some(conv) => conv.forward(x.clone(), false, None),
-            None => x.clone(),
+            Some(conv) => conv.forward(x, false, None),
+            None => x,
         };
-        let hidden = self.block_1.forward(x, true, None);
         self.block_3.forward(hidden, true, Some(skip))
     }
 }
@@ -209,9 +217,15 @@ impl RowDecoder {
 /// `rows` (`[len, channels]`) padded by `left` and `right` rows as `conv::pad1d` pads the time
 /// axis: zeros, or a reflection about the end rows; reflect padding of an input no longer than
 /// the padding first appends zeros, reflects, and cuts the zeros' share off the end again.
-fn pad_rows(rows: Vec<f32>, channels: usize, left: usize, right: usize, edge: PadMode) -> Vec<f32> {
+fn pad_rows(
+    rows: Cow<'_, [f32]>,
+    channels: usize,
+    left: usize,
+    right: usize,
+    edge: PadMode,
+) -> Vec<f32> {
     if left == 0 && right == 0 {
-        return rows;
+        return rows.into_owned();
     }
     let len = rows.len() / channels;
     let mut out = Vec::with_capacity((left + len + right) * channels);
@@ -265,11 +279,11 @@ mod tests {
     #[test]
     fn padding_rows_matches_the_reference_including_short_inputs() {
         for (input, left, right, edge, expected) in super::super::conv::REFERENCE_PADDINGS {
-            let padded = pad_rows(input.to_vec(), 1, left, right, edge);
+            let padded = pad_rows(Cow::Borrowed(input), 1, left, right, edge);
             assert_eq!(padded, expected, "{input:?} {left} {right}");
         }
         let reflect = PadMode::Reflect;
-        let two = pad_rows(vec![1., 10., 2., 20., 3., 30.], 2, 1, 2, reflect);
+        let two = pad_rows(vec![1., 10., 2., 20., 3., 30.].into(), 2, 1, 2, reflect);
         assert_eq!(two, [2., 20., 1., 10., 2., 20., 3., 30., 2., 20., 1., 10.]);
     }
 
@@ -309,8 +323,8 @@ mod tests {
             };
             let x = fill(len * channels_in, 3);
             let add = fill(len * channels_out, 4);
-            let y = conv.forward(x.clone(), true, Some(add.clone()));
-            let mut padded = pad_rows(x, channels_in, conv.left, conv.right, conv.edge);
+            let y = conv.forward(&x[..], true, Some(add.clone()));
+            let mut padded = pad_rows(x.into(), channels_in, conv.left, conv.right, conv.edge);
             super::super::seanet::elu_in_place(&mut padded);
             for t in 0..len {
                 for o in 0..channels_out {
