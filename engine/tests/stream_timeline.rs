@@ -14,7 +14,7 @@ use engine::render::{decode_audio, generate_codes};
 use engine::steering::{Schedule, SteerArg, SteeringPlan};
 use engine::stream::{
     AudioEndpoint, Clock, ControlFrame, EngineConfig, EngineHandle, GenerationSettings,
-    SlotDirection,
+    SlotDirection, default_decode_chunk,
 };
 use engine::{Codes, GenerationOptions, MusicGen, Sampling};
 
@@ -55,9 +55,14 @@ fn tiny_with_head(test: &str) -> (Arc<MusicGen>, std::path::PathBuf) {
     (model, path)
 }
 
-/// Frames of codes the streaming codec needs past a frame before its audio is final.
+/// Frames of codes the engine's streaming codec (its default frames per run) needs past a frame
+/// before its audio is final.
 fn codec_lookahead(model: &MusicGen) -> usize {
-    model.audio_encoder.streaming_decoder(1).lookahead_frames()
+    let chunk = default_decode_chunk(model);
+    model
+        .audio_encoder
+        .streaming_decoder(chunk)
+        .lookahead_frames()
 }
 
 /// Frames `0..frames` of every codebook.
@@ -197,6 +202,28 @@ fn a_control_changes_its_step_and_nothing_before() {
         TARGET as i64,
         "the kick at step {s} makes codebook 0 emit the target"
     );
+}
+
+/// The frames EnCodec waits for to decode them in one run count in the reported latency: the
+/// default on the CPU, 2, is one frame (640 samples at the model's rate) more than 1, and 4 three.
+#[test]
+fn the_codec_frames_per_run_count_in_the_latency() {
+    let model = Arc::new(MusicGen::load(&model_dir("musicgen-tiny"), &device()).unwrap());
+    assert_eq!(default_decode_chunk(&model), 2, "a model on the CPU");
+    let latency_at = |decode_chunk_frames| {
+        let config = EngineConfig {
+            decode_chunk_frames,
+            ..config(Clock::Timeline)
+        };
+        let settings = GenerationSettings::default();
+        let (handle, endpoint) = start(&model, config, PROMPT, settings, None);
+        let latency = latency(&endpoint);
+        assert!(handle.last_error().is_empty());
+        latency
+    };
+    let one = latency_at(Some(1));
+    assert_eq!(latency_at(None), one + 640);
+    assert_eq!(latency_at(Some(4)), one + 3 * 640);
 }
 
 #[test]

@@ -80,6 +80,10 @@ pub fn run(args: &StreamBenchArgs) -> anyhow::Result<()> {
             MusicGen::load_with(dir, &engine::default_device(), args.dtype.load_options())
                 .with_context(|| format!("loading {}", dir.display()))?,
         );
+        println!(
+            "EnCodec decodes {} frame(s) a run (the engine's default here)",
+            engine::stream::default_decode_chunk(&model)
+        );
         let scratch =
             std::env::temp_dir().join(format!("musicrfm-bench-stream-{}", std::process::id()));
         std::fs::create_dir_all(&scratch)?;
@@ -107,7 +111,7 @@ pub fn run(args: &StreamBenchArgs) -> anyhow::Result<()> {
                 settings,
                 window,
                 reprompt_frames: reprompt,
-                decode_chunk_frames: 1,
+                decode_chunk_frames: None,
                 steers: &steers,
                 layers: None,
                 gate: 1.0,

@@ -60,10 +60,10 @@ pub struct StreamArgs {
     /// Decoder positions before the window slides (re-prompting with the last 12 s).
     #[arg(long, default_value_t = 1500)]
     pub window: usize,
-    /// Frames EnCodec decodes per run: 1 is the least latency; more costs less per step (each
-    /// run also decodes a few frames of context on each side).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=50))]
-    pub decode_chunk: u64,
+    /// Frames EnCodec decodes per run: 1 is the least latency; more costs less per step (the
+    /// codec's largest weights are read once per run). Default: 2 on the CPU, 1 on a GPU.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=50))]
+    pub decode_chunk: Option<u64>,
 }
 
 /// Give up on a step after this long: a stalled engine is an error, not a hang.
@@ -78,7 +78,8 @@ pub struct StreamSetup<'a> {
     pub settings: GenerationSettings,
     pub window: usize,
     pub reprompt_frames: usize,
-    pub decode_chunk_frames: usize,
+    /// `None`: the engine's default for the model.
+    pub decode_chunk_frames: Option<usize>,
     /// Slot k steered by `steers[k]`'s schedule.
     pub steers: &'a [SteerArg],
     pub layers: Option<LayerWeights>,
@@ -133,7 +134,7 @@ pub fn run(args: &StreamArgs) -> anyhow::Result<()> {
         settings,
         window: args.window,
         reprompt_frames: (args.window * 2 / 5).min(600),
-        decode_chunk_frames: args.decode_chunk as usize,
+        decode_chunk_frames: args.decode_chunk.map(|n| n as usize),
         steers: &steers,
         layers,
         gate: args.steering.gate,

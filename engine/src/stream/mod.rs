@@ -89,6 +89,20 @@ pub enum Clock {
     Live,
 }
 
+/// Frames per streaming-decode run when [`EngineConfig::decode_chunk_frames`] leaves it to the
+/// model: 2 where the decoder steps on the CPU, 1 elsewhere.
+///
+/// On the CPU a streamed frame's codec run reads the LSTM's and the first transposed conv's
+/// weights whole (about 50 MB in bf16), which a pair of frames shares: one step in two pays for
+/// both, for one frame (20 ms) more latency. Measured 2026-12-01 on the 2-core Xeon with
+/// `cargo xtask stream --dtype q4 --seconds 4 --window 150` on the musicgen-small shape,
+/// alternating runs: codec 3.97 / 4.14 ms a step and 51.4 / 52.2 steps/s at 1 frame, 3.33 /
+/// 3.39 ms and 56.1 / 56.7 steps/s at 2, 2.70 / 2.61 ms and 57.7 / 60.2 steps/s at 4 (latency
+/// 180, 200 and 240 ms). On a GPU the codec's share of a step is small: 1 keeps the latency.
+pub fn default_decode_chunk(model: &MusicGen) -> usize {
+    if model.decoder.steps_on_host() { 2 } else { 1 }
+}
+
 /// Fixed when the engine starts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EngineConfig {
@@ -100,7 +114,8 @@ pub struct EngineConfig {
     /// Frames per streaming-decode run (see [`crate::encodec::StreamingDecoder`]): the codec
     /// waits for this many frames and decodes them together. 1 adds no latency; more reads the
     /// codec's weights once per run instead of once per frame, for `n − 1` frames of latency.
-    pub decode_chunk_frames: usize,
+    /// `None`: [`default_decode_chunk`] for the model.
+    pub decode_chunk_frames: Option<usize>,
     /// Decoder positions per generation before the window slides.
     pub window: usize,
     /// Frames of the last codes a slide re-prompts with.
@@ -125,7 +140,7 @@ impl Default for EngineConfig {
             sample_rate: 48_000,
             clock: Clock::Timeline,
             cushion_steps: 2,
-            decode_chunk_frames: 1,
+            decode_chunk_frames: None,
             window: 1500,
             // audiocraft: max_duration 30 s, extend_stride 18 s → 12 s of context kept.
             reprompt_frames: 600,

@@ -311,7 +311,10 @@ impl Worker {
             settings: self.settings,
             window: self.config.window,
             reprompt_frames: self.config.reprompt_frames,
-            decode_chunk_frames: self.config.decode_chunk_frames,
+            decode_chunk_frames: self
+                .config
+                .decode_chunk_frames
+                .unwrap_or_else(|| super::default_decode_chunk(model)),
             sample_rate: self.config.sample_rate,
             cushion_steps: self.config.cushion_steps,
         };
