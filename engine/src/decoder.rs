@@ -358,12 +358,12 @@ impl LayerCache {
 
 impl KvCache {
     /// A cache for `blocks` blocks, `batch` rows and `capacity` positions; in host memory on
-    /// the CPU, as f16 where `half`.
-    fn new(blocks: usize, dims: [usize; 4], half: bool, device: &Device) -> Self {
+    /// the CPU, in `format`.
+    fn new(blocks: usize, dims: [usize; 4], format: host::KvFormat, device: &Device) -> Self {
         let [batch, _, capacity, _] = dims;
         let store = || {
             if is_host(device) {
-                CacheStore::Host(host::HostKv::zeros(dims, half))
+                CacheStore::Host(host::HostKv::zeros(dims, format))
             } else {
                 CacheStore::Tensor {
                     k: Tensor::<4>::zeros(dims, device),
@@ -465,9 +465,8 @@ pub struct DecoderLm {
     /// Whether every block's linears and norms live in host memory (the CPU), so a
     /// one-position step runs on host values end to end ([`host`]).
     host_step: bool,
-    /// Whether a host cache stores its keys and values as f16: with reduced weight formats,
-    /// whose error is far larger than f16's; f32 weights keep an f32 cache (exact parity).
-    half_cache: bool,
+    /// How a host cache stores its keys and values ([`host::KvFormat::for_weights`]).
+    kv_format: host::KvFormat,
 }
 
 impl DecoderLm {
@@ -531,7 +530,7 @@ impl DecoderLm {
             config: config.clone(),
             device: device.clone(),
             host_step,
-            half_cache: format != WeightFormat::F32,
+            kv_format: host::KvFormat::for_weights(format),
         })
     }
 
@@ -596,7 +595,7 @@ impl DecoderLm {
         KvCache::new(
             self.layers.len(),
             [batch, heads, capacity, self.config.hidden_size / heads],
-            self.half_cache,
+            self.kv_format,
             &self.device,
         )
     }
@@ -617,7 +616,7 @@ impl DecoderLm {
             .reshape([batch, 1, 1, text_len]);
         let host = self
             .host_step
-            .then(|| std::sync::Arc::new(host::HostCross::new(&kv, &bias, self.half_cache)));
+            .then(|| std::sync::Arc::new(host::HostCross::new(&kv, &bias, self.kv_format)));
         CrossContext { kv, bias, host }
     }
 

@@ -32,17 +32,48 @@ use crate::profile::{Phase, timed};
 /// `[batch, heads, capacity, head_dim]`: the weighted sum is one contiguous multiply-add per
 /// position.
 ///
-/// Stored as f32, or as f16 ([`HostKv::F16`], half the bytes: at a 30 s window the keys and
-/// values a step reads outweigh the q8 weights).
+/// Stored as f32, as f16 ([`HostKv::F16`], half the bytes: at a 30 s window the keys and
+/// values a step reads outweigh the q8 weights), or as i8 ([`HostKv::I8`], a quarter, plus one
+/// f32 scale per head and position for its keys and one for its values).
 pub(crate) enum HostKv {
     F32(Kv<f32>),
     F16(Kv<half::f16>),
+    I8(Kv<i8>),
+}
+
+/// How a host cache stores keys and values, chosen with the decoder's weight format
+/// ([`KvFormat::for_weights`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KvFormat {
+    F32,
+    F16,
+    I8,
+}
+
+impl KvFormat {
+    /// f32 with f32 weights (exact parity); f16 with bf16, whose error is far larger than
+    /// f16's; i8 with q8 and q4, whose weights' error is larger again. Late in a 30 s window a
+    /// step's keys and values (about 300 MB in f16 at 1500 positions on musicgen-small) are
+    /// the step's largest read, over the q4 weights' 207 MB.
+    pub(crate) fn for_weights(format: crate::matvec::WeightFormat) -> Self {
+        use crate::matvec::WeightFormat;
+        match format {
+            WeightFormat::F32 => KvFormat::F32,
+            WeightFormat::Bf16 => KvFormat::F16,
+            WeightFormat::Q8 | WeightFormat::Q4 => KvFormat::I8,
+        }
+    }
 }
 
 /// [`HostKv`] in one element type.
 pub(crate) struct Kv<T> {
     k_t: Vec<T>,
     v: Vec<T>,
+    /// For a [`KvValue::SCALED`] type, the scale of each head's key and value at each
+    /// position, `[batch, heads, tiles · KEY_BLOCK]` (a block of scores multiplies by a whole
+    /// vector of them); empty otherwise.
+    k_scale: Vec<f32>,
+    v_scale: Vec<f32>,
     /// `[batch, heads, capacity, head_dim]`: the logical shape.
     dims: [usize; 4],
     /// Tiles per head: the capacity rounded up to whole [`KEY_BLOCK`]s, so every score block
@@ -52,10 +83,14 @@ pub(crate) struct Kv<T> {
 
 /// An element type of the cache.
 pub(crate) trait KvValue: Copy + Send + Sync {
+    /// Whether a head's key (or value) at a position is stored as steps of its own scale:
+    /// `max |x| / 127` over its `head_dim` values, each rounded to the nearest step.
+    const SCALED: bool = false;
     /// `len` zeros, allocated zeroed (`calloc`: fresh pages, touched only when written): a
     /// 30 s window's cache is a few hundred MB, which a loop writing zeros took over 100 ms to
     /// fill when a window slide made the next one.
     fn zeros(len: usize) -> Vec<Self>;
+    /// `v`, or for a scaled type `v` in steps of the scale (already divided by it).
     fn from_f32(v: f32) -> Self;
     fn to_f32(self) -> f32;
     /// 16 values from `ptr`, widened.
@@ -109,13 +144,36 @@ impl KvValue for half::f16 {
     }
 }
 
+/// Steps of `max |x| / 127` (a head's key or value at one position), rounded to nearest and
+/// clamped: |code| ≤ 127, within half a step of the value.
+impl KvValue for i8 {
+    const SCALED: bool = true;
+    fn zeros(len: usize) -> Vec<Self> {
+        vec![0; len]
+    }
+    fn from_f32(steps: f32) -> Self {
+        steps.round().clamp(-127.0, 127.0) as i8
+    }
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        f32::from(self)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(ptr: *const Self) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller's contract: 16 bytes readable, AVX-512F.
+        unsafe { _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(ptr.cast()))) }
+    }
+}
+
 impl HostKv {
-    /// Zeros in f32, or in f16 where `half`.
-    pub(crate) fn zeros(dims: [usize; 4], half: bool) -> Self {
-        if half {
-            HostKv::F16(Kv::zeros(dims))
-        } else {
-            HostKv::F32(Kv::zeros(dims))
+    /// Zeros in `format`.
+    pub(crate) fn zeros(dims: [usize; 4], format: KvFormat) -> Self {
+        match format {
+            KvFormat::F32 => HostKv::F32(Kv::zeros(dims)),
+            KvFormat::F16 => HostKv::F16(Kv::zeros(dims)),
+            KvFormat::I8 => HostKv::I8(Kv::zeros(dims)),
         }
     }
 
@@ -123,6 +181,7 @@ impl HostKv {
         match self {
             HostKv::F32(kv) => kv.write_heads(start, seq, k, v),
             HostKv::F16(kv) => kv.write_heads(start, seq, k, v),
+            HostKv::I8(kv) => kv.write_heads(start, seq, k, v),
         }
     }
 
@@ -134,6 +193,7 @@ impl HostKv {
         match self {
             HostKv::F32(kv) => kv.live(len),
             HostKv::F16(kv) => kv.live(len),
+            HostKv::I8(kv) => kv.live(len),
         }
     }
 
@@ -141,6 +201,7 @@ impl HostKv {
         match self {
             HostKv::F32(kv) => kv.dims,
             HostKv::F16(kv) => kv.dims,
+            HostKv::I8(kv) => kv.dims,
         }
     }
 }
@@ -149,12 +210,25 @@ impl<T: KvValue> Kv<T> {
     fn zeros(dims: [usize; 4]) -> Self {
         let [batch, heads, capacity, head_dim] = dims;
         let tiles = capacity.div_ceil(KEY_BLOCK);
+        let scales = if T::SCALED {
+            batch * heads * tiles * KEY_BLOCK
+        } else {
+            0
+        };
         Self {
             k_t: T::zeros(batch * heads * tiles * head_dim * KEY_BLOCK),
             v: T::zeros(batch * heads * capacity * head_dim),
+            k_scale: vec![0.0; scales],
+            v_scale: vec![0.0; scales],
             dims,
             tiles,
         }
+    }
+
+    /// Index of the scale of head `bh`'s key or value at `position` (a scaled type's).
+    #[inline(always)]
+    fn scale_index(&self, bh: usize, position: usize) -> usize {
+        bh * self.tiles * KEY_BLOCK + position
     }
 
     /// Index of key `(bh, position, d)` in `k_t`.
@@ -169,17 +243,50 @@ impl<T: KvValue> Kv<T> {
         let [batch, heads, capacity, head_dim] = self.dims;
         let span = seq * head_dim;
         for bh in 0..batch * heads {
-            let dst = (bh * capacity + start) * head_dim;
-            for (to, &from) in self.v[dst..dst + span].iter_mut().zip(&v[bh * span..]) {
-                *to = T::from_f32(from);
-            }
             for s in 0..seq {
+                let position = start + s;
+                let value = &v[bh * span + s * head_dim..][..head_dim];
+                let inverse = self.scale(ScaleOf::Value, bh, position, value);
+                let dst = (bh * capacity + position) * head_dim;
+                for (to, &from) in self.v[dst..dst + head_dim].iter_mut().zip(value) {
+                    *to = T::from_f32(from * inverse);
+                }
                 let key = &k[bh * span + s * head_dim..][..head_dim];
+                let inverse = self.scale(ScaleOf::Key, bh, position, key);
                 for (d, &value) in key.iter().enumerate() {
-                    let i = self.key_index(bh, start + s, d);
-                    self.k_t[i] = T::from_f32(value);
+                    let i = self.key_index(bh, position, d);
+                    self.k_t[i] = T::from_f32(value * inverse);
                 }
             }
+        }
+    }
+
+    /// For a scaled type, store the scale of head `bh`'s key or value `x` at `position` and
+    /// return what its values are multiplied by before rounding (1 / scale, 0 for all zeros);
+    /// otherwise 1.
+    fn scale(&mut self, of: ScaleOf, bh: usize, position: usize, x: &[f32]) -> f32 {
+        if !T::SCALED {
+            return 1.0;
+        }
+        let scale = x.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+        let i = self.scale_index(bh, position);
+        match of {
+            ScaleOf::Key => self.k_scale[i] = scale,
+            ScaleOf::Value => self.v_scale[i] = scale,
+        }
+        if scale > 0.0 { 1.0 / scale } else { 0.0 }
+    }
+
+    /// The scale of head `bh`'s key or value at `position`: 1 for an unscaled type.
+    #[inline(always)]
+    fn scale_at(&self, of: ScaleOf, bh: usize, position: usize) -> f32 {
+        if !T::SCALED {
+            return 1.0;
+        }
+        let i = self.scale_index(bh, position);
+        match of {
+            ScaleOf::Key => self.k_scale[i],
+            ScaleOf::Value => self.v_scale[i],
         }
     }
 
@@ -190,17 +297,30 @@ impl<T: KvValue> Kv<T> {
         let mut v = Vec::with_capacity(batch * heads * len * head_dim);
         for bh in 0..batch * heads {
             for s in 0..len {
-                k.extend((0..head_dim).map(|d| self.k_t[self.key_index(bh, s, d)].to_f32()));
+                let scale = self.scale_at(ScaleOf::Key, bh, s);
+                k.extend(
+                    (0..head_dim).map(|d| self.k_t[self.key_index(bh, s, d)].to_f32() * scale),
+                );
             }
-            let start = bh * capacity * head_dim;
-            v.extend(
-                self.v[start..start + len * head_dim]
-                    .iter()
-                    .map(|v| v.to_f32()),
-            );
+            for s in 0..len {
+                let scale = self.scale_at(ScaleOf::Value, bh, s);
+                let start = (bh * capacity + s) * head_dim;
+                v.extend(
+                    self.v[start..start + head_dim]
+                        .iter()
+                        .map(|v| v.to_f32() * scale),
+                );
+            }
         }
         (k, v)
     }
+}
+
+/// Which of a head's two vectors at a position a scale belongs to.
+#[derive(Clone, Copy)]
+enum ScaleOf {
+    Key,
+    Value,
 }
 
 /// The text keys, values and padding bias of every block in host memory, copied once per prompt.
@@ -212,16 +332,16 @@ pub(crate) struct HostCross {
 }
 
 impl HostCross {
-    /// In f16 where `half`, as the decoder's own cache ([`HostKv`]): each step reads every
-    /// block's text keys and values again, out of memory (6 MB in f32 for a 16-token prompt on
+    /// In `format`, as the decoder's own cache ([`HostKv`]): each step reads every block's text
+    /// keys and values again, out of memory (6 MB in f32 for a 16-token prompt on
     /// musicgen-small, about 0.4 ms of a step).
-    pub(crate) fn new(kv: &[(Tensor<4>, Tensor<4>)], bias: &Tensor<4>, half: bool) -> Self {
+    pub(crate) fn new(kv: &[(Tensor<4>, Tensor<4>)], bias: &Tensor<4>, format: KvFormat) -> Self {
         Self {
             kv: kv
                 .iter()
                 .map(|(k, v)| {
                     let dims = k.dims();
-                    let mut host = HostKv::zeros(dims, half);
+                    let mut host = HostKv::zeros(dims, format);
                     host.write_heads(0, dims[2], &host_vec(k), &host_vec(v));
                     host
                 })
@@ -244,6 +364,7 @@ fn attend_one(q: &[f32], kv: &HostKv, len: usize, scale: f32, bias: Option<&[f32
     match kv {
         HostKv::F32(kv) => attend_all(q, kv, len, scale, bias),
         HostKv::F16(kv) => attend_all(q, kv, len, scale, bias),
+        HostKv::I8(kv) => attend_all(q, kv, len, scale, bias),
     }
 }
 
@@ -347,7 +468,14 @@ fn attend_head_avx512<T: KvValue>(head: &Head<'_, T>, scores: &mut [f32], out: &
                 *acc = _mm512_fmadd_ps(_mm512_set1_ps(head.q[d + i]), keys, *acc);
             }
         }
-        let sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+        let mut sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+        if T::SCALED {
+            // SAFETY: the scales of a whole block of positions are in bounds (`Kv::zeros`).
+            let scales = unsafe {
+                _mm512_loadu_ps(kv.k_scale.as_ptr().add(kv.scale_index(bh, b * KEY_BLOCK)))
+            };
+            sum = _mm512_mul_ps(sum, scales);
+        }
         let mut lanes = [0f32; KEY_BLOCK];
         // SAFETY: 16 floats into a 16-float array.
         unsafe {
@@ -361,8 +489,8 @@ fn attend_head_avx512<T: KvValue>(head: &Head<'_, T>, scores: &mut [f32], out: &
     let inverse = softmax_unnormalized(scores, head.bias);
     let values = &kv.v[bh * kv.dims[2] * HEAD_DIM..][..len * HEAD_DIM];
     let mut acc = [_mm512_setzero_ps(); HEAD_DIM / 16];
-    for (&p, v) in scores.iter().zip(values.chunks_exact(HEAD_DIM)) {
-        let p = _mm512_set1_ps(p);
+    for (j, (&p, v)) in scores.iter().zip(values.chunks_exact(HEAD_DIM)).enumerate() {
+        let p = _mm512_set1_ps(p * kv.scale_at(ScaleOf::Value, bh, j));
         for (c, acc) in acc.iter_mut().enumerate() {
             // SAFETY: `v` holds HEAD_DIM floats.
             *acc = _mm512_fmadd_ps(p, unsafe { T::load16(v.as_ptr().add(c * 16)) }, *acc);
@@ -463,7 +591,8 @@ fn attend_head_body<T: KvValue>(head: &Head<'_, T>, scores: &mut [f32], out: &mu
             }
         }
         for (l, s) in block.iter_mut().enumerate() {
-            *s = ((acc[0][l] + acc[1][l]) + (acc[2][l] + acc[3][l])) * scale;
+            let key_scale = kv.scale_at(ScaleOf::Key, bh, first + l);
+            *s = ((acc[0][l] + acc[1][l]) + (acc[2][l] + acc[3][l])) * key_scale * scale;
         }
     }
     let inverse = softmax_unnormalized(scores, bias);
@@ -471,7 +600,8 @@ fn attend_head_body<T: KvValue>(head: &Head<'_, T>, scores: &mut [f32], out: &mu
     for (c, out) in out.chunks_mut(16).enumerate() {
         let mut acc = [0f32; 16];
         let width = out.len();
-        for (&p, v) in scores.iter().zip(values.chunks_exact(head_dim)) {
+        for (j, (&p, v)) in scores.iter().zip(values.chunks_exact(head_dim)).enumerate() {
+            let p = p * kv.scale_at(ScaleOf::Value, bh, j);
             if let Some(v) = v[c * 16..].first_chunk::<16>() {
                 for l in 0..16 {
                     acc[l] += p * v[l].to_f32();
@@ -779,12 +909,12 @@ mod tests {
     fn the_cache_returns_what_was_written_across_tiles() {
         let mut rng = Rng::new(5);
         let dims @ [batch, heads, capacity, head_dim] = [2, 3, 37, 8];
-        // A new cache holds zeros (allocated zeroed, in f16 as in f32).
-        for half in [false, true] {
-            let (k, v) = HostKv::zeros(dims, half).live(capacity);
-            assert!(k.iter().chain(&v).all(|&x| x.to_bits() == 0), "half {half}");
+        // A new cache holds zeros (allocated zeroed, in every format).
+        for format in [KvFormat::F32, KvFormat::F16, KvFormat::I8] {
+            let (k, v) = HostKv::zeros(dims, format).live(capacity);
+            assert!(k.iter().chain(&v).all(|&x| x.to_bits() == 0), "{format:?}");
         }
-        let mut kv = HostKv::zeros(dims, false);
+        let mut kv = HostKv::zeros(dims, KvFormat::F32);
         let k = normal(&mut rng, batch * heads * capacity * head_dim);
         let v = normal(&mut rng, batch * heads * capacity * head_dim);
         // `[batch, heads, seq, head_dim]` of positions `from..to` of the full arrays.
@@ -804,6 +934,33 @@ mod tests {
         assert_eq!(v_back, v);
         let (k_part, _) = kv.live(17);
         assert_eq!(k_part, piece(&k, 0, 17));
+
+        // i8: each head's key and value at a position within half a step of its own scale
+        // (max |x| / 127 over its head_dim values), an all-zero one exactly zero.
+        let mut k = k;
+        k[(4 * capacity + 30) * head_dim..][..head_dim].fill(0.0);
+        let mut kv = HostKv::zeros(dims, KvFormat::I8);
+        kv.write_heads(0, 20, &piece(&k, 0, 20), &piece(&v, 0, 20));
+        for p in 20..capacity {
+            kv.write_position(p, &piece(&k, p, p + 1), &piece(&v, p, p + 1));
+        }
+        let (k_back, v_back) = kv.live(capacity);
+        for (name, x, back) in [("key", &k, &k_back), ("value", &v, &v_back)] {
+            for (row, (x, back)) in x.chunks(head_dim).zip(back.chunks(head_dim)).enumerate() {
+                let step = x.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+                for (d, (&x, &back)) in x.iter().zip(back).enumerate() {
+                    assert!(
+                        (x - back).abs() <= 0.5 * step * (1.0 + 1e-5),
+                        "{name} {row}, {d}: {x} → {back} (step {step})"
+                    );
+                }
+            }
+        }
+        assert!(
+            k_back[(4 * capacity + 30) * head_dim..][..head_dim]
+                .iter()
+                .all(|&x| x == 0.0)
+        );
     }
 
     /// Each head's attention against an f64 softmax(q·kᵀ·scale + bias)·v, for lengths that end
@@ -814,19 +971,24 @@ mod tests {
         let capacity = 50;
         // 64: the AVX-512 copy's head size; 20: the generic loops with a short last piece;
         // 2 × 12 rows × heads of 64: over rayon's threads from 22 positions on (`PARALLEL_WORK`).
-        for (batch, heads, head_dim, half) in [
-            (1, 4, 20, false),
-            (2, 4, 20, false),
-            (2, 3, 64, false),
-            (2, 4, 20, true),
-            (2, 3, 64, true),
-            (2, 12, 64, true),
-            (2, 12, 20, false),
+        for (batch, heads, head_dim, format) in [
+            (1, 4, 20, KvFormat::F32),
+            (2, 4, 20, KvFormat::F32),
+            (2, 3, 64, KvFormat::F32),
+            (2, 4, 20, KvFormat::F16),
+            (2, 3, 64, KvFormat::F16),
+            (2, 12, 64, KvFormat::F16),
+            (2, 12, 20, KvFormat::F32),
+            (1, 4, 20, KvFormat::I8),
+            (2, 3, 64, KvFormat::I8),
+            (2, 12, 64, KvFormat::I8),
         ] {
-            let mut kv = HostKv::zeros([batch, heads, capacity, head_dim], half);
+            let mut kv = HostKv::zeros([batch, heads, capacity, head_dim], format);
             let k = normal(&mut rng, batch * heads * capacity * head_dim);
             let v = normal(&mut rng, batch * heads * capacity * head_dim);
             kv.write_heads(0, capacity, &k, &v);
+            // What the cache holds (f16 and i8 round each value once).
+            let (k, v) = kv.live(capacity);
             let q = normal(&mut rng, batch * heads * head_dim);
             for len in [1, 15, 16, 17, 50] {
                 let bias: Vec<f32> = (0..batch * len)
@@ -834,14 +996,7 @@ mod tests {
                     .collect();
                 for bias in [None, Some(bias.as_slice())] {
                     let out = attend_one(&q, &kv, len, 0.25, bias);
-                    // What the cache holds: f16 rounds each value once.
-                    let stored = |x: f32| {
-                        if half {
-                            half::f16::from_f32(x).to_f32() as f64
-                        } else {
-                            x as f64
-                        }
-                    };
+                    let stored = |x: f32| x as f64;
                     for bh in 0..batch * heads {
                         let key =
                             |j: usize, d: usize| stored(k[(bh * capacity + j) * head_dim + d]);
@@ -865,7 +1020,7 @@ mod tests {
                             let got = out[bh * head_dim + d] as f64;
                             assert!(
                                 (got - exact).abs() < 1e-5,
-                                "batch {batch} len {len} bias {} head {bh} d {d}: {got} vs {exact}",
+                                "{format:?} batch {batch} len {len} bias {} head {bh} d {d}: {got} vs {exact}",
                                 bias.is_some()
                             );
                         }
