@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::{Acquire, Release};
 use std::time::{Duration, Instant};
 
-use engine::stream::{Clock, Engine, EngineConfig};
+use engine::stream::{Clock, Engine, EngineConfig, reprompt_frames_for};
 use nice_plug::prelude::*;
 use nice_plug_egui::RepaintNotifier;
 
@@ -145,6 +145,9 @@ impl Plugin for Musicrfm {
         buffer_config: &BufferConfig,
         context: &mut impl ActivateContext<Self>,
     ) -> bool {
+        // The context parameter's seconds as decoder positions.
+        let window =
+            self.params.context.value().max(1) as usize * params::STEPS_PER_SECOND as usize;
         let config = EngineConfig {
             sample_rate: buffer_config.sample_rate.round() as u32,
             clock: match self.params.clock.value() {
@@ -152,6 +155,8 @@ impl Plugin for Musicrfm {
                 ClockMode::Live => Clock::Live,
             },
             cushion_steps: self.params.cushion.value().max(0) as usize,
+            window,
+            reprompt_frames: reprompt_frames_for(window),
             step_floor: simulated_step_time(),
             ..EngineConfig::default()
         };

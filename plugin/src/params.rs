@@ -4,7 +4,7 @@
 //! Parameters (all read by the audio thread at each step start, or by the engine link thread):
 //! `slot{k}-strength`, `slot{k}-shape`, `slot{k}-length` for k = 1..8; `master`, `layers`,
 //! `layers-value`, `gate`, `guidance`, `temperature`, `top-k`, `seed`, `clock`, `cushion`,
-//! `weights`, and the hidden read-only `engine` (the engine's counters as its text).
+//! `context`, `weights`, and the hidden read-only `engine` (the engine's counters as its text).
 //! Persisted state (`#[persist]`, never touched by the audio thread): `model`, `prompt`, `slots`.
 
 use std::sync::Arc;
@@ -313,6 +313,12 @@ pub struct MusicrfmParams {
     /// Steps of compute headroom in the latency; read in `activate()`.
     #[id = "cushion"]
     pub cushion: IntParam,
+    /// Seconds of music the model attends to: its window, past which it re-prompts with the
+    /// last 40 % ([`engine::stream::reprompt_frames_for`]); read in `activate()`. 30 s is what
+    /// MusicGen was trained on; a shorter context reads fewer keys and values a step, which keeps
+    /// long pieces in real time on a CPU (`cargo xtask stream --window`).
+    #[id = "context"]
+    pub context: IntParam,
     /// The decoder's weight format; engine link thread (a change reloads the model).
     #[id = "weights"]
     pub weights: EnumParam<Weights>,
@@ -406,6 +412,9 @@ impl Default for MusicrfmParams {
             clock: EnumParam::new("Clock", ClockMode::Timeline),
             cushion: IntParam::new("Cushion", 2, IntRange::Linear { min: 0, max: 50 })
                 .with_unit(" steps"),
+            context: IntParam::new("Context", 30, IntRange::Linear { min: 5, max: 30 })
+                .with_unit(" s")
+                .non_automatable(),
             weights: EnumParam::new("Weights", Weights::Auto).non_automatable(),
             engine: {
                 let report = report.clone();

@@ -56,7 +56,7 @@ fn clap_scan_process_and_state_round_trip() {
     let mut first = clap_host::instantiate(&entry, &id).unwrap();
     let default_state = save_state(&mut first).unwrap();
     let names = param_names(&mut first).unwrap();
-    assert_eq!(names.len(), 3 * 8 + 12, "parameters: {names:?}");
+    assert_eq!(names.len(), 3 * 8 + 13, "parameters: {names:?}");
     for k in 1..=8 {
         for what in ["strength", "shape", "length"] {
             let name = format!("Slot {k} {what}");
@@ -74,6 +74,7 @@ fn clap_scan_process_and_state_round_trip() {
         "Seed",
         "Clock",
         "Cushion",
+        "Context",
         "Weights",
         "Engine report",
     ] {

@@ -3,7 +3,7 @@
 //! model, prompt, seed, sampling and steering; it is identical whatever the block sizes; an
 //! automation point acts from the step the timeline puts it on and on nothing before; its
 //! latency is the engine's; a host that switches to offline without re-activating still gets
-//! the exact bounce.
+//! the exact bounce; the `context` parameter sets the model's window.
 //!
 //! The plugin file is `$MUSICRFM_CLAP` (`cargo xtask test` sets it to the release bundle), or
 //! else the `libmusicrfm.so` beside this test binary's profile directory.
@@ -16,7 +16,9 @@ use support::common::host::latency;
 use support::common::max_abs_err;
 use support::*;
 use xtask::bounce::bounce;
-use xtask::clap_host::{self, HostEvent, Playback, TimedEvent, clap_param_id, clap_value};
+use xtask::clap_host::{
+    self, HostEvent, Playback, TimedEvent, clap_param_id, clap_value, engine_counter,
+};
 
 #[test]
 fn bounce_equals_render_for_greedy_and_seeded_top_k() {
@@ -280,4 +282,33 @@ fn a_host_that_switches_to_offline_without_reactivating_gets_the_exact_bounce() 
     .unwrap();
     assert!(expected.iter().any(|&x| x.abs() > 1e-3), "not silence");
     assert_eq!(bits(&played.channels[0][..28_800]), bits(&expected));
+}
+
+/// `context` sets the model's window: with 5 s of context the window slides within 7 s of
+/// audio, which plays on through the slide; with the default 30 s it does not slide.
+#[test]
+fn the_context_parameter_sets_the_window() {
+    let seconds = 7;
+    for (set, slides) in [(None, false), (Some("context=5"), true)] {
+        let mut cli = vec!["--seconds", "7"];
+        cli.extend(set.map(|set| ["--set", set]).into_iter().flatten());
+        let mut instance = configured(&cli);
+        let samples = seconds * 48_000;
+        let (out, _) = play(&mut instance, 48_000.0, samples, 512, &[], None);
+        let tail = &out[samples - 48_000..];
+        assert!(
+            tail.iter().any(|&v| v != 0.0),
+            "{set:?}: the last second plays"
+        );
+        // The engine link thread publishes the counters every few milliseconds.
+        let mut slid = 0;
+        for _ in 0..100 {
+            slid = engine_counter(&mut instance, "slides").unwrap();
+            if slid > 0 || !slides {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert_eq!(slid > 0, slides, "{set:?}: {slid} slides");
+    }
 }

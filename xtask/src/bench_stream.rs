@@ -71,7 +71,7 @@ pub fn run(args: &StreamBenchArgs) -> anyhow::Result<()> {
             args.model.as_path(),
             args.seconds,
             args.window,
-            args.window * 2 / 5,
+            engine::stream::reprompt_frames_for(args.window),
         ),
     ];
     for (name, dir, seconds, window, reprompt) in runs {

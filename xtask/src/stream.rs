@@ -57,7 +57,8 @@ pub struct StreamArgs {
     pub steering: SteerFlags,
     #[command(flatten)]
     pub dtype: model_source::DtypeFlag,
-    /// Decoder positions before the window slides (re-prompting with the last 12 s).
+    /// Decoder positions before the window slides (re-prompting with its last 40 %: 12 s of
+    /// the default 30 s).
     #[arg(long, default_value_t = 1500)]
     pub window: usize,
     /// Frames EnCodec decodes per run: 1 is the least latency; more costs less per step (the
@@ -133,7 +134,7 @@ pub fn run(args: &StreamArgs) -> anyhow::Result<()> {
         block: args.block,
         settings,
         window: args.window,
-        reprompt_frames: (args.window * 2 / 5).min(600),
+        reprompt_frames: engine::stream::reprompt_frames_for(args.window),
         decode_chunk_frames: args.decode_chunk.map(|n| n as usize),
         steers: &steers,
         layers,

@@ -89,6 +89,12 @@ pub enum Clock {
     Live,
 }
 
+/// Frames a window slide re-prompts with, for a window of `window` positions: 40 % of it, as
+/// audiocraft keeps 12 s of its 30 s (`max_duration` 30 s, `extend_stride` 18 s).
+pub fn reprompt_frames_for(window: usize) -> usize {
+    window * 2 / 5
+}
+
 /// Frames per streaming-decode run when [`EngineConfig::decode_chunk_frames`] leaves it to the
 /// model: 2 where the decoder steps on the CPU, 1 elsewhere.
 ///
@@ -142,8 +148,7 @@ impl Default for EngineConfig {
             cushion_steps: 2,
             decode_chunk_frames: None,
             window: 1500,
-            // audiocraft: max_duration 30 s, extend_stride 18 s → 12 s of context kept.
-            reprompt_frames: 600,
+            reprompt_frames: reprompt_frames_for(1500),
             ring_samples: 1 << 17,
             control_capacity: 4096,
             // 4 minutes: 46 MB per recording at 48 kHz, three recordings at most.
