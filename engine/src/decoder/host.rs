@@ -99,6 +99,12 @@ pub(crate) trait KvValue: Copy + Send + Sync {
     /// 16 values readable at `ptr`; the CPU has AVX-512F.
     #[cfg(target_arch = "x86_64")]
     unsafe fn load16(ptr: *const Self) -> std::arch::x86_64::__m512;
+    /// 8 values from `ptr`, widened.
+    ///
+    /// # Safety
+    /// 8 values readable at `ptr`; the CPU has AVX2 and F16C.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load8(ptr: *const Self) -> std::arch::x86_64::__m256;
 }
 
 impl KvValue for f32 {
@@ -117,6 +123,12 @@ impl KvValue for f32 {
     unsafe fn load16(ptr: *const Self) -> std::arch::x86_64::__m512 {
         // SAFETY: the caller's contract.
         unsafe { std::arch::x86_64::_mm512_loadu_ps(ptr) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(ptr: *const Self) -> std::arch::x86_64::__m256 {
+        // SAFETY: the caller's contract.
+        unsafe { std::arch::x86_64::_mm256_loadu_ps(ptr) }
     }
 }
 
@@ -142,6 +154,13 @@ impl KvValue for half::f16 {
         // SAFETY: the caller's contract: 32 bytes readable, AVX-512F (which has VCVTPH2PS).
         unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(ptr.cast())) }
     }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(ptr: *const Self) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller's contract: 16 bytes readable, F16C.
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(ptr.cast())) }
+    }
 }
 
 /// Steps of `max |x| / 127` (a head's key or value at one position), rounded to nearest and
@@ -164,6 +183,13 @@ impl KvValue for i8 {
         use std::arch::x86_64::*;
         // SAFETY: the caller's contract: 16 bytes readable, AVX-512F.
         unsafe { _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(ptr.cast()))) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(ptr: *const Self) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller's contract: 8 bytes readable, AVX2.
+        unsafe { _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(ptr.cast()))) }
     }
 }
 
@@ -428,86 +454,119 @@ impl<T> Clone for Head<'_, T> {
 impl<T> Copy for Head<'_, T> {}
 
 /// One head of one row: `out = softmax(scale · q Kᵀ + bias) V` over positions `0..len`.
-/// `scores` is scratch of `len`. The generic loops are element-wise (no reassociated sums), so
-/// their AVX2 and baseline copies compute the same values; the AVX-512 copy fuses its
-/// multiply-adds, within rounding of them.
+/// `scores` is scratch of `len`. The AVX-512 and AVX2 copies run the same multiply-adds in the
+/// same order in every lane (16 lanes or two halves of 8), so they compute the same values, bit
+/// for bit; the generic loops (other CPUs, other head sizes) add without fusing, within
+/// rounding of them.
 fn attend_head<T: KvValue>(head: &Head<'_, T>, scores: &mut [f32], out: &mut [f32]) {
     match isa() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `isa` detected AVX-512F on this CPU.
         Isa::Avx512 => unsafe { attend_head_avx512(head, scores, out) },
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `isa` detected AVX2 and FMA on this CPU.
-        Isa::Avx2 => unsafe { attend_head_avx2(head, scores, out) },
-        Isa::Baseline => attend_head_body(head, scores, out),
+        // SAFETY: `isa` detected AVX2 and FMA on this CPU, and F16C is checked.
+        Isa::Avx2 if std::arch::is_x86_feature_detected!("f16c") => unsafe {
+            attend_head_avx2(head, scores, out)
+        },
+        _ => attend_head_body(head, scores, out),
     }
 }
 
-/// [`attend_head_body`] with AVX-512 intrinsics for a head of 64 values (every MusicGen size):
-/// the four score partial sums and the 64 output values stay in registers, where the
-/// compiler's version of the generic loops kept them on the stack. Other head sizes take the
-/// generic loops.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn attend_head_avx512<T: KvValue>(head: &Head<'_, T>, scores: &mut [f32], out: &mut [f32]) {
-    use std::arch::x86_64::*;
-    const HEAD_DIM: usize = 64;
-    let (kv, bh, len) = (head.kv, head.bh, head.len);
-    if kv.dims[3] != HEAD_DIM {
-        return attend_head_body(head, scores, out);
-    }
-    let scores = &mut scores[..len];
-    for (b, block) in scores.chunks_mut(KEY_BLOCK).enumerate() {
-        prefetch_block(kv, bh, b);
-        let tile = &kv.k_t[kv.key_index(bh, b * KEY_BLOCK, 0)..][..HEAD_DIM * KEY_BLOCK];
-        let mut acc = [_mm512_setzero_ps(); 4];
-        for d in (0..HEAD_DIM).step_by(4) {
-            for (i, acc) in acc.iter_mut().enumerate() {
-                // SAFETY: row d + i < HEAD_DIM of the tile: 16 floats in bounds.
-                let keys = unsafe { T::load16(tile.as_ptr().add((d + i) * KEY_BLOCK)) };
-                *acc = _mm512_fmadd_ps(_mm512_set1_ps(head.q[d + i]), keys, *acc);
+/// A copy of [`attend_head`] for one vector width, for a head of 64 values (every MusicGen
+/// size; other head sizes take the generic loops): `$lanes` f32 per vector, a block of
+/// [`KEY_BLOCK`] scores as `KEY_BLOCK / $lanes` vectors, the cache's values widened by
+/// `KvValue::$load`. The four score partial sums and the 64 output values stay in registers,
+/// where the compiler's version of the generic loops kept them on the stack (and, for f16,
+/// widened each value with a call: 15 ms of a bf16 decode step on an AVX2 machine).
+macro_rules! attend_kernel {
+    (
+        $(#[$doc:meta])*
+        $name:ident, $features:literal, $lanes:literal, $load:ident, $zero:ident, $set1:ident,
+        $fma:ident, $add:ident, $mul:ident, $loadu:ident, $storeu:ident
+    ) => {
+        $(#[$doc])*
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        fn $name<T: KvValue>(head: &Head<'_, T>, scores: &mut [f32], out: &mut [f32]) {
+            use std::arch::x86_64::*;
+            const HEAD_DIM: usize = 64;
+            const PIECES: usize = KEY_BLOCK / $lanes;
+            let (kv, bh, len) = (head.kv, head.bh, head.len);
+            if kv.dims[3] != HEAD_DIM {
+                return attend_head_body(head, scores, out);
+            }
+            let scores = &mut scores[..len];
+            for (b, block) in scores.chunks_mut(KEY_BLOCK).enumerate() {
+                prefetch_block(kv, bh, b);
+                let tile = &kv.k_t[kv.key_index(bh, b * KEY_BLOCK, 0)..][..HEAD_DIM * KEY_BLOCK];
+                // acc[i][p]: partial sum over d ≡ i (mod 4), positions p·lanes.. of the block
+                let mut acc = [[$zero(); PIECES]; 4];
+                for d in (0..HEAD_DIM).step_by(4) {
+                    for (i, acc) in acc.iter_mut().enumerate() {
+                        let q = $set1(head.q[d + i]);
+                        for (p, acc) in acc.iter_mut().enumerate() {
+                            // SAFETY: row d + i < HEAD_DIM of the tile: `lanes` values in
+                            // bounds at p · lanes < KEY_BLOCK.
+                            let keys = unsafe {
+                                T::$load(tile.as_ptr().add((d + i) * KEY_BLOCK + p * $lanes))
+                            };
+                            *acc = $fma(q, keys, *acc);
+                        }
+                    }
+                }
+                let mut lanes = [0f32; KEY_BLOCK];
+                for p in 0..PIECES {
+                    let mut sum =
+                        $add($add(acc[0][p], acc[1][p]), $add(acc[2][p], acc[3][p]));
+                    if T::SCALED {
+                        // SAFETY: the scales of a whole block of positions are in bounds
+                        // (`Kv::zeros`).
+                        let scales = unsafe {
+                            $loadu(
+                                kv.k_scale
+                                    .as_ptr()
+                                    .add(kv.scale_index(bh, b * KEY_BLOCK) + p * $lanes),
+                            )
+                        };
+                        sum = $mul(sum, scales);
+                    }
+                    // SAFETY: `lanes` floats at p · lanes of a KEY_BLOCK-float array.
+                    unsafe {
+                        $storeu(lanes.as_mut_ptr().add(p * $lanes), $mul(sum, $set1(head.scale)))
+                    };
+                }
+                block.copy_from_slice(&lanes[..block.len()]);
+            }
+            let inverse = softmax_unnormalized(scores, head.bias);
+            let values = &kv.v[bh * kv.dims[2] * HEAD_DIM..][..len * HEAD_DIM];
+            let mut acc = [$zero(); HEAD_DIM / $lanes];
+            for (j, (&p, v)) in scores.iter().zip(values.chunks_exact(HEAD_DIM)).enumerate() {
+                let p = $set1(p * kv.scale_at(ScaleOf::Value, bh, j));
+                for (c, acc) in acc.iter_mut().enumerate() {
+                    // SAFETY: `v` holds HEAD_DIM values.
+                    *acc = $fma(p, unsafe { T::$load(v.as_ptr().add(c * $lanes)) }, *acc);
+                }
+            }
+            let inverse = $set1(inverse);
+            for (c, acc) in acc.iter().enumerate() {
+                // SAFETY: `out` holds HEAD_DIM floats.
+                unsafe { $storeu(out.as_mut_ptr().add(c * $lanes), $mul(*acc, inverse)) };
             }
         }
-        let mut sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
-        if T::SCALED {
-            // SAFETY: the scales of a whole block of positions are in bounds (`Kv::zeros`).
-            let scales = unsafe {
-                _mm512_loadu_ps(kv.k_scale.as_ptr().add(kv.scale_index(bh, b * KEY_BLOCK)))
-            };
-            sum = _mm512_mul_ps(sum, scales);
-        }
-        let mut lanes = [0f32; KEY_BLOCK];
-        // SAFETY: 16 floats into a 16-float array.
-        unsafe {
-            _mm512_storeu_ps(
-                lanes.as_mut_ptr(),
-                _mm512_mul_ps(sum, _mm512_set1_ps(head.scale)),
-            )
-        };
-        block.copy_from_slice(&lanes[..block.len()]);
-    }
-    let inverse = softmax_unnormalized(scores, head.bias);
-    let values = &kv.v[bh * kv.dims[2] * HEAD_DIM..][..len * HEAD_DIM];
-    let mut acc = [_mm512_setzero_ps(); HEAD_DIM / 16];
-    for (j, (&p, v)) in scores.iter().zip(values.chunks_exact(HEAD_DIM)).enumerate() {
-        let p = _mm512_set1_ps(p * kv.scale_at(ScaleOf::Value, bh, j));
-        for (c, acc) in acc.iter_mut().enumerate() {
-            // SAFETY: `v` holds HEAD_DIM floats.
-            *acc = _mm512_fmadd_ps(p, unsafe { T::load16(v.as_ptr().add(c * 16)) }, *acc);
-        }
-    }
-    let inverse = _mm512_set1_ps(inverse);
-    for (c, acc) in acc.iter().enumerate() {
-        // SAFETY: `out` holds HEAD_DIM floats.
-        unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(c * 16), _mm512_mul_ps(*acc, inverse)) };
-    }
+    };
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn attend_head_avx2<T: KvValue>(head: &Head<'_, T>, scores: &mut [f32], out: &mut [f32]) {
-    attend_head_body(head, scores, out)
-}
+attend_kernel!(
+    /// [`attend_head`] for AVX-512F.
+    attend_head_avx512, "avx512f", 16, load16, _mm512_setzero_ps, _mm512_set1_ps,
+    _mm512_fmadd_ps, _mm512_add_ps, _mm512_mul_ps, _mm512_loadu_ps, _mm512_storeu_ps
+);
+
+attend_kernel!(
+    /// [`attend_head`] for AVX2, FMA and F16C.
+    attend_head_avx2, "avx2,fma,f16c", 8, load8, _mm256_setzero_ps, _mm256_set1_ps,
+    _mm256_fmadd_ps, _mm256_add_ps, _mm256_mul_ps, _mm256_loadu_ps, _mm256_storeu_ps
+);
 
 /// Keys a score block holds: one 512-bit vector of f32.
 const KEY_BLOCK: usize = 16;
@@ -961,6 +1020,74 @@ mod tests {
                 .iter()
                 .all(|&x| x == 0.0)
         );
+    }
+
+    /// The AVX-512 and AVX2 copies of a head's attention give the same values, bit for bit,
+    /// where this CPU has both, and each is within rounding of the generic loops (which
+    /// [`attention_matches_an_f64_reference`] checks through whichever copy this CPU runs).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_vector_copies_of_attention_agree() {
+        let mut rng = Rng::new(11);
+        let (batch, heads, capacity, head_dim) = (2, 3, 50, 64);
+        let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+        let avx2 = std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c");
+        fn copies<T: KvValue>(kv: &Kv<T>, q: &[f32], len: usize, avx512: bool, avx2: bool) {
+            let [batch, heads, _, head_dim] = kv.dims;
+            for bh in 0..batch * heads {
+                let head = Head {
+                    kv,
+                    bh,
+                    len,
+                    q: &q[bh * head_dim..][..head_dim],
+                    scale: 0.125,
+                    bias: None,
+                };
+                let run = |copy: &dyn Fn(&mut [f32], &mut [f32])| {
+                    let (mut scores, mut out) = (vec![0f32; len], vec![0f32; head_dim]);
+                    copy(&mut scores, &mut out);
+                    out
+                };
+                let generic = run(&|s, o| attend_head_body(&head, s, o));
+                let mut vector = Vec::new();
+                if avx512 {
+                    // SAFETY: the CPU has AVX-512F.
+                    vector.push(run(&|s, o| unsafe { attend_head_avx512(&head, s, o) }));
+                }
+                if avx2 {
+                    // SAFETY: the CPU has AVX2, FMA and F16C.
+                    vector.push(run(&|s, o| unsafe { attend_head_avx2(&head, s, o) }));
+                }
+                for out in &vector {
+                    for (d, (a, b)) in out.iter().zip(&generic).enumerate() {
+                        assert!(
+                            (a - b).abs() < 1e-5,
+                            "len {len} head {bh} d {d}: {a} vs {b}"
+                        );
+                    }
+                }
+                if let [a, b] = &vector[..] {
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(a), bits(b), "AVX-512 and AVX2, len {len} head {bh}");
+                }
+            }
+        }
+        for format in [KvFormat::F32, KvFormat::F16, KvFormat::I8] {
+            let mut kv = HostKv::zeros([batch, heads, capacity, head_dim], format);
+            let k = normal(&mut rng, batch * heads * capacity * head_dim);
+            let v = normal(&mut rng, batch * heads * capacity * head_dim);
+            kv.write_heads(0, capacity, &k, &v);
+            let q = normal(&mut rng, batch * heads * head_dim);
+            for len in [1, 16, 17, 50] {
+                match &kv {
+                    HostKv::F32(kv) => copies(kv, &q, len, avx512, avx2),
+                    HostKv::F16(kv) => copies(kv, &q, len, avx512, avx2),
+                    HostKv::I8(kv) => copies(kv, &q, len, avx512, avx2),
+                }
+            }
+        }
     }
 
     /// Each head's attention against an f64 softmax(q·kᵀ·scale + bias)·v, for lengths that end

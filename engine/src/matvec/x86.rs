@@ -8,12 +8,13 @@
 //! each weight vector loaded once for both inputs. AVX512-VNNI takes a superblock's 16 block
 //! lanes in one 512-bit vector, AVX-VNNI in two 256-bit halves (blocks 0–7, 8–15): `vpdpbusd`
 //! multiplies the unsigned codes by the signed inputs, and the accumulators start at
-//! `−OFFSET · Σq` so that they end at the exact `Σ w·q`. Without VNNI (AVX2), `vpmaddubsw`
-//! would saturate its i16 pair sums on `w + 128` codes (255 · 127 · 2 > 32767), so that kernel
-//! recentres the codes to the signed weights `w` and uses llama.cpp's sign trick:
-//! `maddubs(|w|, sign(q, w))`, each pair at most 2 · 128 · 127 = 32512 (inputs are quantized to
-//! |q| ≤ 127), then `vpmaddwd` by ones into i32. All three then scale and add the lanes in the
-//! order of [`super::reduce16`].
+//! `−OFFSET · Σq` so that they end at the exact `Σ w·q`. Without VNNI (AVX2), q4's codes
+//! (0–15) go into `vpmaddubsw` as they are, two groups' i16 pair sums added before `vpmaddwd`
+//! by ones, with the same start; q8's `w + 128` codes would saturate its i16 pair sums
+//! (255 · 127 · 2 > 32767), so q8 recentres them to the signed weights `w` and uses llama.cpp's
+//! sign trick: `maddubs(|w|, sign(q, w))`, each pair at most 2 · 128 · 127 = 32512 (inputs are
+//! quantized to |q| ≤ 127), then `vpmaddwd` by ones into i32. All of them then scale and add
+//! the lanes in the order of [`super::reduce16`].
 
 use std::arch::x86_64::*;
 
@@ -382,7 +383,8 @@ pub(crate) unsafe fn int_tile_avx512vnni<S: Superblock + Codes>(
 }
 
 /// A 256-bit integer tile kernel: `$start(sums, offset)` is an accumulator's start from the
-/// input block sums, `$dot(acc, codes, q)` adds 4 code × input products per i32 lane.
+/// input block sums, `$dot(acc, codes, q)` adds two groups' code × input products (8 per i32
+/// lane).
 macro_rules! int_tile_256 {
     (
         $(#[$doc:meta])*
@@ -429,10 +431,7 @@ macro_rules! int_tile_256 {
                             let codes = unsafe { w.codes256(v, half) };
                             for (dot, q) in dot.iter_mut().zip(&q) {
                                 // SAFETY: the CPU has the features `$dot` needs.
-                                unsafe {
-                                    *dot = $dot::<S>(*dot, codes[0], q[0]);
-                                    *dot = $dot::<S>(*dot, codes[1], q[1]);
-                                }
+                                *dot = unsafe { $dot::<S>(*dot, codes, q) };
                             }
                         }
                     }
@@ -469,7 +468,7 @@ int_tile_256!(
 int_tile_256!(
     /// # Safety
     /// The CPU supports AVX2, FMA and F16C; the tile's rows have one length.
-    int_tile_avx2, "avx2,fma,f16c", zero_start, sign_trick_dot
+    int_tile_avx2, "avx2,fma,f16c", avx2_start, avx2_dot
 );
 
 /// `−OFFSET · Σq` per block lane: [`vnni_dot`] then adds the codes' `OFFSET · Σq` back.
@@ -481,36 +480,67 @@ unsafe fn vnni_start<S: Superblock>(sums: __m256i, offset: __m256i) -> __m256i {
     unsafe { _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_mullo_epi32(sums, offset)) }
 }
 
-/// `dot + Σ code · q` per i32 lane (4 products each).
+/// `dot + Σ code · q` per i32 lane, two groups (8 products each lane).
 ///
 /// # Safety
 /// The CPU supports AVX-VNNI.
 #[inline(always)]
-unsafe fn vnni_dot<S: Superblock>(dot: __m256i, codes: __m256i, q: __m256i) -> __m256i {
-    unsafe { _mm256_dpbusd_avx_epi32(dot, codes, q) }
+unsafe fn vnni_dot<S: Superblock>(dot: __m256i, codes: [__m256i; 2], q: &[__m256i; 2]) -> __m256i {
+    unsafe { _mm256_dpbusd_avx_epi32(_mm256_dpbusd_avx_epi32(dot, codes[0], q[0]), codes[1], q[1]) }
 }
 
-/// Zero: [`sign_trick_dot`] adds signed products.
+/// Whether `vpmaddubsw` can take a format's unsigned codes as they are, and two of its i16
+/// results add without saturating: 4 · max code · 127 ≤ 32767 (q4: codes ≤ 15, 7620; q8's codes
+/// ≤ 255 would saturate a single pair).
+const fn plain_maddubs<S: Superblock>() -> bool {
+    4 * (2 * S::OFFSET - 1) * 127 <= i16::MAX as i32
+}
+
+/// [`avx2_dot`]'s start: as [`vnni_start`] where the codes go in as they are
+/// ([`plain_maddubs`]), zero where the sign trick adds signed products.
 ///
 /// # Safety
 /// The CPU supports AVX2.
 #[inline(always)]
-unsafe fn zero_start<S: Superblock>(_sums: __m256i, _offset: __m256i) -> __m256i {
-    unsafe { _mm256_setzero_si256() }
+unsafe fn avx2_start<S: Superblock>(sums: __m256i, offset: __m256i) -> __m256i {
+    if plain_maddubs::<S>() {
+        unsafe { vnni_start::<S>(sums, offset) }
+    } else {
+        unsafe { _mm256_setzero_si256() }
+    }
 }
 
-/// `dot + Σ (code − OFFSET) · q` per i32 lane (4 products each) without VNNI: the signed weights
-/// `w` (|w| ≤ 128) go unsigned as |w|, their signs onto the inputs (|q| ≤ 127), so no i16 pair
-/// sum of `vpmaddubsw` exceeds 2 · 128 · 127 = 32512.
+/// `dot` plus two groups' products per i32 lane without VNNI.
+/// - q4 ([`plain_maddubs`]): `vpmaddubsw` of the unsigned codes and the inputs, both groups'
+///   i16 pair sums added (at most 2 · 2 · 15 · 127 = 7620), then `vpmaddwd` by ones into i32;
+///   the start's `−OFFSET · Σq` makes them `Σ w·q`, as with VNNI.
+/// - q8: the signed weights `w` (|w| ≤ 128) go unsigned as |w|, their signs onto the inputs
+///   (|q| ≤ 127), so no i16 pair sum of `vpmaddubsw` exceeds 2 · 128 · 127 = 32512 (llama.cpp's
+///   sign trick); each group then goes to i32 on its own.
+///
+/// Both add the exact integer products, as the VNNI kernels do.
 ///
 /// # Safety
 /// The CPU supports AVX2.
 #[inline(always)]
-unsafe fn sign_trick_dot<S: Superblock>(dot: __m256i, codes: __m256i, q: __m256i) -> __m256i {
+unsafe fn avx2_dot<S: Superblock>(dot: __m256i, codes: [__m256i; 2], q: &[__m256i; 2]) -> __m256i {
     unsafe {
-        let w = _mm256_sub_epi8(codes, _mm256_set1_epi8(S::OFFSET as u8 as i8));
-        let pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(q, w));
-        _mm256_add_epi32(dot, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+        let ones = _mm256_set1_epi16(1);
+        if plain_maddubs::<S>() {
+            let pairs = _mm256_add_epi16(
+                _mm256_maddubs_epi16(codes[0], q[0]),
+                _mm256_maddubs_epi16(codes[1], q[1]),
+            );
+            return _mm256_add_epi32(dot, _mm256_madd_epi16(pairs, ones));
+        }
+        let offset = _mm256_set1_epi8(S::OFFSET as u8 as i8);
+        let mut dot = dot;
+        for (codes, q) in codes.into_iter().zip(q) {
+            let w = _mm256_sub_epi8(codes, offset);
+            let pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(*q, w));
+            dot = _mm256_add_epi32(dot, _mm256_madd_epi16(pairs, ones));
+        }
+        dot
     }
 }
 
