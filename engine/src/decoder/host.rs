@@ -20,7 +20,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use rayon::prelude::*;
 
 use super::{Block, CrossContext, DecoderLm, KvCache, LayerCache};
-use crate::nn::{Isa, exp_f32, host_vec, isa};
+use crate::nn::{exp_f32, host_vec, isa};
 use crate::profile::{Phase, timed};
 
 /// Keys and values of one block in host memory for `[batch, heads]` query rows and `capacity`
@@ -462,10 +462,10 @@ fn attend_head<T: KvValue>(head: &Head<'_, T>, scores: &mut [f32], out: &mut [f3
     match isa() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `isa` detected AVX-512F on this CPU.
-        Isa::Avx512 => unsafe { attend_head_avx512(head, scores, out) },
+        crate::nn::Isa::Avx512 => unsafe { attend_head_avx512(head, scores, out) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `isa` detected AVX2 and FMA on this CPU, and F16C is checked.
-        Isa::Avx2 if std::arch::is_x86_feature_detected!("f16c") => unsafe {
+        crate::nn::Isa::Avx2 if std::arch::is_x86_feature_detected!("f16c") => unsafe {
             attend_head_avx2(head, scores, out)
         },
         _ => attend_head_body(head, scores, out),
