@@ -484,8 +484,10 @@ fn measure_bandwidth_gbs() -> (f64, &'static str) {
     use rayon::prelude::*;
     const PIECE: usize = 1 << 16;
     let data = engine::matvec::Pages::copy_of(&(0..1u64 << 27).collect::<Vec<u64>>());
-    let one = |c: &[u64]| c.iter().fold(0u64, |a, &x| a ^ x);
-    let four = |c: &[u64]| {
+    fn one(c: &[u64]) -> u64 {
+        c.iter().fold(0u64, |a, &x| a ^ x)
+    }
+    fn four(c: &[u64]) -> u64 {
         let q = c.len() / 4;
         let (a, rest) = c.split_at(q);
         let (b, rest) = rest.split_at(q);
@@ -497,10 +499,10 @@ fn measure_bandwidth_gbs() -> (f64, &'static str) {
             acc[2] ^= c[i];
             acc[3] ^= d[i];
         }
-        acc[0] ^ acc[1] ^ acc[2] ^ acc[3] ^ d[q..].iter().fold(0, |a, &x| a ^ x)
-    };
-    let patterns: [(&'static str, &(dyn Fn(&[u64]) -> u64 + Sync)); 2] =
-        [("one stream", &one), ("four streams", &four)];
+        acc[0] ^ acc[1] ^ acc[2] ^ acc[3] ^ one(&d[q..])
+    }
+    type Fold = fn(&[u64]) -> u64;
+    let patterns = [("one stream", one as Fold), ("four streams", four as Fold)];
     let mut best = (f64::MAX, patterns[0].0);
     for _ in 0..5 {
         for (name, fold) in patterns {
