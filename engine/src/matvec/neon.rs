@@ -30,12 +30,13 @@ pub(crate) trait Widen {
     unsafe fn load4(&self, d_in: usize, o: usize, i: usize) -> float32x4_t;
 }
 
-// SAFETY (every load below): `o * d_in + i + 4 ≤ len` (q4: the four bytes lie in the row's
-// padded block) by the caller's contract; the loads are unaligned.
+// SAFETY (every load below): the caller's `i + 4 ≤ d_in` with `i % 4 == 0` keeps a load inside
+// one block of 32 or inside the row's rest, which `float_slot` stores consecutively within the
+// tile; the loads are unaligned.
 impl Widen for F32Rows<'_> {
     #[inline(always)]
     unsafe fn load4(&self, d_in: usize, o: usize, i: usize) -> float32x4_t {
-        unsafe { vld1q_f32(self.0.as_ptr().add(o * d_in + i)) }
+        unsafe { vld1q_f32(self.0.as_ptr().add(super::float_slot(d_in, o, i))) }
     }
 }
 
@@ -46,13 +47,13 @@ impl Widen for Bf16Rows<'_> {
     #[inline(always)]
     unsafe fn load4(&self, d_in: usize, o: usize, i: usize) -> float32x4_t {
         unsafe {
-            let row = self.0.as_ptr().add(o * d_in);
+            let at = |i: usize| self.0.as_ptr().add(super::float_slot(d_in, o, i));
             let halves = if i < d_in / 32 * 32 {
                 // `i % 4 == 0`: the four weights lie in one half of their block.
-                let pairs = vld2_u16(row.add(super::bf16_slot(d_in, i / 32 * 32 + i % 16)));
+                let pairs = vld2_u16(at(super::bf16_slot(d_in, i / 32 * 32 + i % 16)));
                 if i % 32 < 16 { pairs.0 } else { pairs.1 }
             } else {
-                vld1_u16(row.add(i))
+                vld1_u16(at(i))
             };
             vreinterpretq_f32_u32(vshll_n_u16::<16>(halves))
         }

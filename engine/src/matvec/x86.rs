@@ -20,88 +20,95 @@ use std::arch::x86_64::*;
 
 use super::{Bf16Rows, F32Rows, IntTile, Q4Super, Q8Super, RowFormat, Superblock, Tile, XSuper};
 
-/// Vector loads of one row's weights at `i`, widened to f32.
+/// Vector loads of a float format's weights by storage slot ([`super::float_slot`]), widened to
+/// f32.
 ///
-/// # Safety (both methods)
-/// `i + lanes ≤ d_in`, and the CPU has the instruction set of the vector type.
+/// # Safety (every load)
+/// The slots read lie inside the storage, and the CPU has the instruction set of the vector type.
 pub(crate) trait Widen {
     /// Whether [`Widen::load16_pair`] / [`Widen::load8_pair`] read less than two loads: the
     /// kernels then walk each block of 32 weights as pairs `(i, i + 16)`.
     const PAIRED: bool = true;
 
-    unsafe fn load16(&self, d_in: usize, o: usize, i: usize) -> __m512;
-    unsafe fn load8(&self, d_in: usize, o: usize, i: usize) -> __m256;
+    /// The weights in slots `at..at + 16`.
+    unsafe fn load16(&self, at: usize) -> __m512;
+    /// The weights in slots `at..at + 8`.
+    unsafe fn load8(&self, at: usize) -> __m256;
 
-    /// The weights at `i` and at `i + 16` (`i % 32 < 16`, `i + 32 ≤` the row's padded length).
+    /// Weights `k..k + 16` and `k + 16..k + 32` of the row's block of 32 stored from slot
+    /// `block` (`k < 16`).
     #[inline(always)]
-    unsafe fn load16_pair(&self, d_in: usize, o: usize, i: usize) -> (__m512, __m512) {
-        unsafe { (self.load16(d_in, o, i), self.load16(d_in, o, i + 16)) }
+    unsafe fn load16_pair(&self, block: usize, k: usize) -> (__m512, __m512) {
+        unsafe { (self.load16(block + k), self.load16(block + k + 16)) }
     }
 
     #[inline(always)]
-    unsafe fn load8_pair(&self, d_in: usize, o: usize, i: usize) -> (__m256, __m256) {
-        unsafe { (self.load8(d_in, o, i), self.load8(d_in, o, i + 16)) }
+    unsafe fn load8_pair(&self, block: usize, k: usize) -> (__m256, __m256) {
+        unsafe { (self.load8(block + k), self.load8(block + k + 16)) }
     }
 
-    /// The row's start and the bytes per weight, for [`prefetch_block`].
-    fn row_bytes(&self, d_in: usize, o: usize) -> (*const i8, usize);
+    /// Where slot `at` is (a pointer for [`prefetch_block`], never read through), and the bytes
+    /// per weight.
+    fn slot_bytes(&self, at: usize) -> (*const i8, usize);
 }
 
-/// Prefetch the cache lines of weights `i..i + 32` of row `o`, [`PREFETCH_BYTES`] ahead.
+/// Prefetch the cache lines of the tile's block of 32 stored from slot `block` (the four rows'
+/// blocks side by side: [`super::float_slot`]), [`PREFETCH_BYTES`] ahead.
 #[inline(always)]
-fn prefetch_block<W: Widen>(w: &W, d_in: usize, o: usize, i: usize) {
-    let (row, size) = w.row_bytes(d_in, o);
-    let ahead = row.wrapping_add(i * size + PREFETCH_BYTES);
-    for line in (0..32 * size).step_by(64) {
+fn prefetch_block<W: Widen>(w: &W, block: usize) {
+    let (at, size) = w.slot_bytes(block);
+    let ahead = at.wrapping_add(PREFETCH_BYTES);
+    for line in (0..4 * 32 * size).step_by(64) {
         // SAFETY: a prefetch is a hint: it does not fault whatever the address, and
         // `wrapping_add` keeps the pointer arithmetic defined past the allocation.
         unsafe { _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(line)) };
     }
 }
 
-// SAFETY (every load below): `o * d_in + i + lanes ≤ len` by the caller's contract; the loads
-// are unaligned.
+// SAFETY (every load below): the slots lie inside the storage by the caller's contract; the
+// loads are unaligned.
 impl Widen for F32Rows<'_> {
     #[inline(always)]
-    unsafe fn load16(&self, d_in: usize, o: usize, i: usize) -> __m512 {
-        unsafe { _mm512_loadu_ps(self.0.as_ptr().add(o * d_in + i)) }
+    unsafe fn load16(&self, at: usize) -> __m512 {
+        unsafe { _mm512_loadu_ps(self.0.as_ptr().add(at)) }
     }
 
     #[inline(always)]
-    unsafe fn load8(&self, d_in: usize, o: usize, i: usize) -> __m256 {
-        unsafe { _mm256_loadu_ps(self.0.as_ptr().add(o * d_in + i)) }
+    unsafe fn load8(&self, at: usize) -> __m256 {
+        unsafe { _mm256_loadu_ps(self.0.as_ptr().add(at)) }
     }
 
     #[inline(always)]
-    fn row_bytes(&self, d_in: usize, o: usize) -> (*const i8, usize) {
-        (self.0.as_ptr().wrapping_add(o * d_in).cast(), 4)
+    fn slot_bytes(&self, at: usize) -> (*const i8, usize) {
+        (self.0.as_ptr().wrapping_add(at).cast(), 4)
     }
 }
 
 /// bf16 is the top half of an f32: zero-extend to 32 bits and shift left by 16.
 impl Widen for Bf16Rows<'_> {
     #[inline(always)]
-    unsafe fn load16(&self, d_in: usize, o: usize, i: usize) -> __m512 {
+    unsafe fn load16(&self, at: usize) -> __m512 {
         unsafe {
-            let halves = _mm256_loadu_si256(self.0.as_ptr().add(o * d_in + i).cast());
+            let halves = _mm256_loadu_si256(self.0.as_ptr().add(at).cast());
             _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(halves)))
         }
     }
 
     #[inline(always)]
-    unsafe fn load8(&self, d_in: usize, o: usize, i: usize) -> __m256 {
+    unsafe fn load8(&self, at: usize) -> __m256 {
         unsafe {
-            let halves = _mm_loadu_si128(self.0.as_ptr().add(o * d_in + i).cast());
+            let halves = _mm_loadu_si128(self.0.as_ptr().add(at).cast());
             _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(halves)))
         }
     }
 
-    /// One load of the interleaved block (`super::bf16_slot`): the low half of each 32-bit
-    /// lane is weight `i + l`, the high half `i + 16 + l`.
+    /// One load of the interleaved block (`super::bf16_slot`: weights `k` and `k + 16` in
+    /// slots `2k` and `2k + 1`): the low half of each 32-bit lane is weight `k + l`, the high
+    /// half `k + 16 + l`.
     #[inline(always)]
-    unsafe fn load16_pair(&self, d_in: usize, o: usize, i: usize) -> (__m512, __m512) {
+    unsafe fn load16_pair(&self, block: usize, k: usize) -> (__m512, __m512) {
         unsafe {
-            let v = _mm512_loadu_si512(self.pair_slots(d_in, o, i));
+            let v = _mm512_loadu_si512(self.0.as_ptr().add(block + 2 * k).cast());
             let high = _mm512_and_si512(v, _mm512_set1_epi32(-65536));
             (
                 _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v)),
@@ -111,9 +118,9 @@ impl Widen for Bf16Rows<'_> {
     }
 
     #[inline(always)]
-    unsafe fn load8_pair(&self, d_in: usize, o: usize, i: usize) -> (__m256, __m256) {
+    unsafe fn load8_pair(&self, block: usize, k: usize) -> (__m256, __m256) {
         unsafe {
-            let v = _mm256_loadu_si256(self.pair_slots(d_in, o, i));
+            let v = _mm256_loadu_si256(self.0.as_ptr().add(block + 2 * k).cast());
             let high = _mm256_and_si256(v, _mm256_set1_epi32(-65536));
             (
                 _mm256_castsi256_ps(_mm256_slli_epi32::<16>(v)),
@@ -123,24 +130,8 @@ impl Widen for Bf16Rows<'_> {
     }
 
     #[inline(always)]
-    fn row_bytes(&self, d_in: usize, o: usize) -> (*const i8, usize) {
-        (self.0.as_ptr().wrapping_add(o * d_in).cast(), 2)
-    }
-}
-
-impl Bf16Rows<'_> {
-    /// Where the interleaved slots of weights `i` and `i + 16` of row `o` start.
-    ///
-    /// # Safety
-    /// `o * d_in + i < len`, as for the loads.
-    #[inline(always)]
-    unsafe fn pair_slots<V>(&self, d_in: usize, o: usize, i: usize) -> *const V {
-        unsafe {
-            self.0
-                .as_ptr()
-                .add(o * d_in + super::bf16_slot(d_in, i))
-                .cast()
-        }
+    fn slot_bytes(&self, at: usize) -> (*const i8, usize) {
+        (self.0.as_ptr().wrapping_add(at).cast(), 2)
     }
 }
 
@@ -174,11 +165,14 @@ macro_rules! tile_kernel {
             if W::PAIRED {
                 // Whole blocks of 32 as pairs (i, i + 16), one load each.
                 let blocks_end = t.d_in / 32 * 32;
+                // Each row's block within the tile's blocks of 32 (`float_slot`; `rows[0]` is
+                // the tile's first row, and a short last tile repeats its last row).
+                let rows = t.rows.map(|o| (o - t.rows[0]) * 32);
                 while i < blocks_end {
-                    for &o in &t.rows {
-                        prefetch_block(&t.w, t.d_in, o, i);
-                    }
-                    for half in (i..i + 16).step_by($lanes) {
+                    let block = super::float_slot(t.d_in, t.rows[0], i);
+                    prefetch_block(&t.w, block);
+                    for k in (0..16).step_by($lanes) {
+                        let half = i + k;
                         // SAFETY: `half + 16 + lanes ≤ blocks_end ≤ d_in`.
                         let x = unsafe {
                             [
@@ -188,9 +182,9 @@ macro_rules! tile_kernel {
                                 $loadx(t.x[1].as_ptr().add(half + 16)),
                             ]
                         };
-                        for (a, &o) in acc.iter_mut().zip(&t.rows) {
-                            // SAFETY: as above.
-                            let (w, v) = unsafe { t.w.$load_pair(t.d_in, o, half) };
+                        for (a, &row) in acc.iter_mut().zip(&rows) {
+                            // SAFETY: the row's block of 32 lies in the tile's storage.
+                            let (w, v) = unsafe { t.w.$load_pair(block + row, k) };
                             a[0] = $fma(w, x[0], a[0]);
                             a[1] = $fma(w, x[1], a[1]);
                             a[0] = $fma(v, x[2], a[0]);
@@ -210,7 +204,7 @@ macro_rules! tile_kernel {
                 };
                 for (a, &o) in acc.iter_mut().zip(&t.rows) {
                     // SAFETY: as above.
-                    let w = unsafe { t.w.$load(t.d_in, o, i) };
+                    let w = unsafe { t.w.$load(super::float_slot(t.d_in, o, i)) };
                     a[0] = $fma(w, x0, a[0]);
                     a[1] = $fma(w, x1, a[1]);
                 }
