@@ -450,7 +450,8 @@ enum Packed {
     Q4(Pages<Group<Q4Super>>),
 }
 
-/// One row-major `[d_out, d_in]` weight matrix in host memory, in a [`WeightFormat`].
+/// One `[d_out, d_in]` weight matrix in host memory, in a [`WeightFormat`] (packed in tiles of
+/// four rows: [`float_slot`], [`Group`]).
 #[derive(Debug, Clone)]
 pub struct HostMatrix {
     packed: Packed,
