@@ -395,10 +395,12 @@ pub(crate) unsafe fn int_tile_avx512vnni<S: Superblock + Codes>(
 /// `$end(partial, start)` is the lanes' i32 dot products.
 ///
 /// A tile's rows are taken one after the other within each group, each row's code lines in
-/// address order (both halves of a 64-byte line before the next line): on an AVX2 EPYC the four
-/// rows side by side (one half of every line, then the other) streamed q8 at 6.7–9.5 GB/s of
-/// weights and q4 at 9.7–11.4, row by row at 11.7–13.5 and 11.8–14.3 (`matvec_bench`,
-/// alternating builds).
+/// address order, both 32-byte halves of a line (blocks 0–7 and 8–15, with two sets of
+/// accumulators) before the next line. On an AVX2 EPYC (`matvec_bench`, alternating builds):
+/// the four rows side by side, one half of every line and then the other, streamed q8 at 6.7–9.5
+/// GB/s of weights and q4 at 9.7–11.4; row by row, still a half at a time, 11.7–13.5 and
+/// 11.8–14.3; then both halves of each line together took a pass from a median of 26.3 to 23.1
+/// ms in q8 and from 17.7 to 13.8 in q4 (7 runs each).
 macro_rules! int_tile_256 {
     (
         $(#[$doc:meta])*
@@ -413,8 +415,8 @@ macro_rules! int_tile_256 {
             for s in 0..t.x[0].len() {
                 // SAFETY: the tile has `t.x[0].len()` groups.
                 let (x, group) = unsafe { (t.x.map(|x| x.get_unchecked(s)), t.w.get_unchecked(s)) };
-                // The group's scales (two lines) ahead now, each row's code lines as the row's
-                // first half reads them: a burst of the whole group's 18 or 34 lines at its start
+                // The group's scales (two lines) ahead now, each row's code lines as the row
+                // reads them: a burst of the whole group's 18 or 34 lines at its start
                 // left q8 at 28.6–40.6 ms a streamed pass (median 33.4, 7 runs), spread 24.0–32.3
                 // (25.8); q4 15.5–18.5 (17.2) against 15.0–20.2 (18.2); in cache q8 17.6 → 18.9
                 // and q4 22.7 → 29.1 G weights/s (`matvec_bench`, alternating builds).
@@ -438,11 +440,13 @@ macro_rules! int_tile_256 {
                 // before the next row's).
                 for (a, &j) in acc.iter_mut().zip(&t.rows) {
                     let w = &group.rows[j];
-                    for half in 0..2 {
-                        let lanes = 8 * half;
-                        // SAFETY: the CPU has the features `$begin` needs.
-                        let mut dot = start[half].map(|start| unsafe { $begin::<S>(start) });
-                        for v in 0..4 {
+                    // dot[half][r]: blocks 8 half..8 half + 8 of this row · input row r
+                    // SAFETY: the CPU has the features `$begin` needs.
+                    let mut dot = start.map(|start| start.map(|start| unsafe { $begin::<S>(start) }));
+                    for v in 0..4 {
+                        w.prefetch_codes(v);
+                        for (half, dot) in dot.iter_mut().enumerate() {
+                            let lanes = 8 * half;
                             // SAFETY: 32-byte loads inside `[i8; 64]`.
                             let q = unsafe {
                                 x.map(|x| {
@@ -454,9 +458,6 @@ macro_rules! int_tile_256 {
                                     ]
                                 })
                             };
-                            if half == 0 {
-                                w.prefetch_codes(v);
-                            }
                             // SAFETY: `v < 4`, `half < 2`; the CPU has AVX2.
                             let codes = unsafe { w.codes256(v, half) };
                             for (dot, q) in dot.iter_mut().zip(&q) {
@@ -464,6 +465,9 @@ macro_rules! int_tile_256 {
                                 *dot = unsafe { $dot::<S>(*dot, codes, q) };
                             }
                         }
+                    }
+                    for (half, dot) in dot.iter().enumerate() {
+                        let lanes = 8 * half;
                         // SAFETY: the CPU has the features `$end` needs.
                         let dot: [__m256i; 2] = std::array::from_fn(|r| unsafe {
                             $end::<S>(dot[r], start[half][r])
