@@ -10,10 +10,10 @@
 //! multiplies the unsigned codes by the signed inputs, and the accumulators start at
 //! `−OFFSET · Σq` so that they end at the exact `Σ w·q`. Without VNNI (AVX2), q4's codes
 //! (0–15) go into `vpmaddubsw` as they are, a half superblock's i16 pair sums (8 vectors) added
-//! before one `vpmaddwd` by ones, with the same start; q8's `w + 128` codes would saturate its i16 pair sums
-//! (255 · 127 · 2 > 32767), so q8 recentres them to the signed weights `w` and uses llama.cpp's
-//! sign trick: `maddubs(|w|, sign(q, w))`, each pair at most 2 · 128 · 127 = 32512 (inputs are
-//! quantized to |q| ≤ 127), then `vpmaddwd` by ones into i32. All of them then scale and add
+//! before one `vpmaddwd` by ones, with the same start; q8's `w + 128` codes would saturate its
+//! i16 pair sums (255 · 127 · 2 > 32767), so q8 recentres them to the signed weights `w` and
+//! uses llama.cpp's sign trick: `maddubs(|w|, sign(q, w))`, each pair at most 2 · 128 · 127 =
+//! 32512 (inputs are quantized to |q| ≤ 127), then `vpmaddwd` by ones into i32. All of them then scale and add
 //! the lanes in the order of [`super::reduce16`].
 
 use std::arch::x86_64::*;
