@@ -146,12 +146,13 @@ impl WeightFormat {
     }
 
     /// Bytes a `[d_out, d_in]` matrix takes in this format, with the padding of the rows to
-    /// tiles of 4 (q8 and q4 also pad each row to a multiple of [`SUPER_WEIGHTS`]).
+    /// tiles of 4 where the format has one (bf16, q8, q4; q8 and q4 also pad each row to a
+    /// multiple of [`SUPER_WEIGHTS`]).
     pub fn matrix_bytes(self, d_out: usize, d_in: usize) -> usize {
         // The integer formats pad the rows to whole tiles of 4 (`Group`).
         let groups = d_out.div_ceil(4) * d_in.div_ceil(SUPER_WEIGHTS);
         match self {
-            WeightFormat::F32 => 4 * d_out.next_multiple_of(4) * d_in,
+            WeightFormat::F32 => 4 * d_out * d_in,
             WeightFormat::Bf16 => 2 * d_out.next_multiple_of(4) * d_in,
             WeightFormat::Q8 => groups * size_of::<Group<Q8Super>>(),
             WeightFormat::Q4 => groups * size_of::<Group<Q4Super>>(),
@@ -439,9 +440,9 @@ fn quantize_input(v: f32, inverse: f32) -> i32 {
 /// The packed values of a [`HostMatrix`].
 #[derive(Debug, Clone)]
 enum Packed {
-    /// Tiles of 4 rows, each as [`float_slot`] lays it out.
+    /// Row-major `[d_out, d_in]`.
     F32(Pages<f32>),
-    /// The upper halves of the f32 bit patterns, tiles of 4 rows as [`float_slot`] and
+    /// The upper halves of the f32 bit patterns, tiles of 4 rows as [`tile_slot`] and
     /// [`bf16_slot`] lay them out.
     Bf16(Pages<u16>),
     /// Each tile of 4 rows as `d_in.div_ceil(SUPER_WEIGHTS)` groups.
@@ -451,7 +452,7 @@ enum Packed {
 }
 
 /// One `[d_out, d_in]` weight matrix in host memory, in a [`WeightFormat`] (packed in tiles of
-/// four rows: [`float_slot`], [`Group`]).
+/// four rows except f32: [`FloatSlots`], [`Group`]).
 #[derive(Debug, Clone)]
 pub struct HostMatrix {
     packed: Packed,
@@ -483,8 +484,35 @@ pub(crate) trait ArchCodes {}
 impl<T> ArchCodes for T {}
 
 /// A float format the float kernels multiply by.
-pub(crate) trait FloatRows: RowFormat + ArchLoads {}
-impl<T: RowFormat + ArchLoads> FloatRows for T {}
+pub(crate) trait FloatRows: RowFormat + FloatSlots + ArchLoads {}
+impl<T: RowFormat + FloatSlots + ArchLoads> FloatRows for T {}
+
+/// Where a float format stores weight `(o, i)` (bf16: before its permutation within each block
+/// of 32, [`bf16_slot`]). Within a whole block of 32 and within a row's last `d_in % 32`
+/// weights, a row's weights are consecutive in both layouts, and weight `(o, i)` of a tile's row
+/// lies `slot(o, 0) − slot(o₀, 0)` past that of the tile's first row `o₀`: the kernels address
+/// a tile's four rows from the first one's slot.
+pub(crate) trait FloatSlots {
+    fn slot(d_in: usize, o: usize, i: usize) -> usize;
+}
+
+/// f32 stays row-major: in tiles ([`tile_slot`]) it streamed no faster in any series and slower
+/// in one (`matvec_bench --only streamed`, alternating builds on an AVX2 EPYC, medians in ms a
+/// pass, row-major against tiles: 75.9 / 77.6 over 5 pairs, 78.5 / 87.9 over 6, 78.8 / 78.6
+/// over 4), and `bench decode`'s f32 step was not faster either.
+impl FloatSlots for F32Rows<'_> {
+    #[inline(always)]
+    fn slot(d_in: usize, o: usize, i: usize) -> usize {
+        o * d_in + i
+    }
+}
+
+impl FloatSlots for Bf16Rows<'_> {
+    #[inline(always)]
+    fn slot(d_in: usize, o: usize, i: usize) -> usize {
+        tile_slot(d_in, o, i)
+    }
+}
 
 /// An integer format's superblock codes ([`Q8Super`], [`Q4Super`]), as the integer kernels read
 /// them.
@@ -558,18 +586,18 @@ impl<'a, S> SuperRows<'a, S> {
 impl RowFormat for F32Rows<'_> {
     #[inline(always)]
     fn get(&self, d_in: usize, o: usize, i: usize) -> f32 {
-        self.0[float_slot(d_in, o, i)]
+        self.0[Self::slot(d_in, o, i)]
     }
 }
 
 impl RowFormat for Bf16Rows<'_> {
     #[inline(always)]
     fn get(&self, d_in: usize, o: usize, i: usize) -> f32 {
-        bf16_to_f32(self.0[float_slot(d_in, o, bf16_slot(d_in, i))])
+        bf16_to_f32(self.0[Self::slot(d_in, o, bf16_slot(d_in, i))])
     }
 }
 
-/// Where f32 and bf16 store weight `(o, i)`: the rows in tiles of 4 (`4 t..4 t + 4`, the last
+/// Where bf16 stores weight `(o, i)`: the rows in tiles of 4 (`4 t..4 t + 4`, the last
 /// padded with zero rows), and within a tile, block by block of 32 weights, the four rows'
 /// blocks side by side, then the rows' last `d_in % 32` weights one row after the other. A tile
 /// kernel, which takes a block of all four rows at once, then reads its weights in one ascending
@@ -579,10 +607,10 @@ impl RowFormat for Bf16Rows<'_> {
 ///
 /// On an AVX2 EPYC (2 threads, `matvec_bench --only streamed` over musicgen-small's decoder
 /// shapes, alternating builds, ms a pass): bf16 61.2 / 59.6 / 54.2 / 49.5 / 50.5 / 55.0 →
-/// 50.2 / 48.9 / 49.1 / 40.5 / 45.4 / 39.3; f32 within the noise (medians of five 75.9 → 77.6),
-/// kept in the same layout so that both float formats share one kernel.
+/// 50.2 / 48.9 / 49.1 / 40.5 / 45.4 / 39.3. f32 was slower in tiles and stays row-major
+/// ([`FloatSlots`]).
 #[inline(always)]
-pub(crate) fn float_slot(d_in: usize, o: usize, i: usize) -> usize {
+pub(crate) fn tile_slot(d_in: usize, o: usize, i: usize) -> usize {
     let blocks = d_in / 32 * 32;
     let (tile, j) = (o / 4 * 4 * d_in, o % 4);
     if i < blocks {
@@ -592,19 +620,19 @@ pub(crate) fn float_slot(d_in: usize, o: usize, i: usize) -> usize {
     }
 }
 
-/// `values` (row-major `[d_out, d_in]`) converted by `convert` and laid out by [`float_slot`]
-/// after `slot` (the identity, or [`bf16_slot`]), the padding rows zero.
+/// `values` (row-major `[d_out, d_in]`) converted by `convert` into `len` slots, weight
+/// `(o, i)` at `slot(o, i)`, the rest (padding) zero.
 fn pack_float<T: Copy + Default>(
     values: &[f32],
     d_in: usize,
-    d_out: usize,
+    len: usize,
     slot: impl Fn(usize, usize) -> usize,
     convert: impl Fn(f32) -> T,
 ) -> Vec<T> {
-    let mut out = vec![T::default(); d_out.next_multiple_of(4) * d_in];
+    let mut out = vec![T::default(); len];
     for (o, row) in values.chunks_exact(d_in).enumerate() {
         for (i, &v) in row.iter().enumerate() {
-            out[float_slot(d_in, o, slot(d_in, i))] = convert(v);
+            out[slot(o, i)] = convert(v);
         }
     }
     out
@@ -697,18 +725,12 @@ impl HostMatrix {
     pub fn pack(values: &[f32], d_in: usize, d_out: usize, format: WeightFormat) -> Self {
         assert_eq!(values.len(), d_in * d_out, "weight length");
         let packed = match format {
-            WeightFormat::F32 => Packed::F32(Pages::copy_of(&pack_float(
-                values,
-                d_in,
-                d_out,
-                |_, i| i,
-                |v| v,
-            ))),
+            WeightFormat::F32 => Packed::F32(Pages::copy_of(values)),
             WeightFormat::Bf16 => Packed::Bf16(Pages::copy_of(&pack_float(
                 values,
                 d_in,
-                d_out,
-                bf16_slot,
+                d_out.next_multiple_of(4) * d_in,
+                |o, i| <Bf16Rows<'_> as FloatSlots>::slot(d_in, o, bf16_slot(d_in, i)),
                 f32_to_bf16,
             ))),
             WeightFormat::Q8 => pack_q8(values, d_in, d_out),
@@ -964,7 +986,7 @@ fn float_tile<W: FloatRows>(
     r1: usize,
 ) -> [[f32; 4]; 2] {
     // `products` starts every tile at a multiple of 4 rows; the vector kernels read the four
-    // rows' blocks from the first row's tile (`float_slot`).
+    // rows from the first row's slot (`FloatSlots`).
     assert!(
         rows[0].is_multiple_of(4) && rows.iter().all(|&o| o / 4 == rows[0] / 4),
         "rows {rows:?} are not one tile"

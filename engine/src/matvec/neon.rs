@@ -16,8 +16,8 @@
 use std::arch::aarch64::*;
 
 use super::{
-    Bf16Rows, F32Rows, IntTile, Q4Super, Q8Super, RowFormat, SUPER_BLOCKS, Superblock, Tile,
-    f16_to_f32,
+    Bf16Rows, F32Rows, FloatSlots, IntTile, Q4Super, Q8Super, RowFormat, SUPER_BLOCKS, Superblock,
+    Tile, f16_to_f32,
 };
 
 const LANES: usize = 4;
@@ -31,12 +31,12 @@ pub(crate) trait Widen {
 }
 
 // SAFETY (every load below): the caller's `i + 4 ≤ d_in` with `i % 4 == 0` keeps a load inside
-// one block of 32 or inside the row's rest, which `float_slot` stores consecutively within the
-// tile; the loads are unaligned.
+// one block of 32 or inside the row's rest, which both layouts store consecutively
+// (`FloatSlots`); the loads are unaligned.
 impl Widen for F32Rows<'_> {
     #[inline(always)]
     unsafe fn load4(&self, d_in: usize, o: usize, i: usize) -> float32x4_t {
-        unsafe { vld1q_f32(self.0.as_ptr().add(super::float_slot(d_in, o, i))) }
+        unsafe { vld1q_f32(self.0.as_ptr().add(Self::slot(d_in, o, i))) }
     }
 }
 
@@ -47,7 +47,7 @@ impl Widen for Bf16Rows<'_> {
     #[inline(always)]
     unsafe fn load4(&self, d_in: usize, o: usize, i: usize) -> float32x4_t {
         unsafe {
-            let at = |i: usize| self.0.as_ptr().add(super::float_slot(d_in, o, i));
+            let at = |i: usize| self.0.as_ptr().add(Self::slot(d_in, o, i));
             let halves = if i < d_in / 32 * 32 {
                 // `i % 4 == 0`: the four weights lie in one half of their block.
                 let pairs = vld2_u16(at(super::bf16_slot(d_in, i / 32 * 32 + i % 16)));

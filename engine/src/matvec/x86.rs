@@ -18,9 +18,11 @@
 
 use std::arch::x86_64::*;
 
-use super::{Bf16Rows, F32Rows, IntTile, Q4Super, Q8Super, RowFormat, Superblock, Tile, XSuper};
+use super::{
+    Bf16Rows, F32Rows, FloatSlots, IntTile, Q4Super, Q8Super, RowFormat, Superblock, Tile, XSuper,
+};
 
-/// Vector loads of a float format's weights by storage slot ([`super::float_slot`]), widened to
+/// Vector loads of a float format's weights by storage slot ([`super::FloatSlots`]), widened to
 /// f32.
 ///
 /// # Safety (every load)
@@ -52,16 +54,19 @@ pub(crate) trait Widen {
     fn slot_bytes(&self, at: usize) -> (*const i8, usize);
 }
 
-/// Prefetch the cache lines of the tile's block of 32 stored from slot `block` (the four rows'
-/// blocks side by side: [`super::float_slot`]), [`PREFETCH_BYTES`] ahead.
+/// Prefetch the cache lines of a tile's block of 32, [`PREFETCH_BYTES`] ahead: the first row's
+/// stored from slot `block`, each row's `rows[j]` slots past it ([`super::FloatSlots`]; bf16's
+/// four are side by side, f32's a row apart).
 #[inline(always)]
-fn prefetch_block<W: Widen>(w: &W, block: usize) {
-    let (at, size) = w.slot_bytes(block);
-    let ahead = at.wrapping_add(PREFETCH_BYTES);
-    for line in (0..4 * 32 * size).step_by(64) {
-        // SAFETY: a prefetch is a hint: it does not fault whatever the address, and
-        // `wrapping_add` keeps the pointer arithmetic defined past the allocation.
-        unsafe { _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(line)) };
+fn prefetch_block<W: Widen>(w: &W, block: usize, rows: &[usize; 4]) {
+    for &row in rows {
+        let (at, size) = w.slot_bytes(block + row);
+        let ahead = at.wrapping_add(PREFETCH_BYTES);
+        for line in (0..32 * size).step_by(64) {
+            // SAFETY: a prefetch is a hint: it does not fault whatever the address, and
+            // `wrapping_add` keeps the pointer arithmetic defined past the allocation.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(line)) };
+        }
     }
 }
 
@@ -157,7 +162,9 @@ macro_rules! tile_kernel {
     ) => {
         $(#[$doc])*
         #[target_feature(enable = $features)]
-        pub(crate) unsafe fn $name<W: RowFormat + Widen>(t: &Tile<'_, W>) -> [[f32; 4]; 2] {
+        pub(crate) unsafe fn $name<W: RowFormat + Widen + FloatSlots>(
+            t: &Tile<'_, W>,
+        ) -> [[f32; 4]; 2] {
             let full = t.d_in / $lanes * $lanes;
             // acc[j][r]: weight row j · input row r
             let mut acc = [[$zero(); 2]; 4];
@@ -165,12 +172,13 @@ macro_rules! tile_kernel {
             if W::PAIRED {
                 // Whole blocks of 32 as pairs (i, i + 16), one load each.
                 let blocks_end = t.d_in / 32 * 32;
-                // Each row's block within the tile's blocks of 32 (`float_slot`; `rows[0]` is
-                // the tile's first row, and a short last tile repeats its last row).
-                let rows = t.rows.map(|o| (o - t.rows[0]) * 32);
+                // Each row's slots past the tile's first row's (`FloatSlots`; `rows[0]` is the
+                // tile's first row, and a short last tile repeats its last row).
+                let first = W::slot(t.d_in, t.rows[0], 0);
+                let rows = t.rows.map(|o| W::slot(t.d_in, o, 0) - first);
                 while i < blocks_end {
-                    let block = super::float_slot(t.d_in, t.rows[0], i);
-                    prefetch_block(&t.w, block);
+                    let block = W::slot(t.d_in, t.rows[0], i);
+                    prefetch_block(&t.w, block, &rows);
                     for k in (0..16).step_by($lanes) {
                         let half = i + k;
                         // SAFETY: `half + 16 + lanes ≤ blocks_end ≤ d_in`.
@@ -204,7 +212,7 @@ macro_rules! tile_kernel {
                 };
                 for (a, &o) in acc.iter_mut().zip(&t.rows) {
                     // SAFETY: as above.
-                    let w = unsafe { t.w.$load(super::float_slot(t.d_in, o, i)) };
+                    let w = unsafe { t.w.$load(W::slot(t.d_in, o, i)) };
                     a[0] = $fma(w, x0, a[0]);
                     a[1] = $fma(w, x1, a[1]);
                 }
