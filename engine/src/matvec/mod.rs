@@ -620,24 +620,6 @@ pub(crate) fn tile_slot(d_in: usize, o: usize, i: usize) -> usize {
     }
 }
 
-/// `values` (row-major `[d_out, d_in]`) converted by `convert` into `len` slots, weight
-/// `(o, i)` at `slot(o, i)`, the rest (padding) zero.
-fn pack_float<T: Copy + Default>(
-    values: &[f32],
-    d_in: usize,
-    len: usize,
-    slot: impl Fn(usize, usize) -> usize,
-    convert: impl Fn(f32) -> T,
-) -> Vec<T> {
-    let mut out = vec![T::default(); len];
-    for (o, row) in values.chunks_exact(d_in).enumerate() {
-        for (i, &v) in row.iter().enumerate() {
-            out[slot(o, i)] = convert(v);
-        }
-    }
-    out
-}
-
 /// Where a bf16 row stores its weight `i`: each whole block of 32 interleaves its halves, weight
 /// `b + k` in slot `b + 2k` and `b + 16 + k` in slot `b + 2k + 1` (`k < 16`), so that one vector
 /// load widens into the weights at `i` and at `i + 16` by a shift and a mask, where contiguous
@@ -726,13 +708,16 @@ impl HostMatrix {
         assert_eq!(values.len(), d_in * d_out, "weight length");
         let packed = match format {
             WeightFormat::F32 => Packed::F32(Pages::copy_of(values)),
-            WeightFormat::Bf16 => Packed::Bf16(Pages::copy_of(&pack_float(
-                values,
-                d_in,
-                d_out.next_multiple_of(4) * d_in,
-                |o, i| <Bf16Rows<'_> as FloatSlots>::slot(d_in, o, bf16_slot(d_in, i)),
-                f32_to_bf16,
-            ))),
+            WeightFormat::Bf16 => {
+                // The last tile's padding rows stay zero.
+                let mut bits = vec![0u16; d_out.next_multiple_of(4) * d_in];
+                for (o, row) in values.chunks_exact(d_in).enumerate() {
+                    for (i, &v) in row.iter().enumerate() {
+                        bits[tile_slot(d_in, o, bf16_slot(d_in, i))] = f32_to_bf16(v);
+                    }
+                }
+                Packed::Bf16(Pages::copy_of(&bits))
+            }
             WeightFormat::Q8 => pack_q8(values, d_in, d_out),
             WeightFormat::Q4 => pack_q4(values, d_in, d_out),
         };
