@@ -460,6 +460,16 @@ pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
 /// the workspace).
 pub(crate) use directions::exp_f32;
 
+/// `x` rounded to the nearest integer, ties away from zero (`f32::round`), as an `i32`
+/// (saturating, NaN → 0): `x + (½ − ulp)` with the sign of `x`, truncated by the conversion,
+/// as LLVM expands `round` where SSE4.1 is present. `f32::round` is a libm call on the x86-64
+/// baseline: the key/value cache's int8 writes and the weight packers' codes paid it per value.
+#[inline(always)]
+pub(crate) fn round_to_i32(x: f32) -> i32 {
+    const BELOW_HALF: f32 = 0.499_999_97; // 0.5 − 2⁻²⁵, the f32 just below ½
+    (x + BELOW_HALF.copysign(x)) as i32
+}
+
 /// The error function, Abramowitz & Stegun 7.1.26 (absolute error 1.5e-7, below 6e-7 in f32,
 /// tested against
 /// libm's `erf`), branch-free.
@@ -520,6 +530,40 @@ mod tests {
     use burn::tensor::Distribution;
 
     use super::*;
+
+    /// `round_to_i32` is `f32::round`, ties away from zero, on every half-integer and its
+    /// neighbours one ulp away, a dense sweep of bit patterns, and the edges (huge, NaN).
+    #[test]
+    fn round_to_i32_is_f32_round() {
+        let check = |x: f32| {
+            let want = x.round() as i32;
+            assert_eq!(round_to_i32(x), want, "{x:e} ({:#x})", x.to_bits());
+        };
+        for k in -4000..=4000 {
+            let half = k as f32 * 0.5;
+            for x in [half, half.next_up(), half.next_down()] {
+                check(x);
+            }
+        }
+        let top = 1.0e6f32.to_bits();
+        for bits in (0..top).step_by(101) {
+            let x = f32::from_bits(bits);
+            check(x);
+            check(-x);
+        }
+        for x in [
+            0.499_999_97,
+            -0.499_999_97,
+            8_388_607.5,
+            8_388_609.0,
+            3.0e9,
+            -3.0e9,
+            f32::MAX,
+        ] {
+            check(x);
+        }
+        assert_eq!(round_to_i32(f32::NAN), 0);
+    }
 
     /// The vectorisable `exp` and `erf` of the host step against the standard library's `exp`
     /// and a double-precision `erf` (libm's, which burn-flex's GELU evaluates).

@@ -170,8 +170,9 @@ impl KvValue for i8 {
     fn zeros(len: usize) -> Vec<Self> {
         vec![0; len]
     }
+    #[inline(always)]
     fn from_f32(steps: f32) -> Self {
-        steps.round().clamp(-127.0, 127.0) as i8
+        crate::nn::round_to_i32(steps).clamp(-127, 127) as i8
     }
     #[inline(always)]
     fn to_f32(self) -> f32 {
@@ -279,9 +280,11 @@ impl<T: KvValue> Kv<T> {
                 }
                 let key = &k[bh * span + s * head_dim..][..head_dim];
                 let inverse = self.scale(ScaleOf::Key, bh, position, key);
-                for (d, &value) in key.iter().enumerate() {
-                    let i = self.key_index(bh, position, d);
-                    self.k_t[i] = T::from_f32(value * inverse);
+                // Dimension d of the position is KEY_BLOCK values after d − 1 (`key_index`).
+                let first = self.key_index(bh, position, 0);
+                let column = self.k_t[first..].iter_mut().step_by(KEY_BLOCK);
+                for (to, &value) in column.zip(key) {
+                    *to = T::from_f32(value * inverse);
                 }
             }
         }

@@ -877,7 +877,7 @@ fn pack_q8(values: &[f32], d_in: usize, d_out: usize) -> Packed {
         zero,
         max_abs,
         |sup, l, e, steps| {
-            let q = steps.round().clamp(-127.0, 127.0) as i8;
+            let q = crate::nn::round_to_i32(steps).clamp(-127, 127) as i8;
             sup.codes[e / 4][4 * l + e % 4] = (q as u8) ^ 0x80;
         },
     ))
@@ -903,7 +903,7 @@ fn pack_q4(values: &[f32], d_in: usize, d_out: usize) -> Packed {
         zero,
         extreme,
         |sup, l, e, steps| {
-            let code = (steps.round() + 8.0).clamp(0.0, 15.0) as u8;
+            let code = (crate::nn::round_to_i32(steps) + 8).clamp(0, 15) as u8;
             let (g, k) = (e / 4, e % 4);
             let byte = &mut sup.nibbles[g / 2][4 * l + k];
             *byte = if g % 2 == 0 {
