@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Args;
 use engine::MusicGen;
-use engine::profile::Profile;
+use engine::profile::{Phase, Profile};
 use engine::render::{SamplingChoice, default_guidance};
 use engine::steering::{LayerWeights, SteerArg};
 use engine::stream::{
@@ -101,6 +101,9 @@ pub struct StreamReport {
     pub meter_updates: u64,
     /// Where the engine's time went during the bounce, all phases summed.
     pub profile: Profile,
+    /// The codec ran beside each step's generation work (`engine::stream::decodes_beside`):
+    /// its time is not part of the step's other phases.
+    pub codec_beside: bool,
 }
 
 pub fn run(args: &StreamArgs) -> anyhow::Result<()> {
@@ -168,6 +171,7 @@ pub fn bounce(model: Arc<MusicGen>, setup: &StreamSetup) -> anyhow::Result<Strea
         decode_chunk_frames: setup.decode_chunk_frames,
         ..EngineConfig::default()
     };
+    let codec_beside = engine::stream::decodes_beside(&model);
     let (handle, mut endpoint) = Engine::spawn(config)?;
     handle.load_model(ModelSource::Loaded(model))?;
     handle.set_generation(setup.settings)?;
@@ -235,6 +239,7 @@ pub fn bounce(model: Arc<MusicGen>, setup: &StreamSetup) -> anyhow::Result<Strea
         slides: status.slides,
         meter_updates: handle.meter(0).map_or(0, |(_, updates)| updates),
         profile,
+        codec_beside,
     })
 }
 
@@ -291,16 +296,30 @@ impl StreamReport {
         );
         let steps = self.times.len() as f64;
         let mean_ms = self.times.iter().map(|t| t.took.as_secs_f64()).sum::<f64>() * 1e3 / steps;
+        let beside = |phase: Phase| self.codec_beside && phase == Phase::Codec;
         let phases: Vec<String> = self
             .profile
             .phases()
-            .map(|(phase, ms)| format!("{} {:.2}", phase.name(), ms / steps))
+            .map(|(phase, ms)| {
+                let note = if beside(phase) {
+                    " (beside the rest)"
+                } else {
+                    ""
+                };
+                format!("{}{note} {:.2}", phase.name(), ms / steps)
+            })
             .collect();
+        let in_step: f64 = self
+            .profile
+            .phases()
+            .filter(|&(phase, _)| !beside(phase))
+            .map(|(_, ms)| ms)
+            .sum();
         println!(
             "per-step profile (mean ms over every step, replays of a slide included): {}; other \
              {:.2}; step {mean_ms:.2}",
             phases.join(", "),
-            mean_ms - self.profile.total_ms() / steps
+            mean_ms - in_step / steps
         );
     }
 }

@@ -109,6 +109,20 @@ pub fn default_decode_chunk(model: &MusicGen) -> usize {
     if model.decoder.steps_on_host() { 2 } else { 1 }
 }
 
+/// Whether a stream's step decodes the frames completed before it on one thread while its
+/// generation work runs on the other (`Session::step`): where the decoder steps on
+/// the CPU, for one step (20 ms) more latency. A step's decoder products wait on memory; the
+/// codec's convolutions are arithmetic and fill that time. Measured 2026-12-02 on the 2-core
+/// EPYC with `cargo xtask stream --dtype q4 --seconds 4 --window 1500` on the musicgen-small
+/// shape, alternating runs: 39.3 / 39.2 / 44.0 → 46.1 / 43.1 / 46.5 steps/s (P50 step 25.4 /
+/// 24.3 / 21.3 → 21.1 / 22.8 / 21.5 ms); with a window of 150, where most steps also replay
+/// the next window's prefix (four rows a product, arithmetic-bound), 35.3 / 34.6 / 30.0 →
+/// 34.9 / 35.7 / 35.2. On a GPU both would queue on the one device: the codec stays in the
+/// step.
+pub fn decodes_beside(model: &MusicGen) -> bool {
+    model.decoder.steps_on_host()
+}
+
 /// Fixed when the engine starts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EngineConfig {

@@ -6,6 +6,8 @@
 //!
 //! Owned by the engine thread (and usable offline: the same steps, no thread).
 
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+
 use crate::encodec::StreamingDecoder;
 use crate::generate::{Codes, GenerateError, Generation, GenerationOptions, StepOutput};
 use crate::model::MusicGen;
@@ -71,15 +73,46 @@ pub struct Session<'m> {
     successor: Option<Successor<'m>>,
     /// The timeline step the next [`Session::step`] runs.
     next: u64,
-    /// The global frames before this one have been decoded.
+    /// The global frames before this one have been decoded (or wait in `undecoded`).
     fed: u64,
-    decoder: StreamingDecoder,
-    resampler: StreamResampler,
+    /// The codec and the resampler; `None` only while a step decodes beside its generation
+    /// work ([`Session::step`]).
+    audio: Option<AudioOut>,
+    /// Whether a step's generation work runs beside the codec decoding the frames the previous
+    /// step completed ([`super::decodes_beside`]).
+    decode_beside: bool,
+    /// Set while a step's generation work runs beside the codec: frames completed meanwhile
+    /// wait in `undecoded` for the next step.
+    deferring: bool,
+    /// Completed frames not decoded yet, frame-major.
+    undecoded: Vec<u32>,
     /// The last [`HISTORY_FRAMES`] frames, frame-major, and the global frame of the first.
     frames: Vec<u32>,
     first_frame: u64,
-    pcm: Vec<f32>,
     slides: usize,
+}
+
+/// The streaming codec and the resampler to the host rate, with their scratch.
+struct AudioOut {
+    decoder: StreamingDecoder,
+    resampler: StreamResampler,
+    pcm: Vec<f32>,
+}
+
+impl AudioOut {
+    /// Decode `codes` (whole frames, frame-major) one frame at a time, as they completed: the
+    /// codec's runs, and so its output bits, do not depend on how many frames waited. The
+    /// audio that became final goes to `out` at the host rate.
+    fn decode(&mut self, model: &MusicGen, codes: &[u32], out: &mut Vec<f32>) {
+        for frame in codes.chunks_exact(model.config.decoder.num_codebooks) {
+            timed(Phase::Codec, || {
+                self.decoder
+                    .push(&model.audio_encoder, frame, &mut self.pcm);
+                self.resampler.process(&self.pcm, out);
+            });
+            self.pcm.clear();
+        }
+    }
 }
 
 struct Successor<'m> {
@@ -107,11 +140,16 @@ impl<'m> Session<'m> {
             successor: None,
             next: options.start_step,
             fed: options.start_step,
-            decoder: codec.streaming_decoder(options.decode_chunk_frames),
-            resampler: StreamResampler::new(model_rate, options.sample_rate),
+            audio: Some(AudioOut {
+                decoder: codec.streaming_decoder(options.decode_chunk_frames),
+                resampler: StreamResampler::new(model_rate, options.sample_rate),
+                pcm: Vec::new(),
+            }),
+            decode_beside: super::decodes_beside(model),
+            deferring: false,
+            undecoded: Vec::new(),
             frames: Vec::new(),
             first_frame: options.start_step,
-            pcm: Vec::new(),
             slides: 0,
         })
     }
@@ -127,13 +165,16 @@ impl<'m> Session<'m> {
     }
 
     /// Host samples between a step's start and its audio: the delay pattern, the codec's
-    /// look-ahead and the cushion in steps, plus the resampler's delay.
+    /// look-ahead, the step a frame waits to be decoded beside the next one (on the CPU) and
+    /// the cushion in steps, plus the resampler's delay.
     pub fn latency_samples(&self) -> usize {
+        let audio = self.audio.as_ref().expect("no step is running");
         let steps = (self.model.config.decoder.num_codebooks - 1)
-            + self.decoder.lookahead_frames()
+            + audio.decoder.lookahead_frames()
+            + usize::from(self.decode_beside)
             + self.options.cushion_steps;
         let rate = self.options.sample_rate as usize;
-        (steps * rate).div_ceil(50) + self.resampler.delay_samples()
+        (steps * rate).div_ceil(50) + audio.resampler.delay_samples()
     }
 
     pub fn model(&self) -> &'m MusicGen {
@@ -177,6 +218,12 @@ impl<'m> Session<'m> {
     /// [`Session::work`], the rest left for when the engine is idle. Audio that became final
     /// is appended to `out` at the host rate.
     ///
+    /// On the CPU the codec decodes the frames that earlier work completed on one thread while
+    /// this step's generation work starts on the other (`rayon::join`): the decoder's products
+    /// wait on memory, and the codec's convolutions fill that time (the step's frame is decoded
+    /// beside the next step, one step of latency more). The codec sees the same frames in the
+    /// same order either way, so the audio is the same, bit for bit.
+    ///
     /// While the window slides, its step and its successor's run together, in one pass through
     /// the weights, when the successor's step was possible before the window's: so a successor
     /// step that only the window's step of this timeline step made possible waits for the next
@@ -184,10 +231,34 @@ impl<'m> Session<'m> {
     /// catches up after the swap as before.
     pub fn step(
         &mut self,
-        plans: &mut impl Stepper,
+        plans: &mut (impl Stepper + Send),
         out: &mut Vec<f32>,
     ) -> Result<(), StreamError> {
         self.next += 1;
+        if !self.decode_beside {
+            return self.step_work(plans, out);
+        }
+        let codes = std::mem::take(&mut self.undecoded);
+        let mut audio = self.audio.take().expect("one step at a time");
+        let model = self.model;
+        self.deferring = true;
+        // Each side's panic is held until both are done and the codec is back in place.
+        let (work, decoded) = rayon::join(
+            || catch_unwind(AssertUnwindSafe(|| self.step_work(plans, &mut Vec::new()))),
+            || catch_unwind(AssertUnwindSafe(|| audio.decode(model, &codes, out))),
+        );
+        self.deferring = false;
+        self.audio = Some(audio);
+        decoded.unwrap_or_else(|panic| resume_unwind(panic));
+        work.unwrap_or_else(|panic| resume_unwind(panic))
+    }
+
+    /// [`Session::step`]'s generation work.
+    fn step_work(
+        &mut self,
+        plans: &mut impl Stepper,
+        out: &mut Vec<f32>,
+    ) -> Result<(), StreamError> {
         if self.work_together(plans, out)? {
             return Ok(());
         }
@@ -232,7 +303,8 @@ impl<'m> Session<'m> {
     }
 
     /// One generation step of the work the timeline steps so far ask for, each with the plan
-    /// of its own timeline step; whether there was any.
+    /// of its own timeline step, or the decoding of the frames the last step completed (outside
+    /// a step); whether there was any.
     ///
     /// Past the window, the generation is replaced by one that continues its last
     /// `reprompt_frames` complete frames from their own global step (audiocraft's
@@ -245,6 +317,12 @@ impl<'m> Session<'m> {
         plans: &mut impl Stepper,
         out: &mut Vec<f32>,
     ) -> Result<bool, StreamError> {
+        if !self.deferring && !self.undecoded.is_empty() {
+            let codes = std::mem::take(&mut self.undecoded);
+            let audio = self.audio.as_mut().expect("one step at a time");
+            audio.decode(self.model, &codes, out);
+            return Ok(true);
+        }
         if (self.generation.global_step() as u64) < self.next {
             if self.generation.steps_done() >= self.generation.capacity() {
                 self.swap()?;
@@ -283,12 +361,12 @@ impl<'m> Session<'m> {
             .expect("a completed frame has codes");
         if global >= self.fed {
             self.remember(&codes);
-            timed(Phase::Codec, || {
-                self.decoder
-                    .push(&self.model.audio_encoder, &codes, &mut self.pcm);
-                self.resampler.process(&self.pcm, out);
-            });
-            self.pcm.clear();
+            if self.deferring {
+                self.undecoded.extend_from_slice(&codes);
+            } else {
+                let audio = self.audio.as_mut().expect("one step at a time");
+                audio.decode(self.model, &codes, out);
+            }
             self.fed = global + 1;
         }
         let capacity = self.generation.capacity();
