@@ -86,6 +86,9 @@ pub struct Session<'m> {
     deferring: bool,
     /// Completed frames not decoded yet, frame-major.
     undecoded: Vec<u32>,
+    /// The frames a step's codec decodes: `undecoded` swapped out, kept with its capacity
+    /// so that no step allocates for them.
+    decoding: Vec<u32>,
     /// The last [`HISTORY_FRAMES`] frames, frame-major, and the global frame of the first.
     frames: Vec<u32>,
     first_frame: u64,
@@ -148,6 +151,7 @@ impl<'m> Session<'m> {
             decode_beside: super::decodes_beside(model),
             deferring: false,
             undecoded: Vec::new(),
+            decoding: Vec::new(),
             frames: Vec::new(),
             first_frame: options.start_step,
             slides: 0,
@@ -238,7 +242,8 @@ impl<'m> Session<'m> {
         if !self.decode_beside {
             return self.step_work(plans, out);
         }
-        let codes = std::mem::take(&mut self.undecoded);
+        let mut codes = std::mem::take(&mut self.decoding);
+        std::mem::swap(&mut codes, &mut self.undecoded);
         let mut audio = self.audio.take().expect("one step at a time");
         let model = self.model;
         self.deferring = true;
@@ -249,6 +254,8 @@ impl<'m> Session<'m> {
         );
         self.deferring = false;
         self.audio = Some(audio);
+        codes.clear();
+        self.decoding = codes;
         decoded.unwrap_or_else(|panic| resume_unwind(panic));
         work.unwrap_or_else(|panic| resume_unwind(panic))
     }
@@ -318,9 +325,11 @@ impl<'m> Session<'m> {
         out: &mut Vec<f32>,
     ) -> Result<bool, StreamError> {
         if !self.deferring && !self.undecoded.is_empty() {
-            let codes = std::mem::take(&mut self.undecoded);
+            let mut codes = std::mem::take(&mut self.undecoded);
             let audio = self.audio.as_mut().expect("one step at a time");
             audio.decode(self.model, &codes, out);
+            codes.clear();
+            self.undecoded = codes;
             return Ok(true);
         }
         if (self.generation.global_step() as u64) < self.next {
