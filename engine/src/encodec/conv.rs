@@ -31,6 +31,12 @@ struct HostWeights {
 /// kernel; more go through burn's conv, which packs and tiles for them.
 const HOST_ROWS: usize = 16;
 
+/// Up to this many inputs a streamed transposed conv on host rows takes the host kernel
+/// ([`EncodecConvTranspose1d::forward_host_rows`]); more take the row layers' matmul. A frame
+/// pair (the CPU's streamed chunk) gives musicgen-small's second stage 17 inputs, its
+/// weights 2.6 MB in bf16 against 5.2 MB as the row layers hold them.
+const TRANSPOSE_HOST_ROWS: usize = 32;
+
 /// The geometry of one conv layer, as the reference builds it.
 #[derive(Debug, Clone, Copy)]
 pub struct ConvShape {
@@ -70,7 +76,7 @@ pub struct EncodecConv1d {
     /// shifted adds of a single row. burn's im2col path takes 5× longer on that shape
     /// (87 ms against 17 ms for 10 s of audio).
     taps: Option<Tensor<3>>,
-    /// Set by [`pack_for_host`](Self::pack_for_host) for the decoder's streamed convs.
+    /// Set by [`pack_for_host`](Self::pack_for_host) for the decoder's first conv.
     host: Option<HostWeights>,
     causal: bool,
     edge: PadMode,
@@ -163,8 +169,9 @@ impl EncodecConv1d {
     }
 
     /// On the host (`device` is burn-flex), pack the weights for streamed frames' few-output
-    /// products (see [`HostWeights`]); elsewhere a no-op. Only the stride-1 convs of the
-    /// decoder pay the copy: the encoder never streams.
+    /// products (see [`HostWeights`]); elsewhere a no-op. Only the decoder's first conv pays the
+    /// copy: the encoder never streams, and the stride-1 convs after the LSTM stream on the row
+    /// layers on the host (`SeanetDecoder::upsample_streamed_rows`).
     pub(super) fn pack_for_host(&mut self, device: &Device) {
         if !crate::nn::is_host(device) || self.stride != 1 {
             return;
@@ -240,7 +247,7 @@ impl EncodecConv1d {
 
     /// An empty [`StreamedInput`] for this conv, which must have stride 1 (every conv the
     /// SEANet decoder runs after its LSTM, and its first conv, has).
-    pub(super) fn streamed_input(&self) -> StreamedInput {
+    pub(super) fn streamed_input<S>(&self) -> StreamedInput<S> {
         debug_assert_eq!(self.stride, 1, "streamed convs have stride 1");
         let (left, right) = self.reach();
         StreamedInput {
@@ -293,20 +300,20 @@ impl EncodecConv1d {
 ///
 /// [`push`]: StreamedInput::push
 #[derive(Debug, Clone)]
-pub(super) struct StreamedInput {
+pub(super) struct StreamedInput<S = Tensor<3>> {
     left: usize,
     right: usize,
     edge: PadMode,
     /// Before `started` the raw input so far; after it the padded input from the position of
     /// the next output on (its window's first sample).
-    buffer: Option<Tensor<3>>,
+    buffer: Option<S>,
     /// Input samples received.
     received: usize,
     /// The left padding has been added.
     started: bool,
 }
 
-impl StreamedInput {
+impl<S: Signal> StreamedInput<S> {
     /// Padded positions before an output's own: where its input sample sits in its window.
     pub(super) fn left(&self) -> usize {
         self.left
@@ -333,26 +340,26 @@ impl StreamedInput {
     /// Append `x: [batch, channels, len]` (`None`: no new input) and return the window whose
     /// full windows are the outputs that became final, in order; `end`: the input ends here,
     /// so the rest are final. `None` when no output became final.
-    pub(super) fn push(&mut self, x: Option<Tensor<3>>, end: bool) -> Option<Tensor<3>> {
+    pub(super) fn push(&mut self, x: Option<S>, end: bool) -> Option<S> {
         let mut window = append(&mut self.buffer, &mut self.received, x)?;
         if !self.started {
             if end {
                 // The whole input, padded as `forward` pads it (short-input rule included).
                 self.started = true;
-                return Some(pad1d(window, self.left, self.right, self.edge));
+                return Some(window.padded(self.left, self.right, self.edge));
             }
             if self.outputs_final(self.received).0 == 0 {
                 self.buffer = Some(window);
                 return None;
             }
-            window = pad1d(window, self.left, 0, self.edge);
+            window = window.padded(self.left, 0, self.edge);
             self.started = true;
         } else if end {
             // Reflecting reads the last `right + 1` samples, all input: the buffer holds at
             // least `left + right` input samples once started, and `left ≥ 1` when `right ≥ 1`.
-            window = pad1d(window, 0, self.right, self.edge);
+            window = window.padded(0, self.right, self.edge);
         }
-        let (len, context) = (window.dims()[2], self.context());
+        let (len, context) = (window.steps(), self.context());
         if len <= context {
             if !end {
                 self.buffer = Some(window);
@@ -360,24 +367,52 @@ impl StreamedInput {
             return None;
         }
         if !end && context > 0 {
-            self.buffer = Some(window.clone().narrow(2, len - context, context));
+            self.buffer = Some(window.last(context));
         }
         Some(window)
     }
 }
 
+/// A piece of a signal that a streamed layer carries and extends: burn tensors `[batch,
+/// channels, len]`, or one signal's host rows ([`super::rows::Rows`], time-major).
+pub(super) trait Signal: Sized {
+    /// Time steps.
+    fn steps(&self) -> usize;
+    /// `self`, then `next`.
+    fn then(self, next: Self) -> Self;
+    /// The last `n` steps.
+    fn last(&self, n: usize) -> Self;
+    /// `left` steps before and `right` after, as [`pad1d`] pads.
+    fn padded(self, left: usize, right: usize, edge: PadMode) -> Self;
+}
+
+impl Signal for Tensor<3> {
+    fn steps(&self) -> usize {
+        self.dims()[2]
+    }
+
+    fn then(self, next: Self) -> Self {
+        Tensor::cat(vec![self, next], 2)
+    }
+
+    fn last(&self, n: usize) -> Self {
+        let len = self.dims()[2];
+        self.clone().narrow(2, len - n, n)
+    }
+
+    fn padded(self, left: usize, right: usize, edge: PadMode) -> Self {
+        pad1d(self, left, right, edge)
+    }
+}
+
 /// A streamed layer's carried input (taken out of `buffer`) followed by the new input `x`,
 /// counted into `received`; `None` when there is neither.
-fn append(
-    buffer: &mut Option<Tensor<3>>,
-    received: &mut usize,
-    x: Option<Tensor<3>>,
-) -> Option<Tensor<3>> {
+fn append<S: Signal>(buffer: &mut Option<S>, received: &mut usize, x: Option<S>) -> Option<S> {
     if let Some(x) = &x {
-        *received += x.dims()[2];
+        *received += x.steps();
     }
     match (buffer.take(), x) {
-        (Some(buffer), Some(x)) => Some(Tensor::cat(vec![buffer, x], 2)),
+        (Some(buffer), Some(x)) => Some(buffer.then(x)),
         (buffer, x) => buffer.or(x),
     }
 }
@@ -533,13 +568,31 @@ impl EncodecConvTranspose1d {
         x: Option<Tensor<3>>,
         end: bool,
     ) -> Option<Tensor<3>> {
+        let (window, from, count) = self.streamed_window(state, x, end)?;
+        Some(match &self.host {
+            Some(host) if window.dims()[0] * window.dims()[2] <= HOST_ROWS => {
+                self.forward_host(host, window, from, count)
+            }
+            _ => self.conv.forward(window).narrow(2, from, count),
+        })
+    }
+
+    /// [`forward_streamed`](Self::forward_streamed)'s bookkeeping, for tensors or host rows:
+    /// appends `x` to `state` and returns the window of inputs whose untrimmed outputs `from ..
+    /// from + count` became final, `(window, from, count)`, or `None` if none did.
+    pub(super) fn streamed_window<S: Signal>(
+        &self,
+        state: &mut StreamedTranspose<S>,
+        x: Option<S>,
+        end: bool,
+    ) -> Option<(S, usize, usize)> {
         let window = append(&mut state.buffer, &mut state.received, x)?;
         let (stride, kernel) = (self.conv.stride, self.conv.kernel_size);
-        let len = window.dims()[2];
+        let len = window.steps();
         let first = state.received - len;
         if !end {
             let keep = self.overlap_inputs().min(len);
-            state.buffer = (keep > 0).then(|| window.clone().narrow(2, len - keep, keep));
+            state.buffer = (keep > 0).then(|| window.last(keep));
         }
         // Untrimmed output positions: the next one not given out, and the end of the final ones.
         let from = state.emitted + self.trim_left;
@@ -554,13 +607,7 @@ impl EncodecConvTranspose1d {
         let count = to - from;
         state.emitted += count;
         // The window's outputs start at its first input's.
-        let from = from - first * stride;
-        match &self.host {
-            Some(host) if window.dims()[0] * len <= HOST_ROWS => {
-                Some(self.forward_host(host, window, from, count))
-            }
-            _ => Some(self.conv.forward(window).narrow(2, from, count)),
-        }
+        Some((window, from - first * stride, count))
     }
 
     /// On the host (`device` is burn-flex), pack the weights for streamed frames' few-input
@@ -600,42 +647,86 @@ impl EncodecConvTranspose1d {
         count: usize,
     ) -> Tensor<3> {
         let [batch, channels_in, len] = x.dims();
-        let (stride, kernel) = (self.conv.stride, self.conv.kernel_size);
         let channels_out = host.bias.len();
         let device = x.device();
         let rows = into_host_vec(x.swap_dims(1, 2)); // [batch, len, channels_in]
-        debug_assert_eq!(rows.len(), batch * len * channels_in);
-        let taps = host.matrix.matmul(&rows, batch * len, None); // [batch, len, out · kernel]
         let mut y = vec![0.0f32; batch * channels_out * count];
         for b in 0..batch {
-            for (o, &bias) in host.bias.iter().enumerate() {
-                let out = &mut y[(b * channels_out + o) * count..][..count];
-                out.fill(bias);
-                for i in 0..len {
-                    // Taps k with from ≤ i · stride + k < from + count.
-                    let start = i * stride;
-                    let k0 = from.saturating_sub(start);
-                    let k1 = (from + count).saturating_sub(start).min(kernel);
-                    let tap = &taps[((b * len + i) * channels_out + o) * kernel..];
-                    for k in k0..k1 {
-                        out[start + k - from] += tap[k];
-                    }
+            let rows = &rows[b * len * channels_in..][..len * channels_in];
+            let outputs = self.host_rows(host, rows, from, count);
+            for (t, row) in outputs.chunks_exact(channels_out).enumerate() {
+                for (o, &v) in row.iter().enumerate() {
+                    y[(b * channels_out + o) * count + t] = v;
                 }
             }
         }
         Tensor::from_data(TensorData::new(y, [batch, channels_out, count]), &device)
     }
+
+    /// Untrimmed outputs `from .. from + count` of the transposed conv of one signal's host
+    /// rows `x` (`[len, channels_in]`), time-major (`[count, channels_out]`), by the host kernel:
+    /// `None` without packed weights ([`pack_for_host`](Self::pack_for_host)) or past
+    /// [`TRANSPOSE_HOST_ROWS`] inputs.
+    pub(super) fn forward_host_rows(
+        &self,
+        x: &[f32],
+        from: usize,
+        count: usize,
+    ) -> Option<Vec<f32>> {
+        let host = self.host.as_ref()?;
+        (x.len() <= TRANSPOSE_HOST_ROWS * self.conv.channels[0])
+            .then(|| self.host_rows(host, x, from, count))
+    }
+
+    /// [`forward_host_rows`](Self::forward_host_rows) by `host`: one product (every input's
+    /// `kernel` taps of every output channel), then per output the bias and the taps that land
+    /// on it, input by input.
+    fn host_rows(&self, host: &HostWeights, x: &[f32], from: usize, count: usize) -> Vec<f32> {
+        let (stride, kernel) = (self.conv.stride, self.conv.kernel_size);
+        let channels_out = host.bias.len();
+        let len = x.len() / self.conv.channels[0];
+        let taps = host.matrix.matmul(x, len, None); // [len, out · kernel]
+        let mut y = Vec::with_capacity(count * channels_out);
+        for _ in 0..count {
+            y.extend_from_slice(&host.bias);
+        }
+        for i in 0..len {
+            // Taps k with from ≤ i · stride + k < from + count.
+            let start = i * stride;
+            let k0 = from.saturating_sub(start);
+            let k1 = (from + count).saturating_sub(start).min(kernel);
+            for (o, tap) in taps[i * channels_out * kernel..][..channels_out * kernel]
+                .chunks_exact(kernel)
+                .enumerate()
+            {
+                for k in k0..k1 {
+                    y[(start + k - from) * channels_out + o] += tap[k];
+                }
+            }
+        }
+        y
+    }
 }
 
 /// What [`EncodecConvTranspose1d::forward_streamed`] carries from piece to piece.
-#[derive(Debug, Clone, Default)]
-pub(super) struct StreamedTranspose {
+#[derive(Debug, Clone)]
+pub(super) struct StreamedTranspose<S = Tensor<3>> {
     /// The last inputs, which still add to outputs not yet given out.
-    buffer: Option<Tensor<3>>,
+    buffer: Option<S>,
     /// Inputs received.
     received: usize,
     /// Trimmed outputs given out.
     emitted: usize,
+}
+
+impl<S> Default for StreamedTranspose<S> {
+    fn default() -> Self {
+        Self {
+            buffer: None,
+            received: 0,
+            emitted: 0,
+        }
+    }
 }
 
 /// `(input, left, right, edge, padded)`.

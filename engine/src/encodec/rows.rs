@@ -17,7 +17,7 @@ use std::borrow::Cow;
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 
-use super::conv::{EncodecConv1d, EncodecConvTranspose1d};
+use super::conv::{EncodecConv1d, EncodecConvTranspose1d, Signal, StreamedInput};
 use crate::config::PadMode;
 use crate::nn::into_host_vec;
 
@@ -67,10 +67,22 @@ impl RowConv {
         elu: bool,
         add: Option<Vec<f32>>,
     ) -> Vec<f32> {
+        let x = pad_rows(x.into(), self.channels_in, self.left, self.right, self.edge);
+        self.forward_padded(x.into(), elu, add)
+    }
+
+    /// [`forward`](Self::forward) of an input that is already padded (every output a full
+    /// window): what a streamed layer runs on its carried window. An owned `x` is ELU'd in
+    /// place; a borrowed one is copied first if it must be.
+    pub(super) fn forward_padded(
+        &self,
+        mut x: Cow<'_, [f32]>,
+        elu: bool,
+        add: Option<Vec<f32>>,
+    ) -> Vec<f32> {
         let channels_out = self.bias.len();
-        let mut x = pad_rows(x.into(), self.channels_in, self.left, self.right, self.edge);
         if elu {
-            super::seanet::elu_in_place(&mut x);
+            super::seanet::elu_in_place(x.to_mut());
         }
         let outputs = x.len() / self.channels_in - (self.kernel - 1) * self.dilation;
         let mut y = add.unwrap_or_else(|| vec![0.0; outputs * channels_out]);
@@ -130,18 +142,31 @@ impl RowTranspose {
         }
     }
 
+    pub(super) fn channels_out(&self) -> usize {
+        self.bias.len()
+    }
+
     /// The transposed conv of `elu(x)`, `x`: `[len, channels_in]` → `[len · stride, channels_out]`
     /// (SEANet's kernel is `2 · stride`, and the trims take `kernel − stride` off).
     pub(super) fn forward(&self, mut x: Vec<f32>) -> Vec<f32> {
-        let channels_out = self.bias.len();
-        let columns = self.kernel * channels_out;
         super::seanet::elu_in_place(&mut x);
         let len = x.len() / self.channels_in;
         if len == 0 {
             return Vec::new();
         }
         let full = (len - 1) * self.stride + self.kernel;
-        let mut y = vec![0.0; full * channels_out];
+        let kept = full - self.trim_left - self.trim_right;
+        self.forward_range(&x, self.trim_left, kept)
+    }
+
+    /// Untrimmed outputs `from .. from + count` of the transposed conv of `x` (`[len,
+    /// channels_in]`, ELU'd already), time-major: each output starts from the bias and adds the
+    /// taps that land on it, input by input.
+    pub(super) fn forward_range(&self, x: &[f32], from: usize, count: usize) -> Vec<f32> {
+        let channels_out = self.bias.len();
+        let columns = self.kernel * channels_out;
+        let len = x.len() / self.channels_in;
+        let mut y = vec![0.0; count * channels_out];
         add_bias(&mut y, &self.bias);
         let weight = MatRef::from_row_major_slice(&self.weight, self.channels_in, columns);
         let mut taps = vec![0.0; TRANSPOSE_ROWS.min(len) * columns];
@@ -161,15 +186,20 @@ impl RowTranspose {
                 Par::Seq,
             );
             for (t, input) in taps.chunks_exact(columns).enumerate() {
-                // Taps k of input t land on outputs (first + t) · stride + k, consecutive rows.
-                let out = &mut y[(first + t) * self.stride * channels_out..][..columns];
-                for (v, tap) in out.iter_mut().zip(input) {
+                // Taps k of input first + t land on untrimmed outputs start + k, consecutive
+                // rows; those in from..from + count are kept.
+                let start = (first + t) * self.stride;
+                let k0 = from.saturating_sub(start);
+                let k1 = (from + count).saturating_sub(start).min(self.kernel);
+                if k0 >= k1 {
+                    continue;
+                }
+                let out = &mut y[(start + k0 - from) * channels_out..][..(k1 - k0) * channels_out];
+                for (v, tap) in out.iter_mut().zip(&input[k0 * channels_out..]) {
                     *v += tap;
                 }
             }
         }
-        y.truncate((full - self.trim_right) * channels_out);
-        y.drain(..self.trim_left * channels_out);
         y
     }
 }
@@ -191,6 +221,70 @@ impl RowBlock {
             None => x,
         };
         self.block_3.forward(hidden, true, Some(skip))
+    }
+
+    /// [`forward`](Self::forward) of an input that arrives piece by piece, as
+    /// `ResnetBlock::forward_streamed` runs it on tensors: the block carries its input through
+    /// `block_1`'s window, and the skip is the window's inputs at the outputs' positions.
+    pub(super) fn forward_streamed(
+        &self,
+        input: &mut StreamedInput<Rows>,
+        x: Option<Rows>,
+        end: bool,
+    ) -> Option<Rows> {
+        let window = input.push(x, end)?;
+        let channels = window.channels;
+        let outputs = window.steps() - input.context();
+        let skip = &window.values[input.left() * channels..][..outputs * channels];
+        let residual = match &self.shortcut {
+            Some(conv) => conv.forward_padded(skip.into(), false, None),
+            None => skip.to_vec(),
+        };
+        let hidden = self
+            .block_1
+            .forward_padded(window.values.into(), true, None);
+        let values = self
+            .block_3
+            .forward_padded(hidden.into(), true, Some(residual));
+        Some(Rows {
+            values,
+            channels: self.block_3.channels_out(),
+        })
+    }
+}
+
+/// One signal's host rows: `values` time-major, `channels` a step. What the row layers pass
+/// between them when streamed ([`Signal`]).
+#[derive(Debug, Clone)]
+pub(super) struct Rows {
+    pub(super) values: Vec<f32>,
+    pub(super) channels: usize,
+}
+
+impl Signal for Rows {
+    fn steps(&self) -> usize {
+        self.values.len() / self.channels
+    }
+
+    fn then(mut self, next: Self) -> Self {
+        debug_assert_eq!(self.channels, next.channels);
+        self.values.extend_from_slice(&next.values);
+        self
+    }
+
+    fn last(&self, n: usize) -> Self {
+        Rows {
+            values: self.values[self.values.len() - n * self.channels..].to_vec(),
+            channels: self.channels,
+        }
+    }
+
+    fn padded(self, left: usize, right: usize, edge: PadMode) -> Self {
+        let values = pad_rows(self.values.into(), self.channels, left, right, edge);
+        Rows {
+            values,
+            channels: self.channels,
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use super::conv::{
     ConvShape, EncodecConv1d, EncodecConvTranspose1d, StreamedInput, StreamedTranspose,
 };
 use super::lstm::{EncodecLstm, LstmState};
-use super::rows::{RowBlock, RowConv, RowDecoder, RowTranspose};
+use super::rows::{RowBlock, RowConv, RowDecoder, RowTranspose, Rows};
 use crate::config::{EncodecConfig, PadMode};
 use crate::error::LoadError;
 use crate::matvec::WeightFormat;
@@ -149,8 +149,8 @@ impl ResnetBlock {
         Some(residual + self.block_3.forward(elu1(x)))
     }
 
-    /// An empty input for [`forward_streamed`](Self::forward_streamed).
-    fn streamed_input(&self) -> StreamedInput {
+    /// An empty input for [`forward_streamed`](Self::forward_streamed) (or the row block's).
+    fn streamed_input<S>(&self) -> StreamedInput<S> {
         self.block_1.streamed_input()
     }
 }
@@ -439,21 +439,15 @@ impl SeanetDecoder {
         Ok(decoder)
     }
 
-    /// Pack the weights of every conv a streamed frame runs for the host kernel, if `device`
-    /// is the host (see `EncodecConv1d::pack_for_host`); the transposed convs in `format`.
+    /// If `device` is the host: pack the first conv's weights and the transposed convs' (in
+    /// `format`) for the host kernel, which a streamed frame's few positions take (see
+    /// `EncodecConv1d::pack_for_host`), and build the row layers, which the one-shot decode and
+    /// the rest of a streamed frame's layers run on.
     fn pack_for_host(&mut self, device: &Device, format: WeightFormat) {
         self.first_conv.pack_for_host(device);
         for stage in &mut self.stages {
             stage.upsample.pack_for_host(device, format);
-            for block in &mut stage.residual_blocks {
-                block.block_1.pack_for_host(device);
-                block.block_3.pack_for_host(device);
-                if let Some(shortcut) = &mut block.shortcut {
-                    shortcut.pack_for_host(device);
-                }
-            }
         }
-        self.last_conv.pack_for_host(device);
         if is_host(device) {
             // After the transposed convs' weights are rounded to `format`.
             let stages = self.stages.iter().map(|stage| {
@@ -605,8 +599,9 @@ impl SeanetDecoder {
         self.last_conv.forward(elu1(x))
     }
 
-    /// An empty state for [`upsample_streamed`](Self::upsample_streamed).
-    pub(super) fn upsample_state(&self) -> UpsampleState {
+    /// An empty state for [`upsample_streamed`](Self::upsample_streamed) (tensors) or
+    /// [`upsample_streamed_rows`](Self::upsample_streamed_rows) (rows).
+    pub(super) fn upsample_state<S>(&self) -> UpsampleState<S> {
         UpsampleState {
             stages: self
                 .stages
@@ -651,6 +646,58 @@ impl SeanetDecoder {
             .map(|window| self.last_conv.forward_padded(window))
     }
 
+    /// Whether the layers after the LSTM stream on host rows
+    /// ([`upsample_streamed_rows`](Self::upsample_streamed_rows)): on the CPU.
+    pub(super) fn streams_rows(&self) -> bool {
+        self.rows.is_some()
+    }
+
+    /// [`upsample_streamed`](Self::upsample_streamed) on the host's row layers (`rows.rs`), the
+    /// layers and the carried state the same, one signal's rows (`[frames, channels]`) in and
+    /// audio rows (`[samples, audio_channels]`) out. The transposed convs of few inputs (a
+    /// frame's first stages) take the host kernel over their packed weights, the rest faer's
+    /// matmuls, as the one-shot decode does; burn-flex's convs spent most of a streamed frame
+    /// in packing, copies and memsets.
+    ///
+    /// # Panics
+    /// If the layers have no rows (not on the host: [`streams_rows`](Self::streams_rows)).
+    pub(super) fn upsample_streamed_rows(
+        &self,
+        state: &mut UpsampleState<Rows>,
+        mut x: Option<Rows>,
+        end: bool,
+    ) -> Option<Rows> {
+        let rows = self
+            .rows
+            .as_ref()
+            .expect("the decoder has row layers on the host");
+        let elu = |mut x: Rows| {
+            elu_in_place(&mut x.values);
+            x
+        };
+        let stages = self.stages.iter().zip(&rows.stages);
+        for ((stage, (transpose, blocks)), (upsample, inputs)) in stages.zip(&mut state.stages) {
+            let window = stage.upsample.streamed_window(upsample, x.map(elu), end);
+            x = window.map(|(window, from, count)| Rows {
+                values: stage
+                    .upsample
+                    .forward_host_rows(&window.values, from, count)
+                    .unwrap_or_else(|| transpose.forward_range(&window.values, from, count)),
+                channels: transpose.channels_out(),
+            });
+            for (block, input) in blocks.iter().zip(inputs) {
+                x = block.forward_streamed(input, x, end);
+            }
+        }
+        let window = state.last_conv.push(x.map(elu), end)?;
+        Some(Rows {
+            values: rows
+                .last_conv
+                .forward_padded(window.values.into(), false, None),
+            channels: rows.last_conv.channels_out(),
+        })
+    }
+
     /// Audio samples [`upsample_streamed`](Self::upsample_streamed) has given out once
     /// `frames` LSTM output frames are in (and more may follow), and whether every layer has
     /// started (added its left padding; from then on each frame adds `hop_length`): the
@@ -674,12 +721,12 @@ impl SeanetDecoder {
     }
 }
 
-/// What [`SeanetDecoder::upsample_streamed`] carries from piece to piece: per stage the
-/// transposed conv's and each residual block's, and the last conv's.
+/// What [`SeanetDecoder::upsample_streamed`] (or its row version) carries from piece to piece:
+/// per stage the transposed conv's and each residual block's, and the last conv's.
 #[derive(Debug, Clone)]
-pub(super) struct UpsampleState {
-    stages: Vec<(StreamedTranspose, Vec<StreamedInput>)>,
-    last_conv: StreamedInput,
+pub(super) struct UpsampleState<S = Tensor<3>> {
+    stages: Vec<(StreamedTranspose<S>, Vec<StreamedInput<S>>)>,
+    last_conv: StreamedInput<S>,
 }
 
 #[cfg(test)]
@@ -749,6 +796,59 @@ mod tests {
                 assert!(err > 1e-4, "{model}: halo {short:?} still exact ({err})");
             }
             decoder.halo_frames = (before, after);
+        }
+    }
+
+    /// The layers after the LSTM streamed, on burn's tensors (elsewhere than the CPU) and on
+    /// host rows (the CPU), give the whole signal's audio: in pieces of 1, 2 and 4 frames, and
+    /// over inputs so short that reflect padding takes its short-input rule at the end.
+    #[test]
+    fn streamed_layers_after_the_lstm_decode_the_whole_signal() {
+        let time_major = |audio: Tensor<3>| into_host_vec(audio.swap_dims(1, 2));
+        for (model, format) in DECODERS {
+            let (config, decoder) = fixture_decoder(model, format);
+            let device = Device::default();
+            let channels = config.num_filters << config.upsampling_ratios.len();
+            for frames in [1, 2, 9] {
+                let x = Tensor::<3>::random([1, channels, frames], Distribution::Default, &device);
+                let whole = time_major(decoder.upsample(x.clone()));
+                let scale = whole.iter().fold(0f32, |m, v| m.max(v.abs()));
+                assert!(scale > 1e-3, "{model}: silent output");
+                for piece in [1, 2, 4] {
+                    let (mut tensors, mut rows) =
+                        (decoder.upsample_state(), decoder.upsample_state());
+                    let (mut on_tensors, mut on_rows) = (Vec::new(), Vec::new());
+                    let mut at = 0;
+                    loop {
+                        let n = piece.min(frames - at);
+                        let end = at + n == frames;
+                        let part = (n > 0).then(|| x.clone().narrow(2, at, n));
+                        let part_rows = part.clone().map(|p| Rows {
+                            channels,
+                            values: time_major(p),
+                        });
+                        at += n;
+                        let audio = decoder.upsample_streamed(&mut tensors, part, end);
+                        on_tensors.extend(audio.map(time_major).unwrap_or_default());
+                        let audio = decoder.upsample_streamed_rows(&mut rows, part_rows, end);
+                        on_rows.extend(audio.map(|a| a.values).unwrap_or_default());
+                        if end {
+                            break;
+                        }
+                    }
+                    for (path, audio) in [("tensors", &on_tensors), ("rows", &on_rows)] {
+                        assert_eq!(audio.len(), whole.len(), "{model} {path}");
+                        let err = audio
+                            .iter()
+                            .zip(&whole)
+                            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                        assert!(
+                            err <= 1e-5 * scale,
+                            "{model} {path}, {frames} frames in pieces of {piece}: {err} of {scale}"
+                        );
+                    }
+                }
+            }
         }
     }
 

@@ -24,10 +24,13 @@
 //! frame plus a halo of context frames on both sides (3 frames with musicgen-small) and the
 //! first conv over 7.
 //!
-//! On the CPU, the convs that a streamed frame gives few output positions (at most 16: the
-//! first conv, the first stages' transposed convs and residual blocks) take the host matrix
-//! kernel ([`crate::matvec::HostMatrix`]) over weights packed at load; burn-flex's conv runs
-//! such products far from the memory-bandwidth floor (see `conv.rs`).
+//! On the CPU, the first conv and the transposed convs that a streamed frame gives few
+//! positions (a frame's first two stages) take the host matrix kernel
+//! ([`crate::matvec::HostMatrix`]) over weights packed at load, where burn-flex's conv runs
+//! such products far from the memory-bandwidth floor (see `conv.rs`); the layers after the
+//! LSTM stream on host rows, on the row layers of the one-shot decode (`rows.rs`), with the
+//! same carried state ([`super::conv::Signal`]), where burn-flex's convs, copies and memsets
+//! had taken most of a frame's time in those layers.
 //!
 //! Look-ahead: frame `f`'s audio is final once frame `f + lookahead_frames()` is in — the first
 //! conv's right reach (3 frames), plus the samples the upsampling layers hold back in all
@@ -59,6 +62,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use super::EncodecModel;
 use super::conv::StreamedInput;
 use super::lstm::LstmState;
+use super::rows::Rows;
 use super::seanet::UpsampleState;
 use crate::nn::into_host_vec;
 
@@ -78,7 +82,7 @@ pub struct StreamingDecoder {
     first_conv: StreamedInput,
     lstm_state: LstmState,
     /// The carried inputs of the layers after the LSTM.
-    upsample: UpsampleState,
+    upsample: Tail,
     /// Final audio samples (channels interleaved) short of a whole frame.
     partial: Vec<f32>,
     /// Frames pushed / decoded to audio.
@@ -100,7 +104,11 @@ impl EncodecModel {
             pending: Vec::new(),
             first_conv,
             lstm_state: self.decoder.lstm_zero_state(),
-            upsample: self.decoder.upsample_state(),
+            upsample: if self.decoder.streams_rows() {
+                Tail::Rows(self.decoder.upsample_state())
+            } else {
+                Tail::Tensors(Box::new(self.decoder.upsample_state()))
+            },
             partial: Vec::new(),
             frames_in: 0,
             frames_out: 0,
@@ -209,16 +217,40 @@ impl StreamingDecoder {
         if lstm.is_none() && !end {
             return 0;
         }
-        let Some(audio) = decoder.upsample_streamed(&mut self.upsample, lstm, end) else {
+        let audio = match &mut self.upsample {
+            Tail::Tensors(state) => decoder
+                .upsample_streamed(state, lstm, end)
+                .map(|audio| (audio.dims()[1], frame_major(audio))),
+            Tail::Rows(state) => {
+                // One signal (the stream's batch of 1): `[1, channels, frames]` as rows.
+                let rows = lstm.map(|x| Rows {
+                    channels: x.dims()[1],
+                    values: into_host_vec(x.swap_dims(1, 2)),
+                });
+                decoder
+                    .upsample_streamed_rows(state, rows, end)
+                    .map(|audio| (audio.channels, audio.values))
+            }
+        };
+        let Some((channels, audio)) = audio else {
             return 0;
         };
-        let frame = self.hop_length * audio.dims()[1];
-        self.partial.extend(frame_major(audio));
+        let frame = self.hop_length * channels;
+        self.partial.extend(audio);
         let whole = self.partial.len() / frame;
         out.extend(self.partial.drain(..whole * frame));
         self.frames_out += whole;
         whole
     }
+}
+
+/// What the layers after the LSTM carry: host rows where the decoder has row layers (the CPU),
+/// burn tensors elsewhere.
+#[derive(Debug, Clone)]
+enum Tail {
+    /// Boxed: burn's tensors make it several times the rows' size.
+    Tensors(Box<UpsampleState>),
+    Rows(UpsampleState<Rows>),
 }
 
 /// `[1, channels, len]` → `len × channels` values, time-major.
