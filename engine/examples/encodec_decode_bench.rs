@@ -3,7 +3,8 @@
 //!
 //! `cargo run -p engine --example encodec_decode_bench [-- SECONDS [RUNS [FORMAT]]]`, FORMAT the
 //! decoder weight format the codec is loaded next to (`f32`, the default, keeps the f32 codec;
-//! `bf16`, `q8` or `q4` give the bf16 LSTM and transposed convs, see `WeightFormat::codec`).
+//! `bf16` gives the bf16 LSTM and transposed convs, `q8` or `q4` also the LSTM's recurrence in
+//! q8, see `WeightFormat::codec`).
 //! Compare with `tests/bench/encodec_decode_torch.py` (same shape, same thread count).
 
 use std::time::Instant;

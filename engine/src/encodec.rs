@@ -50,7 +50,8 @@ impl EncodecModel {
     }
 
     /// [`Self::load`] next to a decoder LM in `decoder_format`: the decoder's LSTM and
-    /// transposed convs take [`WeightFormat::codec`] (bf16 with a reduced format), in the one-shot
+    /// transposed convs take [`WeightFormat::codec`] (bf16 with a reduced format, the LSTM's
+    /// recurrence q8 with q8 and q4), in the one-shot
     /// decode and the streamed one alike, so the two still agree.
     pub fn load_with(
         weights: &Weights,

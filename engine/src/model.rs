@@ -34,8 +34,8 @@ pub struct LoadOptions {
     /// The decoder's linear layers (blocks and LM heads), where most of a decode step's bytes
     /// are: f32 by default; bf16, q8 and q4 quantize at load from whatever the checkpoint stores,
     /// on the CPU only. EnCodec's LSTM and transposed convs, which a streamed frame reads whole,
-    /// follow in bf16 with a reduced format ([`WeightFormat::codec`]); T5, the text projection
-    /// and the rest of EnCodec stay f32.
+    /// follow in bf16 with a reduced format, the LSTM's recurrence in q8 with q8 and q4
+    /// ([`WeightFormat::codec`]); T5, the text projection and the rest of EnCodec stay f32.
     pub weight_format: WeightFormat,
 }
 

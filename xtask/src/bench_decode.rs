@@ -90,7 +90,7 @@ pub fn run(options: &DecodeArgs) -> anyhow::Result<()> {
 
     let mut ours = Vec::new();
     // EnCodec's seconds per codec format (`WeightFormat::codec`: f32 next to f32, bf16 next to
-    // the reduced formats), timed with the first decoder format that takes it.
+    // bf16, q8 next to q8 and q4), timed with the first decoder format that takes it.
     let mut codecs: Vec<(WeightFormat, f64)> = Vec::new();
     for &format in &options.dtypes {
         reset_peak_rss();
@@ -191,7 +191,10 @@ pub fn run(options: &DecodeArgs) -> anyhow::Result<()> {
     for &(codec, codec_s) in &codecs {
         let with = match codec {
             WeightFormat::F32 => "f32, next to an f32 decoder",
-            _ => "LSTM and transposed convs in bf16, next to a bf16/q8/q4 decoder",
+            WeightFormat::Bf16 => "LSTM and transposed convs in bf16, next to a bf16 decoder",
+            _ => {
+                "LSTM recurrence in q8, its input projection and the transposed convs in bf16, next to a q8/q4 decoder"
+            }
         };
         println!(
             "EnCodec decode of {} s ({with}), best of {CODEC_RUNS}: musicrfm {codec_s:.2} s (real-time factor {:.1}×){}",

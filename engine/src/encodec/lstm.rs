@@ -27,8 +27,8 @@ struct LstmLayer {
     weight_ih_t: Tensor<2>,
     /// `b_ih + b_hh`, folded into the input projection: `[4 · hidden]`.
     bias: Tensor<1>,
-    /// `W_hh` (`[4 · hidden, hidden]`, f32 as stored or bf16: the load's format) for the host
-    /// kernel.
+    /// `W_hh` (`[4 · hidden, hidden]`, in the load's format: f32 as stored, bf16 or q8, see
+    /// [`WeightFormat::codec`]) for the host kernel, which every decode's recurrence takes.
     weight_hh: HostMatrix,
     /// On the CPU, `W_ih` and the folded bias for the host matrix × few-rows kernel: a streamed
     /// frame projects one row, which a general matmul runs far from the bandwidth floor.
@@ -63,9 +63,11 @@ impl EncodecLstm {
                 // call per frame) paid in full — half of its decode time.
                 let mut weight_ih_t =
                     weights.linear_weight(&key("weight_ih"), hidden, 4 * hidden, device)?;
-                if format != WeightFormat::F32 {
+                // `W_ih` in the codec's float format, on the host kernel and in burn alike.
+                let float = format.codec_float();
+                if float != WeightFormat::F32 {
                     // The batch projection multiplies by the values the host matrices hold.
-                    let rounded = format.round_float(into_host_vec(weight_ih_t));
+                    let rounded = float.round_float(into_host_vec(weight_ih_t));
                     weight_ih_t =
                         Tensor::from_data(TensorData::new(rounded, [hidden, 4 * hidden]), device);
                 }
@@ -81,7 +83,7 @@ impl EncodecLstm {
                 let host_ih = if is_host(device) {
                     let w = weights.read_f32(&key("weight_ih"), &[4 * hidden, hidden])?;
                     Some((
-                        HostMatrix::pack(&w, hidden, 4 * hidden, format),
+                        HostMatrix::pack(&w, hidden, 4 * hidden, float),
                         host_vec(&bias),
                     ))
                 } else {

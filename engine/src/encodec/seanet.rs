@@ -446,7 +446,7 @@ impl SeanetDecoder {
     fn pack_for_host(&mut self, device: &Device, format: WeightFormat) {
         self.first_conv.pack_for_host(device);
         for stage in &mut self.stages {
-            stage.upsample.pack_for_host(device, format);
+            stage.upsample.pack_for_host(device, format.codec_float());
         }
         if is_host(device) {
             // After the transposed convs' weights are rounded to `format`.
@@ -739,11 +739,12 @@ mod tests {
     use crate::config::MusicgenConfig;
 
     /// The decoders the tests below run: each fixture's, with the LSTM and transposed convs in
-    /// f32, and one of them in bf16.
-    const DECODERS: [(&str, WeightFormat); 3] = [
+    /// f32, one in bf16, and one with a q8 codec's recurrence (`WeightFormat::codec`).
+    const DECODERS: [(&str, WeightFormat); 4] = [
         ("musicgen-tiny", WeightFormat::F32),
         ("musicgen-tiny-b", WeightFormat::F32),
         ("musicgen-tiny-b", WeightFormat::Bf16),
+        ("musicgen-tiny", WeightFormat::Q8),
     ];
 
     /// The SEANet decoder of fixture `model`, loaded on the default device in `format`.
@@ -767,8 +768,8 @@ mod tests {
     }
 
     /// Piecewise decoding equals whole-signal decoding, with pieces far smaller than the
-    /// fixtures' sequences (which fit in one piece) so that many seams are crossed; with the
-    /// LSTM and transposed convs in f32 and in bf16.
+    /// fixtures' sequences (which fit in one piece) so that many seams are crossed; in each of
+    /// [`DECODERS`]' formats.
     #[test]
     fn piecewise_decoding_equals_whole_signal_decoding() {
         for (model, format) in DECODERS {

@@ -103,11 +103,24 @@ pub enum WeightFormat {
 impl WeightFormat {
     /// How EnCodec stores its largest decoder weights (the LSTM and the transposed convs, which
     /// a streamed frame reads whole) next to a decoder in `self`: f32 with f32 (exact parity
-    /// with the reference), bf16 with the reduced formats, whose error is far larger.
+    /// with the reference), bf16 with bf16, and q8 with the integer formats, whose own error is
+    /// far larger. A q8 codec keeps only the LSTM's recurrent weights in q8 (every frame reads
+    /// them whole, and every decode multiplies them on the host kernel); the weights that a
+    /// batch decode also multiplies in burn's float matmuls stay in [`codec_float`](Self::codec_float).
     pub fn codec(self) -> WeightFormat {
         match self {
             WeightFormat::F32 => WeightFormat::F32,
-            _ => WeightFormat::Bf16,
+            WeightFormat::Bf16 => WeightFormat::Bf16,
+            WeightFormat::Q8 | WeightFormat::Q4 => WeightFormat::Q8,
+        }
+    }
+
+    /// The float format of a codec in `self` ([`codec`](Self::codec)): the LSTM's input
+    /// projection and the transposed convs. `self` for the float formats, bf16 for q8.
+    pub fn codec_float(self) -> WeightFormat {
+        match self {
+            WeightFormat::Q8 | WeightFormat::Q4 => WeightFormat::Bf16,
+            float => float,
         }
     }
 
