@@ -11,6 +11,10 @@
 //! and each thread decodes a whole piece, whose activations then stay in its caches: the
 //! decode takes 0.65–0.73 s. The values are burn's path's up to summation order (see the test
 //! in `seanet.rs`).
+//!
+//! A stream's frames run the same layers on the host too (`SeanetDecoder::upsample_streamed_rows`):
+//! each layer carries its state as [`Rows`] and runs on its window (`RowConv::forward_padded`,
+//! `RowTranspose::forward_range`, `RowBlock::forward_streamed`).
 
 use std::borrow::Cow;
 

@@ -106,7 +106,8 @@ impl WeightFormat {
     /// with the reference), bf16 with bf16, and q8 with the integer formats, whose own error is
     /// far larger. A q8 codec keeps only the LSTM's recurrent weights in q8 (every frame reads
     /// them whole, and every decode multiplies them on the host kernel); the weights that a
-    /// batch decode also multiplies in burn's float matmuls stay in [`codec_float`](Self::codec_float).
+    /// batch decode also multiplies in burn's float matmuls stay in
+    /// [`codec_float`](Self::codec_float).
     pub fn codec(self) -> WeightFormat {
         match self {
             WeightFormat::F32 => WeightFormat::F32,
