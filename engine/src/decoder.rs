@@ -715,6 +715,21 @@ impl DecoderLm {
         cross: Option<&CrossContext>,
         hook: &mut impl BlockHook,
     ) -> Result<Tensor<4>, CacheError> {
+        self.try_forward_positions(tokens, cache, cross, hook, true)
+            .map(|logits| logits.expect("logits were asked for"))
+    }
+
+    /// [`Self::try_forward_cached`], the LM heads run only when `logits` is true (`Ok(None)`
+    /// otherwise): a step whose codes are all fixed already (a continued prefix, a window's
+    /// replayed frames) needs the cache's new keys and values, not the next codes.
+    pub(crate) fn try_forward_positions(
+        &self,
+        tokens: Tensor<3, Int>,
+        cache: &mut KvCache,
+        cross: Option<&CrossContext>,
+        hook: &mut impl BlockHook,
+        logits: bool,
+    ) -> Result<Option<Tensor<4>>, CacheError> {
         let [batch, _, seq] = tokens.dims();
         cache.check_room(batch, seq)?;
         if seq == 1 && self.host_step_ready(cache, cross) {
@@ -722,16 +737,17 @@ impl DecoderLm {
                 tokens,
                 cache,
                 cross,
+                logits,
             }];
-            let mut logits = self.step_host(&mut steps, &mut |_, b, h| hook.after_block(b, h));
-            return Ok(logits.remove(0));
+            let mut out = self.step_host(&mut steps, &mut |_, b, h| hook.after_block(b, h));
+            return Ok(out.remove(0));
         }
         let start = cache.len();
         let x = timed(Phase::Embed, || self.embed(tokens, start));
         // One new position attends to every cached one; a block of several needs a causal mask.
         let causal = (seq > 1).then(|| causal_bias(seq, start, &self.device));
         let x = self.blocks(x, Some(cache), causal, cross, hook);
-        Ok(self.logits(x))
+        Ok(logits.then(|| self.logits(x)))
     }
 
     /// Several generations' next positions (one each) as one host step, each weight read once
@@ -743,7 +759,7 @@ impl DecoderLm {
         &self,
         steps: &mut [HostStep<'_>],
         hook: &mut (dyn FnMut(usize, usize, Tensor<3>) -> Tensor<3> + Send),
-    ) -> Result<Option<Vec<Tensor<4>>>, CacheError> {
+    ) -> Result<Option<Vec<Option<Tensor<4>>>>, CacheError> {
         let together = steps
             .iter()
             .all(|s| s.tokens.dims()[2] == 1 && self.host_step_ready(s.cache, s.cross))

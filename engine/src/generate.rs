@@ -248,6 +248,14 @@ impl<'m> Generation<'m> {
         }
     }
 
+    /// Whether the next step samples any code: not when the prefix fixes every codebook's
+    /// code at its position or the pattern pads it (a continued prefix's steps, all but the
+    /// last few of a replayed window's), which then need no logits.
+    fn needs_logits(&self) -> bool {
+        let s = self.step;
+        (0..self.codebooks).any(|c| self.prefix_code(s, c).is_none() && self.in_pattern(s, c))
+    }
+
     /// Whether the pattern has a real code for `codebook` at the position sampled by `step`.
     fn in_pattern(&self, step: usize, codebook: usize) -> bool {
         step >= codebook
@@ -292,12 +300,14 @@ impl<'m> Generation<'m> {
         // On one of rayon's threads, with the others kept awake for a host step
         // (`crate::pool::step`): the step's ~200 parallel products and attentions fork from
         // inside the pool, where a join waits by working, and each is picked up at once.
+        let wanted = self.needs_logits();
         let (model, cache, cross) = (self.model, &mut self.cache, &self.condition.cross);
         let logits = crate::pool::step(model.decoder.steps_on_host(), || {
             model
                 .decoder
-                .forward_cached(tokens, cache, Some(cross), hook)
-        });
+                .try_forward_positions(tokens, cache, Some(cross), hook, wanted)
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
         Ok(self.finish_step(logits))
     }
 
@@ -321,11 +331,13 @@ impl<'m> Generation<'m> {
         let mut steps = [
             HostStep {
                 tokens: first,
+                logits: self.needs_logits(),
                 cache: &mut self.cache,
                 cross: Some(&self.condition.cross),
             },
             HostStep {
                 tokens: second,
+                logits: other.needs_logits(),
                 cache: &mut other.cache,
                 cross: Some(&other.condition.cross),
             },
@@ -336,7 +348,7 @@ impl<'m> Generation<'m> {
         .unwrap_or_else(|e| panic!("{e}"));
         match together {
             Some(logits) => {
-                let [first, second]: [Tensor<4>; 2] = logits
+                let [first, second]: [Option<Tensor<4>>; 2] = logits
                     .try_into()
                     .unwrap_or_else(|_| unreachable!("one logits tensor per generation"));
                 Ok((self.finish_step(first), other.finish_step(second)))
@@ -384,13 +396,18 @@ impl<'m> Generation<'m> {
     }
 
     /// Pick the step's codes from its logits and advance.
-    fn finish_step(&mut self, logits: Tensor<4>) -> StepOutput {
+    fn finish_step(&mut self, logits: Option<Tensor<4>>) -> StepOutput {
         let (s, k) = (self.step, self.codebooks);
-        let picked = timed(Phase::Sampling, || self.pick_codes(logits));
-        for (codebook, code) in picked.into_iter().enumerate() {
+        // Without logits ([`Self::needs_logits`] false) no codebook samples: each code is the
+        // prefix's or the pattern's padding. Every draw is keyed by its step and codebook, so
+        // skipping one changes no other.
+        let picked = logits.map(|logits| timed(Phase::Sampling, || self.pick_codes(logits)));
+        for codebook in 0..k {
             let code = match self.prefix_code(s, codebook) {
                 Some(forced) => forced,
-                None if self.in_pattern(s, codebook) => code,
+                None if self.in_pattern(s, codebook) => picked
+                    .as_ref()
+                    .expect("a step with a code to sample has its logits")[codebook],
                 None => self.pad,
             };
             self.history.push(code);

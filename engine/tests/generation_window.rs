@@ -7,7 +7,7 @@ mod common;
 use burn::tensor::Tensor;
 use common::*;
 use engine::{
-    GenerateError, Generation, GenerationOptions, LoadOptions, MusicGen, NoHook, Sampling,
+    Codes, GenerateError, Generation, GenerationOptions, LoadOptions, MusicGen, NoHook, Sampling,
     WeightFormat,
 };
 
@@ -63,6 +63,63 @@ fn sampled_codes_do_not_depend_on_the_run_length() {
     assert_ne!(open, run(None, 6), "the seed matters");
     // A run of known length pads only its own tail, so its first frames are the open run's.
     assert_eq!(run(Some(20), 5)[..16], open[..16]);
+}
+
+/// A generation continuing a prefix runs the steps whose codes the prefix fixes without its
+/// LM heads (nothing is sampled there), and goes on exactly as the generation that sampled
+/// those codes: the same cache, the same keyed draws, the same codes after the prefix. A
+/// different prefix changes what follows, so the prefix is what the steps saw.
+#[test]
+fn a_continued_prefix_goes_on_as_the_generation_that_sampled_it() {
+    for weight_format in [WeightFormat::F32, WeightFormat::Q4] {
+        let model = MusicGen::load_with(
+            &model_dir("musicgen-tiny"),
+            &device(),
+            LoadOptions { weight_format },
+        )
+        .unwrap();
+        let options = |seed: u64| GenerationOptions {
+            window: 20,
+            sampling: Sampling::MUSICGEN_DEFAULT,
+            seed,
+            ..GenerationOptions::default()
+        };
+        let frames = |g: &Generation| (0..16).map(|f| g.frame(f).unwrap()).collect::<Vec<_>>();
+        let sampled = |seed: u64| {
+            let mut g = Generation::new(&model, "80s pop", options(seed)).unwrap();
+            for _ in 0..20 {
+                g.step(&mut NoHook).unwrap();
+            }
+            frames(&g)
+        };
+        let continued = |prefix: &[Vec<u32>]| {
+            let codebooks = prefix[0].len();
+            let codes = Codes {
+                data: (0..codebooks)
+                    .flat_map(|c| prefix.iter().map(move |frame| i64::from(frame[c])))
+                    .collect(),
+                codebooks,
+                frames: prefix.len(),
+            };
+            let mut g = Generation::new(&model, "80s pop", options(5))
+                .unwrap()
+                .with_prefix(codes);
+            for _ in 0..20 {
+                g.step(&mut NoHook).unwrap();
+            }
+            frames(&g)
+        };
+        let own = sampled(5);
+        assert_eq!(continued(&own[..8]), own, "{weight_format}");
+        let other = sampled(6);
+        let after_other = continued(&other[..8]);
+        assert_eq!(after_other[..8], other[..8], "{weight_format}");
+        assert_ne!(
+            after_other[8..],
+            own[8..],
+            "{weight_format}: prefix ignored"
+        );
+    }
 }
 
 /// Two generations stepped together (a window and its successor share each pass through the

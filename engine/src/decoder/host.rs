@@ -852,11 +852,12 @@ impl DecoderLm {
     ///
     /// # Shapes
     /// `tokens: [batch, codebooks, 1]` → `[batch, codebooks, 1, vocab]`, per generation
+    /// (`None` for one whose [`HostStep::logits`] is false)
     pub(super) fn step_host(
         &self,
         steps: &mut [HostStep<'_>],
         hook: &mut (dyn FnMut(usize, usize, Tensor<3>) -> Tensor<3> + Send),
-    ) -> Vec<Tensor<4>> {
+    ) -> Vec<Option<Tensor<4>>> {
         let d = self.config.hidden_size;
         let rows: Vec<usize> = steps.iter().map(|s| s.tokens.dims()[0]).collect();
         let positions: Vec<usize> = steps.iter().map(|s| s.cache.len()).collect();
@@ -906,20 +907,33 @@ impl DecoderLm {
                 }
             }
         }
+        // Only the generations that asked for logits go through the final norm and the heads.
+        let wanted: Vec<bool> = steps.iter().map(|s| s.logits).collect();
+        if !wanted.contains(&true) {
+            return wanted.iter().map(|_| None).collect();
+        }
         timed(Phase::LmHeads, || {
-            let mut h = x;
+            let mut h = Vec::with_capacity(x.len());
+            let mut first = 0;
+            for (&rows, &wanted) in rows.iter().zip(&wanted) {
+                if wanted {
+                    h.extend_from_slice(&x[first * d..(first + rows) * d]);
+                }
+                first += rows;
+            }
             let done = self.layer_norm.forward_rows(&mut h);
             debug_assert!(
                 done,
                 "host step: the final norm was checked to be in host memory"
             );
-            let batch: usize = rows.iter().sum();
+            let batch = h.len() / d;
             let vocab = self.config.vocab_size;
             let codebooks = self.lm_heads.len();
-            // Per generation, `[rows, codebooks, vocab]`.
-            let mut logits: Vec<Vec<f32>> = rows
+            // Per generation that asked, `[rows, codebooks, vocab]`.
+            let mut logits: Vec<Option<Vec<f32>>> = rows
                 .iter()
-                .map(|&rows| vec![0f32; rows * codebooks * vocab])
+                .zip(&wanted)
+                .map(|(&rows, &wanted)| wanted.then(|| vec![0f32; rows * codebooks * vocab]))
                 .collect();
             for (c, head) in self.lm_heads.iter().enumerate() {
                 let y = head
@@ -927,6 +941,7 @@ impl DecoderLm {
                     .expect("host step: the heads were checked to be in host memory at load");
                 let mut y = y.chunks_exact(vocab);
                 for (logits, &rows) in logits.iter_mut().zip(&rows) {
+                    let Some(logits) = logits else { continue };
                     for r in 0..rows {
                         let dst = (r * codebooks + c) * vocab;
                         let row = y.next().expect("one row of logits per step row");
@@ -938,10 +953,12 @@ impl DecoderLm {
                 .into_iter()
                 .zip(&rows)
                 .map(|(logits, &rows)| {
-                    Tensor::from_data(
-                        TensorData::new(logits, [rows, codebooks, 1, vocab]),
-                        &self.device,
-                    )
+                    logits.map(|logits| {
+                        Tensor::from_data(
+                            TensorData::new(logits, [rows, codebooks, 1, vocab]),
+                            &self.device,
+                        )
+                    })
                 })
                 .collect()
         })
@@ -954,6 +971,9 @@ pub(crate) struct HostStep<'a> {
     pub(crate) tokens: Tensor<3, Int>,
     pub(crate) cache: &'a mut KvCache,
     pub(crate) cross: Option<&'a CrossContext>,
+    /// Whether the step's logits are wanted: without, the final norm and the LM heads are
+    /// skipped for its rows (its keys and values still go into its cache).
+    pub(crate) logits: bool,
 }
 
 #[cfg(test)]
