@@ -78,15 +78,9 @@ fn a_continued_prefix_goes_on_as_the_generation_that_sampled_it() {
             LoadOptions { weight_format },
         )
         .unwrap();
-        let options = |seed: u64| GenerationOptions {
-            window: 20,
-            sampling: Sampling::MUSICGEN_DEFAULT,
-            seed,
-            ..GenerationOptions::default()
-        };
         let frames = |g: &Generation| (0..16).map(|f| g.frame(f).unwrap()).collect::<Vec<_>>();
         let sampled = |seed: u64| {
-            let mut g = Generation::new(&model, "80s pop", options(seed)).unwrap();
+            let mut g = Generation::new(&model, "80s pop", window_of_20(seed)).unwrap();
             for _ in 0..20 {
                 g.step(&mut NoHook).unwrap();
             }
@@ -101,7 +95,7 @@ fn a_continued_prefix_goes_on_as_the_generation_that_sampled_it() {
                 codebooks,
                 frames: prefix.len(),
             };
-            let mut g = Generation::new(&model, "80s pop", options(5))
+            let mut g = Generation::new(&model, "80s pop", window_of_20(5))
                 .unwrap()
                 .with_prefix(codes);
             for _ in 0..20 {
@@ -132,14 +126,9 @@ fn generations_stepped_together_equal_generations_stepped_in_turn() {
             let model =
                 MusicGen::load_with(&model_dir(name), &device(), LoadOptions { weight_format })
                     .unwrap();
-            let options = |seed: u64| GenerationOptions {
-                window: 20,
-                sampling: Sampling::MUSICGEN_DEFAULT,
-                seed,
-                ..GenerationOptions::default()
+            let new = |prompt: &str, seed: u64| {
+                Generation::new(&model, prompt, window_of_20(seed)).unwrap()
             };
-            let new =
-                |prompt: &str, seed: u64| Generation::new(&model, prompt, options(seed)).unwrap();
             // Each generation's residual stream is scaled after its first block, by its own
             // factor (a shift of every value would not matter: the next layer norm removes it).
             let mut hook = |which: usize, block: usize, hidden: Tensor<3>| match (which, block) {
@@ -180,5 +169,15 @@ struct Hook<'h, F>(usize, &'h mut F);
 impl<F: FnMut(usize, usize, Tensor<3>) -> Tensor<3> + Send> engine::BlockHook for Hook<'_, F> {
     fn after_block(&mut self, block: usize, hidden: Tensor<3>) -> Tensor<3> {
         (self.1)(self.0, block, hidden)
+    }
+}
+
+/// Sampled (MusicGen's defaults) with `seed`, in a window of 20 steps.
+fn window_of_20(seed: u64) -> GenerationOptions {
+    GenerationOptions {
+        window: 20,
+        sampling: Sampling::MUSICGEN_DEFAULT,
+        seed,
+        ..GenerationOptions::default()
     }
 }
