@@ -605,12 +605,56 @@ impl DecoderLm {
     /// # Shapes
     /// `encoder_states: [batch, text_len, d_model]`, `mask: [batch, text_len]`
     pub fn cross_context(&self, encoder_states: Tensor<3>, mask: Tensor<2>) -> CrossContext {
-        let [batch, text_len, _] = encoder_states.dims();
-        let kv: Vec<_> = self
-            .layers
-            .iter()
-            .map(|layer| layer.encoder_attn.project_kv(encoder_states.clone()))
-            .collect();
+        let [batch, text_len, d] = encoder_states.dims();
+        // A row whose mask is all zero holds zero states (`MusicGen::condition` multiplies the
+        // states by the mask: CFG's unconditional row), so each of its positions projects to the
+        // same keys and values: one zero position is projected for it and repeated, which
+        // halves a CFG prompt's projections. Each position is projected alone, so the values
+        // are those of the whole row's projection, bit for bit.
+        let mask_rows = mask
+            .clone()
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>();
+        let live: Vec<bool> = match &mask_rows {
+            Ok(values) if text_len > 1 => values
+                .chunks_exact(text_len)
+                .map(|row| row.iter().any(|&m| m != 0.0))
+                .collect(),
+            _ => vec![true; batch],
+        };
+        let kv: Vec<_> = if live.iter().all(|&l| l) {
+            self.layers
+                .iter()
+                .map(|layer| layer.encoder_attn.project_kv(encoder_states.clone()))
+                .collect()
+        } else {
+            let device = encoder_states.device();
+            let zero = Tensor::<3>::zeros([1, 1, d], &device);
+            self.layers
+                .iter()
+                .map(|layer| {
+                    let attn = &layer.encoder_attn;
+                    let (k0, v0) = attn.project_kv(zero.clone());
+                    let rows: Vec<(Tensor<4>, Tensor<4>)> = live
+                        .iter()
+                        .enumerate()
+                        .map(|(r, &live)| {
+                            if live {
+                                attn.project_kv(encoder_states.clone().narrow(0, r, 1))
+                            } else {
+                                (
+                                    k0.clone().repeat_dim(2, text_len),
+                                    v0.clone().repeat_dim(2, text_len),
+                                )
+                            }
+                        })
+                        .collect();
+                    let (k, v): (Vec<_>, Vec<_>) = rows.into_iter().unzip();
+                    (Tensor::cat(k, 0), Tensor::cat(v, 0))
+                })
+                .collect()
+        };
         let bias = (mask.ones_like() - mask)
             .mul_scalar(f32::MIN)
             .reshape([batch, 1, 1, text_len]);
@@ -849,4 +893,54 @@ pub fn sinusoidal_positions(positions: usize, d: usize, device: &Device) -> Tens
         }
     }
     Tensor::from_data(TensorData::new(table, [positions, d]), device)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use burn::tensor::Device;
+
+    use crate::{LoadOptions, MusicGen, WeightFormat};
+
+    /// A CFG prompt's cross-attention keys and values, the unconditional row's projected from
+    /// one zero position and repeated, equal the projection of every row of the masked states,
+    /// bit for bit, in every layer (host f32 and q4 weights, two fixture models).
+    #[test]
+    fn the_unconditional_rows_keys_and_values_are_those_of_its_zero_states() {
+        for (name, weight_format) in [
+            ("musicgen-tiny", WeightFormat::F32),
+            ("musicgen-tiny-b", WeightFormat::Q4),
+        ] {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../tests/fixtures")
+                .join(name);
+            let model =
+                MusicGen::load_with(&dir, &Device::default(), LoadOptions { weight_format })
+                    .unwrap();
+            let condition = model
+                .condition("80s pop track with bassy drums", true)
+                .unwrap();
+            let [rows, text_len, _] = condition.encoder_states.dims();
+            assert_eq!(rows, 2);
+            assert!(text_len > 1, "{name}: a prompt of several tokens");
+            let values = |t: &burn::tensor::Tensor<4>| t.to_data().try_to_vec::<f32>().unwrap();
+            for (b, layer) in model.decoder.layers.iter().enumerate() {
+                let (k, v) = layer
+                    .encoder_attn
+                    .project_kv(condition.encoder_states.clone());
+                let (ck, cv) = &condition.cross.kv[b];
+                assert_eq!(
+                    values(ck),
+                    values(&k),
+                    "{name} {weight_format}: keys of block {b}"
+                );
+                assert_eq!(
+                    values(cv),
+                    values(&v),
+                    "{name} {weight_format}: values of block {b}"
+                );
+            }
+        }
+    }
 }
