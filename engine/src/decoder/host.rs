@@ -913,14 +913,20 @@ impl DecoderLm {
             return wanted.iter().map(|_| None).collect();
         }
         timed(Phase::LmHeads, || {
-            let mut h = Vec::with_capacity(x.len());
-            let mut first = 0;
-            for (&rows, &wanted) in rows.iter().zip(&wanted) {
-                if wanted {
-                    h.extend_from_slice(&x[first * d..(first + rows) * d]);
+            // Every generation's rows as they are (a plain step), or those that asked, gathered.
+            let mut h = if wanted.iter().all(|&w| w) {
+                x
+            } else {
+                let mut h = Vec::with_capacity(x.len());
+                let mut first = 0;
+                for (&rows, &wanted) in rows.iter().zip(&wanted) {
+                    if wanted {
+                        h.extend_from_slice(&x[first * d..(first + rows) * d]);
+                    }
+                    first += rows;
                 }
-                first += rows;
-            }
+                h
+            };
             let done = self.layer_norm.forward_rows(&mut h);
             debug_assert!(
                 done,
