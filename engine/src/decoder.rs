@@ -268,12 +268,22 @@ impl Block {
 /// Text keys/values for every block's cross-attention, computed once per prompt.
 #[derive(Clone)]
 pub struct CrossContext {
-    kv: Vec<(Tensor<4>, Tensor<4>)>,
+    pub(crate) kv: Vec<(Tensor<4>, Tensor<4>)>,
     /// `[batch, 1, 1, text_len]`: 0 for tokens, f32::MIN for padding (and for every key of the
     /// unconditional CFG row, whose states are zero: its cross-attention output is exactly 0).
     bias: Tensor<4>,
     /// The same keys, values and bias in host memory, on the CPU (for the host step).
     host: Option<std::sync::Arc<host::HostCross>>,
+}
+
+/// A prompt's cross-attention keys and values under way ([`DecoderLm::begin_cross`]).
+pub(crate) struct CrossParts {
+    /// Rows with a token (not CFG's unconditional row).
+    live: Vec<bool>,
+    /// One zero position, projected for the rows that are not live (none when all are).
+    zero: Option<Tensor<3>>,
+    /// The blocks' keys and values so far.
+    kv: Vec<(Tensor<4>, Tensor<4>)>,
 }
 
 impl CrossContext {
@@ -605,6 +615,15 @@ impl DecoderLm {
     /// # Shapes
     /// `encoder_states: [batch, text_len, d_model]`, `mask: [batch, text_len]`
     pub fn cross_context(&self, encoder_states: Tensor<3>, mask: Tensor<2>) -> CrossContext {
+        let mut parts = self.begin_cross(&encoder_states, &mask);
+        while self.advance_cross(&mut parts, &encoder_states) {}
+        self.finish_cross(parts, mask)
+    }
+
+    /// [`DecoderLm::cross_context`] in pieces: which rows are live here, one block's keys and
+    /// values per [`DecoderLm::advance_cross`], the bias and the host copy in
+    /// [`DecoderLm::finish_cross`] (the same operations, so the same values).
+    pub(crate) fn begin_cross(&self, encoder_states: &Tensor<3>, mask: &Tensor<2>) -> CrossParts {
         let [batch, text_len, d] = encoder_states.dims();
         // A row whose mask is all zero holds zero states (`MusicGen::condition` multiplies the
         // states by the mask: CFG's unconditional row), so each of its positions projects to the
@@ -623,20 +642,26 @@ impl DecoderLm {
                 .collect(),
             _ => vec![true; batch],
         };
-        let kv: Vec<_> = if live.iter().all(|&l| l) {
-            self.layers
-                .iter()
-                .map(|layer| layer.encoder_attn.project_kv(encoder_states.clone()))
-                .collect()
-        } else {
-            let device = encoder_states.device();
-            let zero = Tensor::<3>::zeros([1, 1, d], &device);
-            self.layers
-                .iter()
-                .map(|layer| {
-                    let attn = &layer.encoder_attn;
+        let zero = (!live.iter().all(|&l| l))
+            .then(|| Tensor::<3>::zeros([1, 1, d], &encoder_states.device()));
+        CrossParts {
+            live,
+            zero,
+            kv: Vec::with_capacity(self.layers.len()),
+        }
+    }
+
+    /// The next block's cross-attention keys and values; whether blocks remain.
+    pub(crate) fn advance_cross(&self, parts: &mut CrossParts, encoder_states: &Tensor<3>) -> bool {
+        if let Some(layer) = self.layers.get(parts.kv.len()) {
+            let attn = &layer.encoder_attn;
+            let kv = match &parts.zero {
+                None => attn.project_kv(encoder_states.clone()),
+                Some(zero) => {
+                    let text_len = encoder_states.dims()[1];
                     let (k0, v0) = attn.project_kv(zero.clone());
-                    let rows: Vec<(Tensor<4>, Tensor<4>)> = live
+                    let rows: Vec<(Tensor<4>, Tensor<4>)> = parts
+                        .live
                         .iter()
                         .enumerate()
                         .map(|(r, &live)| {
@@ -652,9 +677,18 @@ impl DecoderLm {
                         .collect();
                     let (k, v): (Vec<_>, Vec<_>) = rows.into_iter().unzip();
                     (Tensor::cat(k, 0), Tensor::cat(v, 0))
-                })
-                .collect()
-        };
+                }
+            };
+            parts.kv.push(kv);
+        }
+        parts.kv.len() < self.layers.len()
+    }
+
+    /// The context of parts whose blocks have all run.
+    pub(crate) fn finish_cross(&self, parts: CrossParts, mask: Tensor<2>) -> CrossContext {
+        debug_assert_eq!(parts.kv.len(), self.layers.len());
+        let [batch, text_len] = mask.dims();
+        let kv = parts.kv;
         let bias = (mask.ones_like() - mask)
             .mul_scalar(f32::MIN)
             .reshape([batch, 1, 1, text_len]);
@@ -897,11 +931,7 @@ pub fn sinusoidal_positions(positions: usize, d: usize, device: &Device) -> Tens
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
-    use burn::tensor::Device;
-
-    use crate::{LoadOptions, MusicGen, WeightFormat};
+    use crate::WeightFormat;
 
     /// A CFG prompt's cross-attention keys and values, the unconditional row's projected from
     /// one zero position and repeated, equal the projection of every row of the masked states,
@@ -912,12 +942,7 @@ mod tests {
             ("musicgen-tiny", WeightFormat::F32),
             ("musicgen-tiny-b", WeightFormat::Q4),
         ] {
-            let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../tests/fixtures")
-                .join(name);
-            let model =
-                MusicGen::load_with(&dir, &Device::default(), LoadOptions { weight_format })
-                    .unwrap();
+            let model = crate::model::fixture_model(name, weight_format);
             let condition = model
                 .condition("80s pop track with bassy drums", true)
                 .unwrap();

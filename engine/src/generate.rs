@@ -130,7 +130,9 @@ impl<'m> Generation<'m> {
         Ok(Self::with_condition(model, condition, options))
     }
 
-    fn with_condition(
+    /// A generation conditioned on `condition`, which must be `model.condition(prompt,
+    /// options.guidance > 1.0)` (computed ahead: `crate::stream`'s prompt conditions).
+    pub(crate) fn with_condition(
         model: &'m MusicGen,
         condition: TextCondition,
         options: GenerationOptions,
@@ -229,8 +231,20 @@ impl<'m> Generation<'m> {
 
     /// Condition the steps from now on on `prompt` (the cache of past positions stays).
     pub fn set_prompt(&mut self, prompt: &str) -> Result<(), LoadError> {
-        self.condition = self.model.condition(prompt, self.rows == 2)?;
+        self.set_condition(self.model.condition(prompt, self.guided())?);
         Ok(())
+    }
+
+    /// [`Generation::set_prompt`] with the prompt's condition computed ahead
+    /// (`self.model.condition(prompt, self.guided())`).
+    pub(crate) fn set_condition(&mut self, condition: TextCondition) {
+        self.condition = condition;
+    }
+
+    /// Whether the steps run classifier-free guidance (two rows): the condition's second
+    /// argument.
+    pub(crate) fn guided(&self) -> bool {
+        self.rows == 2
     }
 
     /// Steps run so far.

@@ -139,20 +139,100 @@ impl MusicGen {
 
     /// T5's last hidden state of one prompt, `[1, text_len, d_t5]`.
     pub fn encode_text(&self, input_ids: &[u32]) -> Tensor<3> {
+        let (ids, mask) = self.text_input(input_ids);
+        self.text_encoder.forward(ids, mask)
+    }
+
+    /// One prompt's ids `[1, n]` and its all-ones mask.
+    fn text_input(&self, input_ids: &[u32]) -> (Tensor<2, Int>, Tensor<2>) {
         let n = input_ids.len();
         let ids: Vec<i64> = input_ids.iter().map(|&i| i as i64).collect();
         let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, n]), &self.device);
-        let mask = Tensor::<2>::ones([1, n], &self.device);
-        self.text_encoder.forward(ids, mask)
+        (ids, Tensor::<2>::ones([1, n], &self.device))
     }
 
     /// The condition for `prompt`: with `guidance` (CFG), a batch of 2 (prompt, unconditional),
     /// built exactly as the reference does (zero states, zero mask, multiplied after the
     /// projection so the projection's bias does not leak into the unconditional row).
     pub fn condition(&self, prompt: &str, guidance: bool) -> Result<TextCondition, LoadError> {
+        let mut build = self.begin_condition(prompt, guidance)?;
+        loop {
+            if let Some(condition) = self.advance_condition(&mut build) {
+                return Ok(condition);
+            }
+        }
+    }
+
+    /// [`MusicGen::condition`] in pieces, each about one block's work (a T5 block, then the
+    /// projection, then one decoder block's cross-attention keys and values), so that a stream
+    /// can spread a prompt change over several steps: the prompt tokenised and embedded here.
+    pub fn begin_condition(
+        &self,
+        prompt: &str,
+        guidance: bool,
+    ) -> Result<ConditionBuild, LoadError> {
         let input_ids = self.tokenize(prompt)?;
-        let n = input_ids.len();
-        let t5 = self.encode_text(&input_ids);
+        let (ids, mask) = self.text_input(&input_ids);
+        let encoding = self.text_encoder.begin(ids, mask);
+        Ok(ConditionBuild {
+            input_ids,
+            guidance,
+            stage: Some(BuildStage::Text(encoding)),
+        })
+    }
+
+    /// The next piece of `build`; the condition once it is complete (`build` is then spent:
+    /// advancing it again panics).
+    pub fn advance_condition(&self, build: &mut ConditionBuild) -> Option<TextCondition> {
+        let stage = build
+            .stage
+            .take()
+            .expect("a condition build advanced past its end");
+        let next = match stage {
+            BuildStage::Text(mut encoding) => {
+                if self.text_encoder.advance(&mut encoding) {
+                    BuildStage::Text(encoding)
+                } else {
+                    let t5 = self.text_encoder.finish(encoding);
+                    let (encoder_states, mask) = self.masked_states(t5, build.guidance);
+                    let parts = Box::new(self.decoder.begin_cross(&encoder_states, &mask));
+                    BuildStage::Cross {
+                        encoder_states,
+                        mask,
+                        parts,
+                    }
+                }
+            }
+            BuildStage::Cross {
+                encoder_states,
+                mask,
+                mut parts,
+            } => {
+                if self.decoder.advance_cross(&mut parts, &encoder_states) {
+                    BuildStage::Cross {
+                        encoder_states,
+                        mask,
+                        parts,
+                    }
+                } else {
+                    let cross = self.decoder.finish_cross(*parts, mask.clone());
+                    return Some(TextCondition {
+                        input_ids: std::mem::take(&mut build.input_ids),
+                        encoder_states,
+                        mask,
+                        cross,
+                    });
+                }
+            }
+        };
+        build.stage = Some(next);
+        None
+    }
+
+    /// T5's states projected to the decoder's width, with the unconditional row under
+    /// guidance, multiplied by the mask: `[rows, n, d_model]` and the mask `[rows, n]`.
+    fn masked_states(&self, t5: Tensor<3>, guidance: bool) -> (Tensor<3>, Tensor<2>) {
+        let n = t5.dims()[1];
         let projected = match &self.enc_to_dec_proj {
             Some(proj) => proj.forward(t5),
             None => t5,
@@ -167,17 +247,38 @@ impl MusicGen {
             (projected, mask)
         };
         let rows = encoder_states.dims()[0];
-        let encoder_states = encoder_states * mask.clone().reshape([rows, n, 1]);
-        let cross = self
-            .decoder
-            .cross_context(encoder_states.clone(), mask.clone());
-        Ok(TextCondition {
-            input_ids,
-            encoder_states,
-            mask,
-            cross,
-        })
+        (encoder_states * mask.clone().reshape([rows, n, 1]), mask)
     }
+}
+
+/// A committed fixture model (`tests/fixtures/<name>`) loaded with `weight_format`, for unit
+/// tests.
+#[cfg(test)]
+pub(crate) fn fixture_model(name: &str, weight_format: WeightFormat) -> MusicGen {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(name);
+    let options = LoadOptions { weight_format };
+    MusicGen::load_with(&dir, &Device::default(), options).unwrap()
+}
+
+/// A prompt's condition under way ([`MusicGen::begin_condition`]).
+pub struct ConditionBuild {
+    input_ids: Vec<u32>,
+    guidance: bool,
+    /// `None` once the condition is out.
+    stage: Option<BuildStage>,
+}
+
+enum BuildStage {
+    /// T5's blocks.
+    Text(crate::t5::T5Encoding),
+    /// The decoder blocks' cross-attention keys and values.
+    Cross {
+        encoder_states: Tensor<3>,
+        mask: Tensor<2>,
+        parts: Box<crate::decoder::CrossParts>,
+    },
 }
 
 pub fn load_tokenizer(path: &Path) -> Result<Tokenizer, LoadError> {

@@ -25,6 +25,16 @@ pub struct T5Encoder {
     device: Device,
 }
 
+/// A prompt's encoding under way ([`T5Encoder::begin`]): the hidden state after `blocks`
+/// blocks.
+pub struct T5Encoding {
+    /// `[batch, seq, d_model]`
+    x: Tensor<3>,
+    /// `[batch, heads, seq, seq]`: relative positions and padding.
+    bias: Tensor<4>,
+    blocks: usize,
+}
+
 /// `encoder.`: `block.{i}` and `final_layer_norm`.
 struct T5Stack {
     block: Vec<T5Block>,
@@ -123,6 +133,15 @@ impl T5Encoder {
     /// - `ids: [batch, seq]`, `mask: [batch, seq]` (1 = token, 0 = padding)
     /// - returns `[batch, seq, d_model]`
     pub fn forward(&self, ids: Tensor<2, Int>, mask: Tensor<2>) -> Tensor<3> {
+        let mut encoding = self.begin(ids, mask);
+        while self.advance(&mut encoding) {}
+        self.finish(encoding)
+    }
+
+    /// [`T5Encoder::forward`] in pieces: the embedding and the attention bias here, then one
+    /// block per [`T5Encoder::advance`], then the final norm in [`T5Encoder::finish`] (the same
+    /// operations, so the same values).
+    pub fn begin(&self, ids: Tensor<2, Int>, mask: Tensor<2>) -> T5Encoding {
         let [batch, seq] = ids.dims();
         let x = self
             .shared
@@ -134,7 +153,22 @@ impl T5Encoder {
             .mul_scalar(f32::MIN)
             .reshape([batch, 1, 1, seq]);
         let bias = self.position_bias(seq) + mask_bias;
-        self.encoder.forward(x, bias)
+        T5Encoding { x, bias, blocks: 0 }
+    }
+
+    /// Run the next block; whether blocks remain.
+    pub fn advance(&self, encoding: &mut T5Encoding) -> bool {
+        if let Some(block) = self.encoder.block.get(encoding.blocks) {
+            encoding.x = block.forward(encoding.x.clone(), encoding.bias.clone());
+            encoding.blocks += 1;
+        }
+        encoding.blocks < self.encoder.block.len()
+    }
+
+    /// The last hidden state of an encoding whose blocks have all run.
+    pub fn finish(&self, encoding: T5Encoding) -> Tensor<3> {
+        debug_assert_eq!(encoding.blocks, self.encoder.block.len());
+        self.encoder.final_layer_norm.forward(encoding.x)
     }
 
     /// Relative-position bias `[1, heads, seq, seq]` for a bidirectional encoder, from block 0's
@@ -194,16 +228,6 @@ impl T5Stack {
             block,
             final_layer_norm,
         })
-    }
-
-    /// # Shapes
-    /// `x: [batch, seq, d_model]`, `bias: [batch, heads, seq, seq]` → `[batch, seq, d_model]`
-    fn forward(&self, x: Tensor<3>, bias: Tensor<4>) -> Tensor<3> {
-        let mut x = x;
-        for block in &self.block {
-            x = block.forward(x, bias.clone());
-        }
-        self.final_layer_norm.forward(x)
     }
 }
 

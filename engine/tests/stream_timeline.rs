@@ -262,16 +262,27 @@ fn live_mode_runs_ahead_only_up_to_the_latency() {
     assert!(handle.last_error().is_empty());
 }
 
-#[test]
-fn a_prompt_change_at_a_step_conditions_that_step_on_like_an_offline_run() {
+/// musicgen-tiny sampling with guidance and `seed`.
+fn tiny_sampled(seed: u64) -> (Arc<MusicGen>, GenerationSettings) {
     let model = Arc::new(MusicGen::load(&model_dir("musicgen-tiny"), &device()).unwrap());
     let settings = GenerationSettings {
         sampling: Sampling::MUSICGEN_DEFAULT,
         guidance: 3.0,
-        seed: 5,
+        seed,
     };
-    let (s, other) = (9usize, "slow classical piano");
-    // Offline: the same generation, re-conditioned before step s.
+    (model, settings)
+}
+
+/// The first `frames` frames `streamed` equal those of an offline run of STEPS steps of
+/// PROMPT re-conditioned on `other` before step `at`, which differ from those of the run
+/// without the change; returns both offline runs' codes.
+fn assert_conditioned_like_offline(
+    streamed: &Codes,
+    frames: usize,
+    (model, settings): (&MusicGen, GenerationSettings),
+    at: usize,
+    other: &str,
+) -> (Codes, Codes) {
     let options = GenerationOptions {
         steps: None,
         window: STEPS,
@@ -279,22 +290,36 @@ fn a_prompt_change_at_a_step_conditions_that_step_on_like_an_offline_run() {
         sampling: settings.sampling,
         seed: settings.seed,
     };
-    let mut generation = engine::Generation::new(&model, PROMPT, options).unwrap();
+    let mut generation = engine::Generation::new(model, PROMPT, options).unwrap();
     let mut plan = SteeringPlan::new(0, 0, 0, &model.device);
     for step in 0..STEPS {
-        if step == s {
+        if step == at {
             generation.set_prompt(other).unwrap();
         }
         generation.step_steered(&mut plan).unwrap();
     }
     let offline = generation.codes();
-    let unchanged = generate_codes(&model, PROMPT, options, &mut plan, |_| {}).unwrap();
+    let unchanged = generate_codes(model, PROMPT, options, &mut plan, |_| {}).unwrap();
+    assert_eq!(head(streamed, frames), head(&offline, frames));
+    assert_ne!(
+        head(&offline, frames),
+        head(&unchanged, frames),
+        "the new prompt changes the music"
+    );
+    (offline, unchanged)
+}
+
+#[test]
+fn a_prompt_change_at_a_step_conditions_that_step_on_like_an_offline_run() {
+    let (model, settings) = tiny_sampled(5);
+    let (s, other) = (9usize, "slow classical piano");
 
     // Streamed: the prompt command is queued before any control, so it lands at step s.
     let (handle, mut endpoint) = start(&model, config(Clock::Timeline), PROMPT, settings, None);
     handle.set_prompt(other, s as u64).unwrap();
     let latency = latency(&endpoint);
-    let frames = offline.frames;
+    // The offline run's complete frames (the last K − 1 steps leave theirs incomplete).
+    let frames = STEPS + 1 - model.config.decoder.num_codebooks;
     let out = bounce(
         &mut endpoint,
         32_000,
@@ -304,12 +329,8 @@ fn a_prompt_change_at_a_step_conditions_that_step_on_like_an_offline_run() {
         ControlFrame::silent,
     );
     let streamed = handle.codes().unwrap().expect("a stream runs");
-    assert_eq!(head(&streamed, frames), head(&offline, frames));
-    assert_ne!(
-        head(&offline, frames),
-        head(&unchanged, frames),
-        "the new prompt changes the music"
-    );
+    let (offline, unchanged) =
+        assert_conditioned_like_offline(&streamed, frames, (&model, settings), s, other);
     // Codes sampled before step s (codebook c of frame f is sampled at step f + c) are the
     // unchanged prompt's.
     for c in 0..offline.codebooks {
@@ -323,6 +344,57 @@ fn a_prompt_change_at_a_step_conditions_that_step_on_like_an_offline_run() {
     }
     assert!(out.iter().all(|x| x.is_finite()));
     assert_eq!(endpoint.status().underruns, 0);
+    assert!(handle.last_error().is_empty(), "{}", handle.last_error());
+}
+
+/// A prompt typed while playing (a command for the steps already due, as the plugin sends it)
+/// is encoded beside the steps and taken at the first step after: the stream reports that step,
+/// and its codes are those of an offline run re-conditioned there.
+#[test]
+fn a_prompt_asked_while_playing_conditions_the_step_it_reports_on_like_an_offline_run() {
+    let (model, settings) = tiny_sampled(7);
+    let other = "slow classical piano";
+    let (handle, mut endpoint) = start(&model, config(Clock::Timeline), PROMPT, settings, None);
+    let latency = latency(&endpoint);
+    let asked_before = 8u64;
+    let frames = STEPS - 8;
+    let mut out = vec![0.0f32; latency + (frames - codec_lookahead(&model)) * 640];
+    let split = engine::stream::offline::step_start(asked_before, 32_000) as usize;
+    bounce_into(
+        &mut endpoint,
+        32_000,
+        0,
+        asked_before,
+        &mut out[..split],
+        &[333],
+        ControlFrame::silent,
+    );
+    let asked_at = endpoint.status().step;
+    assert_eq!(endpoint.status().prompt_step, 0);
+    handle.set_prompt(other, 0).unwrap();
+    bounce_into(
+        &mut endpoint,
+        32_000,
+        asked_before,
+        (STEPS + 16) as u64,
+        &mut out[split..],
+        &[333],
+        ControlFrame::silent,
+    );
+    let status = endpoint.status();
+    let taken = status.prompt_step as usize;
+    assert!(!status.prompt_pending);
+    assert!(
+        (asked_at as usize..STEPS - 8).contains(&taken),
+        "asked at step {asked_at}, taken at {taken}"
+    );
+    let times = handle.step_times().unwrap();
+    assert_eq!(times.iter().filter(|t| t.prompt).count(), 1);
+    assert!(times[taken].prompt, "step {taken} took the prompt");
+
+    let streamed = handle.codes().unwrap().expect("a stream runs");
+    assert_conditioned_like_offline(&streamed, frames, (&model, settings), taken, other);
+    assert!(out.iter().all(|x| x.is_finite()));
     assert!(handle.last_error().is_empty(), "{}", handle.last_error());
 }
 

@@ -115,6 +115,7 @@ pub fn run(args: &StreamBenchArgs) -> anyhow::Result<()> {
                 steers: &steers,
                 layers: None,
                 gate: 1.0,
+                prompt_change: None,
             };
             let report = bounce(model.clone(), &setup)?;
             println!(

@@ -65,6 +65,14 @@ pub struct StreamArgs {
     /// codec's largest weights are read once per run). Default: 2 on the CPU, 1 on a GPU.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=50))]
     pub decode_chunk: Option<u64>,
+    /// A new prompt, typed while playing: sent as the plugin sends it (for the steps already
+    /// due) when the bounce reaches `--prompt-change-at`; the report says when the stream took
+    /// it and what the steps around it cost.
+    #[arg(long)]
+    pub prompt_change: Option<String>,
+    /// Seconds into the bounce at which `--prompt-change` is sent (default: half way).
+    #[arg(long, requires = "prompt_change")]
+    pub prompt_change_at: Option<f64>,
 }
 
 /// Give up on a step after this long: a stalled engine is an error, not a hang.
@@ -85,6 +93,8 @@ pub struct StreamSetup<'a> {
     pub steers: &'a [SteerArg],
     pub layers: Option<LayerWeights>,
     pub gate: f32,
+    /// A prompt sent while playing, and the second at which it is sent.
+    pub prompt_change: Option<(&'a str, f64)>,
 }
 
 /// What a bounce measured.
@@ -104,6 +114,8 @@ pub struct StreamReport {
     /// The codec ran beside each step's generation work (`engine::stream::decodes_beside`):
     /// its time is not part of the step's other phases.
     pub codec_beside: bool,
+    /// The step whose control went out with the prompt change, and the step that took it.
+    pub prompt_change: Option<(u64, u64)>,
 }
 
 pub fn run(args: &StreamArgs) -> anyhow::Result<()> {
@@ -142,6 +154,20 @@ pub fn run(args: &StreamArgs) -> anyhow::Result<()> {
         steers: &steers,
         layers,
         gate: args.steering.gate,
+        prompt_change: match &args.prompt_change {
+            Some(prompt) => {
+                let at = args.prompt_change_at.unwrap_or(args.seconds / 2.0);
+                if !(0.0..args.seconds).contains(&at) {
+                    bail!(
+                        "--prompt-change-at {at}: a second within the bounce (0 to --seconds {}) \
+                         is expected",
+                        args.seconds
+                    );
+                }
+                Some((prompt.as_str(), at))
+            }
+            None => None,
+        },
     };
     let report = bounce(Arc::new(model), &setup)?;
     engine::audio::write_wav(&args.out, &report.audio, args.rate)
@@ -201,7 +227,16 @@ pub fn bounce(model: Arc<MusicGen>, setup: &StreamSetup) -> anyhow::Result<Strea
         std::thread::sleep(Duration::from_millis(1));
     };
     let samples = latency + (setup.seconds * setup.rate as f64).round() as usize;
-    let control = |s: u64| {
+    let change_step = setup
+        .prompt_change
+        .map(|(_, at)| (at * 50.0).round() as u64);
+    let mut change_sent: Result<bool, engine::stream::StreamError> = Ok(false);
+    let mut control = |s: u64| {
+        if let (Some(step), Some((prompt, _))) = (change_step, setup.prompt_change)
+            && s == step
+        {
+            change_sent = handle.set_prompt(prompt, 0).map(|()| true);
+        }
         let mut frame = ControlFrame::silent(s);
         for (k, steer) in setup.steers.iter().enumerate() {
             frame.slots[k] = steer.schedule.coefficient(steer.strength, s as usize, 0.0);
@@ -218,17 +253,23 @@ pub fn bounce(model: Arc<MusicGen>, setup: &StreamSetup) -> anyhow::Result<Strea
         (0, u64::MAX),
         &mut out,
         &blocks,
-        control,
+        &mut control,
         WAIT,
     )
     .map_err(|e| anyhow::anyhow!("{e}: {}", handle.last_error()))?;
     let wall = bounce.elapsed().as_secs_f64();
+    if !change_sent.context("sending --prompt-change")? && setup.prompt_change.is_some() {
+        bail!("--prompt-change was not sent: the bounce ended first");
+    }
     let profile = Profile::now().since(&profile);
     let times = handle.step_times()?;
     if times.is_empty() {
         bail!("the engine ran no step");
     }
     let status = endpoint.status();
+    if status.prompt_pending {
+        bail!("--prompt-change: the stream ended before it took the new prompt");
+    }
     out.drain(..latency);
     Ok(StreamReport {
         audio: out,
@@ -240,6 +281,7 @@ pub fn bounce(model: Arc<MusicGen>, setup: &StreamSetup) -> anyhow::Result<Strea
         meter_updates: handle.meter(0).map_or(0, |(_, updates)| updates),
         profile,
         codec_beside,
+        prompt_change: change_step.map(|step| (step, status.prompt_step)),
     })
 }
 
@@ -279,8 +321,12 @@ impl StreamReport {
         );
         let all = |_: &StepTime| true;
         let q = |q| self.quantile_ms(q, all).unwrap_or(f64::NAN);
+        let slowest = (0..self.times.len())
+            .max_by_key(|&i| self.times[i].took)
+            .unwrap_or(0);
         println!(
-            "step time: P50 {:.2} ms, P95 {:.2} ms, P99 {:.2} ms, max {:.2} ms (budget 20 ms)",
+            "step time: P50 {:.2} ms, P95 {:.2} ms, P99 {:.2} ms, max {:.2} ms at step {slowest} \
+             (budget 20 ms)",
             q(0.5),
             q(0.95),
             q(0.99),
@@ -321,5 +367,19 @@ impl StreamReport {
             phases.join(", "),
             mean_ms - in_step / steps
         );
+        if let Some((sent, taken)) = self.prompt_change {
+            // From the step whose control went out with it (the engine may be a step or two
+            // behind the controls) to 10 steps after the step that took it.
+            let ms = |t: &StepTime| t.took.as_secs_f64() * 1e3;
+            let (from, to) = (sent.min(taken) as usize, taken as usize + 10);
+            let around: Vec<f64> = self.times.iter().take(to + 1).skip(from).map(ms).collect();
+            let took = self.times.get(taken as usize).map_or(f64::NAN, ms);
+            let worst = around.iter().copied().fold(f64::NAN, f64::max);
+            let mean = around.iter().sum::<f64>() / around.len().max(1) as f64;
+            println!(
+                "prompt change sent with step {sent}'s control, taken at step {taken}: that step \
+                 {took:.2} ms; steps {from}..={to} mean {mean:.2} ms, worst {worst:.2} ms"
+            );
+        }
     }
 }

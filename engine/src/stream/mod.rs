@@ -13,6 +13,7 @@
 //! silence as long as the reported latency.
 
 mod cache;
+mod conditions;
 mod endpoint;
 pub mod meters;
 pub mod models;
@@ -78,6 +79,9 @@ pub struct StepTime {
     /// The step ran while a window slide was under way (the next window's generation running
     /// alongside, or catching up after the swap).
     pub sliding: bool,
+    /// The step took a new prompt (its condition swapped in, or computed then if it was not
+    /// ready).
+    pub prompt: bool,
 }
 
 /// How the engine paces its steps.

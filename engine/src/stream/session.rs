@@ -10,7 +10,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 
 use crate::encodec::StreamingDecoder;
 use crate::generate::{Codes, GenerateError, Generation, GenerationOptions, StepOutput};
-use crate::model::MusicGen;
+use crate::model::{MusicGen, TextCondition};
 use crate::profile::{Phase, timed};
 
 use super::resample::StreamResampler;
@@ -131,10 +131,32 @@ impl<'m> Session<'m> {
         prompt: &str,
         options: SessionOptions,
     ) -> Result<Self, StreamError> {
-        let generation = new_generation(model, prompt, &options, options.start_step)?;
+        let condition = model
+            .condition(prompt, options.settings.guidance > 1.0)
+            .map_err(|error| prompt_error(prompt, error))?;
+        Ok(Self::with_condition(model, prompt, condition, options))
+    }
+
+    /// [`Session::new`] with `prompt`'s condition computed ahead: `model.condition(prompt,
+    /// options.settings.guidance > 1.0)`.
+    pub(crate) fn with_condition(
+        model: &'m MusicGen,
+        prompt: &str,
+        condition: TextCondition,
+        options: SessionOptions,
+    ) -> Self {
+        let generation_options = GenerationOptions {
+            steps: None,
+            window: options.window,
+            guidance: options.settings.guidance,
+            sampling: options.settings.sampling,
+            seed: options.settings.seed,
+        };
+        let generation = Generation::with_condition(model, condition, generation_options)
+            .starting_at(options.start_step as usize);
         let codec = &model.audio_encoder;
         let model_rate = model.config.audio_encoder.sampling_rate as u32;
-        Ok(Self {
+        Self {
             model,
             options,
             prompt: prompt.to_owned(),
@@ -155,7 +177,7 @@ impl<'m> Session<'m> {
             frames: Vec::new(),
             first_frame: options.start_step,
             slides: 0,
-        })
+        }
     }
 
     /// The timeline step the session started at.
@@ -205,15 +227,27 @@ impl<'m> Session<'m> {
         plans: &mut impl Stepper,
         out: &mut Vec<f32>,
     ) -> Result<(), StreamError> {
+        let condition = self
+            .model
+            .condition(prompt, self.generation.guided())
+            .map_err(|error| prompt_error(prompt, error))?;
+        self.set_condition(prompt, condition, plans, out)
+    }
+
+    /// [`Session::set_prompt`] with `prompt`'s condition computed ahead: `model.condition(prompt,
+    /// guidance > 1.0)`.
+    pub(crate) fn set_condition(
+        &mut self,
+        prompt: &str,
+        condition: TextCondition,
+        plans: &mut impl Stepper,
+        out: &mut Vec<f32>,
+    ) -> Result<(), StreamError> {
         while self.work(plans, out)? {}
-        let fail = |error| StreamError::Prompt {
-            prompt: prompt.to_owned(),
-            error: Box::new(error),
-        };
-        self.generation.set_prompt(prompt).map_err(fail)?;
         if let Some(next) = &mut self.successor {
-            next.generation.set_prompt(prompt).map_err(fail)?;
+            next.generation.set_condition(condition.clone());
         }
+        self.generation.set_condition(condition);
         self.prompt = prompt.to_owned();
         Ok(())
     }
@@ -443,23 +477,10 @@ impl<'m> Session<'m> {
     }
 }
 
-fn new_generation<'m>(
-    model: &'m MusicGen,
-    prompt: &str,
-    options: &SessionOptions,
-    clock: u64,
-) -> Result<Generation<'m>, StreamError> {
-    let generation_options = GenerationOptions {
-        steps: None,
-        window: options.window,
-        guidance: options.settings.guidance,
-        sampling: options.settings.sampling,
-        seed: options.settings.seed,
-    };
-    Generation::new(model, prompt, generation_options)
-        .map(|g| g.starting_at(clock as usize))
-        .map_err(|error| StreamError::Prompt {
-            prompt: prompt.to_owned(),
-            error: Box::new(error),
-        })
+/// A prompt that could not be tokenised or encoded.
+pub(super) fn prompt_error(prompt: &str, error: crate::LoadError) -> StreamError {
+    StreamError::Prompt {
+        prompt: prompt.to_owned(),
+        error: Box::new(error),
+    }
 }

@@ -61,6 +61,11 @@ pub struct Status {
     pub cached_steps: u64,
     /// Steps the pre-generation under way has generated so far (0 when none runs).
     pub pregenerated: u64,
+    /// The timeline step from which the prompt in effect conditions the stream.
+    pub prompt_step: u64,
+    /// A prompt asked for while playing waits for its condition (T5 and the cross-attention's
+    /// keys and values, computed beside the steps); the stream takes it at the first step after.
+    pub prompt_pending: bool,
 }
 
 /// One slot's live concept meter (see [`super::meters`]): written by the engine thread, read by
@@ -83,6 +88,8 @@ pub struct Shared {
     pub slides: AtomicU64,
     pub cached_steps: AtomicU64,
     pub pregenerated: AtomicU64,
+    pub prompt_step: AtomicU64,
+    pub prompt_pending: AtomicBool,
     /// Written by the audio thread (`pop`); read by anyone.
     pub underruns: AtomicU64,
     /// Written by the engine thread; read by anyone.
@@ -133,6 +140,8 @@ impl Shared {
             slides: self.slides.load(Acquire),
             cached_steps: self.cached_steps.load(Relaxed),
             pregenerated: self.pregenerated.load(Acquire),
+            prompt_step: self.prompt_step.load(Acquire),
+            prompt_pending: self.prompt_pending.load(Acquire),
         }
     }
 }

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
 use crate::decoder::BlockHook;
-use crate::model::MusicGen;
+use crate::model::{MusicGen, TextCondition};
 
 use super::cache::{Recording, TimelineCache};
+use super::conditions::Conditions;
 use super::meters::{EVERY_STEPS, MeterProbe, Meters};
 use super::session::{Session, SessionOptions, Stepper};
 use super::shared::{ErrorCode, Shared};
@@ -27,6 +28,10 @@ const IDLE: Duration = Duration::from_micros(500);
 
 /// Controls kept for late steps: more than the codebook delay a successor lags by.
 const RECENT: usize = 64;
+
+/// A step's audio (50 frames a second): a step that took less leaves the rest of it to a
+/// prompt under way.
+const STEP_AUDIO: Duration = Duration::from_millis(20);
 
 /// Step times kept for [`super::EngineHandle::step_times`].
 const STEP_TIMES: usize = 1 << 16;
@@ -49,6 +54,12 @@ pub(super) struct Worker {
     model: Option<Arc<MusicGen>>,
     /// Prompts by the step they start at.
     prompts: BTreeMap<u64, String>,
+    /// Prompts' conditions, computed ahead of the steps that take them.
+    conditions: Conditions,
+    /// A prompt asked for while playing, for the steps from the one it was asked at on: the
+    /// stream takes it at the first step after its condition is ready, so that no step waits
+    /// for T5 (and records it there, in `prompts`).
+    asap: Option<(u64, String)>,
     steering: Steering,
     settings: GenerationSettings,
     /// Where the next session starts.
@@ -95,6 +106,8 @@ impl Worker {
             shared,
             model: None,
             prompts: BTreeMap::new(),
+            conditions: Conditions::default(),
+            asap: None,
             steering: Steering::default(),
             settings: GenerationSettings::default(),
             start_step: 0,
@@ -219,13 +232,23 @@ impl Worker {
             .map(|_| session);
     }
 
-    /// Run steps as their controls come, until a command ends the stream.
+    /// Run steps as their controls come, until a command ends the stream. A prompt still
+    /// waiting for its condition then applies from the step it was asked at.
     fn live(&mut self, session: &mut Session<'_>, latency: usize, epoch: u64) -> Flow {
+        let flow = self.live_steps(session, latency, epoch);
+        if let Some((step, prompt)) = self.asap.take() {
+            self.prompts.insert(step, prompt);
+        }
+        self.shared.prompt_pending.store(false, Release);
+        flow
+    }
+
+    fn live_steps(&mut self, session: &mut Session<'_>, latency: usize, epoch: u64) -> Flow {
         loop {
             let mut worked = false;
             loop {
                 match self.commands.try_recv() {
-                    Ok(command) => match self.handle(command, Some(session)) {
+                    Ok(command) => match self.live_command(command, session) {
                         Flow::Continue => worked = true,
                         flow => return flow,
                     },
@@ -236,16 +259,24 @@ impl Worker {
             if self.shared.acknowledged.load(Acquire) == epoch {
                 worked |= self.flush_out();
             }
+            self.take_ready_prompt(session.next_step());
             let control = self.due_control(session.next_step(), latency);
             match self.run_step(session, control.as_ref()) {
                 Ok(ran) => worked |= ran,
                 Err(e) => return self.fail(&e),
             }
+            if !worked && self.conditions.building() {
+                // Nothing else to do: the prompt under way takes a piece of the time.
+                if let Err(e) = self.condition_piece(session) {
+                    return self.fail(&e);
+                }
+                continue;
+            }
             if !worked {
                 match self.commands.recv_timeout(IDLE) {
                     Ok(command) => {
                         if let flow @ (Flow::Restart | Flow::Stop) =
-                            self.handle(command, Some(session))
+                            self.live_command(command, session)
                         {
                             return flow;
                         }
@@ -255,6 +286,59 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// A command while `session` plays: a prompt for the steps from one already due waits
+    /// for its condition, computed beside the steps ([`Worker::asap`]); anything else as
+    /// [`Worker::handle`] does it.
+    fn live_command(&mut self, command: Command, session: &mut Session<'_>) -> Flow {
+        match command {
+            Command::SetPrompt { prompt, at_step }
+                if session.next_step() > self.start_step && at_step <= session.next_step() =>
+            {
+                self.version += 1;
+                if let Some(model) = self.model.clone() {
+                    self.conditions.ask(&model, &prompt, self.guided());
+                }
+                self.asap = Some((session.next_step(), prompt));
+                self.shared.prompt_pending.store(true, Release);
+                Flow::Continue
+            }
+            command => self.handle(command, Some(session)),
+        }
+    }
+
+    /// The prompt asked for while playing goes into the timeline at `step` once its condition
+    /// is ready.
+    fn take_ready_prompt(&mut self, step: u64) {
+        let guided = self.guided();
+        if let Some((_, prompt)) = &self.asap
+            && self.conditions.is_ready(prompt, guided)
+            && let Some((_, prompt)) = self.asap.take()
+        {
+            self.prompts.insert(step, prompt);
+            self.shared.prompt_pending.store(false, Release);
+        }
+    }
+
+    /// One piece of the prompt condition under way, on the pool as a step runs (a panic
+    /// inside reported as a step's).
+    fn condition_piece(&mut self, session: &Session<'_>) -> Result<(), StreamError> {
+        let on_host = session.model().decoder.steps_on_host();
+        let conditions = &mut self.conditions;
+        crate::pool::step(on_host, || {
+            catch_unwind(AssertUnwindSafe(|| conditions.advance()))
+        })
+        .map(drop)
+        .map_err(|panic| StreamError::Panic {
+            step: session.next_step(),
+            message: panic_message(panic.as_ref()),
+        })
+    }
+
+    /// Whether the steps run classifier-free guidance (a condition of two rows).
+    fn guided(&self) -> bool {
+        self.settings.guidance > 1.0
     }
 
     /// Generate ahead from `self.start_step` with `pregen`'s controls while the transport is
@@ -304,8 +388,12 @@ impl Worker {
         flow
     }
 
-    fn new_session<'m>(&self, model: &'m MusicGen) -> Result<Session<'m>, StreamError> {
-        let prompt = self.prompt_at(self.start_step).unwrap_or_default();
+    fn new_session<'m>(&mut self, model: &'m MusicGen) -> Result<Session<'m>, StreamError> {
+        let (from, prompt) = self
+            .prompts
+            .range(..=self.start_step)
+            .next_back()
+            .map_or((self.start_step, String::new()), |(&s, p)| (s, p.clone()));
         let options = SessionOptions {
             start_step: self.start_step,
             settings: self.settings,
@@ -318,7 +406,10 @@ impl Worker {
             sample_rate: self.config.sample_rate,
             cushion_steps: self.config.cushion_steps,
         };
-        Session::new(model, prompt, options)
+        let guided = self.guided();
+        let condition = take_condition(&mut self.conditions, &self.model, model, &prompt, guided)?;
+        self.shared.prompt_step.store(from, Release);
+        Ok(Session::with_condition(model, &prompt, condition, options))
     }
 
     /// The stream's pre-roll (silence as long as the latency) and the running flag.
@@ -366,6 +457,9 @@ impl Worker {
                 let flow = match command {
                     Command::SetPrompt { prompt, at_step } if at_step > start => {
                         self.version += 1;
+                        if let Some(model) = self.model.clone() {
+                            self.conditions.ask(&model, &prompt, self.guided());
+                        }
                         self.prompts.insert(at_step.max(start + i as u64), prompt);
                         Flow::Continue
                     }
@@ -491,6 +585,8 @@ impl Worker {
             .and_then(|_| self.prompts.get(&step))
             .filter(|_| step > self.start_step)
             .cloned();
+        let started = Instant::now();
+        let guided = self.guided();
         if let Some(control) = control {
             if self.recent.len() == RECENT {
                 self.recent.pop_front();
@@ -506,10 +602,11 @@ impl Worker {
             meters: &mut self.meters,
             model: session.model(),
         };
+        let prompted = prompt.is_some();
+        let (conditions, loaded, guided) = (&mut self.conditions, &self.model, guided);
         let scratch = &mut self.scratch;
         let inject = control.is_some() && std::mem::take(&mut self.panic_next_step);
         let sliding = session.sliding();
-        let started = Instant::now();
         // The step runs on one of rayon's threads, with the others kept awake for a host step
         // (`crate::pool::step`): its ~200 parallel products fork from inside the pool, where a
         // join waits by working, and each is picked up at once.
@@ -520,9 +617,17 @@ impl Worker {
                 match control {
                     Some(_) => {
                         if let Some(prompt) = &prompt {
-                            session.set_prompt(prompt, &mut plans, scratch)?;
+                            // Built ahead, or its remaining pieces run now.
+                            let model = session.model();
+                            let condition =
+                                take_condition(conditions, loaded, model, prompt, guided)?;
+                            session.set_condition(prompt, condition, &mut plans, scratch)?;
                         }
-                        session.step(&mut plans, scratch).map(|()| true)
+                        session.step(&mut plans, scratch)?;
+                        // A prompt under way takes a piece of every step, and more while the
+                        // step stays within its audio's time.
+                        while conditions.advance() && started.elapsed() < STEP_AUDIO {}
+                        Ok(true)
                     }
                     None => session.work(&mut plans, scratch),
                 }
@@ -531,11 +636,7 @@ impl Worker {
         let worked = match result {
             Ok(result) => result?,
             Err(panic) => {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a panic without a message".to_owned());
+                let message = panic_message(panic.as_ref());
                 return Err(StreamError::Panic { step, message });
             }
         };
@@ -560,7 +661,11 @@ impl Worker {
             self.step_times.push(StepTime {
                 took,
                 sliding: sliding || session.sliding(),
+                prompt: prompted,
             });
+            if prompted {
+                self.shared.prompt_step.store(step, Release);
+            }
             // Meters first: a reader that sees the step sees its publication.
             if session.next_step().is_multiple_of(EVERY_STEPS) {
                 self.meters.publish(&self.shared);
@@ -700,6 +805,13 @@ impl Worker {
     ) -> Flow {
         match session {
             Some(s) if s.next_step() > self.start_step || at_step > self.start_step => {
+                // A prompt for a later step: its condition is computed beside the steps until
+                // then.
+                if at_step > s.next_step()
+                    && let Some(model) = self.model.clone()
+                {
+                    self.conditions.ask(&model, &prompt, self.guided());
+                }
                 self.prompts.insert(at_step.max(s.next_step()), prompt);
                 Flow::Continue
             }
@@ -759,6 +871,7 @@ impl Worker {
             .model_blocks
             .store(model.decoder.num_blocks() as u64, Release);
         self.steering.rebuild(&model, self.settings.seed)?;
+        self.conditions.clear();
         self.model = Some(model);
         Ok(())
     }
@@ -799,6 +912,33 @@ impl Worker {
         self.shared.error_code.store(code as u32, Release);
         self.shared.errors.fetch_add(1, AcqRel);
     }
+}
+
+/// `prompt`'s condition on `model`: built ahead (or finished now) if `model` is the `loaded`
+/// one, else computed now.
+fn take_condition(
+    conditions: &mut Conditions,
+    loaded: &Option<Arc<MusicGen>>,
+    model: &MusicGen,
+    prompt: &str,
+    guided: bool,
+) -> Result<TextCondition, StreamError> {
+    let condition = match loaded {
+        Some(loaded) if std::ptr::eq(loaded.as_ref(), model) => {
+            conditions.take(loaded, prompt, guided)
+        }
+        _ => model.condition(prompt, guided),
+    };
+    condition.map_err(|error| super::session::prompt_error(prompt, error))
+}
+
+/// A caught panic's message.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 /// See [`super::EngineHandle::pregenerate`].
