@@ -377,6 +377,10 @@ fn engine_panel(ui: &mut Ui, engine: Option<&EngineView>, model: &ModelView) {
             format!("{} ({})", e.step, clock(e.step as f64 / STEPS_PER_SECOND)),
             tips::POSITION,
         );
+        if e.running && e.prompt_pending {
+            ui.weak("encoding the new prompt…")
+                .on_hover_text(tips::PROMPT_PENDING);
+        }
         if !e.running {
             let why = match model {
                 ModelView::Loaded { .. } => "idle (no prompt yet, stopped, or waiting)",

@@ -108,6 +108,9 @@ pub struct EngineView {
     pub underruns: u64,
     pub slides: u64,
     pub cached_steps: u64,
+    /// A prompt applied while playing is being encoded beside the steps; the stream takes it
+    /// at the first step after.
+    pub prompt_pending: bool,
     /// Steps per second the engine manages at its recent pace (`None` before any step).
     pub steps_per_second: Option<f64>,
     /// Audio waiting for the audio thread, and the ring's size, in seconds.

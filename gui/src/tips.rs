@@ -40,5 +40,8 @@ pub const LATENCY: &str = "The delay the plugin reports to the DAW, which compen
 music lines up with its automation.";
 pub const UNDERRUNS: &str = "Times the engine was late and silence played instead (the timeline \
 never shifts).";
+pub const PROMPT_PENDING: &str = "The prompt you applied is being encoded between the steps (T5 and \
+the model's text keys and values, a piece at a time, so the music does not stop); the music takes \
+it at the first step after.";
 pub const SLIDES: &str = "Times the model's 30 s window moved on, re-prompted with the last 12 s.";
 pub const POSITION: &str = "The step being generated, and its time from the origin.";

@@ -322,6 +322,7 @@ fn engine_view(d_model: usize, meters: [Option<MeterView>; gui::SLOTS]) -> Engin
         underruns: 3,
         slides: 0,
         cached_steps: 0,
+        prompt_pending: false,
         steps_per_second: Some(25.0),
         buffered_seconds: 0.06,
         buffer_capacity_seconds: 2.7,
@@ -556,6 +557,21 @@ fn the_engine_panel_and_live_meters_show_the_engine_readout() {
     for value in ["25.0", "0.50×", "60 ms", "100 ms", "250 (0:05.0)"] {
         harness.get_by_label(value);
     }
+    assert!(harness.query_by_label(PROMPT_PENDING).is_none());
+}
+
+const PROMPT_PENDING: &str = "encoding the new prompt…";
+
+/// While the engine encodes a prompt applied during playback, the panel says so.
+#[test]
+fn the_engine_panel_says_when_a_new_prompt_is_being_encoded() {
+    let model = TestModel::default();
+    let mut view = engine_view(64, Default::default());
+    view.prompt_pending = true;
+    *model.engine.lock() = Some(view);
+    let (mut harness, _) = editor_with(model, PluginApi::Clap, 1.0);
+    harness.run();
+    harness.get_by_label(PROMPT_PENDING);
 }
 
 #[test]

@@ -53,6 +53,7 @@ pub fn view(monitor: &Monitor) -> gui::EngineView {
         underruns: status.underruns,
         slides: status.slides,
         cached_steps: status.cached_steps,
+        prompt_pending: status.prompt_pending,
         steps_per_second: monitor.steps_per_second(),
         buffered_seconds: monitor.seconds(buffered),
         buffer_capacity_seconds: monitor.seconds(capacity),
