@@ -1,7 +1,8 @@
 //! `cargo xtask bench stream`: the streaming engine in real-time terms — steps/s against the 50
 //! a second real time needs, step-time percentiles, the worst step while a window slides,
 //! latency at the host rate — on the committed tiny model and on the musicgen-small-shape bench
-//! model, each with and without a live concept meter (the meter's cost side by side).
+//! model, each with and without a live concept meter (the meter's cost side by side), and once
+//! more with a prompt typed half way (when the stream takes it, what the steps around it cost).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -46,6 +47,7 @@ pub struct StreamBenchArgs {
 }
 
 const PROMPT: &str = "80s pop track with bassy drums and synth";
+const CHANGED_PROMPT: &str = "slow classical piano with strings";
 
 pub fn run(args: &StreamBenchArgs) -> anyhow::Result<()> {
     ensure_model(&DecodeArgs {
@@ -96,7 +98,19 @@ pub fn run(args: &StreamBenchArgs) -> anyhow::Result<()> {
             seed: 0,
         };
         let mut reports: Vec<StreamReport> = Vec::new();
-        for file in [&plain, &metered] {
+        // The third run is sent a new prompt half way, as the plugin sends one typed while
+        // playing.
+        let change = (CHANGED_PROMPT, seconds / 2.0);
+        let variants = [
+            (&plain, None, "no meter".to_owned()),
+            (&metered, None, "with a live meter".to_owned()),
+            (
+                &plain,
+                Some(change),
+                format!("no meter, a prompt change at {:.1} s", change.1),
+            ),
+        ];
+        for (file, prompt_change, label) in variants {
             let steers = [SteerArg {
                 file: file.clone(),
                 class: "0".into(),
@@ -115,17 +129,10 @@ pub fn run(args: &StreamBenchArgs) -> anyhow::Result<()> {
                 steers: &steers,
                 layers: None,
                 gate: 1.0,
-                prompt_change: None,
+                prompt_change,
             };
             let report = bounce(model.clone(), &setup)?;
-            println!(
-                "-- {}",
-                if reports.is_empty() {
-                    "no meter"
-                } else {
-                    "with a live meter"
-                }
-            );
+            println!("-- {label}");
             report.print(args.rate);
             reports.push(report);
         }
