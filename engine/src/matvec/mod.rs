@@ -48,7 +48,12 @@
 //! memory once.
 //!
 //! Instruction sets are chosen at run time ([`Kernel::detect`]): AVX-512F with VNNI, AVX2 + FMA
-//! with AVX-VNNI, AVX-512F, AVX2 + FMA, NEON on aarch64, or portable Rust (any target).
+//! with AVX-VNNI, AVX-512F, AVX2 + FMA, NEON on aarch64, or portable Rust (any target). AMX
+//! (the tile unit of Sapphire Rapids and later Xeons) is not used: its tiles pay off where
+//! one weight meets many input rows, and a decode step's 2 rows leave the products bound by
+//! memory (one thread's VNNI kernel takes an in-cache q8 matrix at ≈ 68 GB/s of weights, two
+//! to three times what the two cores can read); a prefill's many rows go through the L2-sized
+//! chunks below, a small share of a stream's time.
 
 #[cfg(target_arch = "aarch64")]
 mod neon;
