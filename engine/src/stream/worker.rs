@@ -624,9 +624,19 @@ impl Worker {
                             session.set_condition(prompt, condition, &mut plans, scratch)?;
                         }
                         session.step(&mut plans, scratch)?;
-                        // A prompt under way takes a piece of every step, and more while the
-                        // step stays within its audio's time.
-                        while conditions.advance() && started.elapsed() < STEP_AUDIO {}
+                        // A prompt under way takes a piece of every step, and more while
+                        // another as long as the longest so far fits in the step's audio time.
+                        let mut longest = Duration::ZERO;
+                        loop {
+                            let piece = Instant::now();
+                            if !conditions.advance() {
+                                break;
+                            }
+                            longest = longest.max(piece.elapsed());
+                            if started.elapsed() + longest >= STEP_AUDIO {
+                                break;
+                            }
+                        }
                         Ok(true)
                     }
                     None => session.work(&mut plans, scratch),
