@@ -2,7 +2,9 @@
 //! the codes equal an offline run doing the same re-prompting with `Generation` directly, the
 //! codec stream stays continuous (the audio is the one-shot decode of all the codes) and
 //! nothing is NaN. Three minutes of steered streaming: dozens of slides, no NaN, no silent gap,
-//! memory flat, and the codes across the first slides equal the offline run's.
+//! memory flat, and the codes across the first slides equal the offline run's. Prompt changes at
+//! every step while windows slide, through the engine and on a session driven directly: the
+//! stream slides on and its audio stays whole.
 
 mod common;
 
@@ -12,8 +14,11 @@ use common::host::*;
 use common::*;
 use engine::render::decode_audio;
 use engine::steering::{Schedule, SteerArg, SteeringPlan};
-use engine::stream::{Clock, ControlFrame, EngineConfig, GenerationSettings, SlotDirection};
-use engine::{Codes, Generation, GenerationOptions, MusicGen};
+use engine::stream::{
+    Clock, ControlFrame, EngineConfig, GenerationSettings, Session, SessionOptions, SlotDirection,
+    Stepper,
+};
+use engine::{Codes, GenerateError, Generation, GenerationOptions, MusicGen, StepOutput};
 
 const WINDOW: usize = 24;
 const KEEP: usize = 12;
@@ -75,35 +80,12 @@ fn offline(
 #[test]
 fn slides_reprompt_like_the_offline_run_and_keep_the_codec_stream_continuous() {
     let model = Arc::new(MusicGen::load(&model_dir("musicgen-tiny"), &device()).unwrap());
+    let seed = 3;
+    let (handle, codes) = stream_70_steps(&model, seed, |_| {});
     let settings = GenerationSettings {
-        seed: 3,
+        seed,
         ..GenerationSettings::default()
     };
-    let config = EngineConfig {
-        sample_rate: 32_000,
-        clock: Clock::Timeline,
-        window: WINDOW,
-        reprompt_frames: KEEP,
-        ..EngineConfig::default()
-    };
-    let (handle, mut endpoint) = start(&model, config, PROMPT, settings, None);
-    let latency = latency(&endpoint);
-    // 70 steps: the first slide at step 24, then one every 24 − 12 − 3 = 9 steps.
-    let steps = 70;
-    let out = bounce(
-        &mut endpoint,
-        32_000,
-        steps,
-        latency + 55 * 640,
-        &[777],
-        ControlFrame::silent,
-    );
-    assert!(
-        out.iter().all(|x| x.is_finite()),
-        "NaN or inf in the stream"
-    );
-    let codes = handle.codes().unwrap().unwrap();
-    assert!(codes.frames >= 60, "{} frames", codes.frames);
     let mut unsteered = SteeringPlan::new(1, 1, 0, &model.device);
     let window = (WINDOW, KEEP);
     let expected = offline(
@@ -118,10 +100,134 @@ fn slides_reprompt_like_the_offline_run_and_keep_the_codec_stream_continuous() {
         let got = &codes.data[c * codes.frames..(c + 1) * codes.frames];
         assert_eq!(got, &row[..codes.frames], "codebook {c}");
     }
-    let whole = decode_audio(&model, &codes).unwrap();
+    assert!(handle.last_error().is_empty(), "{}", handle.last_error());
+}
+
+/// musicgen-tiny streamed for 70 steps (55 frames of audio) in windows of WINDOW re-prompting
+/// with KEEP frames, seed `seed`, after `commands`: the first slide at step 24, then one every
+/// 24 − 12 − 3 = 9 steps. Checks that the audio is finite and is the one-shot decode of the
+/// codes (the codec stream continuous), and returns the handle and the codes.
+fn stream_70_steps(
+    model: &Arc<MusicGen>,
+    seed: u64,
+    commands: impl FnOnce(&engine::stream::EngineHandle),
+) -> (engine::stream::EngineHandle, Codes) {
+    let settings = GenerationSettings {
+        seed,
+        ..GenerationSettings::default()
+    };
+    let config = EngineConfig {
+        sample_rate: 32_000,
+        clock: Clock::Timeline,
+        window: WINDOW,
+        reprompt_frames: KEEP,
+        ..EngineConfig::default()
+    };
+    let (handle, mut endpoint) = start(model, config, PROMPT, settings, None);
+    commands(&handle);
+    let latency = latency(&endpoint);
+    let out = bounce(
+        &mut endpoint,
+        32_000,
+        70,
+        latency + 55 * 640,
+        &[777],
+        ControlFrame::silent,
+    );
+    assert!(
+        out.iter().all(|x| x.is_finite()),
+        "NaN or inf in the stream"
+    );
+    let codes = handle.codes().unwrap().unwrap();
+    assert!(codes.frames >= 60, "{} frames", codes.frames);
+    assert!(endpoint.status().slides >= 4, "{:?}", endpoint.status());
+    let whole = decode_audio(model, &codes).unwrap();
     let err = max_abs_err(&out[latency..], &whole[..out.len() - latency]);
     assert!(err <= 1e-5, "codec stream across slides: max abs err {err}");
+    (handle, codes)
+}
+
+/// A prompt change at every step from 20 to 60, while windows slide (re-prompting with half of
+/// each window): each change first runs the generation work earlier steps left (a successor's
+/// replays, a new window catching up after the swap) with the prompt those steps had. That used
+/// to let a successor complete the frame its own successor starts from before it took over, so
+/// that the next slide found none ("window 24 leaves no frames to re-prompt with"); now the
+/// stream slides on, every change is taken at its step, and the audio is the one-shot decode of
+/// the codes.
+#[test]
+fn prompt_changes_while_sliding_keep_the_codec_stream_continuous() {
+    let model = Arc::new(MusicGen::load(&model_dir("musicgen-tiny"), &device()).unwrap());
+    let (handle, _) = stream_70_steps(&model, 4, |handle| {
+        for step in 20..=60u64 {
+            let prompt = if step % 2 == 0 { "fast techno" } else { PROMPT };
+            handle.set_prompt(prompt, step).unwrap();
+        }
+    });
+    let times = handle.step_times().unwrap();
+    let prompted = times.iter().filter(|t| t.prompt).count();
+    assert_eq!(prompted, 41, "every change taken at its step");
     assert!(handle.last_error().is_empty(), "{}", handle.last_error());
+}
+
+/// Steps without steering, for a session driven directly.
+struct Unsteered(SteeringPlan);
+
+impl Stepper for Unsteered {
+    fn step(
+        &mut self,
+        generation: &mut Generation<'_>,
+        _fresh: bool,
+    ) -> Result<StepOutput, GenerateError> {
+        generation.step_steered(&mut self.0)
+    }
+
+    fn step_together(
+        &mut self,
+        window: &mut Generation<'_>,
+        successor: &mut Generation<'_>,
+    ) -> Result<(StepOutput, StepOutput), GenerateError> {
+        window.step_together(successor, &mut |_, _, hidden| hidden)
+    }
+}
+
+/// The same prompt changes on a session driven directly, with no idle time (the engine thread
+/// runs deferred work while it waits, which can leave a change nothing to run first): the
+/// session slides on through them, and its audio (frames decoded beside the steps, those the
+/// last step completed waiting through each change) is the one-shot decode of its codes.
+#[test]
+fn a_session_changing_prompts_while_sliding_slides_on_with_its_audio_whole() {
+    let model = MusicGen::load(&model_dir("musicgen-tiny"), &device()).unwrap();
+    assert!(
+        engine::stream::decodes_beside(&model),
+        "the codec runs beside the steps here"
+    );
+    let options = SessionOptions {
+        start_step: 0,
+        settings: GenerationSettings {
+            seed: 6,
+            ..GenerationSettings::default()
+        },
+        window: WINDOW,
+        reprompt_frames: KEEP,
+        decode_chunk_frames: 1,
+        sample_rate: 32_000,
+        cushion_steps: 2,
+    };
+    let mut session = Session::new(&model, PROMPT, options).unwrap();
+    let mut plans = Unsteered(SteeringPlan::new(0, 0, 0, &model.device));
+    let mut out = Vec::new();
+    for step in 0..70u64 {
+        if (20..=60).contains(&step) {
+            let prompt = if step % 2 == 0 { "fast techno" } else { PROMPT };
+            session.set_prompt(prompt, &mut plans, &mut out).unwrap();
+        }
+        session.step(&mut plans, &mut out).unwrap();
+    }
+    assert!(session.slides() >= 4, "{} slides", session.slides());
+    let whole = decode_audio(&model, &session.codes()).unwrap();
+    assert!(out.len() > 50 * 640, "{} samples", out.len());
+    let err = max_abs_err(&out, &whole[..out.len()]);
+    assert!(err <= 1e-5, "audio across the changes: max abs err {err}");
 }
 
 /// Resident memory of this process in bytes.

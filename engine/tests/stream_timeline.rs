@@ -394,6 +394,14 @@ fn a_prompt_asked_while_playing_conditions_the_step_it_reports_on_like_an_offlin
 
     let streamed = handle.codes().unwrap().expect("a stream runs");
     assert_conditioned_like_offline(&streamed, frames, (&model, settings), taken, other);
+    // The codec stream went on unbroken through the change: the audio is the one-shot decode
+    // of the codes.
+    let whole = decode_audio(&model, &streamed).unwrap();
+    let err = max_abs_err(&out[latency..], &whole[..out.len() - latency]);
+    assert!(
+        err <= 1e-5,
+        "audio across the prompt change: max abs err {err}"
+    );
     assert!(out.iter().all(|x| x.is_finite()));
     assert!(handle.last_error().is_empty(), "{}", handle.last_error());
 }

@@ -39,7 +39,7 @@ use crate::steering::LayerWeights;
 pub use endpoint::{AudioEndpoint, Naps};
 pub use monitor::{LoadedModel, MeterReading, ModelState, Monitor};
 pub use resample::StreamResampler;
-pub use session::{Session, SessionOptions};
+pub use session::{Session, SessionOptions, Stepper};
 pub use shared::{ErrorCode, Status};
 
 /// Slots of directions a control frame drives.

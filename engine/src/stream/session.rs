@@ -218,7 +218,7 @@ impl<'m> Session<'m> {
         self.slides
     }
 
-    /// Condition the steps from the next one on on `prompt`. The deferred work (see
+    /// Condition the steps from the next one on on `prompt`. The deferred generation work (see
     /// [`Session::work`]) is done first, so which steps see the new prompt does not depend on
     /// when the engine found time for it.
     pub fn set_prompt(
@@ -243,7 +243,16 @@ impl<'m> Session<'m> {
         plans: &mut impl Stepper,
         out: &mut Vec<f32>,
     ) -> Result<(), StreamError> {
-        while self.work(plans, out)? {}
+        // Frames the flush completes wait behind those the codec has not decoded yet, in
+        // order: the next step decodes them all beside its work, as it would have (the codec
+        // does not depend on the prompt, so a prompt change leaves it beside the step).
+        let deferring = std::mem::replace(&mut self.deferring, self.decode_beside);
+        let flushed = (|| {
+            while self.generation_work(plans, out)? {}
+            Ok(())
+        })();
+        self.deferring = deferring;
+        flushed?;
         if let Some(next) = &mut self.successor {
             next.generation.set_condition(condition.clone());
         }
@@ -366,6 +375,15 @@ impl<'m> Session<'m> {
             self.undecoded = codes;
             return Ok(true);
         }
+        self.generation_work(plans, out)
+    }
+
+    /// [`Session::work`] without the codec: one step of a generation's deferred work.
+    fn generation_work(
+        &mut self,
+        plans: &mut impl Stepper,
+        out: &mut Vec<f32>,
+    ) -> Result<bool, StreamError> {
         if (self.generation.global_step() as u64) < self.next {
             if self.generation.steps_done() >= self.generation.capacity() {
                 self.swap()?;
@@ -418,14 +436,26 @@ impl<'m> Session<'m> {
         let complete = (capacity + 1).saturating_sub(k);
         let keep = self.options.reprompt_frames.min(complete);
         let first = complete - keep;
-        if frame == first && self.successor.is_none() && keep > 0 {
-            self.successor = Some(Successor {
+        // Made at frame `first` — or, when the re-prompt is over half the window, at the first
+        // frame this window completes as the window, `first` having been among the prefix frames
+        // it completed as a successor: then given the frames of its prefix known so far. Its
+        // steps' inputs are fixed either way, so its codes do not depend on when it was made.
+        if frame >= first && self.successor.is_none() && keep > 0 {
+            let mut next = Successor {
                 generation: self
                     .generation
                     .successor((self.base_frame + first as u64) as usize, keep),
                 base_frame: self.base_frame + first as u64,
                 frames: keep as u64,
-            });
+            };
+            for known in first..frame.min(first + keep) {
+                let codes = self
+                    .generation
+                    .frame(known)
+                    .expect("an earlier frame is complete");
+                next.generation.push_prefix_frame(&codes);
+            }
+            self.successor = Some(next);
         }
         if let Some(next) = &mut self.successor
             && (next.base_frame..next.base_frame + next.frames).contains(&global)
