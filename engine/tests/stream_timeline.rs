@@ -13,8 +13,8 @@ use common::*;
 use engine::render::{decode_audio, generate_codes};
 use engine::steering::{Schedule, SteerArg, SteeringPlan};
 use engine::stream::{
-    AudioEndpoint, Clock, ControlFrame, EngineConfig, EngineHandle, GenerationSettings,
-    SlotDirection, default_decode_chunk,
+    AudioEndpoint, Clock, ControlFrame, Engine, EngineConfig, EngineHandle, GenerationSettings,
+    ModelSource, SlotDirection, default_decode_chunk,
 };
 use engine::{Codes, GenerationOptions, MusicGen, Sampling};
 
@@ -309,6 +309,22 @@ fn assert_conditioned_like_offline(
     (offline, unchanged)
 }
 
+/// Bounce STEPS + 16 steps, until the audio of the offline run's complete frames is out (STEPS
+/// + 1 − K: the last K − 1 steps leave theirs incomplete): the audio and those frames.
+fn bounce_offline_frames(endpoint: &mut AudioEndpoint, model: &MusicGen) -> (Vec<f32>, usize) {
+    let latency = latency(endpoint);
+    let frames = STEPS + 1 - model.config.decoder.num_codebooks;
+    let out = bounce(
+        endpoint,
+        32_000,
+        (STEPS + 16) as u64,
+        latency + (frames - codec_lookahead(model)) * 640,
+        &[333],
+        ControlFrame::silent,
+    );
+    (out, frames)
+}
+
 #[test]
 fn a_prompt_change_at_a_step_conditions_that_step_on_like_an_offline_run() {
     let (model, settings) = tiny_sampled(5);
@@ -317,17 +333,7 @@ fn a_prompt_change_at_a_step_conditions_that_step_on_like_an_offline_run() {
     // Streamed: the prompt command is queued before any control, so it lands at step s.
     let (handle, mut endpoint) = start(&model, config(Clock::Timeline), PROMPT, settings, None);
     handle.set_prompt(other, s as u64).unwrap();
-    let latency = latency(&endpoint);
-    // The offline run's complete frames (the last K − 1 steps leave theirs incomplete).
-    let frames = STEPS + 1 - model.config.decoder.num_codebooks;
-    let out = bounce(
-        &mut endpoint,
-        32_000,
-        (STEPS + 16) as u64,
-        latency + (frames - codec_lookahead(&model)) * 640,
-        &[333],
-        ControlFrame::silent,
-    );
+    let (out, frames) = bounce_offline_frames(&mut endpoint, &model);
     let streamed = handle.codes().unwrap().expect("a stream runs");
     let (offline, unchanged) =
         assert_conditioned_like_offline(&streamed, frames, (&model, settings), s, other);
@@ -344,6 +350,25 @@ fn a_prompt_change_at_a_step_conditions_that_step_on_like_an_offline_run() {
     }
     assert!(out.iter().all(|x| x.is_finite()));
     assert_eq!(endpoint.status().underruns, 0);
+    assert!(handle.last_error().is_empty(), "{}", handle.last_error());
+}
+
+/// A prompt for step s sent before the stream has a prompt to start with (no session yet) waits
+/// for step s, as one sent while it runs.
+#[test]
+fn a_prompt_for_a_later_step_sent_before_the_stream_starts_waits_for_its_step() {
+    let (model, settings) = tiny_sampled(5);
+    let (s, other) = (9usize, "slow classical piano");
+    let (handle, mut endpoint) = Engine::spawn(config(Clock::Timeline)).unwrap();
+    handle
+        .load_model(ModelSource::Loaded(model.clone()))
+        .unwrap();
+    handle.set_generation(settings).unwrap();
+    handle.set_prompt(other, s as u64).unwrap();
+    handle.set_prompt(PROMPT, 0).unwrap();
+    let (_, frames) = bounce_offline_frames(&mut endpoint, &model);
+    let streamed = handle.codes().unwrap().expect("a stream runs");
+    assert_conditioned_like_offline(&streamed, frames, (&model, settings), s, other);
     assert!(handle.last_error().is_empty(), "{}", handle.last_error());
 }
 

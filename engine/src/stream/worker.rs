@@ -805,8 +805,8 @@ impl Worker {
     }
 
     /// A prompt for the steps from `at_step` on. Without a session, or before the session's
-    /// first step, one at or before its start (re)starts it; otherwise a prompt for a step
-    /// already run applies from the next one.
+    /// first step, one at or before its start (re)starts it, and one after it waits for its
+    /// step; otherwise a prompt for a step already run applies from the next one.
     fn set_prompt(
         &mut self,
         prompt: String,
@@ -823,6 +823,15 @@ impl Worker {
                     self.conditions.ask(&model, &prompt, self.guided());
                 }
                 self.prompts.insert(at_step.max(s.next_step()), prompt);
+                Flow::Continue
+            }
+            // No session yet: a prompt for a later step than the next session's first waits
+            // there (it used to be moved to the start).
+            None if at_step > self.start_step => {
+                if let Some(model) = self.model.clone() {
+                    self.conditions.ask(&model, &prompt, self.guided());
+                }
+                self.prompts.insert(at_step, prompt);
                 Flow::Continue
             }
             _ => {
