@@ -390,10 +390,8 @@ impl Worker {
 
     fn new_session<'m>(&mut self, model: &'m MusicGen) -> Result<Session<'m>, StreamError> {
         let (from, prompt) = self
-            .prompts
-            .range(..=self.start_step)
-            .next_back()
-            .map_or((self.start_step, String::new()), |(&s, p)| (s, p.clone()));
+            .prompt_at(self.start_step)
+            .map_or((self.start_step, String::new()), |(s, p)| (s, p.to_owned()));
         let options = SessionOptions {
             start_step: self.start_step,
             settings: self.settings,
@@ -895,12 +893,12 @@ impl Worker {
         Ok(())
     }
 
-    /// The prompt in effect at `step`.
-    fn prompt_at(&self, step: u64) -> Option<&str> {
+    /// The prompt in effect at `step`, and the step it starts at.
+    fn prompt_at(&self, step: u64) -> Option<(u64, &str)> {
         self.prompts
             .range(..=step)
             .next_back()
-            .map(|(_, p)| p.as_str())
+            .map(|(&s, p)| (s, p.as_str()))
     }
 
     /// Report `error`, stop the audio (silence) and wait for the next command.
