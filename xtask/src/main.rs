@@ -34,6 +34,13 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Every engine test built for aarch64 (NEON) and run under qemu-aarch64 (extra args go to
+    /// cargo test).
+    #[command(disable_help_flag = true, name = "test-aarch64")]
+    TestAarch64 {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Render MusicGen offline to a 32 kHz WAV, optionally steered.
     Render(render::RenderArgs),
     /// Stream through the real-time engine as an offline bounce, to a WAV, with step timings.
@@ -73,6 +80,7 @@ fn main() -> ExitCode {
             std::iter::once("bundle".to_owned()).chain(args),
         ),
         Command::Test { args } => test_cmd::run(&args),
+        Command::TestAarch64 { args } => test_cmd::run_aarch64(&args),
         Command::Render(args) => render::run(&args),
         Command::Stream(args) => stream::run(&args),
         Command::Bounce(args) => bounce::run(&args),

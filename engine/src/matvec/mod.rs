@@ -97,11 +97,11 @@ pub enum WeightFormat {
     F32,
     /// 2 bytes per weight: f32 rounded to nearest-even bf16.
     Bf16,
-    /// 1.125 bytes per weight (rows padded to [`SUPER_WEIGHTS`]): i8 with one f32 scale per
-    /// [`Q8_BLOCK`] weights of a row.
+    /// 1.0625 bytes per weight (rows padded to [`SUPER_WEIGHTS`]): i8 with one f16 scale per
+    /// [`Q8_BLOCK`] weights of a row ([`Group`]).
     Q8,
-    /// 0.625 bytes per weight (rows padded to [`SUPER_WEIGHTS`]): 4-bit codes 0..=15 standing for
-    /// −8..=7 steps of one f32 scale per [`Q4_BLOCK`] weights of a row.
+    /// 0.5625 bytes per weight (rows padded to [`SUPER_WEIGHTS`]): 4-bit codes 0..=15 standing
+    /// for −8..=7 steps of one f16 scale per [`Q4_BLOCK`] weights of a row ([`Group`]).
     Q4,
 }
 
