@@ -58,6 +58,8 @@ struct Steps {
     step_ms_p90: f64,
     /// Bytes of weights a step reads (`None` where the reference does not say).
     bytes_per_step: Option<u64>,
+    /// The read bandwidth probed just before and just after the timed steps.
+    bandwidth: Bandwidth,
     /// A prompt change: T5 and the cross-attention keys and values of the new text.
     condition_ms: Option<f64>,
     /// Where the timed steps' time went, summed, and their mean wall time (ms).
@@ -65,6 +67,21 @@ struct Steps {
     /// The greedy codes of the timed run (compared with f32's).
     codes: Vec<i64>,
     peak_mb: f64,
+}
+
+/// The machine's read bandwidth (GB/s) either side of a run: a shared machine's moves by a
+/// quarter within minutes, so each run's floor comes from probes taken next to it, not from one
+/// probe at the start of the bench.
+#[derive(Debug, Clone, Copy)]
+struct Bandwidth {
+    before: f64,
+    after: f64,
+}
+
+impl Bandwidth {
+    fn mean(self) -> f64 {
+        0.5 * (self.before + self.after)
+    }
 }
 
 /// The PyTorch run: its steps, its EnCodec decode, and how it was configured.
@@ -82,10 +99,9 @@ pub fn run(options: &DecodeArgs) -> anyhow::Result<()> {
         options.steps,
         engine::matvec::Kernel::detect().name()
     );
-    let (bandwidth, pattern) = measure_bandwidth_gbs();
     println!(
-        "read bandwidth (XOR-fold of 1 GiB, {threads} threads, best of 5 passes reading each \
-         piece as one stream and as four; best: {pattern}): {bandwidth:.1} GB/s"
+        "read bandwidth: probed just before and just after each run's timed steps (XOR-fold of \
+         1 GiB, {threads} threads, best of 5 passes reading each piece as one stream and as four)"
     );
 
     let mut ours = Vec::new();
@@ -117,19 +133,27 @@ pub fn run(options: &DecodeArgs) -> anyhow::Result<()> {
     let frames = options.decode_seconds * 50.0;
     println!();
     println!(
-        "{:<30} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>11} {:>9} {:>8}",
+        "{:<30} {:>8} {:>8} {:>8} {:>9} {:>8} {:>11} {:>8} {:>11} {:>9} {:>8}",
         "ms/step",
         "P50",
         "P90",
         "steps/s",
         "×PyTorch",
         "GB/step",
+        "read GB/s",
         "floor",
         "+codec st/s",
         "prompt ms",
         "peak MB"
     );
     let reference_p50 = reference.as_ref().map(|r| r.steps.step_ms_median);
+    let probes = || ours.iter().chain(reference.as_ref().map(|r| &r.steps));
+    let low = probes()
+        .map(|s| s.bandwidth.before.min(s.bandwidth.after))
+        .fold(f64::INFINITY, f64::min);
+    let high = probes()
+        .map(|s| s.bandwidth.before.max(s.bandwidth.after))
+        .fold(0.0, f64::max);
     let rows = ours
         .iter()
         .zip(options.dtypes.iter().map(|&f| codec_s(f)))
@@ -137,11 +161,11 @@ pub fn run(options: &DecodeArgs) -> anyhow::Result<()> {
     for (steps, codec_s) in rows {
         let codec_ms_per_frame = 1e3 * codec_s / frames;
         let floor = steps.bytes_per_step.map_or("-".to_owned(), |bytes| {
-            let floor_ms = bytes as f64 / (bandwidth * 1e9) * 1e3;
+            let floor_ms = bytes as f64 / (steps.bandwidth.mean() * 1e9) * 1e3;
             format!("{:.0} %", 100.0 * floor_ms / steps.step_ms_median)
         });
         println!(
-            "{:<30} {:>8.2} {:>8.2} {:>8.2} {:>9} {:>8} {:>8} {:>11.2} {:>9} {:>8.0}",
+            "{:<30} {:>8.2} {:>8.2} {:>8.2} {:>9} {:>8} {:>11} {:>8} {:>11.2} {:>9} {:>8.0}",
             steps.label,
             steps.step_ms_median,
             steps.step_ms_p90,
@@ -153,6 +177,7 @@ pub fn run(options: &DecodeArgs) -> anyhow::Result<()> {
             steps
                 .bytes_per_step
                 .map_or("-".to_owned(), |b| format!("{:.3}", b as f64 / 1e9)),
+            format!("{:.1}/{:.1}", steps.bandwidth.before, steps.bandwidth.after),
             floor,
             1e3 / (steps.step_ms_median + codec_ms_per_frame),
             steps
@@ -208,7 +233,8 @@ pub fn run(options: &DecodeArgs) -> anyhow::Result<()> {
         );
     }
     println!(
-        "floor = bytes of decoder weights per step ÷ read bandwidth ({bandwidth:.1} GB/s); \
+        "read GB/s = the bandwidth probed before/after the timed steps ({low:.1}–{high:.1} GB/s \
+         over the bench); floor = bytes of decoder weights per step ÷ the mean of the two; \
          +codec st/s = 1000 / (P50 + EnCodec ms per frame, batch-decoded, with the format's codec); \
          ×PyTorch = PyTorch P50 / P50 (above 1: musicrfm is faster); \
          peak MB = process high-water mark from loading that format"
@@ -281,7 +307,15 @@ fn measure_ours(
         Ok((times, profile, generation.codes().data))
     };
     run(4)?; // warm-up
+    // The probes' gigabyte is left out of the peak: the peak so far is kept, and the count
+    // starts again after each probe.
+    let mut peak_mb = peak_rss_mb()?;
+    let before = measure_bandwidth_gbs();
+    reset_peak_rss();
     let (mut step_ms, profile, codes) = run(options.steps as usize)?;
+    peak_mb = peak_mb.max(peak_rss_mb()?);
+    let after = measure_bandwidth_gbs();
+    reset_peak_rss();
     step_ms.remove(0);
     let mean_ms = step_ms.iter().sum::<f64>() / step_ms.len() as f64;
     step_ms.sort_by(f64::total_cmp);
@@ -306,10 +340,11 @@ fn measure_ours(
         step_ms_median: median(&step_ms),
         step_ms_p90: step_ms[(0.9 * (step_ms.len() - 1) as f64) as usize],
         bytes_per_step: Some(model.decoder.weight_bytes_per_step() as u64),
+        bandwidth: Bandwidth { before, after },
         condition_ms: Some(median(&condition_ms)),
         profile: Some((profile, mean_ms)),
         codes,
-        peak_mb: peak_rss_mb()?,
+        peak_mb: peak_mb.max(peak_rss_mb()?),
     };
     Ok((steps, decode_s))
 }
@@ -406,6 +441,7 @@ fn measure_codec(model: &MusicGen, seconds: f64) -> anyhow::Result<f64> {
 fn measure_reference(options: &DecodeArgs, threads: usize) -> anyhow::Result<Reference> {
     let script = workspace_root().join("tests/bench/torch_decode.py");
     println!("PyTorch: running {} …", script.display());
+    let before = measure_bandwidth_gbs();
     let output = Command::new(&options.python)
         .arg(&script)
         .arg(&options.model)
@@ -429,6 +465,7 @@ fn measure_reference(options: &DecodeArgs, threads: usize) -> anyhow::Result<Ref
             String::from_utf8_lossy(&output.stderr)
         );
     }
+    let after = measure_bandwidth_gbs();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let line = stdout
         .lines()
@@ -455,6 +492,7 @@ fn measure_reference(options: &DecodeArgs, threads: usize) -> anyhow::Result<Ref
             step_ms_median: get("step_ms_median")?,
             step_ms_p90: get("step_ms_p90")?,
             bytes_per_step: Some(decoder_f32_bytes_per_step(&options.model)?),
+            bandwidth: Bandwidth { before, after },
             condition_ms: None,
             profile: None,
             codes: Vec::new(),
@@ -482,8 +520,8 @@ fn decoder_f32_bytes_per_step(model: &Path) -> anyhow::Result<u64> {
 /// serves faster varies: on an AMD EPYC (Zen 3, KVM) one stream read 12–18 GB/s while the f32
 /// kernels' four rows streamed 17–24, which put f32 "above its floor". The buffer is in the
 /// pages the weights live in (`engine::matvec::Pages`: 2 MiB where the kernel gives them), so
-/// the floor is what that memory delivers. Returns the best rate and the pattern's name.
-fn measure_bandwidth_gbs() -> (f64, &'static str) {
+/// the floor is what that memory delivers. Returns the best rate.
+fn measure_bandwidth_gbs() -> f64 {
     use rayon::prelude::*;
     const PIECE: usize = 1 << 16;
     let data = engine::matvec::Pages::copy_of(&(0..1u64 << 27).collect::<Vec<u64>>());
@@ -505,20 +543,16 @@ fn measure_bandwidth_gbs() -> (f64, &'static str) {
         acc[0] ^ acc[1] ^ acc[2] ^ acc[3] ^ one(&d[q..])
     }
     type Fold = fn(&[u64]) -> u64;
-    let patterns = [("one stream", one as Fold), ("four streams", four as Fold)];
-    let mut best = (f64::MAX, patterns[0].0);
+    let mut best = f64::MAX;
     for _ in 0..5 {
-        for (name, fold) in patterns {
+        for fold in [one as Fold, four as Fold] {
             let t = Instant::now();
             let folded = data.par_chunks(PIECE).map(fold).reduce(|| 0, |a, b| a ^ b);
             std::hint::black_box(folded);
-            let seconds = t.elapsed().as_secs_f64();
-            if seconds < best.0 {
-                best = (seconds, name);
-            }
+            best = best.min(t.elapsed().as_secs_f64());
         }
     }
-    ((data.len() * 8) as f64 / best.0 / 1e9, best.1)
+    (data.len() * 8) as f64 / best / 1e9
 }
 
 fn rayon_threads() -> usize {
@@ -557,6 +591,11 @@ fn peak_rss_mb() -> anyhow::Result<f64> {
     Ok(kb / 1024.0)
 }
 
+/// The clone's root: `cargo run` (so `cargo xtask`) names xtask's directory at run time, which
+/// is right even where a binary built in another clone sharing the target directory is reused
+/// (cargo's fingerprints do not see the clone's path); the build's own path otherwise.
 pub(crate) fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+        .join("..")
 }
