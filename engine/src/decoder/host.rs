@@ -212,10 +212,6 @@ impl HostKv {
         }
     }
 
-    fn write_position(&mut self, position: usize, k: &[f32], v: &[f32]) {
-        self.write_heads(position, 1, k, v);
-    }
-
     pub(crate) fn live(&self, len: usize) -> (Vec<f32>, Vec<f32>) {
         match self {
             HostKv::F32(kv) => kv.live(len),
@@ -252,90 +248,86 @@ impl<T: KvValue> Kv<T> {
         }
     }
 
-    /// Index of the scale of head `bh`'s key or value at `position` (a scaled type's).
-    #[inline(always)]
-    fn scale_index(&self, bh: usize, position: usize) -> usize {
-        bh * self.tiles * KEY_BLOCK + position
+    /// Each head's part of the cache, in `bh` order, for writing (disjoint, so the heads of a
+    /// step can write and attend on different threads).
+    fn heads_mut(&mut self) -> Vec<HeadKvMut<'_, T>> {
+        let [batch, heads, capacity, head_dim] = self.dims;
+        let per_tiles = self.tiles * KEY_BLOCK;
+        // A scaled type's scales per head, or an empty slice for each.
+        fn scales<T: KvValue>(s: &mut [f32], per_head: usize, heads: usize) -> Vec<&mut [f32]> {
+            if T::SCALED {
+                s.chunks_mut(per_head.max(1)).collect()
+            } else {
+                (0..heads).map(|_| <&mut [f32]>::default()).collect()
+            }
+        }
+        let (k_scale, v_scale) = (
+            scales::<T>(&mut self.k_scale, per_tiles, batch * heads),
+            scales::<T>(&mut self.v_scale, per_tiles, batch * heads),
+        );
+        // (A cache of no positions has no parts: `max(1)` keeps the chunk sizes legal.)
+        self.k_t
+            .chunks_mut((per_tiles * head_dim).max(1))
+            .zip(self.v.chunks_mut((capacity * head_dim).max(1)))
+            .zip(k_scale.into_iter().zip(v_scale))
+            .map(|((k_t, v), (k_scale, v_scale))| HeadKvMut {
+                k_t,
+                v,
+                k_scale,
+                v_scale,
+                head_dim,
+            })
+            .collect()
     }
 
-    /// Index of key `(bh, position, d)` in `k_t`.
-    #[inline(always)]
-    fn key_index(&self, bh: usize, position: usize, d: usize) -> usize {
-        ((bh * self.tiles + position / KEY_BLOCK) * self.dims[3] + d) * KEY_BLOCK
-            + position % KEY_BLOCK
+    /// Head `bh`'s part of the cache.
+    fn head(&self, bh: usize) -> HeadKv<'_, T> {
+        let [_, _, capacity, head_dim] = self.dims;
+        let per_tiles = self.tiles * KEY_BLOCK;
+        let scales = if T::SCALED {
+            bh * per_tiles..(bh + 1) * per_tiles
+        } else {
+            0..0
+        };
+        HeadKv {
+            k_t: &self.k_t[bh * per_tiles * head_dim..][..per_tiles * head_dim],
+            v: &self.v[bh * capacity * head_dim..][..capacity * head_dim],
+            k_scale: &self.k_scale[scales.clone()],
+            v_scale: &self.v_scale[scales],
+            head_dim,
+        }
     }
 
     /// Write `seq` positions from `start`, given per head (`[batch, heads, seq, head_dim]`).
     pub(crate) fn write_heads(&mut self, start: usize, seq: usize, k: &[f32], v: &[f32]) {
-        let [batch, heads, capacity, head_dim] = self.dims;
+        let head_dim = self.dims[3];
         let span = seq * head_dim;
-        for bh in 0..batch * heads {
+        for (bh, mut head) in self.heads_mut().into_iter().enumerate() {
+            let (k, v) = (&k[bh * span..][..span], &v[bh * span..][..span]);
             for s in 0..seq {
-                let position = start + s;
-                let value = &v[bh * span + s * head_dim..][..head_dim];
-                let inverse = self.scale(ScaleOf::Value, bh, position, value);
-                let dst = (bh * capacity + position) * head_dim;
-                for (to, &from) in self.v[dst..dst + head_dim].iter_mut().zip(value) {
-                    *to = T::from_f32(from * inverse);
-                }
-                let key = &k[bh * span + s * head_dim..][..head_dim];
-                let inverse = self.scale(ScaleOf::Key, bh, position, key);
-                // Dimension d of the position is KEY_BLOCK values after d − 1 (`key_index`).
-                let first = self.key_index(bh, position, 0);
-                let column = self.k_t[first..].iter_mut().step_by(KEY_BLOCK);
-                for (to, &value) in column.zip(key) {
-                    *to = T::from_f32(value * inverse);
-                }
+                let at = s * head_dim..(s + 1) * head_dim;
+                head.write(start + s, &k[at.clone()], &v[at]);
             }
-        }
-    }
-
-    /// For a scaled type, store the scale of head `bh`'s key or value `x` at `position` and
-    /// return what its values are multiplied by before rounding (1 / scale, 0 for all zeros);
-    /// otherwise 1.
-    fn scale(&mut self, of: ScaleOf, bh: usize, position: usize, x: &[f32]) -> f32 {
-        if !T::SCALED {
-            return 1.0;
-        }
-        let scale = x.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
-        let i = self.scale_index(bh, position);
-        match of {
-            ScaleOf::Key => self.k_scale[i] = scale,
-            ScaleOf::Value => self.v_scale[i] = scale,
-        }
-        if scale > 0.0 { 1.0 / scale } else { 0.0 }
-    }
-
-    /// The scale of head `bh`'s key or value at `position`: 1 for an unscaled type.
-    #[inline(always)]
-    fn scale_at(&self, of: ScaleOf, bh: usize, position: usize) -> f32 {
-        if !T::SCALED {
-            return 1.0;
-        }
-        let i = self.scale_index(bh, position);
-        match of {
-            ScaleOf::Key => self.k_scale[i],
-            ScaleOf::Value => self.v_scale[i],
         }
     }
 
     /// Positions `0..len` as `[batch, heads, len, head_dim]` copies.
     pub(crate) fn live(&self, len: usize) -> (Vec<f32>, Vec<f32>) {
-        let [batch, heads, capacity, head_dim] = self.dims;
+        let [batch, heads, _, head_dim] = self.dims;
         let mut k = Vec::with_capacity(batch * heads * len * head_dim);
         let mut v = Vec::with_capacity(batch * heads * len * head_dim);
         for bh in 0..batch * heads {
+            let head = self.head(bh);
             for s in 0..len {
-                let scale = self.scale_at(ScaleOf::Key, bh, s);
+                let scale = head.scale_at(ScaleOf::Key, s);
                 k.extend(
-                    (0..head_dim).map(|d| self.k_t[self.key_index(bh, s, d)].to_f32() * scale),
+                    (0..head_dim).map(|d| head.k_t[key_index(head_dim, s, d)].to_f32() * scale),
                 );
             }
             for s in 0..len {
-                let scale = self.scale_at(ScaleOf::Value, bh, s);
-                let start = (bh * capacity + s) * head_dim;
+                let scale = head.scale_at(ScaleOf::Value, s);
                 v.extend(
-                    self.v[start..start + head_dim]
+                    head.v[s * head_dim..][..head_dim]
                         .iter()
                         .map(|v| v.to_f32() * scale),
                 );
@@ -350,6 +342,98 @@ impl<T: KvValue> Kv<T> {
 enum ScaleOf {
     Key,
     Value,
+}
+
+/// Index of the key `(position, d)` in a head's tiles: position `p` of tile `p / KEY_BLOCK`,
+/// transposed within the tile (`[tiles, head_dim, KEY_BLOCK]`).
+#[inline(always)]
+fn key_index(head_dim: usize, position: usize, d: usize) -> usize {
+    ((position / KEY_BLOCK) * head_dim + d) * KEY_BLOCK + position % KEY_BLOCK
+}
+
+/// One head's part of a [`Kv`]: its key tiles, its values (`[capacity, head_dim]`) and, for a
+/// scaled type, the scales of its keys and values per position (empty otherwise).
+struct HeadKv<'a, T> {
+    k_t: &'a [T],
+    v: &'a [T],
+    k_scale: &'a [f32],
+    v_scale: &'a [f32],
+    head_dim: usize,
+}
+
+impl<T> Clone for HeadKv<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for HeadKv<'_, T> {}
+
+impl<T: KvValue> HeadKv<'_, T> {
+    /// The scale of the key or value at `position`: 1 for an unscaled type.
+    #[inline(always)]
+    fn scale_at(&self, of: ScaleOf, position: usize) -> f32 {
+        if !T::SCALED {
+            return 1.0;
+        }
+        match of {
+            ScaleOf::Key => self.k_scale[position],
+            ScaleOf::Value => self.v_scale[position],
+        }
+    }
+}
+
+/// [`HeadKv`] to write.
+struct HeadKvMut<'a, T> {
+    k_t: &'a mut [T],
+    v: &'a mut [T],
+    k_scale: &'a mut [f32],
+    v_scale: &'a mut [f32],
+    head_dim: usize,
+}
+
+impl<T: KvValue> HeadKvMut<'_, T> {
+    /// Store the head's key and value (`head_dim` each) at `position`.
+    fn write(&mut self, position: usize, key: &[f32], value: &[f32]) {
+        let head_dim = self.head_dim;
+        let inverse = step_scale::<T>(self.v_scale, position, value);
+        for (to, &from) in self.v[position * head_dim..][..head_dim]
+            .iter_mut()
+            .zip(value)
+        {
+            *to = T::from_f32(from * inverse);
+        }
+        let inverse = step_scale::<T>(self.k_scale, position, key);
+        // Dimension d of the position is KEY_BLOCK values after d − 1 (`key_index`).
+        let column = self.k_t[key_index(head_dim, position, 0)..]
+            .iter_mut()
+            .step_by(KEY_BLOCK);
+        for (to, &value) in column.zip(key) {
+            *to = T::from_f32(value * inverse);
+        }
+    }
+
+    fn as_ref(&self) -> HeadKv<'_, T> {
+        HeadKv {
+            k_t: self.k_t,
+            v: self.v,
+            k_scale: self.k_scale,
+            v_scale: self.v_scale,
+            head_dim: self.head_dim,
+        }
+    }
+}
+
+/// For a scaled type, store the scale of `x` (a key or value at `position`) in `scales` and
+/// return what its values are multiplied by before rounding (1 / scale, 0 for all zeros);
+/// otherwise 1.
+fn step_scale<T: KvValue>(scales: &mut [f32], position: usize, x: &[f32]) -> f32 {
+    if !T::SCALED {
+        return 1.0;
+    }
+    let scale = x.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+    scales[position] = scale;
+    if scale > 0.0 { 1.0 / scale } else { 0.0 }
 }
 
 /// The text keys, values and padding bias of every block in host memory, copied once per prompt.
@@ -390,55 +474,127 @@ const PARALLEL_WORK: usize = 1 << 15;
 /// # Shapes
 /// `q: [batch, heads * head_dim]` → `[batch, heads * head_dim]`
 fn attend_one(q: &[f32], kv: &HostKv, len: usize, scale: f32, bias: Option<&[f32]>) -> Vec<f32> {
+    fn heads<T: KvValue>(kv: &Kv<T>) -> Vec<HeadKv<'_, T>> {
+        (0..kv.dims[0] * kv.dims[1]).map(|bh| kv.head(bh)).collect()
+    }
+    let [_, heads_per_row, _, head_dim] = kv.dims();
+    let shape = (heads_per_row, head_dim);
     match kv {
-        HostKv::F32(kv) => attend_all(q, kv, len, scale, bias),
-        HostKv::F16(kv) => attend_all(q, kv, len, scale, bias),
-        HostKv::I8(kv) => attend_all(q, kv, len, scale, bias),
+        HostKv::F32(kv) => attend_heads(q, heads(kv), shape, len, scale, bias),
+        HostKv::F16(kv) => attend_heads(q, heads(kv), shape, len, scale, bias),
+        HostKv::I8(kv) => attend_heads(q, heads(kv), shape, len, scale, bias),
     }
 }
 
-/// [`attend_one`] in one element type.
-fn attend_all<T: KvValue>(
+/// [`attend_one`] over positions `0..=position` after writing the rows' keys and values at
+/// `position` (`k`, `v`: `[batch, heads * head_dim]`). Each head writes its own on the thread
+/// that then attends with it: written together on one thread before the attention, the stores'
+/// cache misses (a key column touches 16 lines of its tile) took 0.9 ms of a q8 step, the
+/// other thread idle.
+fn write_and_attend(
     q: &[f32],
-    kv: &Kv<T>,
+    k: &[f32],
+    v: &[f32],
+    kv: &mut HostKv,
+    position: usize,
+    scale: f32,
+) -> Vec<f32> {
+    fn heads<'a, T: KvValue>(
+        kv: &'a mut Kv<T>,
+        (k, v): (&'a [f32], &'a [f32]),
+        position: usize,
+    ) -> Vec<NewPosition<'a, T>> {
+        let head_dim = kv.dims[3];
+        kv.heads_mut()
+            .into_iter()
+            .zip(k.chunks_exact(head_dim).zip(v.chunks_exact(head_dim)))
+            .map(|(head, (key, value))| NewPosition {
+                head,
+                key,
+                value,
+                position,
+            })
+            .collect()
+    }
+    let [_, heads_per_row, _, head_dim] = kv.dims();
+    let shape = (heads_per_row, head_dim);
+    let len = position + 1;
+    match kv {
+        HostKv::F32(kv) => attend_heads(q, heads(kv, (k, v), position), shape, len, scale, None),
+        HostKv::F16(kv) => attend_heads(q, heads(kv, (k, v), position), shape, len, scale, None),
+        HostKv::I8(kv) => attend_heads(q, heads(kv, (k, v), position), shape, len, scale, None),
+    }
+}
+
+/// A head's keys and values as its attention reads them.
+trait HeadSource<T>: Send {
+    fn ready(&mut self) -> HeadKv<'_, T>;
+}
+
+impl<T: KvValue> HeadSource<T> for HeadKv<'_, T> {
+    fn ready(&mut self) -> HeadKv<'_, T> {
+        *self
+    }
+}
+
+/// A head whose key and value at `position` are written first.
+struct NewPosition<'a, T> {
+    head: HeadKvMut<'a, T>,
+    key: &'a [f32],
+    value: &'a [f32],
+    position: usize,
+}
+
+impl<T: KvValue> HeadSource<T> for NewPosition<'_, T> {
+    fn ready(&mut self) -> HeadKv<'_, T> {
+        self.head.write(self.position, self.key, self.value);
+        self.head.as_ref()
+    }
+}
+
+/// Every head (`heads`, in `[batch, heads_per_row]` order) of one query position per row over
+/// positions `0..len`, over rayon's threads when the work is large enough.
+fn attend_heads<T: KvValue, S: HeadSource<T>>(
+    q: &[f32],
+    mut heads: Vec<S>,
+    (heads_per_row, head_dim): (usize, usize),
     len: usize,
     scale: f32,
     bias: Option<&[f32]>,
 ) -> Vec<f32> {
-    let [batch, heads, _, head_dim] = kv.dims;
-    let mut out = vec![0f32; batch * heads * head_dim];
+    let mut out = vec![0f32; heads.len() * head_dim];
     // `scores`: scratch of `len`, one per thread rather than one per head.
-    let head = |scores: &mut Vec<f32>, bh: usize, out: &mut [f32]| {
-        let bias = bias.map(|bias| &bias[bh / heads * len..][..len]);
+    let head = |scores: &mut Vec<f32>, bh: usize, source: &mut S, out: &mut [f32]| {
         let head = Head {
-            kv,
-            bh,
+            kv: source.ready(),
             len,
             q: &q[bh * head_dim..][..head_dim],
             scale,
-            bias,
+            bias: bias.map(|bias| &bias[bh / heads_per_row * len..][..len]),
         };
         attend_head(&head, scores, out);
     };
     let scratch = || vec![0f32; len];
-    if batch * heads * len * head_dim >= PARALLEL_WORK {
-        out.par_chunks_mut(head_dim)
+    if heads.len() * len * head_dim >= PARALLEL_WORK {
+        heads
+            .par_iter_mut()
+            .zip(out.par_chunks_mut(head_dim))
             .enumerate()
-            .for_each_init(scratch, |scores, (bh, out)| head(scores, bh, out));
+            .for_each_init(scratch, |scores, (bh, (source, out))| {
+                head(scores, bh, source, out)
+            });
     } else {
         let mut scores = scratch();
-        out.chunks_mut(head_dim)
-            .enumerate()
-            .for_each(|(bh, out)| head(&mut scores, bh, out));
+        for (bh, (source, out)) in heads.iter_mut().zip(out.chunks_mut(head_dim)).enumerate() {
+            head(&mut scores, bh, source, out);
+        }
     }
     out
 }
 
 /// One head of one query row: what [`attend_head`] computes over.
 struct Head<'a, T> {
-    kv: &'a Kv<T>,
-    /// Row × heads + head: which of the cache's `[batch, heads]` runs.
-    bh: usize,
+    kv: HeadKv<'a, T>,
     /// Positions `0..len` are attended to.
     len: usize,
     /// `[head_dim]`
@@ -494,14 +650,14 @@ macro_rules! attend_kernel {
             use std::arch::x86_64::*;
             const HEAD_DIM: usize = 64;
             const PIECES: usize = KEY_BLOCK / $lanes;
-            let (kv, bh, len) = (head.kv, head.bh, head.len);
-            if kv.dims[3] != HEAD_DIM {
+            let (kv, len) = (head.kv, head.len);
+            if kv.head_dim != HEAD_DIM {
                 return attend_head_body(head, scores, out);
             }
             let scores = &mut scores[..len];
             for (b, block) in scores.chunks_mut(KEY_BLOCK).enumerate() {
-                prefetch_block(kv, bh, b);
-                let tile = &kv.k_t[kv.key_index(bh, b * KEY_BLOCK, 0)..][..HEAD_DIM * KEY_BLOCK];
+                prefetch_block(&kv, b);
+                let tile = &kv.k_t[key_index(HEAD_DIM, b * KEY_BLOCK, 0)..][..HEAD_DIM * KEY_BLOCK];
                 // acc[i][p]: partial sum over d ≡ i (mod 4), positions p·lanes.. of the block
                 let mut acc = [[$zero(); PIECES]; 4];
                 for d in (0..HEAD_DIM).step_by(4) {
@@ -525,11 +681,7 @@ macro_rules! attend_kernel {
                         // SAFETY: the scales of a whole block of positions are in bounds
                         // (`Kv::zeros`).
                         let scales = unsafe {
-                            $loadu(
-                                kv.k_scale
-                                    .as_ptr()
-                                    .add(kv.scale_index(bh, b * KEY_BLOCK) + p * $lanes),
-                            )
+                            $loadu(kv.k_scale.as_ptr().add(b * KEY_BLOCK + p * $lanes))
                         };
                         sum = $mul(sum, scales);
                     }
@@ -541,10 +693,10 @@ macro_rules! attend_kernel {
                 block.copy_from_slice(&lanes[..block.len()]);
             }
             let inverse = softmax_unnormalized(scores, head.bias);
-            let values = &kv.v[bh * kv.dims[2] * HEAD_DIM..][..len * HEAD_DIM];
+            let values = &kv.v[..len * HEAD_DIM];
             let mut acc = [$zero(); HEAD_DIM / $lanes];
             for (j, (&p, v)) in scores.iter().zip(values.chunks_exact(HEAD_DIM)).enumerate() {
-                let p = $set1(p * kv.scale_at(ScaleOf::Value, bh, j));
+                let p = $set1(p * kv.scale_at(ScaleOf::Value, j));
                 for (c, acc) in acc.iter_mut().enumerate() {
                     // SAFETY: `v` holds HEAD_DIM values.
                     *acc = $fma(p, unsafe { T::$load(v.as_ptr().add(c * $lanes)) }, *acc);
@@ -582,18 +734,16 @@ const KEY_BLOCK: usize = 16;
 /// step, 57.8 / 56.3 → 60.4 / 59.5 steps/s (two blocks ahead: no better; the values into L2
 /// rather than L1: 3.20 / 3.21). x86 only (elsewhere nothing).
 #[inline(always)]
-fn prefetch_block<T: KvValue>(kv: &Kv<T>, bh: usize, b: usize) {
+fn prefetch_block<T: KvValue>(kv: &HeadKv<'_, T>, b: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        let tile_bytes = kv.dims[3] * KEY_BLOCK * std::mem::size_of::<T>();
+        let tile_bytes = kv.head_dim * KEY_BLOCK * std::mem::size_of::<T>();
         let keys = kv
             .k_t
             .as_ptr()
-            .wrapping_add(kv.key_index(bh, (b + 1) * KEY_BLOCK, 0));
-        let values =
-            kv.v.as_ptr()
-                .wrapping_add((bh * kv.dims[2] + b * KEY_BLOCK) * kv.dims[3]);
+            .wrapping_add(key_index(kv.head_dim, (b + 1) * KEY_BLOCK, 0));
+        let values = kv.v.as_ptr().wrapping_add(b * KEY_BLOCK * kv.head_dim);
         for line in (0..tile_bytes).step_by(64) {
             // SAFETY: a prefetch is a hint: it does not fault whatever the address, and
             // `wrapping_add` keeps the pointer arithmetic defined past the allocation.
@@ -604,7 +754,7 @@ fn prefetch_block<T: KvValue>(kv: &Kv<T>, bh: usize, b: usize) {
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (kv, bh, b);
+    let _ = (kv, b);
 }
 
 /// [`attend_head`]'s loops, inlined into each instruction set's copy. Each block of
@@ -614,20 +764,19 @@ fn prefetch_block<T: KvValue>(kv: &Kv<T>, bh: usize, b: usize) {
 fn attend_head_body<T: KvValue>(head: &Head<'_, T>, scores: &mut [f32], out: &mut [f32]) {
     let Head {
         kv,
-        bh,
         len,
         q,
         scale,
         bias,
     } = *head;
-    let head_dim = kv.dims[3];
+    let head_dim = kv.head_dim;
     let scores = &mut scores[..len];
     for (b, block) in scores.chunks_mut(KEY_BLOCK).enumerate() {
-        prefetch_block(kv, bh, b);
+        prefetch_block(&kv, b);
         let first = b * KEY_BLOCK;
         // Four partial sums over d mod 4, so consecutive adds do not wait on each other. A
         // short last block reads its whole tile (past `len`) and drops those scores.
-        let tile = &kv.k_t[kv.key_index(bh, first, 0)..][..head_dim * KEY_BLOCK];
+        let tile = &kv.k_t[key_index(head_dim, first, 0)..][..head_dim * KEY_BLOCK];
         let row = |d: usize| -> [f32; KEY_BLOCK] {
             let row: &[T; KEY_BLOCK] = tile[d * KEY_BLOCK..]
                 .first_chunk()
@@ -653,17 +802,17 @@ fn attend_head_body<T: KvValue>(head: &Head<'_, T>, scores: &mut [f32], out: &mu
             }
         }
         for (l, s) in block.iter_mut().enumerate() {
-            let key_scale = kv.scale_at(ScaleOf::Key, bh, first + l);
+            let key_scale = kv.scale_at(ScaleOf::Key, first + l);
             *s = ((acc[0][l] + acc[1][l]) + (acc[2][l] + acc[3][l])) * key_scale * scale;
         }
     }
     let inverse = softmax_unnormalized(scores, bias);
-    let values = &kv.v[bh * kv.dims[2] * head_dim..][..len * head_dim];
+    let values = &kv.v[..len * head_dim];
     for (c, out) in out.chunks_mut(16).enumerate() {
         let mut acc = [0f32; 16];
         let width = out.len();
         for (j, (&p, v)) in scores.iter().zip(values.chunks_exact(head_dim)).enumerate() {
-            let p = p * kv.scale_at(ScaleOf::Value, bh, j);
+            let p = p * kv.scale_at(ScaleOf::Value, j);
             if let Some(v) = v[c * 16..].first_chunk::<16>() {
                 for l in 0..16 {
                     acc[l] += p * v[l].to_f32();
@@ -804,8 +953,7 @@ impl Block {
         let heads = timed(Phase::Attention, || {
             per_part(parts, |part, rows| {
                 let [q, k, v] = [&q, &k, &v].map(|t| rows_of(t, batch, rows.clone()));
-                part.cache.write_position(part.position, k, v);
-                attend_one(q, part.cache, part.position + 1, attn.scale as f32, None)
+                write_and_attend(q, k, v, part.cache, part.position, attn.scale as f32)
             })
         });
         add_into(x, &linear!(attn.out_proj, &heads, batch));
@@ -1015,7 +1163,7 @@ mod tests {
         };
         kv.write_heads(0, 20, &piece(&k, 0, 20), &piece(&v, 0, 20));
         for p in 20..capacity {
-            kv.write_position(p, &piece(&k, p, p + 1), &piece(&v, p, p + 1));
+            kv.write_heads(p, 1, &piece(&k, p, p + 1), &piece(&v, p, p + 1));
         }
         let (k_back, v_back) = kv.live(capacity);
         assert_eq!(k_back, k);
@@ -1030,7 +1178,7 @@ mod tests {
         let mut kv = HostKv::zeros(dims, KvFormat::I8);
         kv.write_heads(0, 20, &piece(&k, 0, 20), &piece(&v, 0, 20));
         for p in 20..capacity {
-            kv.write_position(p, &piece(&k, p, p + 1), &piece(&v, p, p + 1));
+            kv.write_heads(p, 1, &piece(&k, p, p + 1), &piece(&v, p, p + 1));
         }
         let (k_back, v_back) = kv.live(capacity);
         for (name, x, back) in [("key", &k, &k_back), ("value", &v, &v_back)] {
@@ -1051,6 +1199,37 @@ mod tests {
         );
     }
 
+    /// A step's own position written by each head on the thread that attends with it
+    /// (`write_and_attend`) leaves the same cache and gives the same attention, bit for bit,
+    /// as the position written first and attended after; on one thread and over rayon's.
+    #[test]
+    fn each_head_writing_its_position_equals_writing_first() {
+        let mut rng = Rng::new(5);
+        let capacity = 40;
+        // 2 × 3 heads of 20: one thread throughout; 2 × 12 of 64: rayon's from 22 positions on.
+        for (batch, heads, head_dim) in [(2, 3, 20), (2, 12, 64)] {
+            for format in [KvFormat::F32, KvFormat::F16, KvFormat::I8] {
+                let dims = [batch, heads, capacity, head_dim];
+                let (mut first, mut fused) =
+                    (HostKv::zeros(dims, format), HostKv::zeros(dims, format));
+                for position in 0..capacity {
+                    let [q, k, v] = [(); 3].map(|_| normal(&mut rng, batch * heads * head_dim));
+                    first.write_heads(position, 1, &k, &v);
+                    let expected = attend_one(&q, &first, position + 1, 0.125, None);
+                    let got = write_and_attend(&q, &k, &v, &mut fused, position, 0.125);
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&got),
+                        bits(&expected),
+                        "{format:?} {dims:?} at {position}"
+                    );
+                }
+                let (a, b) = (first.live(capacity), fused.live(capacity));
+                assert!(a == b, "{format:?} {dims:?}: the caches differ");
+            }
+        }
+    }
+
     /// The AVX-512 and AVX2 copies of a head's attention give the same values, bit for bit,
     /// where this CPU has both, and each is within rounding of the generic loops (which
     /// [`attention_matches_an_f64_reference`] checks through whichever copy this CPU runs).
@@ -1067,8 +1246,7 @@ mod tests {
             let [batch, heads, _, head_dim] = kv.dims;
             for bh in 0..batch * heads {
                 let head = Head {
-                    kv,
-                    bh,
+                    kv: kv.head(bh),
                     len,
                     q: &q[bh * head_dim..][..head_dim],
                     scale: 0.125,
