@@ -8,7 +8,7 @@ use burn::tensor::activation::{gelu, gelu_approximate, relu, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::LoadError;
-use crate::matvec::{HostMatrix, WeightFormat};
+use crate::matvec::{HostMatrix, Kernel, WeightFormat};
 use crate::weights::Weights;
 
 /// How a linear layer's weight is stored.
@@ -162,8 +162,23 @@ impl Linear {
     /// `y = x Wᵀ + b` on host rows (`x`: `rows` rows of `d_in`), or `None` where the weight is
     /// a tensor ([`Self::is_host`] is false).
     pub(crate) fn forward_rows(&self, x: &[f32], rows: usize) -> Option<Vec<f32>> {
+        self.forward_rows_then(x, rows, None)
+    }
+
+    /// [`Self::forward_rows`], then `activation` on the outputs, each work item's on the thread
+    /// that computed them ([`crate::matvec::HostMatrix::matmul_then`]).
+    pub(crate) fn forward_rows_then(
+        &self,
+        x: &[f32],
+        rows: usize,
+        activation: Option<Activation>,
+    ) -> Option<Vec<f32>> {
         match &self.weight {
-            LinearWeight::Host { matrix, bias } => Some(matrix.matmul(x, rows, bias.as_deref())),
+            LinearWeight::Host { matrix, bias } => {
+                let apply = |values: &mut [f32]| activation.map_or((), |a| a.apply(values));
+                let then = activation.map(|_| &apply as &crate::matvec::Epilogue<'_>);
+                Some(matrix.matmul_then(Kernel::detect(), x, rows, bias.as_deref(), then))
+            }
             LinearWeight::Tensor { .. } => None,
         }
     }

@@ -788,6 +788,25 @@ impl HostMatrix {
         rows: usize,
         bias: Option<&[f32]>,
     ) -> Vec<f32> {
+        self.matmul_then(kernel, x, rows, bias, None)
+    }
+
+    /// [`Self::matmul_with`], then `then` on every output value (an element-wise activation,
+    /// whose result must not depend on where in a slice a value is): applied by each work item
+    /// to its own outputs, after their bias, on the thread that computed them, while the other
+    /// threads' weights still stream (a decode step's GELU, 24 × 2 rows of 4096, ran on one
+    /// thread after the product, the other idle).
+    ///
+    /// # Panics
+    /// As [`Self::matmul_with`].
+    pub fn matmul_then(
+        &self,
+        kernel: Kernel,
+        x: &[f32],
+        rows: usize,
+        bias: Option<&[f32]>,
+        then: Option<&Epilogue<'_>>,
+    ) -> Vec<f32> {
         assert!(
             kernel.is_available(),
             "{} kernel on this CPU",
@@ -804,8 +823,19 @@ impl HostMatrix {
         // Per row, over a whole tile: the integer formats pad to tiles of 4 rows.
         let row_bytes = self.format().matrix_bytes(4, d_in) / 4;
         let chunk = chunk_rows(self.d_out, row_bytes.max(1));
+        // A work item's outputs (`[n, rows]` from output row `first`): the bias, then `then`.
+        let finish = |first: usize, out: &mut [f32]| {
+            if let Some(bias) = bias {
+                for (column, &b) in out.chunks_exact_mut(rows).zip(&bias[first..]) {
+                    column.iter_mut().for_each(|v| *v += b);
+                }
+            }
+            if let Some(then) = then {
+                then(out);
+            }
+        };
         let run = |tile: &(dyn Fn([usize; 4], usize, usize) -> [[f32; 4]; 2] + Sync)| {
-            products(self.d_out, rows, chunk, tile)
+            products(self.d_out, rows, chunk, tile, &finish)
         };
         let transposed = match &self.packed {
             Packed::F32(v) => {
@@ -825,11 +855,13 @@ impl HostMatrix {
                 run(&|rows, r0, r1| int_tile(kernel, w, &xq, rows, r0, r1))
             }
         };
+        if rows == 1 {
+            return transposed;
+        }
         let mut y = vec![0f32; rows * self.d_out];
         for (o, column) in transposed.chunks_exact(rows).enumerate() {
-            let b = bias.map_or(0.0, |b| b[o]);
-            for (r, v) in column.iter().enumerate() {
-                y[r * self.d_out + o] = v + b;
+            for (r, &v) in column.iter().enumerate() {
+                y[r * self.d_out + o] = v;
             }
         }
         y
@@ -934,6 +966,9 @@ fn pack_q4(values: &[f32], d_in: usize, d_out: usize) -> Packed {
     ))
 }
 
+/// What [`HostMatrix::matmul_then`] applies to each work item's outputs (in place).
+pub type Epilogue<'a> = dyn Fn(&mut [f32]) + Sync + 'a;
+
 /// Output rows per work item: about [`CHUNK_BYTES`] of weights, a multiple of 4 rows (a tile),
 /// and a piece count that is a multiple of the thread count, so that no thread is left with one
 /// more piece than the other at the end of a product (a 320 KB q4 matrix in 64 KB pieces would
@@ -947,12 +982,14 @@ fn chunk_rows(d_out: usize, row_bytes: usize) -> usize {
 
 /// `x Wᵀ` transposed, `[d_out, rows]`, so each work item (`chunk` weight rows) writes one
 /// contiguous slice. `tile(rows, r0, r1)` is the dot products of four weight rows with input
-/// rows `r0` and `r1` (`r1 = r0` for a last odd row).
+/// rows `r0` and `r1` (`r1 = r0` for a last odd row); `finish(first, out)` then takes each work
+/// item's outputs (from output row `first`).
 fn products(
     d_out: usize,
     rows: usize,
     chunk: usize,
     tile: &(dyn Fn([usize; 4], usize, usize) -> [[f32; 4]; 2] + Sync),
+    finish: &(dyn Fn(usize, &mut [f32]) + Sync),
 ) -> Vec<f32> {
     let mut transposed = vec![0f32; d_out * rows];
     transposed
@@ -976,6 +1013,7 @@ fn products(
                     }
                 }
             }
+            finish(first, out);
         });
     transposed
 }

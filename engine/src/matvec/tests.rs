@@ -442,3 +442,35 @@ fn integer_weights_stay_within_half_a_step_of_their_f16_scale() {
         }
     }
 }
+
+/// An activation applied inside the product, each work item's outputs on its own thread, gives
+/// the values of the product with its bias and then the activation over the whole output, bit
+/// for bit: for every format and kernel, 1, 2 and 3 input rows, and outputs of one work item and
+/// of several (with a short last tile).
+#[test]
+fn an_activation_inside_the_product_equals_one_after_it() {
+    let mut rng = Rng::new(17);
+    let gelu = |v: &mut [f32]| crate::nn::Activation::Gelu.apply(v);
+    for (d_in, d_out) in [(37, 9), (1029, 70), (512, 1030)] {
+        let values = normal(&mut rng, d_in * d_out);
+        let bias = normal(&mut rng, d_out);
+        for format in WeightFormat::ALL {
+            let matrix = HostMatrix::pack(&values, d_in, d_out, format);
+            for kernel in kernels() {
+                for rows in [1, 2, 3] {
+                    let x = normal(&mut rng, rows * d_in);
+                    let mut after = matrix.matmul_with(kernel, &x, rows, Some(&bias));
+                    gelu(&mut after);
+                    let inside = matrix.matmul_then(kernel, &x, rows, Some(&bias), Some(&gelu));
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&inside),
+                        bits(&after),
+                        "{format} {} {d_in}×{d_out}, {rows} rows",
+                        kernel.name()
+                    );
+                }
+            }
+        }
+    }
+}
