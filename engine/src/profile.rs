@@ -18,11 +18,13 @@ use std::time::Instant;
 pub enum Phase {
     /// Codebook embeddings and positions.
     Embed,
-    /// The blocks' linear layers (attention projections, feed-forward), activations in and out.
+    /// The blocks' linear layers (attention projections, feed-forward), activations in and out;
+    /// in the CPU's one-position step also the feed-forward's activation, which runs inside its
+    /// first product.
     Linears,
     /// Self- and cross-attention over the cached keys and values, the cache write included.
     Attention,
-    /// Layer norms and the feed-forward activation.
+    /// Layer norms and the feed-forward activation (the CPU's one-position step: the norms).
     Norms,
     /// Steering: the vectors added after each block.
     Steering,

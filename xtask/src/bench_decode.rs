@@ -380,7 +380,8 @@ fn print_profiles(ours: &[Steps], steps: usize) {
         println!(" {:>9.2} {:>9.2}", mean_ms - covered, mean_ms);
     }
     println!(
-        "(linears: the blocks' projections and feed-forward, activations in and out; lm heads: \
+        "(linears: the blocks' projections and feed-forward, activations in and out, the \
+         feed-forward's GELU inside its first product; norms+act: the layer norms; lm heads: \
          final norm + 4 heads; sampling: logits to the host, CFG, picking; other: residual adds, \
          reshapes, the step's glue)"
     );
