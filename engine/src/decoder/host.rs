@@ -413,7 +413,8 @@ impl<T: KvValue> HeadKvMut<'_, T> {
         }
     }
 
-    fn as_ref(&self) -> HeadKv<'_, T> {
+    /// The head read-only, as attention reads it.
+    fn view(&self) -> HeadKv<'_, T> {
         HeadKv {
             k_t: self.k_t,
             v: self.v,
@@ -548,7 +549,7 @@ struct NewPosition<'a, T> {
 impl<T: KvValue> HeadSource<T> for NewPosition<'_, T> {
     fn ready(&mut self) -> HeadKv<'_, T> {
         self.head.write(self.position, self.key, self.value);
-        self.head.as_ref()
+        self.head.view()
     }
 }
 
