@@ -284,6 +284,9 @@ pub(crate) struct CrossParts {
     zero: Option<Tensor<3>>,
     /// The blocks' keys and values so far.
     kv: Vec<(Tensor<4>, Tensor<4>)>,
+    /// The blocks' cross-attention folded into their projections so far, per row
+    /// ([`host::CrossFold`]), where the host step takes them.
+    folds: Option<Vec<Vec<Option<host::CrossFold>>>>,
 }
 
 impl CrossContext {
@@ -477,6 +480,8 @@ pub struct DecoderLm {
     host_step: bool,
     /// How a host cache stores its keys and values ([`host::KvFormat::for_weights`]).
     kv_format: host::KvFormat,
+    /// The blocks' weight format.
+    format: WeightFormat,
 }
 
 impl DecoderLm {
@@ -541,6 +546,7 @@ impl DecoderLm {
             device: device.clone(),
             host_step,
             kv_format: host::KvFormat::for_weights(format),
+            format,
         })
     }
 
@@ -567,28 +573,27 @@ impl DecoderLm {
         self.host_step
     }
 
-    /// Bytes of linear weights one decode step reads: every block's self-attention, the
-    /// cross-attention's query and output (the text's keys and values are cached), the
-    /// feed-forward layers, and the LM heads.
-    pub fn weight_bytes_per_step(&self) -> usize {
+    /// Bytes of linear weights one decode step with `cross`'s text reads: every block's
+    /// self-attention, the cross-attention's query and output (the text's keys and values are
+    /// cached) or, where the host step folds them into the text ([`host::CrossFold`]), the
+    /// folds, the feed-forward layers, and the LM heads.
+    pub fn weight_bytes_per_step(&self, cross: Option<&CrossContext>) -> usize {
+        let folds = cross.and_then(|c| c.host.as_ref()).map(|c| c.fold_bytes());
         let blocks: usize = self
             .layers
             .iter()
-            .map(|b| {
+            .enumerate()
+            .map(|(i, b)| {
                 let (s, c) = (&b.self_attn, &b.encoder_attn);
-                [
-                    &s.q_proj,
-                    &s.k_proj,
-                    &s.v_proj,
-                    &s.out_proj,
-                    &c.q_proj,
-                    &c.out_proj,
-                    &b.fc1,
-                    &b.fc2,
-                ]
-                .iter()
-                .map(|l| l.weight_bytes())
-                .sum::<usize>()
+                let cross = match folds.as_ref().and_then(|f| f.get(i)) {
+                    Some(&bytes) => bytes,
+                    None => c.q_proj.weight_bytes() + c.out_proj.weight_bytes(),
+                };
+                cross
+                    + [&s.q_proj, &s.k_proj, &s.v_proj, &s.out_proj, &b.fc1, &b.fc2]
+                        .iter()
+                        .map(|l| l.weight_bytes())
+                        .sum::<usize>()
             })
             .sum();
         blocks
@@ -644,10 +649,13 @@ impl DecoderLm {
         };
         let zero = (!live.iter().all(|&l| l))
             .then(|| Tensor::<3>::zeros([1, 1, d], &encoder_states.device()));
+        let heads = self.config.num_attention_heads;
+        let fold = self.host_step && host::CrossFold::pays(self.format, d, heads, text_len);
         CrossParts {
             live,
             zero,
             kv: Vec::with_capacity(self.layers.len()),
+            folds: fold.then(|| Vec::with_capacity(self.layers.len())),
         }
     }
 
@@ -679,6 +687,9 @@ impl DecoderLm {
                     (Tensor::cat(k, 0), Tensor::cat(v, 0))
                 }
             };
+            if let Some(folds) = &mut parts.folds {
+                folds.push(host::fold_block(attn, &kv, &parts.live));
+            }
             parts.kv.push(kv);
         }
         parts.kv.len() < self.layers.len()
@@ -692,9 +703,10 @@ impl DecoderLm {
         let bias = (mask.ones_like() - mask)
             .mul_scalar(f32::MIN)
             .reshape([batch, 1, 1, text_len]);
+        let folds = parts.folds.unwrap_or_default();
         let host = self
             .host_step
-            .then(|| std::sync::Arc::new(host::HostCross::new(&kv, &bias, self.kv_format)));
+            .then(|| std::sync::Arc::new(host::HostCross::new(&kv, &bias, self.kv_format, folds)));
         CrossContext { kv, bias, host }
     }
 

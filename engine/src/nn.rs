@@ -183,6 +183,14 @@ impl Linear {
         }
     }
 
+    /// A host weight's matrix, or `None` for a tensor weight.
+    pub(crate) fn host_matrix(&self) -> Option<&HostMatrix> {
+        match &self.weight {
+            LinearWeight::Host { matrix, .. } => Some(matrix),
+            LinearWeight::Tensor { .. } => None,
+        }
+    }
+
     /// Whether the weight lives in host memory ([`Self::load_as`] on the CPU).
     pub(crate) fn is_host(&self) -> bool {
         matches!(self.weight, LinearWeight::Host { .. })

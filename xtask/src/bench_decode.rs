@@ -320,6 +320,7 @@ fn measure_ours(
     let mean_ms = step_ms.iter().sum::<f64>() / step_ms.len() as f64;
     step_ms.sort_by(f64::total_cmp);
 
+    let condition = model.condition(PROMPT, true)?;
     let mut condition_ms: Vec<f64> = (0..3)
         .map(|_| {
             let t = Instant::now();
@@ -339,7 +340,7 @@ fn measure_ours(
         label: format!("musicrfm {format}"),
         step_ms_median: median(&step_ms),
         step_ms_p90: step_ms[(0.9 * (step_ms.len() - 1) as f64) as usize],
-        bytes_per_step: Some(model.decoder.weight_bytes_per_step() as u64),
+        bytes_per_step: Some(model.decoder.weight_bytes_per_step(Some(&condition.cross)) as u64),
         bandwidth: Bandwidth { before, after },
         condition_ms: Some(median(&condition_ms)),
         profile: Some((profile, mean_ms)),

@@ -483,6 +483,13 @@ pub struct HostMatrix {
 pub(crate) trait RowFormat: Copy + Sync {
     /// Weight `(o, i)` as f32; `d_in` is the row length.
     fn get(&self, d_in: usize, o: usize, i: usize) -> f32;
+
+    /// Row `o`'s weights as f32 into `out` (`d_in` values), as [`RowFormat::get`] gives them.
+    fn row_into(&self, d_in: usize, o: usize, out: &mut [f32]) {
+        for (i, out) in out.iter_mut().enumerate() {
+            *out = self.get(d_in, o, i);
+        }
+    }
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -541,6 +548,10 @@ pub(crate) trait Superblock: Sync + ArchCodes {
 
     /// The code of weight `e` (0..32) of block `l`.
     fn code(&self, l: usize, e: usize) -> u8;
+
+    /// Every weight's code less [`Superblock::OFFSET`], in order (block by block), for
+    /// [`RowFormat::row_into`]: the storage read in order, four codes at a time.
+    fn steps(&self) -> [i8; SUPER_WEIGHTS];
 }
 
 impl Superblock for Q8Super {
@@ -549,6 +560,18 @@ impl Superblock for Q8Super {
     #[inline(always)]
     fn code(&self, l: usize, e: usize) -> u8 {
         self.codes[e / 4][4 * l + e % 4]
+    }
+
+    fn steps(&self) -> [i8; SUPER_WEIGHTS] {
+        let mut steps = [0i8; SUPER_WEIGHTS];
+        for (g, line) in self.codes.iter().enumerate() {
+            for (l, codes) in line.chunks_exact(4).enumerate() {
+                for (k, &c) in codes.iter().enumerate() {
+                    steps[32 * l + 4 * g + k] = (c ^ 0x80) as i8;
+                }
+            }
+        }
+        steps
     }
 }
 
@@ -560,6 +583,20 @@ impl Superblock for Q4Super {
         let (g, k) = (e / 4, e % 4);
         let byte = self.nibbles[g / 2][4 * l + k];
         if g % 2 == 0 { byte & 0x0f } else { byte >> 4 }
+    }
+
+    fn steps(&self) -> [i8; SUPER_WEIGHTS] {
+        let mut steps = [0i8; SUPER_WEIGHTS];
+        for (pair, line) in self.nibbles.iter().enumerate() {
+            for (l, bytes) in line.chunks_exact(4).enumerate() {
+                for (k, &b) in bytes.iter().enumerate() {
+                    let e = 32 * l + 8 * pair + k;
+                    steps[e] = (b & 0x0f) as i8 - 8;
+                    steps[e + 4] = (b >> 4) as i8 - 8;
+                }
+            }
+        }
+        steps
     }
 }
 
@@ -614,6 +651,24 @@ impl RowFormat for Bf16Rows<'_> {
     fn get(&self, d_in: usize, o: usize, i: usize) -> f32 {
         bf16_to_f32(self.0[Self::slot(d_in, o, bf16_slot(d_in, i))])
     }
+
+    /// Block by block, each block's slots read in order ([`tile_slot`], [`bf16_slot`]).
+    fn row_into(&self, d_in: usize, o: usize, out: &mut [f32]) {
+        let blocks = d_in / 32 * 32;
+        let (tile, j) = (o / 4 * 4 * d_in, o % 4);
+        for (b, out) in out[..blocks].chunks_exact_mut(32).enumerate() {
+            let slots = &self.0[tile + b * 128 + j * 32..][..32];
+            let (low, high) = out.split_at_mut(16);
+            for ((low, high), pair) in low.iter_mut().zip(high).zip(slots.chunks_exact(2)) {
+                (*low, *high) = (bf16_to_f32(pair[0]), bf16_to_f32(pair[1]));
+            }
+        }
+        let rest = d_in - blocks;
+        let slots = &self.0[tile + 4 * blocks + j * rest..][..rest];
+        for (out, &slot) in out[blocks..].iter_mut().zip(slots) {
+            *out = bf16_to_f32(slot);
+        }
+    }
 }
 
 /// Where bf16 stores weight `(o, i)`: the rows in tiles of 4 (`4 t..4 t + 4`, the last
@@ -661,6 +716,24 @@ impl<S: Superblock> RowFormat for SuperRows<'_, S> {
         let (l, e) = (i % SUPER_WEIGHTS / 32, i % 32);
         let scale = f16_to_f32(group.scales[o % 4][l]);
         (group.rows[o % 4].code(l, e) as i32 - S::OFFSET) as f32 * scale
+    }
+
+    /// The storage read in order ([`Superblock::steps`]), each block's scale converted once
+    /// (`get` converts one per weight and computes each code's place).
+    fn row_into(&self, _d_in: usize, o: usize, out: &mut [f32]) {
+        for (group, out) in self.tile(o).iter().zip(out.chunks_mut(SUPER_WEIGHTS)) {
+            let steps = group.rows[o % 4].steps();
+            for ((out, steps), &scale) in out
+                .chunks_mut(32)
+                .zip(steps.chunks_exact(32))
+                .zip(&group.scales[o % 4])
+            {
+                let scale = f16_to_f32(scale);
+                for (out, &step) in out.iter_mut().zip(steps) {
+                    *out = step as f32 * scale;
+                }
+            }
+        }
     }
 }
 
@@ -722,23 +795,50 @@ macro_rules! with_rows {
 }
 
 impl HostMatrix {
-    /// Pack `values` (row-major `[d_out, d_in]`, PyTorch's `nn.Linear` layout) as `format`.
+    /// Pack `values` (row-major `[d_out, d_in]`, PyTorch's `nn.Linear` layout) as `format`,
+    /// in the huge-page chunks the weights share ([`Pages::copy_of`]).
     pub fn pack(values: &[f32], d_in: usize, d_out: usize, format: WeightFormat) -> Self {
+        Self::pack_placed(values, (d_in, d_out), format, Placement::Shared)
+    }
+
+    /// [`Self::pack`] in an allocation of its own ([`Pages::copy_apart`]): for a short-lived
+    /// matrix (a prompt's), whose bytes the shared chunks would keep until every buffer carved
+    /// beside them is dropped.
+    pub(crate) fn pack_apart(
+        values: &[f32],
+        d_in: usize,
+        d_out: usize,
+        format: WeightFormat,
+    ) -> Self {
+        Self::pack_placed(values, (d_in, d_out), format, Placement::Apart)
+    }
+
+    fn pack_placed(
+        values: &[f32],
+        (d_in, d_out): (usize, usize),
+        format: WeightFormat,
+        place: Placement,
+    ) -> Self {
         assert_eq!(values.len(), d_in * d_out, "weight length");
         let packed = match format {
-            WeightFormat::F32 => Packed::F32(Pages::copy_of(values)),
+            WeightFormat::F32 => Packed::F32(place.place(values)),
             WeightFormat::Bf16 => {
-                // The last tile's padding rows stay zero.
+                // The last tile's padding rows stay zero. Tile by tile, over rayon's threads.
                 let mut bits = vec![0u16; d_out.next_multiple_of(4) * d_in];
-                for (o, row) in values.chunks_exact(d_in).enumerate() {
-                    for (i, &v) in row.iter().enumerate() {
-                        bits[tile_slot(d_in, o, bf16_slot(d_in, i))] = f32_to_bf16(v);
-                    }
-                }
-                Packed::Bf16(Pages::copy_of(&bits))
+                let tile = (4 * d_in).max(1);
+                bits.par_chunks_mut(tile)
+                    .zip(values.par_chunks(tile))
+                    .for_each(|(bits, rows)| {
+                        for (j, row) in rows.chunks_exact(d_in).enumerate() {
+                            for (i, &v) in row.iter().enumerate() {
+                                bits[tile_slot(d_in, j, bf16_slot(d_in, i))] = f32_to_bf16(v);
+                            }
+                        }
+                    });
+                Packed::Bf16(place.place(&bits))
             }
-            WeightFormat::Q8 => pack_q8(values, d_in, d_out),
-            WeightFormat::Q4 => pack_q4(values, d_in, d_out),
+            WeightFormat::Q8 => Packed::Q8(place.place(&pack_q8(values, d_in, d_out))),
+            WeightFormat::Q4 => Packed::Q4(place.place(&pack_q4(values, d_in, d_out))),
         };
         Self {
             packed,
@@ -767,9 +867,22 @@ impl HostMatrix {
     /// The weights as f32, row-major `[d_out, d_in]` (what the kernels multiply by).
     pub fn unpack(&self) -> Vec<f32> {
         let (d_in, d_out) = (self.d_in, self.d_out);
-        with_rows!(&self.packed, d_in, |w| (0..d_out)
-            .flat_map(|o| (0..d_in).map(move |i| w.get(d_in, o, i)))
-            .collect())
+        let mut values = vec![0f32; d_out * d_in];
+        values
+            .par_chunks_mut(d_in.max(1))
+            .enumerate()
+            .for_each(|(o, row)| self.unpack_rows(o..o + 1, row));
+        values
+    }
+
+    /// Rows `rows` of what [`Self::unpack`] gives, into `out` (`rows.len() × d_in`).
+    pub(crate) fn unpack_rows(&self, rows: std::ops::Range<usize>, out: &mut [f32]) {
+        let d_in = self.d_in;
+        with_rows!(&self.packed, d_in, |w| {
+            for (o, row) in rows.zip(out.chunks_exact_mut(d_in.max(1))) {
+                w.row_into(d_in, o, row);
+            }
+        })
     }
 
     /// `y = x Wᵀ (+ bias)` for `x` of `rows` rows of `d_in`; `y` has `rows` rows of `d_out`.
@@ -882,62 +995,84 @@ impl HostMatrix {
     }
 }
 
+/// Where [`HostMatrix::pack_placed`] copies a format's storage.
+#[derive(Clone, Copy)]
+enum Placement {
+    /// [`Pages::copy_of`]: the huge-page chunks the model's weights share.
+    Shared,
+    /// [`Pages::copy_apart`]: an allocation of its own.
+    Apart,
+}
+
+impl Placement {
+    fn place<T: Copy>(self, values: &[T]) -> Pages<T> {
+        match self {
+            Placement::Shared => Pages::copy_of(values),
+            Placement::Apart => Pages::copy_apart(values),
+        }
+    }
+}
+
 /// Blocks of 32 weights into groups: per block, `scale(block)` is its exact scale, stored as an
 /// f16 rounded up in magnitude ([`f16_scale`]), and `store(codes, l, e, steps)` writes weight
 /// `e` of block `l` as `steps = w / scale` (0 for a zero scale); rows and tiles past the
 /// matrix keep `zero`'s codes (weight 0).
-fn pack_blocks<S: Copy>(
+fn pack_blocks<S: Copy + Send + Sync>(
     values: &[f32],
     (d_in, d_out): (usize, usize),
     zero: S,
-    scale: impl Fn(&[f32]) -> f32,
-    store: impl Fn(&mut S, usize, usize, f32),
-) -> Pages<Group<S>> {
+    scale: impl Fn(&[f32]) -> f32 + Sync,
+    store: impl Fn(&mut S, usize, usize, f32) + Sync,
+) -> Vec<Group<S>> {
     let per_row = d_in.div_ceil(SUPER_WEIGHTS);
     let zero = Group {
         scales: [[0; SUPER_BLOCKS]; 4],
         rows: [zero; 4],
     };
     let mut groups = vec![zero; d_out.div_ceil(4) * per_row];
-    for (o, row) in values.chunks_exact(d_in.max(1)).enumerate().take(d_out) {
-        for (b, block) in row.chunks(32).enumerate() {
-            let (bits, scale) = f16_scale(scale(block));
-            let inverse = if scale != 0.0 { 1.0 / scale } else { 0.0 };
-            let group = &mut groups[o / 4 * per_row + b / SUPER_BLOCKS];
-            let l = b % SUPER_BLOCKS;
-            group.scales[o % 4][l] = bits;
-            for (e, &v) in block.iter().enumerate() {
-                store(&mut group.rows[o % 4], l, e, v * inverse);
+    // Tile by tile (4 rows each), over rayon's threads.
+    let rows = values
+        .chunks_exact(d_in.max(1))
+        .take(d_out)
+        .collect::<Vec<_>>();
+    groups
+        .par_chunks_mut(per_row.max(1))
+        .zip(rows.par_chunks(4))
+        .for_each(|(tile, rows)| {
+            for (j, row) in rows.iter().enumerate() {
+                for (b, block) in row.chunks(32).enumerate() {
+                    let (bits, scale) = f16_scale(scale(block));
+                    let inverse = if scale != 0.0 { 1.0 / scale } else { 0.0 };
+                    let group = &mut tile[b / SUPER_BLOCKS];
+                    let l = b % SUPER_BLOCKS;
+                    group.scales[j][l] = bits;
+                    for (e, &v) in block.iter().enumerate() {
+                        store(&mut group.rows[j], l, e, v * inverse);
+                    }
+                }
             }
-        }
-    }
-    Pages::copy_of(&groups)
+        });
+    groups
 }
 
 /// llama.cpp's Q8_0: `scale = max |w| / 127` (as an f16, rounded up), codes `round(w / scale)`
 /// (ties away from zero).
-fn pack_q8(values: &[f32], d_in: usize, d_out: usize) -> Packed {
+fn pack_q8(values: &[f32], d_in: usize, d_out: usize) -> Vec<Group<Q8Super>> {
     const _: () = assert!(Q8_BLOCK == 32);
     let zero = Q8Super {
         codes: [[128; 64]; 8], // 128 is weight 0: the padding
     };
     let max_abs = |block: &[f32]| block.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
-    Packed::Q8(pack_blocks(
-        values,
-        (d_in, d_out),
-        zero,
-        max_abs,
-        |sup, l, e, steps| {
-            let q = crate::nn::round_to_i32(steps).clamp(-127, 127) as i8;
-            sup.codes[e / 4][4 * l + e % 4] = (q as u8) ^ 0x80;
-        },
-    ))
+    pack_blocks(values, (d_in, d_out), zero, max_abs, |sup, l, e, steps| {
+        let q = crate::nn::round_to_i32(steps).clamp(-127, 127) as i8;
+        sup.codes[e / 4][4 * l + e % 4] = (q as u8) ^ 0x80;
+    })
 }
 
 /// Q4_0 as llama.cpp quantizes it: the block's weight of largest magnitude `m` sets the scale
 /// `−m / 8` (as an f16, rounded up in magnitude), so `m` itself is code 0 (−8 steps) and every
 /// other weight rounds to the nearest of the 16 steps (codes clamped to 0..=15).
-fn pack_q4(values: &[f32], d_in: usize, d_out: usize) -> Packed {
+fn pack_q4(values: &[f32], d_in: usize, d_out: usize) -> Vec<Group<Q4Super>> {
     const _: () = assert!(Q4_BLOCK == 32);
     let zero = Q4Super {
         nibbles: [[0x88; 64]; 4], // 8 is weight 0: the padding
@@ -948,22 +1083,16 @@ fn pack_q4(values: &[f32], d_in: usize, d_out: usize) -> Packed {
             .fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m })
             / -8.0
     };
-    Packed::Q4(pack_blocks(
-        values,
-        (d_in, d_out),
-        zero,
-        extreme,
-        |sup, l, e, steps| {
-            let code = (crate::nn::round_to_i32(steps) + 8).clamp(0, 15) as u8;
-            let (g, k) = (e / 4, e % 4);
-            let byte = &mut sup.nibbles[g / 2][4 * l + k];
-            *byte = if g % 2 == 0 {
-                (*byte & 0xf0) | code
-            } else {
-                (*byte & 0x0f) | (code << 4)
-            };
-        },
-    ))
+    pack_blocks(values, (d_in, d_out), zero, extreme, |sup, l, e, steps| {
+        let code = (crate::nn::round_to_i32(steps) + 8).clamp(0, 15) as u8;
+        let (g, k) = (e / 4, e % 4);
+        let byte = &mut sup.nibbles[g / 2][4 * l + k];
+        *byte = if g % 2 == 0 {
+            (*byte & 0xf0) | code
+        } else {
+            (*byte & 0x0f) | (code << 4)
+        };
+    })
 }
 
 /// What [`HostMatrix::matmul_then`] applies to each work item's outputs (in place).

@@ -45,6 +45,18 @@ impl Drop for Chunk {
 }
 
 impl Chunk {
+    /// `size` bytes (at least one line) on a cache line, in ordinary pages.
+    fn apart(size: usize) -> Arc<Chunk> {
+        let layout = Layout::from_size_align(size.max(ALIGN).next_multiple_of(ALIGN), ALIGN)
+            .expect("a buffer size below isize::MAX");
+        // SAFETY: the layout's size is non-zero.
+        let ptr = unsafe { std::alloc::alloc(layout) };
+        let Some(ptr) = NonNull::new(ptr) else {
+            std::alloc::handle_alloc_error(layout)
+        };
+        Arc::new(Chunk { ptr, layout })
+    }
+
     fn new(size: usize) -> Arc<Chunk> {
         let layout = Layout::from_size_align(size.next_multiple_of(HUGE), HUGE)
             .expect("a chunk size below isize::MAX");
@@ -95,6 +107,26 @@ impl<T: Copy> Pages<T> {
         );
         // SAFETY: `offset + bytes` is within the chunk, whose bytes from `offset` on no other
         // buffer holds (carving advances under the lock); the offset is a multiple of ALIGN.
+        unsafe { Self::copy_into(chunk, offset, values) }
+    }
+
+    /// A copy of `values` in an allocation of its own, in ordinary pages, freed with it: for a
+    /// short-lived buffer, which [`Pages::copy_of`] would carve beside the weights (a bump
+    /// allocator: its bytes stay until every buffer of its chunk is dropped).
+    pub fn copy_apart(values: &[T]) -> Self {
+        const { assert!(align_of::<T>() <= ALIGN) };
+        let chunk = Chunk::apart(size_of_val(values));
+        // SAFETY: the chunk holds at least `size_of_val(values)` bytes and no other buffer.
+        unsafe { Self::copy_into(chunk, 0, values) }
+    }
+
+    /// `values` copied into `chunk` at `offset`.
+    ///
+    /// # Safety
+    /// `offset` is a multiple of [`ALIGN`] and the chunk's bytes from `offset` on, for
+    /// `size_of_val(values)`, are this buffer's alone.
+    unsafe fn copy_into(chunk: Arc<Chunk>, offset: usize, values: &[T]) -> Self {
+        // SAFETY: the caller's.
         let ptr = unsafe {
             let dst = chunk.ptr.as_ptr().add(offset).cast::<T>();
             std::ptr::copy_nonoverlapping(values.as_ptr(), dst, values.len());
@@ -113,7 +145,7 @@ impl<T> Deref for Pages<T> {
     type Target = [T];
 
     fn deref(&self) -> &[T] {
-        // SAFETY: `len` values were written at `ptr` in `copy_of`; the chunk outlives `self`.
+        // SAFETY: `len` values were written at `ptr` in `copy_into`; the chunk outlives `self`.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 }
@@ -165,5 +197,13 @@ mod tests {
         drop((pa, pb, pd));
         assert_eq!(&*pc, &[7u8; 5]);
         assert_eq!(&*copy, &a[..17]);
+        // Apart: read back, aligned, empty allowed, alive after its source is dropped.
+        let source: Vec<u32> = a[..33].to_vec();
+        let apart = Pages::copy_apart(&source);
+        drop(source);
+        let none = Pages::<u64>::copy_apart(&[]);
+        assert_eq!(&*apart, &a[..33]);
+        assert_eq!(apart.as_ptr() as usize % ALIGN, 0);
+        assert!(none.is_empty());
     }
 }

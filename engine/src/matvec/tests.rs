@@ -474,3 +474,35 @@ fn an_activation_inside_the_product_equals_one_after_it() {
         }
     }
 }
+
+/// `unpack` (a row at a time, each block's scale converted once) gives every weight as
+/// [`RowFormat::get`] reads it, bit for bit, over partial superblocks and blocks.
+#[test]
+fn unpacking_by_rows_gives_each_weight_as_read_one_by_one() {
+    fn check<W: RowFormat>(w: W, d_in: usize, unpacked: &[f32]) {
+        for (k, &u) in unpacked.iter().enumerate() {
+            let (o, i) = (k / d_in, k % d_in);
+            assert_eq!(
+                u.to_bits(),
+                w.get(d_in, o, i).to_bits(),
+                "weight ({o}, {i})"
+            );
+        }
+    }
+    let mut rng = Rng::new(29);
+    for (d_in, d_out) in [(1100, 7), (75, 6), (512, 4)] {
+        let values = normal(&mut rng, d_in * d_out);
+        for format in WeightFormat::ALL {
+            let matrix = HostMatrix::pack(&values, d_in, d_out, format);
+            let unpacked = matrix.unpack();
+            assert_eq!(unpacked.len(), d_in * d_out);
+            let per_row = d_in.div_ceil(SUPER_WEIGHTS);
+            match &matrix.packed {
+                Packed::F32(v) => check(F32Rows(v), d_in, &unpacked),
+                Packed::Bf16(v) => check(Bf16Rows(v), d_in, &unpacked),
+                Packed::Q8(groups) => check(SuperRows { groups, per_row }, d_in, &unpacked),
+                Packed::Q4(groups) => check(SuperRows { groups, per_row }, d_in, &unpacked),
+            }
+        }
+    }
+}
