@@ -234,7 +234,9 @@ pub fn run(options: &DecodeArgs) -> anyhow::Result<()> {
     }
     println!(
         "read GB/s = the bandwidth probed before/after the timed steps ({low:.1}–{high:.1} GB/s \
-         over the bench); floor = bytes of decoder weights per step ÷ the mean of the two; \
+         over the bench); floor = bytes of decoder weights a step reads (GB/step; where the CPU step folds \
+         the prompt into the cross-attention's projections, the folds in their place) ÷ the mean \
+         of the two; \
          +codec st/s = 1000 / (P50 + EnCodec ms per frame, batch-decoded, with the format's codec); \
          ×PyTorch = PyTorch P50 / P50 (above 1: musicrfm is faster); \
          peak MB = process high-water mark from loading that format"
