@@ -1122,12 +1122,12 @@ struct Part<'a> {
     fold: Option<&'a [Option<CrossFold>]>,
 }
 
-/// The text's attention of every part through its rows' folds ([`CrossFold`]), added into `x`
-/// (the parts' rows in turn; `h` the same rows normed): a row without a fold (CFG's
-/// unconditional) adds exactly nothing, and rows with the same fold (a window and its
-/// successor on one prompt) share one product.
-fn attend_folded(x: &mut [f32], h: &[f32], parts: &[Part<'_>]) {
-    let d = h.len() / parts.iter().map(|p| p.rows).sum::<usize>().max(1);
+/// The text's attention of every part through its rows' folds ([`CrossFold`]), of `x`'s rows
+/// normed by `layer_norm`, added into `x` (the parts' rows in turn): a row without a fold (CFG's
+/// unconditional) adds exactly nothing and is not normed, and rows with the same fold (a window
+/// and its successor on one prompt) share one product.
+fn attend_folded(x: &mut [f32], layer_norm: &crate::nn::LayerNorm, parts: &[Part<'_>]) {
+    let d = x.len() / parts.iter().map(|p| p.rows).sum::<usize>().max(1);
     // (fold, its rows in the step, the text's padding bias of the first)
     let mut groups: Vec<(&CrossFold, Vec<usize>, &[f32])> = Vec::new();
     let mut first = 0;
@@ -1147,12 +1147,13 @@ fn attend_folded(x: &mut [f32], h: &[f32], parts: &[Part<'_>]) {
         first += part.rows;
     }
     for (fold, rows, bias) in groups {
-        let h: Vec<f32> = rows
+        // Only these rows are normed (the norm is row by row): the others add nothing.
+        let rows_x: Vec<f32> = rows
             .iter()
-            .flat_map(|&r| &h[r * d..(r + 1) * d])
+            .flat_map(|&r| &x[r * d..(r + 1) * d])
             .copied()
             .collect();
-        let out = fold.attend(&h, rows.len(), bias);
+        let out = fold.attend(&norm(layer_norm, &rows_x), rows.len(), bias);
         for (&r, out) in rows.iter().zip(out.chunks_exact(d)) {
             add_into(&mut x[r * d..(r + 1) * d], out);
         }
@@ -1220,8 +1221,7 @@ impl Block {
         if parts.first().is_some_and(|p| p.cross.is_some())
             && parts.iter().all(|p| p.fold.is_some())
         {
-            let h = norm(&self.encoder_attn_layer_norm, x);
-            attend_folded(x, &h, parts);
+            attend_folded(x, &self.encoder_attn_layer_norm, parts);
         } else if parts.first().is_some_and(|p| p.cross.is_some()) {
             let attn = &self.encoder_attn;
             let h = norm(&self.encoder_attn_layer_norm, x);
