@@ -484,12 +484,29 @@ fn measure_reference(options: &DecodeArgs, threads: usize) -> anyhow::Result<Ref
     };
     let text = |k: &str| json[k].as_str().unwrap_or("?").to_owned();
     println!(
-        "PyTorch: torch {}, transformers {}, f32, {} threads, attention `{}`, eager (no torch.compile)",
+        "PyTorch: torch {}, transformers {}, f32, {} threads, attention `{}`, eager (no torch.compile), \
+         linear layers through {}",
         text("torch"),
         text("transformers"),
         json["threads"],
-        text("attention")
+        text("attention"),
+        match text("linears").as_str() {
+            "onednn" =>
+                "oneDNN (torch.utils.mkldnn; its peak memory includes that copy of the \
+                         decoder's weights beside the file's mapped pages)",
+            "aten" => "PyTorch's default path (MKL's sgemm)",
+            _ => "?",
+        }
     );
+    if let Some(trial) = json["trial_step_ms"].as_object().filter(|t| !t.is_empty()) {
+        let ms = |k: &str| trial.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+        println!(
+            "PyTorch: the faster of two short trials kept (P50 ms a step): default linears {:.2}, \
+             oneDNN linears {:.2}",
+            ms("aten"),
+            ms("onednn")
+        );
+    }
     Ok(Reference {
         steps: Steps {
             label: "PyTorch f32".to_owned(),
