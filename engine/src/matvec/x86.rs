@@ -263,11 +263,22 @@ pub(crate) trait Codes {
     unsafe fn codes256(&self, v: usize, half: usize) -> [__m256i; 2];
     /// Prefetch the cache lines that `codes256(v, _)` reads, [`PREFETCH_BYTES`] ahead.
     fn prefetch_codes(&self, v: usize);
+    /// Whether the AVX512-VNNI tile prefetches each row's code lines as it reads them (after
+    /// the group's two lines of scales) rather than the whole group at the group's start. On
+    /// a Zen 5 EPYC (`matvec_bench --only streamed`, alternating runs of one build, 2026-12-03):
+    /// q8 spread 10.94–12.06 ms a pass (median 11.17, 8 runs) against a burst's 11.55–12.23
+    /// (11.66, one quiet-minute 8.11 left out), on one thread 13.35–13.90 against 14.01–15.16
+    /// in each of 6 pairs; q4 the same on two threads (5.67–6.10 against 5.86–6.05) and slower
+    /// on one (6.88–7.09 against 6.75–7.23, 5 of 6 pairs), so q4 keeps the burst. (The burst's
+    /// quiet minute read q4 at 4.51 ms, left out likewise.)
+    const SPREAD_PREFETCH: bool;
 }
 
 // SAFETY (every load below): 64 or 32 bytes inside a `[u8; 64]` (`v < 4`, `half < 2`); the
 // loads are unaligned (the arrays are 64-byte aligned in practice).
 impl Codes for Q8Super {
+    const SPREAD_PREFETCH: bool = true;
+
     #[inline(always)]
     unsafe fn codes512(&self, v: usize) -> [__m512i; 2] {
         unsafe {
@@ -299,6 +310,8 @@ impl Codes for Q8Super {
 /// One load for both groups: the low nibbles (masked) and the high ones (shifted within 32-bit
 /// lanes, then masked, so no bits cross between bytes).
 impl Codes for Q4Super {
+    const SPREAD_PREFETCH: bool = false;
+
     #[inline(always)]
     unsafe fn codes512(&self, v: usize) -> [__m512i; 2] {
         unsafe {
@@ -354,10 +367,20 @@ pub(crate) unsafe fn int_tile_avx512vnni<S: Superblock + Codes>(
                 }),
             )
         };
-        prefetch(group);
+        if S::SPREAD_PREFETCH {
+            prefetch_line(&group.scales[0]);
+            prefetch_line(&group.scales[2]);
+        } else {
+            prefetch(group);
+        }
         // 8 independent chains of `vpdpbusd`, each weight vector loaded once for both inputs.
         let mut dot = [start; 4];
         for v in 0..4 {
+            if S::SPREAD_PREFETCH {
+                for w in &w {
+                    w.prefetch_codes(v);
+                }
+            }
             // SAFETY: 64-byte loads of `[i8; 64]`.
             let q = unsafe {
                 x.map(|x| {
