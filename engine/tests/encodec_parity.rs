@@ -212,7 +212,7 @@ fn round_trip_matches_reference_tiny_b() {
 
 /// A copy of a fixture's EnCodec tensors, with one tensor changed, in a fresh temp dir.
 struct MutatedCheckpoint {
-    dir: PathBuf,
+    dir: tempfile::TempDir,
 }
 
 impl MutatedCheckpoint {
@@ -250,25 +250,18 @@ impl MutatedCheckpoint {
                 (key.clone(), view)
             })
             .collect();
-        let dir = std::env::temp_dir().join(format!(
-            "musicrfm-encodec-{tag}-{model}-{}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        safetensors::serialize_to_file(views, None, &dir.join("model.safetensors"))
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("musicrfm-encodec-{tag}-{model}-"))
+            .tempdir()
+            .expect("temp dir");
+        safetensors::serialize_to_file(views, None, &dir.path().join("model.safetensors"))
             .expect("mutated checkpoint writes");
         Self { dir }
     }
 
     fn load(&self, model: &str) -> Result<EncodecModel, LoadError> {
-        let weights = Weights::open_dir(&self.dir).expect("mutated weights open");
+        let weights = Weights::open_dir(self.dir.path()).expect("mutated weights open");
         EncodecModel::load(&weights, PREFIX, &config(model), &Device::default())
-    }
-}
-
-impl Drop for MutatedCheckpoint {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

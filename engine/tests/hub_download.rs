@@ -20,30 +20,20 @@ const REPO: &str = "test-org/musicgen-tiny";
 const WEIGHTS: &str = "model.safetensors";
 
 /// A cache directory of the test's own, removed when dropped.
-struct TempCache(PathBuf);
+struct TempCache(tempfile::TempDir);
 
 impl TempCache {
     fn new(tag: &str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("musicrfm-hub-dl-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
+        Self(common::temp_dir(&format!("hub-dl-{tag}")))
     }
 
     fn repo_dir(&self) -> PathBuf {
-        self.0.join("models--test-org--musicgen-tiny")
+        self.0.path().join("models--test-org--musicgen-tiny")
     }
 
     fn blob(&self, file: &str) -> PathBuf {
         let bytes = std::fs::read(model_dir("musicgen-tiny").join(file)).unwrap();
         self.repo_dir().join("blobs").join(sha256_hex(&bytes))
-    }
-}
-
-impl Drop for TempCache {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -56,7 +46,7 @@ fn tiny_hub() -> FakeHub {
 fn config(hub: &FakeHub, cache: &TempCache) -> HubConfig {
     HubConfig {
         endpoint: hub.endpoint(),
-        cache_dir: cache.0.clone(),
+        cache_dir: cache.0.path().to_owned(),
         token: None,
         offline: false,
     }

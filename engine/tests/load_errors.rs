@@ -9,14 +9,12 @@ use common::*;
 use engine::MusicGen;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
-/// A private copy of a fixture model directory.
-fn copy_model(model: &str, tag: &str) -> PathBuf {
-    let dst = std::env::temp_dir().join(format!("musicrfm-{tag}-{}-{model}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dst);
-    std::fs::create_dir_all(&dst).unwrap();
+/// A private copy of a fixture model directory, removed when dropped.
+fn copy_model(model: &str, tag: &str) -> tempfile::TempDir {
+    let dst = temp_dir(&format!("{tag}-{model}"));
     for entry in std::fs::read_dir(model_dir(model)).unwrap() {
         let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dst.join(entry.file_name())).unwrap();
+        std::fs::copy(entry.path(), dst.path().join(entry.file_name())).unwrap();
     }
     dst
 }
@@ -55,20 +53,21 @@ fn load_err(dir: &Path) -> String {
 
 #[test]
 fn truncated_safetensors_names_the_file() {
-    let dir = copy_model("musicgen-tiny", "truncated");
+    let copy = copy_model("musicgen-tiny", "truncated");
+    let dir = copy.path();
     let file = dir.join("model.safetensors");
     let len = std::fs::metadata(&file).unwrap().len();
     let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
     f.set_len(len / 2).unwrap();
-    let err = load_err(&dir);
+    let err = load_err(dir);
     assert!(err.contains("model.safetensors"), "{err}");
     assert!(err.contains("truncated"), "{err}");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn misshaped_tensor_names_key_and_shapes() {
-    let dir = copy_model("musicgen-tiny", "misshaped");
+    let copy = copy_model("musicgen-tiny", "misshaped");
+    let dir = copy.path();
     let key = "decoder.model.decoder.layers.1.fc1.weight";
     rewrite(
         &dir.join("model.safetensors"),
@@ -81,31 +80,31 @@ fn misshaped_tensor_names_key_and_shapes() {
             }
         },
     );
-    let err = load_err(&dir);
+    let err = load_err(dir);
     assert!(err.contains(key), "{err}");
     assert!(
         err.contains("[32, 96]") && err.contains("[96, 32]"),
         "{err}"
     );
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn missing_tensor_names_key() {
-    let dir = copy_model("musicgen-tiny", "missing");
+    let copy = copy_model("musicgen-tiny", "missing");
+    let dir = copy.path();
     let key = "decoder.lm_heads.2.weight";
     rewrite(
         &dir.join("model.safetensors"),
         |name, dtype, shape, data| (name != key).then_some((dtype, shape, data)),
     );
-    let err = load_err(&dir);
+    let err = load_err(dir);
     assert!(err.contains(key) && err.contains("missing"), "{err}");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn wrong_dtype_names_key() {
-    let dir = copy_model("musicgen-tiny", "dtype");
+    let copy = copy_model("musicgen-tiny", "dtype");
+    let dir = copy.path();
     let key = "enc_to_dec_proj.bias";
     rewrite(
         &dir.join("model.safetensors"),
@@ -117,19 +116,19 @@ fn wrong_dtype_names_key() {
             }
         },
     );
-    let err = load_err(&dir);
+    let err = load_err(dir);
     assert!(err.contains(key) && err.contains("I32"), "{err}");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn malformed_and_invalid_configs_are_named() {
-    let dir = copy_model("musicgen-tiny", "config");
+    let copy = copy_model("musicgen-tiny", "config");
+    let dir = copy.path();
     let config = dir.join("config.json");
     let good = std::fs::read_to_string(&config).unwrap();
 
     std::fs::write(&config, &good[..good.len() / 2]).unwrap();
-    let err = load_err(&dir);
+    let err = load_err(dir);
     assert!(
         err.contains("config.json") && err.contains("malformed JSON"),
         "{err}"
@@ -138,7 +137,7 @@ fn malformed_and_invalid_configs_are_named() {
     let mut json: serde_json::Value = serde_json::from_str(&good).unwrap();
     json["decoder"]["num_attention_heads"] = serde_json::json!(5);
     std::fs::write(&config, json.to_string()).unwrap();
-    let err = load_err(&dir);
+    let err = load_err(dir);
     assert!(err.contains("decoder.num_attention_heads"), "{err}");
 
     let mut json: serde_json::Value = serde_json::from_str(&good).unwrap();
@@ -147,37 +146,37 @@ fn malformed_and_invalid_configs_are_named() {
         .unwrap()
         .remove("hidden_size");
     std::fs::write(&config, json.to_string()).unwrap();
-    let err = load_err(&dir);
+    let err = load_err(dir);
     assert!(err.contains("hidden_size"), "{err}");
 
     let mut json: serde_json::Value = serde_json::from_str(&good).unwrap();
     json["text_encoder"]["feed_forward_proj"] = serde_json::json!("swish");
     std::fs::write(&config, json.to_string()).unwrap();
-    let err = load_err(&dir);
+    let err = load_err(dir);
     assert!(
         err.contains("feed_forward_proj") && err.contains("swish"),
         "{err}"
     );
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn sharded_index_with_missing_shard_is_named() {
-    let dir = copy_model("musicgen-tiny-b", "shard");
+    let copy = copy_model("musicgen-tiny-b", "shard");
+    let dir = copy.path();
     std::fs::remove_file(dir.join("model-00003-of-00004.safetensors")).unwrap();
-    let err = load_err(&dir);
+    let err = load_err(dir);
     assert!(
         err.contains("model-00003-of-00004.safetensors") && err.contains("missing"),
         "{err}"
     );
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn half_precision_checkpoints_load() {
     // The hub's musicgen-medium/large ship f16 shards; bf16 appears in re-uploads.
     for (dtype, tolerance) in [(Dtype::F16, 2e-2f32), (Dtype::BF16, 2e-1)] {
-        let dir = copy_model("musicgen-tiny", &format!("{dtype:?}"));
+        let copy = copy_model("musicgen-tiny", &format!("{dtype:?}"));
+        let dir = copy.path();
         rewrite(&dir.join("model.safetensors"), |_, d, shape, data| {
             if d != Dtype::F32 {
                 return Some((d, shape, data));
@@ -194,7 +193,7 @@ fn half_precision_checkpoints_load() {
                 .collect();
             Some((dtype, shape, out))
         });
-        let half_model = MusicGen::load(&dir, &device()).expect("half-precision checkpoint");
+        let half_model = MusicGen::load(dir, &device()).expect("half-precision checkpoint");
         let full = MusicGen::load(&model_dir("musicgen-tiny"), &device()).unwrap();
         let ids = full.tokenize("A relaxing jazz song with piano").unwrap();
         let a = to_vec(full.encode_text(&ids));
@@ -204,7 +203,6 @@ fn half_precision_checkpoints_load() {
             err > 0.0 && err < tolerance,
             "{dtype:?}: T5 differs from f32 by {err}"
         );
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }
 
@@ -230,7 +228,8 @@ fn load_error(dir: &Path) -> engine::LoadError {
 
 #[test]
 fn a_bad_config_value_is_named_by_its_key_path_once() {
-    let dir = copy_model("musicgen-tiny", "keypath");
+    let copy = copy_model("musicgen-tiny", "keypath");
+    let dir = copy.path();
     let config = dir.join("config.json");
     let good = std::fs::read_to_string(&config).unwrap();
     let bad = good.replacen("\"num_codebooks\": 4", "\"num_codebooks\": \"four\"", 1);
@@ -241,7 +240,7 @@ fn a_bad_config_value_is_named_by_its_key_path_once() {
     let line = bad[..at].matches('\n').count() + 1;
     let column = at - bad[..at].rfind('\n').map_or(0, |i| i + 1);
 
-    let err = load_error(&dir);
+    let err = load_error(dir);
     let expected = format!(
         "{}: decoder.num_codebooks: invalid type: string \"four\", expected usize \
          (line {line}, column {column})",
@@ -251,12 +250,12 @@ fn a_bad_config_value_is_named_by_its_key_path_once() {
     let full = chain(&err);
     assert_eq!(full, expected, "no cause repeats the message");
     assert_eq!(full.matches("invalid type").count(), 1, "{full}");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn unknown_config_strings_are_rejected_at_their_key() {
-    let dir = copy_model("musicgen-tiny", "enums");
+    let copy = copy_model("musicgen-tiny", "enums");
+    let dir = copy.path();
     let config = dir.join("config.json");
     let good = std::fs::read_to_string(&config).unwrap();
     let cases = [
@@ -274,7 +273,7 @@ fn unknown_config_strings_are_rejected_at_their_key() {
         let mut json: serde_json::Value = serde_json::from_str(&good).unwrap();
         json[section][key] = serde_json::json!(value);
         std::fs::write(&config, json.to_string()).unwrap();
-        let err = chain(&load_error(&dir));
+        let err = chain(&load_error(dir));
         assert!(
             err.contains(&format!("{section}.{key}: unknown variant `{value}`"))
                 && err.contains(&format!("`{expected}`")),
@@ -282,7 +281,6 @@ fn unknown_config_strings_are_rejected_at_their_key() {
         );
         assert_eq!(err.matches("unknown variant").count(), 1, "{err}");
     }
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -329,8 +327,9 @@ fn missing_tensors_are_named_by_their_checkpoint_key() {
         ("musicgen-tiny", "decoder.model.decoder.layer_norm.weight"),
     ];
     for (model, key) in cases {
-        let dir = copy_model(model, "missing-key");
-        let files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        let copy = copy_model(model, "missing-key");
+        let dir = copy.path();
+        let files: Vec<PathBuf> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().path())
             .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
@@ -340,11 +339,10 @@ fn missing_tensors_are_named_by_their_checkpoint_key() {
                 (name != key).then_some((dtype, shape, data))
             });
         }
-        let err = load_err(&dir);
+        let err = load_err(dir);
         assert!(
             err.contains(&format!("`{key}`")) && err.contains("missing"),
             "{model} without {key}: {err}"
         );
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -47,7 +47,8 @@ fn replay_from_start(handle: &EngineHandle, endpoint: &AudioEndpoint) {
 #[test]
 fn unchanged_automation_replays_without_steps_and_changed_automation_continues_exactly() {
     let model = Arc::new(MusicGen::load(&model_dir("musicgen-tiny"), &device()).unwrap());
-    let path = head_direction_file(&model, 321, &temp_dir("cache").join("head.safetensors"));
+    let scratch = temp_dir("cache");
+    let path = head_direction_file(&model, 321, &scratch.path().join("head.safetensors"));
     let slot = SlotDirection {
         file: path.clone(),
         class: "0".into(),
@@ -114,7 +115,7 @@ fn unchanged_automation_replays_without_steps_and_changed_automation_continues_e
 
     // Another directions file in the slot: the recording is stale and is not replayed.
     let cached = endpoint.status().cached_steps;
-    let other = head_direction_file(&model, 99, &temp_dir("cache").join("other.safetensors"));
+    let other = head_direction_file(&model, 99, &scratch.path().join("other.safetensors"));
     handle
         .set_slot(
             0,
@@ -133,7 +134,8 @@ fn unchanged_automation_replays_without_steps_and_changed_automation_continues_e
 #[test]
 fn a_section_pregenerated_while_stopped_plays_at_once_and_goes_on() {
     let model = Arc::new(MusicGen::load(&model_dir("musicgen-tiny"), &device()).unwrap());
-    let path = head_direction_file(&model, 222, &temp_dir("pregen").join("head.safetensors"));
+    let scratch = temp_dir("pregen");
+    let path = head_direction_file(&model, 222, &scratch.path().join("head.safetensors"));
     let slot = SlotDirection {
         file: path,
         class: "0".into(),

@@ -66,8 +66,9 @@ fn faults_are_reported_and_the_engine_goes_on() {
     assert!(endpoint.wait_for(640, WAIT));
 
     // A bad directions file: reported, the stream keeps running.
+    let scratch = temp_dir("faults");
     let bad = SlotDirection {
-        file: temp_dir("faults").join("missing.safetensors"),
+        file: scratch.path().join("missing.safetensors"),
         class: "0".into(),
         layers: None,
         gate: 1.0,

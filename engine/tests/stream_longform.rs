@@ -240,7 +240,8 @@ fn rss() -> usize {
 #[test]
 fn three_minutes_of_steered_streaming_slide_on_without_gaps_or_growth() {
     let model = Arc::new(MusicGen::load(&model_dir("musicgen-tiny"), &device()).unwrap());
-    let path = head_direction_file(&model, 777, &temp_dir("soak").join("head.safetensors"));
+    let scratch = temp_dir("soak");
+    let path = head_direction_file(&model, 777, &scratch.path().join("head.safetensors"));
     let (window, keep) = (500, 200);
     let (gate, seed) = (0.5, 5);
     let settings = GenerationSettings {

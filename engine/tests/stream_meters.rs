@@ -22,7 +22,8 @@ const STEPS: u64 = 160;
 #[test]
 fn a_slot_with_a_probe_beside_its_file_is_metered_on_the_stream() {
     let model = Arc::new(MusicGen::load(&model_dir("musicgen-tiny"), &device()).unwrap());
-    let dir = temp_dir("meters");
+    let scratch = temp_dir("meters");
+    let dir = scratch.path();
     let metered = head_direction_file(&model, 55, &dir.join("chords.safetensors"));
     let plain = head_direction_file(&model, 66, &dir.join("plain.safetensors"));
     let probe = common::host::test_probe(model.decoder.d_model(), 0);

@@ -47,12 +47,13 @@ fn timeline(
     (handle, endpoint, latency)
 }
 
-/// musicgen-tiny and a directions file toward code TARGET in a temp dir named for `test`.
-fn tiny_with_head(test: &str) -> (Arc<MusicGen>, std::path::PathBuf) {
+/// musicgen-tiny and a directions file toward code TARGET in a temp dir named for `test` (kept
+/// while the returned guard lives).
+fn tiny_with_head(test: &str) -> (Arc<MusicGen>, std::path::PathBuf, tempfile::TempDir) {
     let model = Arc::new(MusicGen::load(&model_dir("musicgen-tiny"), &device()).unwrap());
-    let path = temp_dir(test).join("head.safetensors");
-    let path = head_direction_file(&model, TARGET, &path);
-    (model, path)
+    let scratch = temp_dir(test);
+    let path = head_direction_file(&model, TARGET, &scratch.path().join("head.safetensors"));
+    (model, path, scratch)
 }
 
 /// Frames of codes that follow a frame before its audio is final, at one frame per codec run:
@@ -72,7 +73,7 @@ fn head(codes: &Codes, frames: usize) -> Vec<i64> {
 
 #[test]
 fn stream_reproduces_the_render_for_any_block_sizes() {
-    let (model, path) = tiny_with_head("timeline");
+    let (model, path, _scratch) = tiny_with_head("timeline");
     let schedule = Schedule::LinearRise { t0: 3, t1: 15 };
     let (eta, gate, seed) = (6.0, 0.5, 11);
     let settings = GenerationSettings {
@@ -162,7 +163,7 @@ fn stream_reproduces_the_render_for_any_block_sizes() {
 
 #[test]
 fn a_control_changes_its_step_and_nothing_before() {
-    let (model, path) = tiny_with_head("control");
+    let (model, path, _scratch) = tiny_with_head("control");
     let settings = GenerationSettings {
         sampling: Sampling::Greedy,
         guidance: 3.0,
@@ -443,8 +444,8 @@ fn a_note_steers_its_pitch_class_from_its_step() {
         .map(|p| head_direction(&model, target(p)).directions.remove(0))
         .collect();
     notes.scores = vec![notes.scores[0].clone(); 12];
-    let path = temp_dir("notes").join("notes.safetensors");
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let scratch = temp_dir("notes");
+    let path = scratch.path().join("notes.safetensors");
     notes.write(&path).unwrap();
     let settings = GenerationSettings {
         sampling: Sampling::Greedy,

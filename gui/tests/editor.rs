@@ -294,8 +294,12 @@ fn directions_file(path: &Path, classes: &[&str], d_model: usize) -> PathBuf {
     path.to_owned()
 }
 
-fn temp(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("gui-editor-{}-{name}", std::process::id()))
+/// A fresh scratch directory `gui-editor-{name}-…`, removed with its files when dropped.
+fn temp(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("gui-editor-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 /// Type `text` into the field labelled `label` and press Enter.
@@ -461,8 +465,9 @@ fn the_prompt_is_applied_once_on_enter_never_per_keystroke() {
 
 #[test]
 fn a_directions_file_fills_the_class_dropdown() {
+    let scratch = temp("classes");
     let file = directions_file(
-        &temp("classes").join("chords.safetensors"),
+        &scratch.path().join("chords.safetensors"),
         &["major", "minor", "dim"],
         64,
     );
@@ -488,8 +493,8 @@ fn a_directions_file_fills_the_class_dropdown() {
 
 #[test]
 fn a_corrupt_file_is_an_error_on_its_strip_naming_it() {
-    let path = temp("corrupt").join("broken.safetensors");
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let scratch = temp("corrupt");
+    let path = scratch.path().join("broken.safetensors");
     std::fs::write(&path, b"this is not a safetensors file").unwrap();
     let (mut harness, _) = editor();
     harness.run();
@@ -514,7 +519,8 @@ fn engine_errors_are_a_banner_naming_the_file() {
 
 #[test]
 fn a_width_mismatch_with_the_loaded_model_is_an_error_on_the_strip() {
-    let file = directions_file(&temp("width").join("wide.safetensors"), &["a", "b"], 32);
+    let scratch = temp("width");
+    let file = directions_file(&scratch.path().join("wide.safetensors"), &["a", "b"], 32);
     let model = TestModel::default();
     model.slots.lock()[5] = SlotDirections {
         file: file.display().to_string(),
@@ -531,7 +537,8 @@ fn a_width_mismatch_with_the_loaded_model_is_an_error_on_the_strip() {
 
 #[test]
 fn the_engine_panel_and_live_meters_show_the_engine_readout() {
-    let dir = temp("meter");
+    let scratch = temp("meter");
+    let dir = scratch.path();
     let file = directions_file(&dir.join("chords.safetensors"), &["major", "minor"], 64);
     std::fs::write(dir.join("chords.probe.safetensors"), b"probe").unwrap();
     std::fs::write(

@@ -205,12 +205,12 @@ fn the_standalone_editor_shows_two_live_meters_under_xvfb() {
         return;
     }
 
-    let dir = std::env::temp_dir().join(format!("musicrfm-screenshot-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = common::temp_dir("screenshot");
+    let dir = scratch.path();
     let model_dir = common::model_dir("musicgen-tiny");
     let model = engine::MusicGen::load(&model_dir, &common::device()).unwrap();
-    let chords = metered_directions(&model, &dir, "chords", [55, 66, 77]);
-    let tempo = metered_directions(&model, &dir, "tempo", [12, 34, 56]);
+    let chords = metered_directions(&model, dir, "chords", [55, 66, 77]);
+    let tempo = metered_directions(&model, dir, "tempo", [12, 34, 56]);
     drop(model);
 
     // A screen larger than twice the window: X puts the pointer at its centre, off the

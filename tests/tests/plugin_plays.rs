@@ -22,8 +22,9 @@ use xtask::clap_host::{
 
 #[test]
 fn bounce_equals_render_for_greedy_and_seeded_top_k() {
-    let dir = temp_dir("render");
-    let file = head_file(&dir, TARGET);
+    let scratch = temp_dir("render");
+    let dir = scratch.path();
+    let file = head_file(dir, TARGET);
     let slot = format!("1={}:code{TARGET}", file.display());
     let steer = format!("{}:code{TARGET}=1.5@rise:0:10", file.display());
     let steps = 28; // 25 frames: 0.5 s
@@ -99,8 +100,9 @@ fn bounce_equals_render_for_greedy_and_seeded_top_k() {
 
 #[test]
 fn bounces_are_identical_for_any_block_sizes_and_runs() {
-    let dir = temp_dir("blocks");
-    let file = head_file(&dir, TARGET);
+    let scratch = temp_dir("blocks");
+    let dir = scratch.path();
+    let file = head_file(dir, TARGET);
     let slot = format!("1={}:code{TARGET}", file.display());
     let bounce_with = |block: &str| {
         bounced(&[
@@ -181,8 +183,9 @@ fn kicked_at(rate: u32, at: Option<u64>, slot: &str) -> Vec<f32> {
 
 #[test]
 fn an_automation_point_changes_its_step_and_nothing_before() {
-    let dir = temp_dir("automation");
-    let file = head_file(&dir, TARGET);
+    let scratch = temp_dir("automation");
+    let dir = scratch.path();
+    let file = head_file(dir, TARGET);
     let slot = format!("1={}:code{TARGET}", file.display());
     let lookahead = tiny().audio_encoder.streaming_decoder(1).lookahead_frames() as u64;
     for rate in [44_100u32, 48_000] {
@@ -253,8 +256,9 @@ fn reported_latency_is_the_engines() {
 
 #[test]
 fn a_host_that_switches_to_offline_without_reactivating_gets_the_exact_bounce() {
-    let dir = temp_dir("switch");
-    let slot = format!("1={}:0", head_file(&dir, TARGET).display());
+    let scratch = temp_dir("switch");
+    let dir = scratch.path();
+    let slot = format!("1={}:0", head_file(dir, TARGET).display());
     let cli = [
         "--seconds",
         "0.6",

@@ -12,9 +12,10 @@ use xtask::clap_host::{self, HostEvent, TimedEvent, clap_param_id, clap_value};
 
 #[test]
 fn state_round_trips_with_eight_slots_and_plays_the_same_after_reload() {
-    let dir = temp_dir("state");
+    let scratch = temp_dir("state");
+    let dir = scratch.path();
     let slots: Vec<String> = (0..8)
-        .map(|k| format!("{}={}:0", k + 1, head_file(&dir, TARGET + 10 * k).display()))
+        .map(|k| format!("{}={}:0", k + 1, head_file(dir, TARGET + 10 * k).display()))
         .collect();
     let strengths: Vec<String> = (0..8)
         .map(|k| format!("slot{}-strength={}", k + 1, 0.25 * (k as f64 + 1.0) - 1.0))
@@ -53,10 +54,11 @@ fn state_round_trips_with_eight_slots_and_plays_the_same_after_reload() {
 
 #[test]
 fn bad_inputs_give_silence_and_the_host_lives() {
-    let dir = temp_dir("bad");
+    let scratch = temp_dir("bad");
+    let dir = scratch.path();
     let corrupt = dir.join("corrupt.safetensors");
     std::fs::write(&corrupt, b"not a safetensors file").unwrap();
-    let good = head_file(&dir, TARGET);
+    let good = head_file(dir, TARGET);
     let missing_model = dir.join("no-such-model").display().to_string();
     let corrupt_slot = format!("1={}:0", corrupt.display());
     let no_class = format!("1={}:no-such-class", good.display());
@@ -88,8 +90,9 @@ fn bad_inputs_give_silence_and_the_host_lives() {
 
 #[test]
 fn a_midi_note_steers_its_class_from_its_step_with_its_velocity() {
-    let dir = temp_dir("midi");
-    let notes = notes_file(&dir);
+    let scratch = temp_dir("midi");
+    let dir = scratch.path();
+    let notes = notes_file(dir);
     let rate = 48_000u32;
     let at = (11 * u64::from(rate)).div_ceil(50) - 100; // inside step 10: drives step 11
     let common = [
@@ -154,8 +157,9 @@ fn a_midi_note_steers_its_class_from_its_step_with_its_velocity() {
 #[test]
 fn transport_stops_loops_and_starts_anywhere() {
     let rate = 48_000u64;
-    let dir = temp_dir("transport");
-    let slot = format!("1={}:0", head_file(&dir, TARGET).display());
+    let scratch = temp_dir("transport");
+    let dir = scratch.path();
+    let slot = format!("1={}:0", head_file(dir, TARGET).display());
     let cli = [
         "--seconds",
         "1",

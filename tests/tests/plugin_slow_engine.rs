@@ -91,8 +91,9 @@ fn aligned_or_silent(out: &[f32], reference: &[f32]) -> bool {
 
 #[test]
 fn a_slow_engine_bounces_exactly_underruns_in_real_time_and_replays_from_the_cache() {
-    let dir = temp_dir("slow-engine");
-    let slot = format!("1={}:0", head_file(&dir, TARGET).display());
+    let scratch = temp_dir("slow-engine");
+    let dir = scratch.path();
+    let slot = format!("1={}:0", head_file(dir, TARGET).display());
     // A cushion of 20 steps (400 ms) lets the first steps of a realtime run arrive in time.
     let cli = [
         "--seconds",

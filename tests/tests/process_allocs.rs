@@ -21,7 +21,8 @@ fn process_does_not_allocate_over_automation_midi_transport_and_the_offline_wait
             "MUSICRFM_CLAP_ALLOC_CHECKED: a debug build with --features assert_process_allocs \
          (run `cargo xtask test`)",
         );
-    let dir = std::env::temp_dir().join(format!("musicrfm-allocs-{}", std::process::id()));
+    let scratch = common::temp_dir("allocs");
+    let dir = scratch.path();
     let model =
         engine::MusicGen::load(&common::model_dir("musicgen-tiny"), &common::device()).unwrap();
     let file = common::host::head_direction_file(&model, 1234, &dir.join("head.safetensors"));

@@ -47,10 +47,6 @@ pub fn head_direction_file(model: &MusicGen, code: usize, path: &Path) -> PathBu
     path.to_owned()
 }
 
-pub fn temp_dir(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("engine-{name}-{}", std::process::id()))
-}
-
 /// An engine with `model`, `prompt` at step 0, `settings` and slot 0 = `slot`, started.
 pub fn start(
     model: &Arc<MusicGen>,

@@ -20,6 +20,15 @@ pub fn device() -> Device {
     Device::default()
 }
 
+/// A fresh scratch directory `musicrfm-{name}-…` in the system's temp directory for one test's
+/// files, removed with them when dropped: keep it bound while they are used.
+pub fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("musicrfm-{name}-"))
+        .tempdir()
+        .unwrap()
+}
+
 /// The reference outputs of `model` (see tests/fixtures/README.md).
 pub struct Reference(Weights);
 

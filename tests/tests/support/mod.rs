@@ -45,11 +45,7 @@ pub fn tiny() -> &'static Arc<MusicGen> {
     })
 }
 
-pub fn temp_dir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("musicrfm-plays-{test}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+pub use common::temp_dir;
 
 /// A one-class directions file toward codebook 0's code `code`.
 pub fn head_file(dir: &Path, code: usize) -> PathBuf {
