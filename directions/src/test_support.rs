@@ -11,7 +11,11 @@ pub(crate) struct Fixture {
 
 impl Fixture {
     pub fn load(name: &str) -> Self {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        // `cargo test` names the package's directory at run time: right even where a test
+        // binary built in another clone sharing the target directory is reused (cargo's
+        // fingerprints do not see the clone's path, so `env!` can name another clone).
+        let path = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), PathBuf::from)
             .join("../tests/fixtures/rfm")
             .join(format!("{name}.safetensors"));
         let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

@@ -251,13 +251,26 @@ impl MusicGen {
     }
 }
 
-/// A committed fixture model (`tests/fixtures/<name>`) loaded with `weight_format`, for unit
-/// tests.
+/// The committed fixture model directory `tests/fixtures/<name>`, for unit tests. `cargo test`
+/// names the package's directory at run time, which is right even where a test binary built in
+/// another clone sharing the target directory is reused (cargo's fingerprints do not see the
+/// clone's path, so `env!` can name another clone, or one deleted since); the build's own path
+/// otherwise.
+#[cfg(test)]
+pub(crate) fn fixture_dir(name: &str) -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(
+            || env!("CARGO_MANIFEST_DIR").into(),
+            std::path::PathBuf::from,
+        )
+        .join("../tests/fixtures")
+        .join(name)
+}
+
+/// A committed fixture model ([`fixture_dir`]) loaded with `weight_format`, for unit tests.
 #[cfg(test)]
 pub(crate) fn fixture_model(name: &str, weight_format: WeightFormat) -> MusicGen {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures")
-        .join(name);
+    let dir = fixture_dir(name);
     let options = LoadOptions { weight_format };
     MusicGen::load_with(&dir, &Device::default(), options).unwrap()
 }

@@ -2,20 +2,16 @@
 //! (`tests/fixtures/make_fixtures.py` wrote the reference tensors), and load errors that name
 //! the tensor at fault.
 
-use std::path::{Path, PathBuf};
+mod common;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use common::{MODELS, fixtures, temp_dir};
 use engine::encodec::EncodecModel;
 use engine::{LoadError, MusicgenConfig, Weights};
 
-const MODELS: [&str; 2] = ["musicgen-tiny", "musicgen-tiny-b"];
 const PREFIX: &str = "audio_encoder";
 /// The bound on decoded audio: max abs error against the reference.
 const AUDIO_TOLERANCE: f32 = 1e-4;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
-}
 
 fn config(model: &str) -> engine::EncodecConfig {
     MusicgenConfig::from_file(&fixtures().join(model).join("config.json"))
@@ -250,10 +246,7 @@ impl MutatedCheckpoint {
                 (key.clone(), view)
             })
             .collect();
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("musicrfm-encodec-{tag}-{model}-"))
-            .tempdir()
-            .expect("temp dir");
+        let dir = temp_dir(&format!("encodec-{tag}-{model}"));
         safetensors::serialize_to_file(views, None, &dir.path().join("model.safetensors"))
             .expect("mutated checkpoint writes");
         Self { dir }

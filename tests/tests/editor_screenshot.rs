@@ -332,7 +332,7 @@ fn the_standalone_editor_shows_two_live_meters_under_xvfb() {
         shot.distinct_colors()
     );
     let out = if std::env::var_os("MUSICRFM_UPDATE_SCREENSHOT").is_some() {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/editor.png")
+        xtask::workspace_root().join("docs/editor.png")
     } else {
         dir.join("editor.png")
     };

@@ -248,7 +248,7 @@ pub(crate) fn ensure_model(options: &DecodeArgs) -> anyhow::Result<()> {
     if options.model.join("config.json").is_file() {
         return Ok(());
     }
-    let script = workspace_root().join("tests/bench/make_bench_model.py");
+    let script = crate::workspace_root().join("tests/bench/make_bench_model.py");
     println!(
         "making the benchmark model in {} (needs torch + transformers) …",
         options.model.display()
@@ -443,7 +443,7 @@ fn measure_codec(model: &MusicGen, seconds: f64) -> anyhow::Result<f64> {
 }
 
 fn measure_reference(options: &DecodeArgs, threads: usize) -> anyhow::Result<Reference> {
-    let script = workspace_root().join("tests/bench/torch_decode.py");
+    let script = crate::workspace_root().join("tests/bench/torch_decode.py");
     println!("PyTorch: running {} …", script.display());
     let before = measure_bandwidth_gbs();
     let output = Command::new(&options.python)
@@ -626,13 +626,4 @@ fn peak_rss_mb() -> anyhow::Result<f64> {
         .context("VmHWM value")?
         .parse()?;
     Ok(kb / 1024.0)
-}
-
-/// The clone's root: `cargo run` (so `cargo xtask`) names xtask's directory at run time, which
-/// is right even where a binary built in another clone sharing the target directory is reused
-/// (cargo's fingerprints do not see the clone's path); the build's own path otherwise.
-pub(crate) fn workspace_root() -> PathBuf {
-    std::env::var_os("CARGO_MANIFEST_DIR")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
-        .join("..")
 }

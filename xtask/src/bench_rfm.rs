@@ -160,7 +160,7 @@ fn run_child(d: usize) -> anyhow::Result<Measured> {
 
 fn run_xrfm(dir: &Path, threads: usize) -> anyhow::Result<serde_like::Json> {
     let python = std::env::var("MUSICRFM_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = crate::bench_decode::workspace_root().join("tests/bench/xrfm_fit.py");
+    let script = crate::workspace_root().join("tests/bench/xrfm_fit.py");
     let out = Command::new(&python)
         .arg(&script)
         .arg(dir)

@@ -16,9 +16,10 @@ use engine::render::{SamplingChoice, default_guidance};
 use engine::steering::{Schedule, SteerArg};
 use engine::stream::GenerationSettings;
 
-use crate::bench_decode::{DecodeArgs, default_bench_model, ensure_model, workspace_root};
+use crate::bench_decode::{DecodeArgs, default_bench_model, ensure_model};
 use crate::model_source::DtypeFlag;
 use crate::stream::{StreamReport, StreamSetup, bounce};
+use crate::workspace_root;
 
 /// Streaming speed and latency, with and without a concept meter, on the tiny and the
 /// musicgen-small-shape models.

@@ -25,6 +25,20 @@ pub mod test_cmd;
 pub mod train_probes;
 pub mod training;
 
+/// The clone's root. `cargo run` (so `cargo xtask`) and `cargo test` name the package's
+/// directory at run time, which is right even where a binary built in another clone sharing
+/// the target directory is reused (cargo's fingerprints do not see the clone's path, so a path
+/// baked in at build time can name another clone, or one deleted since); the build's own path
+/// otherwise.
+pub fn workspace_root() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(
+            || env!("CARGO_MANIFEST_DIR").into(),
+            std::path::PathBuf::from,
+        )
+        .join("..")
+}
+
 /// [`directions::atomic::write_atomic`] for a byte buffer, with the path in the error.
 pub fn write_file(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
     use anyhow::Context;

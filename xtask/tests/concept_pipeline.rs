@@ -44,7 +44,7 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    xtask::workspace_root()
 }
 
 fn s(p: &Path) -> &str {

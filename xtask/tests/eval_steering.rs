@@ -17,7 +17,7 @@ use xtask::training::{
 };
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+    xtask::workspace_root().join("tests/fixtures")
 }
 
 /// A probe over the tiny model's 32-wide block outputs with `outputs` columns.

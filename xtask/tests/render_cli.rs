@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+    xtask::workspace_root().join("tests/fixtures")
 }
 
 fn out_dir(tag: &str) -> PathBuf {

@@ -12,7 +12,7 @@ use std::process::Command;
 use fake_hub::{COMMIT, FakeHub, Repo};
 
 fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/musicgen-tiny")
+    xtask::workspace_root().join("tests/fixtures/musicgen-tiny")
 }
 
 fn scratch(tag: &str) -> PathBuf {

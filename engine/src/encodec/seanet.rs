@@ -731,7 +731,6 @@ pub(super) struct UpsampleState<S = Tensor<3>> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
 
     use burn::tensor::Distribution;
 
@@ -749,8 +748,7 @@ mod tests {
 
     /// The SEANet decoder of fixture `model`, loaded on the default device in `format`.
     fn fixture_decoder(model: &str, format: WeightFormat) -> (EncodecConfig, SeanetDecoder) {
-        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
-        let dir = fixtures.join(model);
+        let dir = crate::model::fixture_dir(model);
         let config = MusicgenConfig::from_file(&dir.join("config.json"))
             .expect("fixture config")
             .audio_encoder;

@@ -8,8 +8,14 @@ use engine::Weights;
 
 pub const MODELS: [&str; 2] = ["musicgen-tiny", "musicgen-tiny-b"];
 
+/// `tests/fixtures` of the clone under test: `cargo test` names the package's directory at run
+/// time, which is right even where a test binary built in another clone sharing the target
+/// directory is reused (cargo's fingerprints do not see the clone's path, so `env!` can name
+/// another clone, or one deleted since); the build's own path otherwise.
 pub fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), PathBuf::from)
+        .join("../tests/fixtures")
 }
 
 pub fn model_dir(model: &str) -> PathBuf {
