@@ -205,7 +205,7 @@ impl FromStr for WeightFormat {
 ///
 /// | kernel | f32, bf16 | q8, q4 (integer dot products) |
 /// | --- | --- | --- |
-/// | `Avx512Vnni` | AVX-512F | `vpdpbusd` on 512 bits |
+/// | `Avx512Vnni` | AVX-512F | `vpdpbusd` on 512 bits; q8 with 1–2 input rows on 256 (EVEX) |
 /// | `AvxVnni` | AVX2 + FMA | `vpdpbusd` on 256 bits (VEX) |
 /// | `Avx512`, `Avx2` | AVX-512F / AVX2 + FMA | AVX2 `vpmaddubsw` + `vpmaddwd` |
 /// | `Neon` | NEON | `smull` + `sadalp` |
@@ -219,7 +219,7 @@ pub enum Kernel {
     AvxVnni,
     /// AVX-512F (x86-64; with AVX2 and FMA, which every AVX-512 CPU has).
     Avx512,
-    /// AVX-512F and AVX512-VNNI (x86-64; with AVX2 and FMA).
+    /// AVX-512F, AVX512-VL and AVX512-VNNI (x86-64; with AVX2 and FMA).
     Avx512Vnni,
     /// NEON (aarch64, where it is baseline).
     Neon,
@@ -267,6 +267,7 @@ impl Kernel {
             Kernel::Avx512Vnni => {
                 avx2()
                     && is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512vl")
                     && is_x86_feature_detected!("avx512vnni")
             }
             #[cfg(not(target_arch = "x86_64"))]
@@ -961,11 +962,13 @@ impl HostMatrix {
             }
             Packed::Q8(supers) => {
                 let (w, xq) = self.int_operands(supers, x, rows);
-                run(&|rows, r0, r1| int_tile(kernel, w, &xq, rows, r0, r1))
+                let few = rows <= 2;
+                run(&|rows, r0, r1| int_tile(kernel, w, &xq, rows, r0, r1, few))
             }
             Packed::Q4(supers) => {
                 let (w, xq) = self.int_operands(supers, x, rows);
-                run(&|rows, r0, r1| int_tile(kernel, w, &xq, rows, r0, r1))
+                let few = rows <= 2;
+                run(&|rows, r0, r1| int_tile(kernel, w, &xq, rows, r0, r1, few))
             }
         };
         if rows == 1 {
@@ -1185,6 +1188,8 @@ fn float_tile<W: FloatRows>(
     }
 }
 
+/// `few`: the product has one or two input rows (each weight is read for one tile call), which
+/// picks the AVX512-VNNI machine's tile width for q8 (`x86::int_tile_avx512`).
 fn int_tile<S: Superblock>(
     kernel: Kernel,
     w: SuperRows<'_, S>,
@@ -1192,6 +1197,7 @@ fn int_tile<S: Superblock>(
     rows: [usize; 4],
     r0: usize,
     r1: usize,
+    #[cfg_attr(not(target_arch = "x86_64"), expect(unused_variables))] few: bool,
 ) -> [[f32; 4]; 2] {
     let per_row = w.per_row;
     // `products` starts every tile at a multiple of 4 rows: the four lie in one group.
@@ -1212,7 +1218,7 @@ fn int_tile<S: Superblock>(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `matmul_with` checked that the CPU has the kernel's instruction set; the rows
         // have one length (above).
-        Kernel::Avx512Vnni => unsafe { x86::int_tile_avx512vnni(&tile) },
+        Kernel::Avx512Vnni => unsafe { x86::int_tile_avx512(&tile, few) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
         Kernel::AvxVnni => unsafe { x86::int_tile_avxvnni(&tile) },

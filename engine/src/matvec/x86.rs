@@ -270,14 +270,19 @@ pub(crate) trait Codes {
     /// (11.66, one quiet-minute 8.11 left out), on one thread 13.35–13.90 against 14.01–15.16
     /// in each of 6 pairs; q4 the same on two threads (5.67–6.10 against 5.86–6.05) and slower
     /// on one (6.88–7.09 against 6.75–7.23, 5 of 6 pairs), so q4 keeps the burst. (The burst's
-    /// quiet minute read q4 at 4.51 ms, left out likewise.)
+    /// quiet minute read q4 at 4.51 ms, left out likewise.) Since the next day q8 takes this
+    /// tile only in products of three or more input rows ([`int_tile_avx512`]).
     const SPREAD_PREFETCH: bool;
+    /// Whether the AVX512-VNNI kernel takes the 256-bit tile for products of one or two input
+    /// rows ([`int_tile_avx512`]): q8 yes, q4 no.
+    const NARROW_FEW: bool;
 }
 
 // SAFETY (every load below): 64 or 32 bytes inside a `[u8; 64]` (`v < 4`, `half < 2`); the
 // loads are unaligned (the arrays are 64-byte aligned in practice).
 impl Codes for Q8Super {
     const SPREAD_PREFETCH: bool = true;
+    const NARROW_FEW: bool = true;
 
     #[inline(always)]
     unsafe fn codes512(&self, v: usize) -> [__m512i; 2] {
@@ -311,6 +316,7 @@ impl Codes for Q8Super {
 /// lanes, then masked, so no bits cross between bytes).
 impl Codes for Q4Super {
     const SPREAD_PREFETCH: bool = false;
+    const NARROW_FEW: bool = false;
 
     #[inline(always)]
     unsafe fn codes512(&self, v: usize) -> [__m512i; 2] {
@@ -538,6 +544,48 @@ int_tile_256!(
     int_tile_avx2, "avx2,fma,f16c", avx2_start, avx2_begin, avx2_dot, avx2_end
 );
 
+int_tile_256!(
+    /// The 256-bit tile with AVX512-VNNI's EVEX `vpdpbusd` on 256-bit vectors (AVX512-VL), for
+    /// AVX-512 CPUs without AVX-VNNI's VEX form (Ice Lake): [`int_tile_avx512`].
+    ///
+    /// # Safety
+    /// The CPU supports AVX2, FMA, F16C, AVX-512F, AVX512-VL and AVX512-VNNI; the tile's rows
+    /// have one length.
+    int_tile_avx512vl_vnni, "avx2,fma,f16c,avx512f,avx512vl,avx512vnni",
+    vnni_start, vnni_begin, evex_vnni_dot, vnni_end
+);
+
+/// The integer tile of the AVX512-VNNI kernel: q8 in a product of one or two input rows (`few`:
+/// a decode step's CFG pair, guidance 1) takes the 256-bit tile ([`int_tile_avx512vl_vnni`]);
+/// q4, and q8 with more rows (a slide's paired step, a prefill), the 512-bit one
+/// ([`int_tile_avx512vnni`]).
+///
+/// Streamed, q8 reads its weights faster through the 256-bit tile, although in cache it is the
+/// slower. On a Zen 5 EPYC (`matvec_bench --only streamed`, 2026-12-04, alternating runs, the
+/// 256-bit tile through the AVX-VNNI kernel): 2 rows 5.65–5.93 ms a pass against 7.63–7.75 on
+/// two threads and 9.54–9.67 against 12.26–12.44 on one, 1 row 5.19–5.32 against 6.77–6.81;
+/// 4 rows 8.31–8.35 against 6.90–7.09, and in cache 57.9 against 67.1 GB/s of weights. On an
+/// Ice Lake Xeon (eighteenth round) the EVEX tile streamed q8 at 18.22–20.70 ms a pass against
+/// 19.30–22.02, faster in each of 3 pairs. q4 is faster in 512 bits streamed (3.83–3.93 ms
+/// against 3.99–4.22 on two threads) and in cache.
+///
+/// # Safety
+/// As [`int_tile_avx512vnni`], and the CPU supports AVX512-VL.
+#[inline(always)]
+pub(crate) unsafe fn int_tile_avx512<S: Superblock + Codes>(
+    t: &IntTile<'_, S>,
+    few: bool,
+) -> [[f32; 4]; 2] {
+    // SAFETY: the caller's contract covers both tiles' instruction sets.
+    unsafe {
+        if S::NARROW_FEW && few {
+            int_tile_avx512vl_vnni(t)
+        } else {
+            int_tile_avx512vnni(t)
+        }
+    }
+}
+
 /// `−OFFSET · Σq` per block lane: [`vnni_dot`] then adds the codes' `OFFSET · Σq` back.
 ///
 /// # Safety
@@ -563,6 +611,20 @@ unsafe fn vnni_begin<S: Superblock>(start: __m256i) -> __m256i {
 #[inline(always)]
 unsafe fn vnni_end<S: Superblock>(partial: __m256i, _start: __m256i) -> __m256i {
     partial
+}
+
+/// `dot + Σ code · q` per i32 lane, two groups (8 products each lane), as [`vnni_dot`] with
+/// the EVEX form.
+///
+/// # Safety
+/// The CPU supports AVX512-VNNI and AVX512-VL.
+#[inline(always)]
+unsafe fn evex_vnni_dot<S: Superblock>(
+    dot: __m256i,
+    codes: [__m256i; 2],
+    q: &[__m256i; 2],
+) -> __m256i {
+    unsafe { _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(dot, codes[0], q[0]), codes[1], q[1]) }
 }
 
 /// `dot + Σ code · q` per i32 lane, two groups (8 products each lane).
