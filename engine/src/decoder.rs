@@ -14,7 +14,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::config::DecoderConfig;
 use crate::error::{CacheError, LoadError};
-use crate::matvec::WeightFormat;
+use crate::matvec::{Reads, WeightFormat};
 use crate::nn::{
     Activation, LayerNorm, Linear, attention, host_vec, is_host, merge_heads, split_heads,
 };
@@ -93,7 +93,7 @@ impl Attention {
         device: &Device,
         format: WeightFormat,
     ) -> Result<Self, LoadError> {
-        let lin = Linear::loader_as(weights, prefix, device, format);
+        let lin = Linear::loader_as(weights, prefix, device, (format, Reads::Streamed));
         Ok(Self {
             q_proj: lin("q_proj", d, d)?,
             k_proj: lin("k_proj", d, d)?,
@@ -180,7 +180,7 @@ impl Block {
                 device,
             )
         };
-        let lin = Linear::loader_as(weights, prefix, device, format);
+        let lin = Linear::loader_as(weights, prefix, device, (format, Reads::Streamed));
         Ok(Self {
             self_attn: attn("self_attn")?,
             self_attn_layer_norm: norm("self_attn_layer_norm")?,
@@ -528,7 +528,7 @@ impl DecoderLm {
                     (d, config.vocab_size),
                     false,
                     device,
-                    head_format,
+                    (head_format, Reads::Streamed),
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;

@@ -8,7 +8,7 @@ use burn::tensor::activation::{gelu, gelu_approximate, relu, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::LoadError;
-use crate::matvec::{HostMatrix, Kernel, WeightFormat};
+use crate::matvec::{HostMatrix, Kernel, Reads, WeightFormat};
 use crate::weights::Weights;
 
 /// How a linear layer's weight is stored.
@@ -63,14 +63,15 @@ impl Linear {
     }
 
     /// [`Self::load`] for a layer that may live in host memory: on the CPU the weight is packed
-    /// as `format` for the host kernels; on other devices it must be f32 and is a tensor.
+    /// as `format` for the host kernels, its products reading it as `reads` says; on other
+    /// devices it must be f32 and is a tensor.
     pub fn load_as(
         weights: &Weights,
         prefix: &str,
         (d_in, d_out): (usize, usize),
         with_bias: bool,
         device: &Device,
-        format: WeightFormat,
+        (format, reads): (WeightFormat, Reads),
     ) -> Result<Self, LoadError> {
         if !is_host(device) {
             if format != WeightFormat::F32 {
@@ -89,7 +90,10 @@ impl Linear {
         };
         Ok(Self {
             weight: LinearWeight::Host {
-                matrix: HostMatrix::pack(&values, d_in, d_out, format),
+                matrix: match reads {
+                    Reads::Streamed => HostMatrix::pack_streamed(&values, d_in, d_out, format),
+                    Reads::Cached => HostMatrix::pack(&values, d_in, d_out, format),
+                },
                 bias,
             },
             d_in,
@@ -116,12 +120,12 @@ impl Linear {
         }
     }
 
-    /// [`Self::loader`] in `format` ([`Self::load_as`]).
+    /// [`Self::loader`] in `format`, read as `reads` ([`Self::load_as`]).
     pub fn loader_as<'a>(
         weights: &'a Weights,
         prefix: &'a str,
         device: &'a Device,
-        format: WeightFormat,
+        format: (WeightFormat, Reads),
     ) -> impl Fn(&str, usize, usize) -> Result<Self, LoadError> + 'a {
         move |name, d_in, d_out| {
             Self::load_as(

@@ -10,7 +10,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::config::{FeedForwardKind, T5Config};
 use crate::error::LoadError;
-use crate::matvec::WeightFormat;
+use crate::matvec::{Reads, WeightFormat};
 use crate::nn::{Activation, Linear, RmsNorm, attention, merge_heads, split_heads};
 use crate::weights::Weights;
 
@@ -298,7 +298,7 @@ impl T5Attention {
         device: &Device,
     ) -> Result<Self, LoadError> {
         let (d, inner) = (config.d_model, config.num_heads * config.d_kv);
-        let lin = Linear::loader_as(weights, prefix, device, WeightFormat::F32);
+        let lin = Linear::loader_as(weights, prefix, device, (WeightFormat::F32, Reads::Cached));
         let relative_attention_bias = if has_relative_attention_bias {
             Some(weights.tensor(
                 &format!("{prefix}.relative_attention_bias.weight"),
@@ -366,7 +366,7 @@ impl DenseReluDense {
         device: &Device,
     ) -> Result<Self, LoadError> {
         let (d, d_ff) = (config.d_model, config.d_ff);
-        let lin = Linear::loader_as(weights, prefix, device, WeightFormat::F32);
+        let lin = Linear::loader_as(weights, prefix, device, (WeightFormat::F32, Reads::Cached));
         let gated = |act| -> Result<Self, LoadError> {
             Ok(Self::GatedAct {
                 wi_0: lin("wi_0", d, d_ff)?,

@@ -478,6 +478,27 @@ pub struct HostMatrix {
     packed: Packed,
     d_in: usize,
     d_out: usize,
+    reads: Reads,
+}
+
+/// How a matrix's products meet its weights, which picks the float tiles' vector width on an
+/// AVX-512 CPU: a matrix keeps one tile for every product, so a float output's bits never
+/// depend on how many input rows share a product (a slide's paired step against a plain step).
+/// The integer tiles' sums are exact and pick their width by row count instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reads {
+    /// From memory, once a product, for a few input rows: a decode step's layers and prompt
+    /// folds, each read once a step (more than any cache holds). On AVX-512, bf16 takes the
+    /// 256-bit tile, which streams it faster there: on a Zen 5 EPYC, two threads, `matvec_bench
+    /// --only streamed`, 10.38–10.43 ms a pass against 11.34 on a fast-memory day, 22.89 /
+    /// 22.96 / 24.04 against 23.43 / 23.77 / 24.76 on a slow one; `bench decode --dtype bf16`
+    /// 22.4 / 23.2 ms a step against 24.6 / 25.2 (alternating); on an Ice Lake Xeon, no
+    /// difference. f32 keeps the 512-bit tile (`FloatSlots::NARROW_STREAMED`).
+    Streamed,
+    /// From the caches, or for many input rows: EnCodec's layers (their few MB stay cached from
+    /// frame to frame), T5's (a prompt's rows). The 512-bit tile, twice as fast there (bf16 by
+    /// 2 rows in cache 69.6 against 49.8 GB/s of weights, by 8 rows 19.7 against 12.9).
+    Cached,
 }
 
 /// One format's packed rows, read weight by weight.
@@ -520,6 +541,10 @@ impl<T: RowFormat + FloatSlots + ArchLoads> FloatRows for T {}
 /// lies `slot(o, 0) − slot(o₀, 0)` past that of the tile's first row `o₀`: the kernels address
 /// a tile's four rows from the first one's slot.
 pub(crate) trait FloatSlots {
+    /// Whether [`Reads::Streamed`] products take the 256-bit tile on AVX-512.
+    #[cfg_attr(not(target_arch = "x86_64"), expect(dead_code))]
+    const NARROW_STREAMED: bool;
+
     fn slot(d_in: usize, o: usize, i: usize) -> usize;
 }
 
@@ -528,6 +553,11 @@ pub(crate) trait FloatSlots {
 /// pass, row-major against tiles: 75.9 / 77.6 over 5 pairs, 78.5 / 87.9 over 6, 78.8 / 78.6
 /// over 4), and `bench decode`'s f32 step was not faster either.
 impl FloatSlots for F32Rows<'_> {
+    /// The 256-bit tile streamed f32 no faster: 24.4–24.9 against 25.2–25.3 ms a pass on a
+    /// fast-memory day, 46.3 / 47.4 / 51.1 against 45.8 / 46.6 / 49.0 on a slow one (Zen 5
+    /// EPYC, alternating), and a many-row product (a slide's prefill) would lose a quarter.
+    const NARROW_STREAMED: bool = false;
+
     #[inline(always)]
     fn slot(d_in: usize, o: usize, i: usize) -> usize {
         o * d_in + i
@@ -535,6 +565,8 @@ impl FloatSlots for F32Rows<'_> {
 }
 
 impl FloatSlots for Bf16Rows<'_> {
+    const NARROW_STREAMED: bool = true;
+
     #[inline(always)]
     fn slot(d_in: usize, o: usize, i: usize) -> usize {
         tile_slot(d_in, o, i)
@@ -799,19 +831,42 @@ impl HostMatrix {
     /// Pack `values` (row-major `[d_out, d_in]`, PyTorch's `nn.Linear` layout) as `format`,
     /// in the huge-page chunks the weights share ([`Pages::copy_of`]).
     pub fn pack(values: &[f32], d_in: usize, d_out: usize, format: WeightFormat) -> Self {
-        Self::pack_placed(values, (d_in, d_out), format, Placement::Shared)
+        Self::pack_placed(
+            values,
+            (d_in, d_out),
+            format,
+            Placement::Shared,
+            Reads::Cached,
+        )
     }
 
-    /// [`Self::pack`] in an allocation of its own ([`Pages::copy_apart`]): for a short-lived
-    /// matrix (a prompt's), whose bytes the shared chunks would keep until every buffer carved
-    /// beside them is dropped.
+    /// [`Self::pack`] for products that read the weights from memory ([`Reads::Streamed`]).
+    pub fn pack_streamed(values: &[f32], d_in: usize, d_out: usize, format: WeightFormat) -> Self {
+        Self::pack_placed(
+            values,
+            (d_in, d_out),
+            format,
+            Placement::Shared,
+            Reads::Streamed,
+        )
+    }
+
+    /// [`Self::pack_streamed`] in an allocation of its own ([`Pages::copy_apart`]): for a
+    /// short-lived matrix (a prompt's fold, read once a decode step), whose bytes the shared
+    /// chunks would keep until every buffer carved beside them is dropped.
     pub(crate) fn pack_apart(
         values: &[f32],
         d_in: usize,
         d_out: usize,
         format: WeightFormat,
     ) -> Self {
-        Self::pack_placed(values, (d_in, d_out), format, Placement::Apart)
+        Self::pack_placed(
+            values,
+            (d_in, d_out),
+            format,
+            Placement::Apart,
+            Reads::Streamed,
+        )
     }
 
     fn pack_placed(
@@ -819,6 +874,7 @@ impl HostMatrix {
         (d_in, d_out): (usize, usize),
         format: WeightFormat,
         place: Placement,
+        reads: Reads,
     ) -> Self {
         assert_eq!(values.len(), d_in * d_out, "weight length");
         let packed = match format {
@@ -845,7 +901,13 @@ impl HostMatrix {
             packed,
             d_in,
             d_out,
+            reads,
         }
+    }
+
+    /// How its products meet the weights (set when packed).
+    pub fn reads(&self) -> Reads {
+        self.reads
     }
 
     pub fn d_in(&self) -> usize {
@@ -951,14 +1013,15 @@ impl HostMatrix {
         let run = |tile: &(dyn Fn([usize; 4], usize, usize) -> [[f32; 4]; 2] + Sync)| {
             products(self.d_out, rows, chunk, tile, &finish)
         };
+        let reads = self.reads;
         let transposed = match &self.packed {
             Packed::F32(v) => {
                 let w = F32Rows(v);
-                run(&|rows, r0, r1| float_tile(kernel, w, d_in, rows, x, r0, r1))
+                run(&|rows, r0, r1| float_tile(kernel, reads, w, d_in, rows, x, r0, r1))
             }
             Packed::Bf16(v) => {
                 let w = Bf16Rows(v);
-                run(&|rows, r0, r1| float_tile(kernel, w, d_in, rows, x, r0, r1))
+                run(&|rows, r0, r1| float_tile(kernel, reads, w, d_in, rows, x, r0, r1))
             }
             Packed::Q8(supers) => {
                 let (w, xq) = self.int_operands(supers, x, rows);
@@ -1150,8 +1213,11 @@ fn products(
     transposed
 }
 
+/// `reads` picks the tile's width on AVX-512 ([`Reads`]).
+#[allow(clippy::too_many_arguments)]
 fn float_tile<W: FloatRows>(
     kernel: Kernel,
+    #[cfg_attr(not(target_arch = "x86_64"), expect(unused_variables))] reads: Reads,
     w: W,
     d_in: usize,
     rows: [usize; 4],
@@ -1177,10 +1243,15 @@ fn float_tile<W: FloatRows>(
     match kernel {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `matmul_with` checked that the CPU has the kernel's instruction set.
-        Kernel::Avx512 | Kernel::Avx512Vnni => unsafe { x86::tile_avx512(&tile) },
+        Kernel::Avx512 | Kernel::Avx512Vnni if reads == Reads::Cached || !W::NARROW_STREAMED => unsafe {
+            x86::tile_avx512(&tile)
+        },
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above (AVX-VNNI implies our check of AVX2 and FMA).
-        Kernel::Avx2 | Kernel::AvxVnni => unsafe { x86::tile_avx2(&tile) },
+        // SAFETY: as above (AVX-VNNI implies our check of AVX2 and FMA; AVX-512 here implies
+        // them too: `Kernel::is_available`).
+        Kernel::Avx2 | Kernel::AvxVnni | Kernel::Avx512 | Kernel::Avx512Vnni => unsafe {
+            x86::tile_avx2(&tile)
+        },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: NEON is part of the aarch64 baseline.
         Kernel::Neon => unsafe { neon::tile_neon(&tile) },

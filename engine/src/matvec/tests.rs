@@ -48,8 +48,8 @@ fn dequantized(x: &[f32], rows: usize, d_in: usize) -> (Vec<f64>, Vec<f64>) {
     (values, scales)
 }
 
-/// Each kernel, format and odd shape ([`SHAPES`]; 1, 2, 3 and 5 input rows) against an f64
-/// product with the packed matrix's own f32 weights.
+/// Each kernel, format, [`Reads`] and odd shape ([`SHAPES`]; 1, 2, 3 and 5 input rows) against
+/// an f64 product with the packed matrix's own f32 weights.
 ///
 /// f32, bf16: f32 accumulation of `d_in` terms stays within 1e-5 of Σ|wᵢxᵢ| (measured ≤ 1e-6).
 ///
@@ -68,8 +68,15 @@ fn kernels_match_an_f64_reference_on_odd_shapes() {
     for (d_in, d_out) in SHAPES {
         let values = normal(&mut rng, d_in * d_out);
         let bias = normal(&mut rng, d_out);
-        for format in WeightFormat::ALL {
-            let matrix = HostMatrix::pack(&values, d_in, d_out, format);
+        for (format, matrix) in WeightFormat::ALL.into_iter().flat_map(|format| {
+            [
+                (format, HostMatrix::pack(&values, d_in, d_out, format)),
+                (
+                    format,
+                    HostMatrix::pack_streamed(&values, d_in, d_out, format),
+                ),
+            ]
+        }) {
             let w = matrix.unpack();
             let integer = matches!(format, WeightFormat::Q8 | WeightFormat::Q4);
             for rows in [1, 2, 3, 5] {
@@ -95,8 +102,9 @@ fn kernels_match_an_f64_reference_on_odd_shapes() {
                                 + b.abs();
                             let what = || {
                                 format!(
-                                    "{} {format} d_in {d_in} d_out {d_out} rows {rows}: y[{r}][{o}] = {got}",
-                                    kernel.name()
+                                    "{} {format} {:?} d_in {d_in} d_out {d_out} rows {rows}: y[{r}][{o}] = {got}",
+                                    kernel.name(),
+                                    matrix.reads()
                                 )
                             };
                             if !integer {
@@ -135,7 +143,7 @@ fn kernels_match_an_f64_reference_on_odd_shapes() {
         }
     }
     assert!(
-        checked >= SHAPES.len() * 4 * 4,
+        checked >= SHAPES.len() * 4 * 2 * 4,
         "every shape, format and row count ran"
     );
     // The rigorous bound is not vacuous: the inputs' quantization is ≈ 1.5 % of Σ|wᵢxᵢ|.
@@ -440,6 +448,74 @@ fn integer_weights_stay_within_half_a_step_of_their_f16_scale() {
                 );
             }
         }
+    }
+}
+
+/// A float product gives each input row the bits that row gets alone, whatever rows share the
+/// product, with either [`Reads`] (a slide's paired step against a plain step, a prefill
+/// against a step); and on AVX-512 a streamed bf16 matrix's products are the 256-bit tile's
+/// (the AVX2 kernel's bits), the others' the 512-bit tile's, as [`Reads`] says.
+#[test]
+fn float_products_do_not_depend_on_the_rows_beside_them() {
+    let mut rng = Rng::new(19);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    #[cfg(target_arch = "x86_64")]
+    let mut compared = 0;
+    for (d_in, d_out) in [(37, 9), (1029, 70), (1536, 6)] {
+        let values = normal(&mut rng, d_in * d_out);
+        let x = normal(&mut rng, 6 * d_in);
+        for format in [WeightFormat::F32, WeightFormat::Bf16] {
+            for matrix in [
+                HostMatrix::pack(&values, d_in, d_out, format),
+                HostMatrix::pack_streamed(&values, d_in, d_out, format),
+            ] {
+                let what = |kernel: Kernel| {
+                    format!(
+                        "{format} {:?} {} {d_in}×{d_out}",
+                        matrix.reads(),
+                        kernel.name()
+                    )
+                };
+                for kernel in kernels() {
+                    let alone: Vec<Vec<u32>> = (0..6)
+                        .map(|r| bits(&matrix.matmul_with(kernel, &x[r * d_in..][..d_in], 1, None)))
+                        .collect();
+                    for rows in [2, 3, 4, 6] {
+                        let y = matrix.matmul_with(kernel, &x[..rows * d_in], rows, None);
+                        for (r, alone) in alone.iter().take(rows).enumerate() {
+                            assert_eq!(
+                                &bits(&y[r * d_out..][..d_out]),
+                                alone,
+                                "{}: row {r} of {rows}",
+                                what(kernel)
+                            );
+                        }
+                    }
+                }
+                #[cfg(target_arch = "x86_64")]
+                for wide in [Kernel::Avx512, Kernel::Avx512Vnni] {
+                    if !wide.is_available() {
+                        continue;
+                    }
+                    let y = bits(&matrix.matmul_with(wide, &x, 6, None));
+                    let narrow = bits(&matrix.matmul_with(Kernel::Avx2, &x, 6, None));
+                    let same = y == narrow;
+                    match matrix.reads() {
+                        Reads::Streamed if format == WeightFormat::Bf16 => {
+                            assert!(same, "{}: not the 256-bit tile", what(wide))
+                        }
+                        // Sums of 16 lanes against 8 round differently somewhere in 6 × d_out
+                        // outputs of ≥ 37 terms.
+                        _ => assert!(!same, "{}: not the 512-bit tile", what(wide)),
+                    }
+                    compared += 1;
+                }
+            }
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if Kernel::Avx512.is_available() {
+        assert!(compared >= 12, "every shape, format and Reads compared");
     }
 }
 
