@@ -90,10 +90,7 @@ impl Linear {
         };
         Ok(Self {
             weight: LinearWeight::Host {
-                matrix: match reads {
-                    Reads::Streamed => HostMatrix::pack_streamed(&values, d_in, d_out, format),
-                    Reads::Cached => HostMatrix::pack(&values, d_in, d_out, format),
-                },
+                matrix: HostMatrix::pack_read_as(&values, d_in, d_out, format, reads),
                 bias,
             },
             d_in,

@@ -840,18 +840,18 @@ impl HostMatrix {
         )
     }
 
-    /// [`Self::pack`] for products that read the weights from memory ([`Reads::Streamed`]).
-    pub fn pack_streamed(values: &[f32], d_in: usize, d_out: usize, format: WeightFormat) -> Self {
-        Self::pack_placed(
-            values,
-            (d_in, d_out),
-            format,
-            Placement::Shared,
-            Reads::Streamed,
-        )
+    /// [`Self::pack`] for products that read the weights as `reads` says.
+    pub fn pack_read_as(
+        values: &[f32],
+        d_in: usize,
+        d_out: usize,
+        format: WeightFormat,
+        reads: Reads,
+    ) -> Self {
+        Self::pack_placed(values, (d_in, d_out), format, Placement::Shared, reads)
     }
 
-    /// [`Self::pack_streamed`] in an allocation of its own ([`Pages::copy_apart`]): for a
+    /// [`Self::pack_read_as`] `Reads::Streamed` in an allocation of its own ([`Pages::copy_apart`]): for a
     /// short-lived matrix (a prompt's fold, read once a decode step), whose bytes the shared
     /// chunks would keep until every buffer carved beside them is dropped.
     pub(crate) fn pack_apart(

@@ -73,7 +73,7 @@ fn kernels_match_an_f64_reference_on_odd_shapes() {
                 (format, HostMatrix::pack(&values, d_in, d_out, format)),
                 (
                     format,
-                    HostMatrix::pack_streamed(&values, d_in, d_out, format),
+                    HostMatrix::pack_read_as(&values, d_in, d_out, format, Reads::Streamed),
                 ),
             ]
         }) {
@@ -467,7 +467,7 @@ fn float_products_do_not_depend_on_the_rows_beside_them() {
         for format in [WeightFormat::F32, WeightFormat::Bf16] {
             for matrix in [
                 HostMatrix::pack(&values, d_in, d_out, format),
-                HostMatrix::pack_streamed(&values, d_in, d_out, format),
+                HostMatrix::pack_read_as(&values, d_in, d_out, format, Reads::Streamed),
             ] {
                 let what = |kernel: Kernel| {
                     format!(
