@@ -748,16 +748,11 @@ fn write_and_attend(
 /// A head's keys and values as its attention reads them.
 trait HeadSource<T>: Send {
     fn ready(&mut self) -> HeadKv<'_, T>;
-    /// Where its keys and values are, for the head before it to prefetch.
-    fn at(&self) -> NextHead;
 }
 
 impl<T: KvValue> HeadSource<T> for HeadKv<'_, T> {
     fn ready(&mut self) -> HeadKv<'_, T> {
         *self
-    }
-    fn at(&self) -> NextHead {
-        NextHead::of(self.k_t, self.v)
     }
 }
 
@@ -774,9 +769,6 @@ impl<T: KvValue> HeadSource<T> for NewPosition<'_, T> {
         self.head.write(self.position, self.key, self.value);
         self.head.view()
     }
-    fn at(&self) -> NextHead {
-        NextHead::of(self.head.k_t, self.head.v)
-    }
 }
 
 /// Every head (`heads`, in `[batch, heads_per_row]` order) of one query position per row over
@@ -790,13 +782,13 @@ fn attend_heads<T: KvValue, S: HeadSource<T>>(
     bias: Option<&[f32]>,
 ) -> Vec<f32> {
     let mut out = vec![0f32; heads.len() * head_dim];
-    // Taken before any head is written or read (addresses only, never read through).
-    let at: Vec<NextHead> = heads.iter().map(HeadSource::at).collect();
+    let heads_len = heads.len();
     // `scores`: scratch of `len`, one per thread rather than one per head.
     let head = |scores: &mut Vec<f32>, bh: usize, source: &mut S, out: &mut [f32]| {
+        let kv = source.ready();
         let head = Head {
-            next: at.get(bh + 1).copied(),
-            kv: source.ready(),
+            next: (bh + 1 < heads_len).then(|| NextHead::after(&kv)),
+            kv,
             len,
             q: &q[bh * head_dim..][..head_dim],
             scale,
@@ -846,10 +838,12 @@ struct NextHead {
 }
 
 impl NextHead {
-    fn of<T>(keys: &[T], values: &[T]) -> Self {
+    /// The head after `head` in its cache: a [`Kv`]'s heads are equal runs, one after another,
+    /// of its keys and of its values ([`Kv::head`]), so the next one starts where this one ends.
+    fn after<T>(head: &HeadKv<'_, T>) -> Self {
         Self {
-            keys: keys.as_ptr() as usize,
-            values: values.as_ptr() as usize,
+            keys: head.k_t.as_ptr_range().end as usize,
+            values: head.v.as_ptr_range().end as usize,
         }
     }
 }
