@@ -704,9 +704,14 @@ impl DecoderLm {
             .mul_scalar(f32::MIN)
             .reshape([batch, 1, 1, text_len]);
         let folds = parts.folds.unwrap_or_default();
-        let host = self
-            .host_step
-            .then(|| std::sync::Arc::new(host::HostCross::new(&kv, &bias, self.kv_format, folds)));
+        let host = self.host_step.then(|| {
+            std::sync::Arc::new(host::HostCross::new(
+                &kv,
+                &bias,
+                self.kv_format.for_text(),
+                folds,
+            ))
+        });
         CrossContext { kv, bias, host }
     }
 

@@ -33,12 +33,14 @@ use crate::profile::{Phase, timed};
 /// position.
 ///
 /// Stored as f32, as f16 ([`HostKv::F16`], half the bytes: at a 30 s window the keys and
-/// values a step reads outweigh the q8 weights), or as i8 ([`HostKv::I8`], a quarter, plus one
-/// f32 scale per head and position for its keys and one for its values).
+/// values a step reads outweigh the q8 weights), as i8 ([`HostKv::I8`], a quarter, plus one
+/// f32 scale per head and position for its keys and one for its values), or as 4-bit steps
+/// ([`HostKv::I4`], an eighth, and the same scales).
 pub(crate) enum HostKv {
     F32(Kv<f32>),
     F16(Kv<half::f16>),
     I8(Kv<i8>),
+    I4(Kv<Nibbles>),
 }
 
 /// How a host cache stores keys and values, chosen with the decoder's weight format
@@ -48,19 +50,33 @@ pub(crate) enum KvFormat {
     F32,
     F16,
     I8,
+    I4,
 }
 
 impl KvFormat {
     /// f32 with f32 weights (exact parity); f16 with bf16, whose error is far larger than
-    /// f16's; i8 with q8 and q4, whose weights' error is larger again. Late in a 30 s window a
-    /// step's keys and values (about 300 MB in f16 at 1500 positions on musicgen-small) are
-    /// the step's largest read, over the q4 weights' 207 MB.
+    /// f16's; i8 with q8, whose weights' error is larger again; i4 with q4, the format that
+    /// trades accuracy for speed. Late in a 30 s window a step's keys and values (about 300 MB
+    /// in f16 at 1500 positions on musicgen-small, 157 MB in i8, 83 MB in i4) are the step's
+    /// largest read, over the q4 weights' 207 MB.
     pub(crate) fn for_weights(format: crate::matvec::WeightFormat) -> Self {
         use crate::matvec::WeightFormat;
         match format {
             WeightFormat::F32 => KvFormat::F32,
             WeightFormat::Bf16 => KvFormat::F16,
-            WeightFormat::Q8 | WeightFormat::Q4 => KvFormat::I8,
+            WeightFormat::Q8 => KvFormat::I8,
+            WeightFormat::Q4 => KvFormat::I4,
+        }
+    }
+
+    /// The format of the text's keys and values beside a decoder cache of this format: the
+    /// same, but i8 for an i4 cache. The text is a few dozen positions read every step (a
+    /// small share of the step's bytes), and the whole step attends to it: 4-bit text keys
+    /// would blur every step's conditioning to save little.
+    pub(crate) fn for_text(self) -> Self {
+        match self {
+            KvFormat::I4 => KvFormat::I8,
+            other => other,
         }
     }
 }
@@ -81,14 +97,42 @@ pub(crate) struct Kv<T> {
     tiles: usize,
 }
 
-/// An element type of the cache.
+/// What a [`Kv`] stores values in: one value an element ([`Plain`]: f32, f16, i8) or two
+/// ([`Nibbles`]). Values are addressed by their index in the logical layout (a key tile's rows
+/// of [`KEY_BLOCK`] positions, a position's `head_dim` values), whatever the packing.
 pub(crate) trait KvValue: Copy + Send + Sync {
     /// Whether a head's key (or value) at a position is stored as steps of its own scale:
-    /// `max |x| / 127` over its `head_dim` values, each rounded to the nearest step.
+    /// `max |x| / MAX_STEP` over its `head_dim` values, each rounded to the nearest step.
     const SCALED: bool = false;
-    /// `len` zeros, allocated zeroed (`calloc`: fresh pages, touched only when written): a
-    /// 30 s window's cache is a few hundred MB, which a loop writing zeros took over 100 ms to
-    /// fill when a window slide made the next one.
+    /// The largest step of a scaled type.
+    const MAX_STEP: f32 = 127.0;
+    /// Values an element holds.
+    const PER_UNIT: usize = 1;
+    /// `units` zeroed elements, allocated zeroed (`calloc`: fresh pages, touched only when
+    /// written): a 30 s window's cache is a few hundred MB, which a loop writing zeros took
+    /// over 100 ms to fill when a window slide made the next one.
+    fn zeros(units: usize) -> Vec<Self>;
+    /// Values a position's key or value takes in storage: `head_dim`, or more where a type
+    /// packs whole groups of values (the rest zeros).
+    fn value_stride(head_dim: usize) -> usize {
+        head_dim
+    }
+    /// Value `i`, widened (for a scaled type, in steps of its scale).
+    fn get(units: &[Self], i: usize) -> f32;
+    /// Store `v` as value `i` (for a scaled type `v` is in steps, already divided by the scale).
+    fn set(units: &mut [Self], i: usize, v: f32);
+    /// Values `at..at + 16`, widened (`at` a multiple of 16 for a packed type).
+    fn row16(units: &[Self], at: usize) -> [f32; 16];
+    /// [`attend_head`] for a cache of this type.
+    fn attend(head: &Head<'_, Self>, scores: &mut [f32], out: &mut [f32]);
+}
+
+/// A cache element type that holds one value, which the vector kernels widen 16 or 8 at a time
+/// ([`attend_head`]).
+pub(crate) trait Plain: Copy + Send + Sync {
+    /// [`KvValue::SCALED`], with `max |x| / 127` steps.
+    const SCALED: bool = false;
+    /// [`KvValue::zeros`].
     fn zeros(len: usize) -> Vec<Self>;
     /// `v`, or for a scaled type `v` in steps of the scale (already divided by it).
     fn from_f32(v: f32) -> Self;
@@ -107,7 +151,32 @@ pub(crate) trait KvValue: Copy + Send + Sync {
     unsafe fn load8(ptr: *const Self) -> std::arch::x86_64::__m256;
 }
 
-impl KvValue for f32 {
+impl<T: Plain> KvValue for T {
+    const SCALED: bool = <T as Plain>::SCALED;
+    fn zeros(units: usize) -> Vec<Self> {
+        <T as Plain>::zeros(units)
+    }
+    #[inline(always)]
+    fn get(units: &[Self], i: usize) -> f32 {
+        units[i].to_f32()
+    }
+    #[inline(always)]
+    fn set(units: &mut [Self], i: usize, v: f32) {
+        units[i] = T::from_f32(v);
+    }
+    #[inline(always)]
+    fn row16(units: &[Self], at: usize) -> [f32; 16] {
+        let row: &[T; 16] = units[at..]
+            .first_chunk()
+            .expect("16 values from `at` are in bounds");
+        row.map(T::to_f32)
+    }
+    fn attend(head: &Head<'_, Self>, scores: &mut [f32], out: &mut [f32]) {
+        attend_head(head, scores, out)
+    }
+}
+
+impl Plain for f32 {
     fn zeros(len: usize) -> Vec<Self> {
         vec![0.0; len]
     }
@@ -134,7 +203,7 @@ impl KvValue for f32 {
 
 /// Round to nearest; magnitudes past f16's largest finite value (65504) saturate there instead
 /// of becoming infinite, which would turn a softmax into NaN.
-impl KvValue for half::f16 {
+impl Plain for half::f16 {
     fn zeros(len: usize) -> Vec<Self> {
         use half::vec::HalfBitsVecExt;
         // Zero bits are +0.0; `vec!` of a `u16` allocates zeroed, of an `f16` it writes.
@@ -165,7 +234,7 @@ impl KvValue for half::f16 {
 
 /// Steps of `max |x| / 127` (a head's key or value at one position), rounded to nearest and
 /// clamped: |code| ≤ 127, within half a step of the value.
-impl KvValue for i8 {
+impl Plain for i8 {
     const SCALED: bool = true;
     fn zeros(len: usize) -> Vec<Self> {
         vec![0; len]
@@ -194,6 +263,73 @@ impl KvValue for i8 {
     }
 }
 
+/// Two 4-bit steps in a byte ([`HostKv::I4`]): each head's key and value at a position as steps
+/// of `max |x| / 7`, rounded to nearest and clamped to −7..=7, two's complement. Within each
+/// group of 16 values (a key tile's row of 16 positions, or 16 of a position's values), byte `j`
+/// holds value `j` in its low four bits and value `j + 8` in its high four: 8 bytes widened to
+/// lanes give the group's first half from the low bits (a shift left by 28, the value times
+/// 2²⁸, exact) and its second half from the high bits (an arithmetic shift right by 4), without
+/// a shuffle. A position's values take whole groups ([`KvValue::value_stride`]).
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+pub(crate) struct Nibbles(u8);
+
+impl Nibbles {
+    /// The byte of value `i` and whether it is the high half.
+    #[inline(always)]
+    fn at(i: usize) -> (usize, bool) {
+        (i / 16 * 8 + i % 8, i % 16 >= 8)
+    }
+
+    /// The step in the low (`high` false) or high four bits.
+    #[inline(always)]
+    fn step(self, high: bool) -> i8 {
+        let b = self.0 as i8;
+        if high { b >> 4 } else { (b << 4) >> 4 }
+    }
+}
+
+impl KvValue for Nibbles {
+    const SCALED: bool = true;
+    const MAX_STEP: f32 = 7.0;
+    const PER_UNIT: usize = 2;
+    fn zeros(units: usize) -> Vec<Self> {
+        let mut bytes = std::mem::ManuallyDrop::new(vec![0u8; units]);
+        // SAFETY: `Nibbles` is a transparent `u8` (same size, alignment and valid values): the
+        // zeroed allocation changes owner whole, with its length and capacity.
+        unsafe { Vec::from_raw_parts(bytes.as_mut_ptr().cast(), bytes.len(), bytes.capacity()) }
+    }
+    fn value_stride(head_dim: usize) -> usize {
+        head_dim.div_ceil(16) * 16
+    }
+    #[inline(always)]
+    fn get(units: &[Self], i: usize) -> f32 {
+        let (byte, high) = Self::at(i);
+        f32::from(units[byte].step(high))
+    }
+    #[inline(always)]
+    fn set(units: &mut [Self], i: usize, steps: f32) {
+        let code = (crate::nn::round_to_i32(steps).clamp(-7, 7) as u8) & 0x0f;
+        let (byte, high) = Self::at(i);
+        let b = &mut units[byte].0;
+        *b = if high {
+            (*b & 0x0f) | (code << 4)
+        } else {
+            (*b & 0xf0) | code
+        };
+    }
+    #[inline(always)]
+    fn row16(units: &[Self], at: usize) -> [f32; 16] {
+        let bytes: &[Nibbles; 8] = units[at / 2..]
+            .first_chunk()
+            .expect("a group of 16 values is 8 whole bytes");
+        std::array::from_fn(|l| f32::from(bytes[l % 8].step(l >= 8)))
+    }
+    fn attend(head: &Head<'_, Self>, scores: &mut [f32], out: &mut [f32]) {
+        attend_nibbles(head, scores, out)
+    }
+}
+
 impl HostKv {
     /// Zeros in `format`.
     pub(crate) fn zeros(dims: [usize; 4], format: KvFormat) -> Self {
@@ -201,6 +337,7 @@ impl HostKv {
             KvFormat::F32 => HostKv::F32(Kv::zeros(dims)),
             KvFormat::F16 => HostKv::F16(Kv::zeros(dims)),
             KvFormat::I8 => HostKv::I8(Kv::zeros(dims)),
+            KvFormat::I4 => HostKv::I4(Kv::zeros(dims)),
         }
     }
 
@@ -209,6 +346,7 @@ impl HostKv {
             HostKv::F32(kv) => kv.write_heads(start, seq, k, v),
             HostKv::F16(kv) => kv.write_heads(start, seq, k, v),
             HostKv::I8(kv) => kv.write_heads(start, seq, k, v),
+            HostKv::I4(kv) => kv.write_heads(start, seq, k, v),
         }
     }
 
@@ -217,6 +355,7 @@ impl HostKv {
             HostKv::F32(kv) => kv.live(len),
             HostKv::F16(kv) => kv.live(len),
             HostKv::I8(kv) => kv.live(len),
+            HostKv::I4(kv) => kv.live(len),
         }
     }
 
@@ -225,6 +364,7 @@ impl HostKv {
             HostKv::F32(kv) => kv.dims,
             HostKv::F16(kv) => kv.dims,
             HostKv::I8(kv) => kv.dims,
+            HostKv::I4(kv) => kv.dims,
         }
     }
 }
@@ -238,9 +378,10 @@ impl<T: KvValue> Kv<T> {
         } else {
             0
         };
+        let stride = T::value_stride(head_dim);
         Self {
-            k_t: T::zeros(batch * heads * tiles * head_dim * KEY_BLOCK),
-            v: T::zeros(batch * heads * capacity * head_dim),
+            k_t: T::zeros(batch * heads * tiles * head_dim * KEY_BLOCK / T::PER_UNIT),
+            v: T::zeros(batch * heads * capacity * stride / T::PER_UNIT),
             k_scale: vec![0.0; scales],
             v_scale: vec![0.0; scales],
             dims,
@@ -266,9 +407,10 @@ impl<T: KvValue> Kv<T> {
             scales::<T>(&mut self.v_scale, per_tiles, batch * heads),
         );
         // (A cache of no positions has no parts: `max(1)` keeps the chunk sizes legal.)
+        let stride = T::value_stride(head_dim);
         self.k_t
-            .chunks_mut((per_tiles * head_dim).max(1))
-            .zip(self.v.chunks_mut((capacity * head_dim).max(1)))
+            .chunks_mut((per_tiles * head_dim / T::PER_UNIT).max(1))
+            .zip(self.v.chunks_mut((capacity * stride / T::PER_UNIT).max(1)))
             .zip(k_scale.into_iter().zip(v_scale))
             .map(|((k_t, v), (k_scale, v_scale))| HeadKvMut {
                 k_t,
@@ -289,9 +431,13 @@ impl<T: KvValue> Kv<T> {
         } else {
             0..0
         };
+        let (keys, values) = (
+            per_tiles * head_dim / T::PER_UNIT,
+            capacity * T::value_stride(head_dim) / T::PER_UNIT,
+        );
         HeadKv {
-            k_t: &self.k_t[bh * per_tiles * head_dim..][..per_tiles * head_dim],
-            v: &self.v[bh * capacity * head_dim..][..capacity * head_dim],
+            k_t: &self.k_t[bh * keys..][..keys],
+            v: &self.v[bh * values..][..values],
             k_scale: &self.k_scale[scales.clone()],
             v_scale: &self.v_scale[scales],
             head_dim,
@@ -314,6 +460,7 @@ impl<T: KvValue> Kv<T> {
     /// Positions `0..len` as `[batch, heads, len, head_dim]` copies.
     pub(crate) fn live(&self, len: usize) -> (Vec<f32>, Vec<f32>) {
         let [batch, heads, _, head_dim] = self.dims;
+        let stride = T::value_stride(head_dim);
         let mut k = Vec::with_capacity(batch * heads * len * head_dim);
         let mut v = Vec::with_capacity(batch * heads * len * head_dim);
         for bh in 0..batch * heads {
@@ -321,16 +468,12 @@ impl<T: KvValue> Kv<T> {
             for s in 0..len {
                 let scale = head.scale_at(ScaleOf::Key, s);
                 k.extend(
-                    (0..head_dim).map(|d| head.k_t[key_index(head_dim, s, d)].to_f32() * scale),
+                    (0..head_dim).map(|d| T::get(head.k_t, key_index(head_dim, s, d)) * scale),
                 );
             }
             for s in 0..len {
                 let scale = head.scale_at(ScaleOf::Value, s);
-                v.extend(
-                    head.v[s * head_dim..][..head_dim]
-                        .iter()
-                        .map(|v| v.to_f32() * scale),
-                );
+                v.extend((0..head_dim).map(|d| T::get(head.v, s * stride + d) * scale));
             }
         }
         (k, v)
@@ -353,7 +496,7 @@ fn key_index(head_dim: usize, position: usize, d: usize) -> usize {
 
 /// One head's part of a [`Kv`]: its key tiles, its values (`[capacity, head_dim]`) and, for a
 /// scaled type, the scales of its keys and values per position (empty otherwise).
-struct HeadKv<'a, T> {
+pub(crate) struct HeadKv<'a, T> {
     k_t: &'a [T],
     v: &'a [T],
     k_scale: &'a [f32],
@@ -396,20 +539,14 @@ impl<T: KvValue> HeadKvMut<'_, T> {
     /// Store the head's key and value (`head_dim` each) at `position`.
     fn write(&mut self, position: usize, key: &[f32], value: &[f32]) {
         let head_dim = self.head_dim;
+        let stride = T::value_stride(head_dim);
         let inverse = step_scale::<T>(self.v_scale, position, value);
-        for (to, &from) in self.v[position * head_dim..][..head_dim]
-            .iter_mut()
-            .zip(value)
-        {
-            *to = T::from_f32(from * inverse);
+        for (d, &from) in value.iter().enumerate() {
+            T::set(self.v, position * stride + d, from * inverse);
         }
         let inverse = step_scale::<T>(self.k_scale, position, key);
-        // Dimension d of the position is KEY_BLOCK values after d − 1 (`key_index`).
-        let column = self.k_t[key_index(head_dim, position, 0)..]
-            .iter_mut()
-            .step_by(KEY_BLOCK);
-        for (to, &value) in column.zip(key) {
-            *to = T::from_f32(value * inverse);
+        for (d, &from) in key.iter().enumerate() {
+            T::set(self.k_t, key_index(head_dim, position, d), from * inverse);
         }
     }
 
@@ -432,7 +569,7 @@ fn step_scale<T: KvValue>(scales: &mut [f32], position: usize, x: &[f32]) -> f32
     if !T::SCALED {
         return 1.0;
     }
-    let scale = x.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+    let scale = x.iter().fold(0f32, |m, v| m.max(v.abs())) / T::MAX_STEP;
     scales[position] = scale;
     if scale > 0.0 { 1.0 / scale } else { 0.0 }
 }
@@ -702,6 +839,7 @@ fn attend_one(q: &[f32], kv: &HostKv, len: usize, scale: f32, bias: Option<&[f32
         HostKv::F32(kv) => attend_heads(q, heads(kv), shape, len, scale, bias),
         HostKv::F16(kv) => attend_heads(q, heads(kv), shape, len, scale, bias),
         HostKv::I8(kv) => attend_heads(q, heads(kv), shape, len, scale, bias),
+        HostKv::I4(kv) => attend_heads(q, heads(kv), shape, len, scale, bias),
     }
 }
 
@@ -742,6 +880,7 @@ fn write_and_attend(
         HostKv::F32(kv) => attend_heads(q, heads(kv, (k, v), position), shape, len, scale, None),
         HostKv::F16(kv) => attend_heads(q, heads(kv, (k, v), position), shape, len, scale, None),
         HostKv::I8(kv) => attend_heads(q, heads(kv, (k, v), position), shape, len, scale, None),
+        HostKv::I4(kv) => attend_heads(q, heads(kv, (k, v), position), shape, len, scale, None),
     }
 }
 
@@ -794,7 +933,7 @@ fn attend_heads<T: KvValue, S: HeadSource<T>>(
             scale,
             bias: bias.map(|bias| &bias[bh / heads_per_row * len..][..len]),
         };
-        attend_head(&head, scores, out);
+        T::attend(&head, scores, out);
     };
     let scratch = || vec![0f32; len];
     if heads.len() * len * head_dim >= PARALLEL_WORK {
@@ -815,7 +954,7 @@ fn attend_heads<T: KvValue, S: HeadSource<T>>(
 }
 
 /// One head of one query row: what [`attend_head`] computes over.
-struct Head<'a, T> {
+pub(crate) struct Head<'a, T> {
     kv: HeadKv<'a, T>,
     /// Positions `0..len` are attended to.
     len: usize,
@@ -835,6 +974,8 @@ struct Head<'a, T> {
 struct NextHead {
     keys: usize,
     values: usize,
+    /// Where its key and value scales start, for a scaled type.
+    scales: Option<(usize, usize)>,
 }
 
 impl NextHead {
@@ -844,6 +985,10 @@ impl NextHead {
         Self {
             keys: head.k_t.as_ptr_range().end as usize,
             values: head.v.as_ptr_range().end as usize,
+            scales: (!head.k_scale.is_empty()).then_some((
+                head.k_scale.as_ptr_range().end as usize,
+                head.v_scale.as_ptr_range().end as usize,
+            )),
         }
     }
 }
@@ -869,10 +1014,25 @@ fn prefetch_next(next: Option<NextHead>, j: usize, bytes: usize) {
                 _mm_prefetch::<_MM_HINT_T1>(next.values.wrapping_add(line) as *const i8);
             }
         }
+        // A line of scales holds 16 positions' (an f32 each).
+        if let Some((keys, values)) = next.scales
+            && j.is_multiple_of(16)
+        {
+            // SAFETY: as above.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T1>(keys.wrapping_add(j * 4) as *const i8);
+                _mm_prefetch::<_MM_HINT_T1>(values.wrapping_add(j * 4) as *const i8);
+            }
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    if let Some(NextHead { keys, values }) = next {
-        let _ = (keys, values, j, bytes);
+    if let Some(NextHead {
+        keys,
+        values,
+        scales,
+    }) = next
+    {
+        let _ = (keys, values, scales, j, bytes);
     }
 }
 
@@ -889,7 +1049,7 @@ impl<T> Copy for Head<'_, T> {}
 /// same order in every lane (16 lanes or two halves of 8), so they compute the same values, bit
 /// for bit; the generic loops (other CPUs, other head sizes) add without fusing, within
 /// rounding of them.
-fn attend_head<T: KvValue>(head: &Head<'_, T>, scores: &mut [f32], out: &mut [f32]) {
+fn attend_head<T: Plain>(head: &Head<'_, T>, scores: &mut [f32], out: &mut [f32]) {
     match isa() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `isa` detected AVX-512F on this CPU.
@@ -918,7 +1078,7 @@ macro_rules! attend_kernel {
         $(#[$doc])*
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = $features)]
-        fn $name<T: KvValue>(head: &Head<'_, T>, scores: &mut [f32], out: &mut [f32]) {
+        fn $name<T: Plain>(head: &Head<'_, T>, scores: &mut [f32], out: &mut [f32]) {
             use std::arch::x86_64::*;
             const HEAD_DIM: usize = 64;
             const PIECES: usize = KEY_BLOCK / $lanes;
@@ -996,6 +1156,213 @@ attend_kernel!(
     _mm256_fmadd_ps, _mm256_add_ps, _mm256_mul_ps, _mm256_loadu_ps, _mm256_storeu_ps
 );
 
+/// [`attend_head`] for a 4-bit cache ([`Nibbles`]): the same scores, softmax and weighted sum,
+/// each vector's 16 values widened from 8 bytes by two shifts, not one widening load. The
+/// AVX-512 and AVX2 copies give the same values, bit for bit (each lane the same multiply-adds
+/// in the same order as the f32 types' kernels); the generic loops within rounding of them.
+fn attend_nibbles(head: &Head<'_, Nibbles>, scores: &mut [f32], out: &mut [f32]) {
+    match isa() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `isa` detected AVX-512F on this CPU.
+        crate::nn::Isa::Avx512 => unsafe { attend_nibbles_avx512(head, scores, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `isa` detected AVX2 and FMA on this CPU.
+        crate::nn::Isa::Avx2 => unsafe { attend_nibbles_avx2(head, scores, out) },
+        _ => attend_head_body(head, scores, out),
+    }
+}
+
+/// 2⁻²⁸: a low half's steps are widened as `step · 2²⁸` (a shift left by 28 puts the four bits,
+/// sign bit on top, at the top of the lane), so its sums are scaled back by this, exactly.
+#[cfg(target_arch = "x86_64")]
+const LOW_HALF: f32 = 1.0 / (1u32 << 28) as f32;
+
+/// [`attend_nibbles`] for AVX-512F, a head of 64 values (other sizes take the generic loops).
+/// One 16-byte load holds two rows of a key tile (dimensions `2e` and `2e + 1`, 8 positions
+/// each in its low halves and 8 in its high halves), multiplied by the query's `2e` and `2e + 1`
+/// side by side; the partial sums over `d mod 4` are put back in the f32 kernels' order before
+/// they are added.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn attend_nibbles_avx512(head: &Head<'_, Nibbles>, scores: &mut [f32], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    const HEAD_DIM: usize = 64;
+    let (kv, len) = (head.kv, head.len);
+    if kv.head_dim != HEAD_DIM {
+        return attend_head_body(head, scores, out);
+    }
+    let mut pairs = [_mm512_setzero_ps(); HEAD_DIM / 2];
+    for (e, pair) in pairs.iter_mut().enumerate() {
+        let (a, b) = (head.q[2 * e], head.q[2 * e + 1]);
+        *pair = _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(a), _mm512_set1_ps(b));
+    }
+    let low = _mm512_set1_ps(LOW_HALF);
+    let widen = |bytes: *const Nibbles| {
+        // SAFETY: the callers pass 16 readable bytes of the head.
+        let b = unsafe { _mm512_cvtepi8_epi32(_mm_loadu_si128(bytes.cast())) };
+        (
+            _mm512_cvtepi32_ps(_mm512_slli_epi32::<28>(b)),
+            _mm512_cvtepi32_ps(_mm512_srai_epi32::<4>(b)),
+        )
+    };
+    let scores = &mut scores[..len];
+    for (b, block) in scores.chunks_mut(KEY_BLOCK).enumerate() {
+        prefetch_block(&kv, b);
+        let tile = &kv.k_t[b * HEAD_DIM * KEY_BLOCK / 2..][..HEAD_DIM * KEY_BLOCK / 2];
+        // lo[i] / hi[i]: lanes 0..8 over d ≡ 2i (mod 4), lanes 8..16 over d ≡ 2i + 1, of the
+        // block's positions 0..8 (lo, times 2²⁸) and 8..16 (hi).
+        let (mut lo, mut hi) = ([_mm512_setzero_ps(); 2], [_mm512_setzero_ps(); 2]);
+        for d in (0..HEAD_DIM).step_by(4) {
+            for i in 0..2 {
+                let (l, h) = widen(tile[(d + 2 * i) * KEY_BLOCK / 2..][..16].as_ptr());
+                lo[i] = _mm512_fmadd_ps(pairs[d / 2 + i], l, lo[i]);
+                hi[i] = _mm512_fmadd_ps(pairs[d / 2 + i], h, hi[i]);
+            }
+        }
+        // acc[r]: the block's 16 positions over d ≡ r (mod 4).
+        let mut acc = [_mm512_setzero_ps(); 4];
+        for i in 0..2 {
+            let l = _mm512_mul_ps(lo[i], low);
+            acc[2 * i] = _mm512_shuffle_f32x4::<0x44>(l, hi[i]);
+            acc[2 * i + 1] = _mm512_shuffle_f32x4::<0xee>(l, hi[i]);
+        }
+        let sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+        // SAFETY: the scales of a whole block of positions (`Kv::zeros`).
+        let scales = unsafe { _mm512_loadu_ps(kv.k_scale[b * KEY_BLOCK..][..KEY_BLOCK].as_ptr()) };
+        let mut lanes = [0f32; KEY_BLOCK];
+        // SAFETY: KEY_BLOCK floats.
+        unsafe {
+            _mm512_storeu_ps(
+                lanes.as_mut_ptr(),
+                _mm512_mul_ps(_mm512_mul_ps(sum, scales), _mm512_set1_ps(head.scale)),
+            )
+        };
+        block.copy_from_slice(&lanes[..block.len()]);
+    }
+    let inverse = softmax_unnormalized(scores, head.bias);
+    let values = &kv.v[..len * HEAD_DIM / 2];
+    // lo[h]: values 32h + (0..8, 16..24) (times 2²⁸); hi[h]: 32h + (8..16, 24..32).
+    let (mut lo, mut hi) = ([_mm512_setzero_ps(); 2], [_mm512_setzero_ps(); 2]);
+    for (j, (&p, v)) in scores
+        .iter()
+        .zip(values.chunks_exact(HEAD_DIM / 2))
+        .enumerate()
+    {
+        prefetch_next(head.next, j, HEAD_DIM / 2);
+        let p = _mm512_set1_ps(p * kv.scale_at(ScaleOf::Value, j));
+        for h in 0..2 {
+            let (l, u) = widen(v[h * 16..][..16].as_ptr());
+            lo[h] = _mm512_fmadd_ps(p, l, lo[h]);
+            hi[h] = _mm512_fmadd_ps(p, u, hi[h]);
+        }
+    }
+    let inverse = _mm512_set1_ps(inverse);
+    let out = &mut out[..HEAD_DIM];
+    for h in 0..2 {
+        let l = _mm512_mul_ps(lo[h], low);
+        for (at, v) in [
+            (32 * h, _mm512_shuffle_f32x4::<0x44>(l, hi[h])),
+            (32 * h + 16, _mm512_shuffle_f32x4::<0xee>(l, hi[h])),
+        ] {
+            // SAFETY: 16 floats at `at` < HEAD_DIM - 15.
+            unsafe { _mm512_storeu_ps(out[at..][..16].as_mut_ptr(), _mm512_mul_ps(v, inverse)) };
+        }
+    }
+}
+
+/// [`attend_nibbles`] for AVX2 and FMA, a head of 64 values: each key row's 8 bytes give the
+/// block's positions 0..8 and 8..16, each position's 8-byte group its values `16g..16g + 8` and
+/// `16g + 8..16g + 16`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn attend_nibbles_avx2(head: &Head<'_, Nibbles>, scores: &mut [f32], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    const HEAD_DIM: usize = 64;
+    let (kv, len) = (head.kv, head.len);
+    if kv.head_dim != HEAD_DIM {
+        return attend_head_body(head, scores, out);
+    }
+    let low = _mm256_set1_ps(LOW_HALF);
+    let widen = |bytes: *const Nibbles| {
+        // SAFETY: the callers pass 8 readable bytes of the head.
+        let b = unsafe { _mm256_cvtepi8_epi32(_mm_loadl_epi64(bytes.cast())) };
+        (
+            _mm256_cvtepi32_ps(_mm256_slli_epi32::<28>(b)),
+            _mm256_cvtepi32_ps(_mm256_srai_epi32::<4>(b)),
+        )
+    };
+    let scores = &mut scores[..len];
+    for (b, block) in scores.chunks_mut(KEY_BLOCK).enumerate() {
+        prefetch_block(&kv, b);
+        let tile = &kv.k_t[b * HEAD_DIM * KEY_BLOCK / 2..][..HEAD_DIM * KEY_BLOCK / 2];
+        // acc[i][0] / acc[i][1]: positions 0..8 (times 2²⁸) / 8..16 over d ≡ i (mod 4)
+        let mut acc = [[_mm256_setzero_ps(); 2]; 4];
+        for d in (0..HEAD_DIM).step_by(4) {
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let q = _mm256_set1_ps(head.q[d + i]);
+                let (l, h) = widen(tile[(d + i) * KEY_BLOCK / 2..][..8].as_ptr());
+                acc[0] = _mm256_fmadd_ps(q, l, acc[0]);
+                acc[1] = _mm256_fmadd_ps(q, h, acc[1]);
+            }
+        }
+        let mut lanes = [0f32; KEY_BLOCK];
+        for p in 0..2 {
+            let part = |i: usize| {
+                if p == 0 {
+                    _mm256_mul_ps(acc[i][0], low)
+                } else {
+                    acc[i][1]
+                }
+            };
+            let sum = _mm256_add_ps(
+                _mm256_add_ps(part(0), part(1)),
+                _mm256_add_ps(part(2), part(3)),
+            );
+            // SAFETY: 8 of the scales of a whole block of positions (`Kv::zeros`).
+            let scales =
+                unsafe { _mm256_loadu_ps(kv.k_scale[b * KEY_BLOCK + p * 8..][..8].as_ptr()) };
+            // SAFETY: 8 floats at p · 8 of a KEY_BLOCK-float array.
+            unsafe {
+                _mm256_storeu_ps(
+                    lanes[p * 8..][..8].as_mut_ptr(),
+                    _mm256_mul_ps(_mm256_mul_ps(sum, scales), _mm256_set1_ps(head.scale)),
+                )
+            };
+        }
+        block.copy_from_slice(&lanes[..block.len()]);
+    }
+    let inverse = softmax_unnormalized(scores, head.bias);
+    let values = &kv.v[..len * HEAD_DIM / 2];
+    // acc[g][0] / acc[g][1]: values 16g..16g + 8 (times 2²⁸) / 16g + 8..16g + 16
+    let mut acc = [[_mm256_setzero_ps(); 2]; 4];
+    for (j, (&p, v)) in scores
+        .iter()
+        .zip(values.chunks_exact(HEAD_DIM / 2))
+        .enumerate()
+    {
+        prefetch_next(head.next, j, HEAD_DIM / 2);
+        let p = _mm256_set1_ps(p * kv.scale_at(ScaleOf::Value, j));
+        for (g, acc) in acc.iter_mut().enumerate() {
+            let (l, h) = widen(v[g * 8..][..8].as_ptr());
+            acc[0] = _mm256_fmadd_ps(p, l, acc[0]);
+            acc[1] = _mm256_fmadd_ps(p, h, acc[1]);
+        }
+    }
+    let inverse = _mm256_set1_ps(inverse);
+    let out = &mut out[..HEAD_DIM];
+    for (g, acc) in acc.iter().enumerate() {
+        for (half, v) in [(0, _mm256_mul_ps(acc[0], low)), (1, acc[1])] {
+            // SAFETY: 8 floats at 16g + 8 · half < HEAD_DIM - 7.
+            unsafe {
+                _mm256_storeu_ps(
+                    out[16 * g + 8 * half..][..8].as_mut_ptr(),
+                    _mm256_mul_ps(v, inverse),
+                )
+            };
+        }
+    }
+}
+
 /// Keys a score block holds: one 512-bit vector of f32.
 const KEY_BLOCK: usize = 16;
 
@@ -1011,18 +1378,37 @@ fn prefetch_block<T: KvValue>(kv: &HeadKv<'_, T>, b: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        let tile_bytes = kv.head_dim * KEY_BLOCK * std::mem::size_of::<T>();
+        let (size, per) = (std::mem::size_of::<T>(), T::PER_UNIT);
+        let block_values = KEY_BLOCK * T::value_stride(kv.head_dim);
+        let (key_bytes, value_bytes) = (
+            kv.head_dim * KEY_BLOCK * size / per,
+            block_values * size / per,
+        );
         let keys = kv
             .k_t
             .as_ptr()
-            .wrapping_add(key_index(kv.head_dim, (b + 1) * KEY_BLOCK, 0));
-        let values = kv.v.as_ptr().wrapping_add(b * KEY_BLOCK * kv.head_dim);
-        for line in (0..tile_bytes).step_by(64) {
+            .wrapping_add(key_index(kv.head_dim, (b + 1) * KEY_BLOCK, 0) / per);
+        let values = kv.v.as_ptr().wrapping_add(b * block_values / per);
+        if T::SCALED {
+            // The next block's key scales and this block's value scales: a line each.
+            // SAFETY: as below.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(
+                    kv.k_scale.as_ptr().wrapping_add((b + 1) * KEY_BLOCK).cast(),
+                );
+                _mm_prefetch::<_MM_HINT_T0>(kv.v_scale.as_ptr().wrapping_add(b * KEY_BLOCK).cast());
+            }
+        }
+        for line in (0..key_bytes.max(value_bytes)).step_by(64) {
             // SAFETY: a prefetch is a hint: it does not fault whatever the address, and
             // `wrapping_add` keeps the pointer arithmetic defined past the allocation.
             unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(keys.cast::<i8>().wrapping_add(line));
-                _mm_prefetch::<_MM_HINT_T0>(values.cast::<i8>().wrapping_add(line));
+                if line < key_bytes {
+                    _mm_prefetch::<_MM_HINT_T0>(keys.cast::<i8>().wrapping_add(line));
+                }
+                if line < value_bytes {
+                    _mm_prefetch::<_MM_HINT_T0>(values.cast::<i8>().wrapping_add(line));
+                }
             }
         }
     }
@@ -1050,13 +1436,9 @@ fn attend_head_body<T: KvValue>(head: &Head<'_, T>, scores: &mut [f32], out: &mu
         let first = b * KEY_BLOCK;
         // Four partial sums over d mod 4, so consecutive adds do not wait on each other. A
         // short last block reads its whole tile (past `len`) and drops those scores.
-        let tile = &kv.k_t[key_index(head_dim, first, 0)..][..head_dim * KEY_BLOCK];
-        let row = |d: usize| -> [f32; KEY_BLOCK] {
-            let row: &[T; KEY_BLOCK] = tile[d * KEY_BLOCK..]
-                .first_chunk()
-                .expect("a tile holds head_dim rows of a whole block");
-            row.map(T::to_f32)
-        };
+        let tile = &kv.k_t[key_index(head_dim, first, 0) / T::PER_UNIT..]
+            [..head_dim * KEY_BLOCK / T::PER_UNIT];
+        let row = |d: usize| -> [f32; KEY_BLOCK] { T::row16(tile, d * KEY_BLOCK) };
         let mut acc = [[0f32; KEY_BLOCK]; 4];
         let quads = head_dim / 4 * 4;
         for d in (0..quads).step_by(4) {
@@ -1081,22 +1463,29 @@ fn attend_head_body<T: KvValue>(head: &Head<'_, T>, scores: &mut [f32], out: &mu
         }
     }
     let inverse = softmax_unnormalized(scores, bias);
-    let values = &kv.v[..len * head_dim];
+    let stride = T::value_stride(head_dim);
+    let position_units = stride / T::PER_UNIT;
+    let values = &kv.v[..len * position_units];
     for (c, out) in out.chunks_mut(16).enumerate() {
         let mut acc = [0f32; 16];
         let width = out.len();
-        for (j, (&p, v)) in scores.iter().zip(values.chunks_exact(head_dim)).enumerate() {
+        for (j, (&p, v)) in scores
+            .iter()
+            .zip(values.chunks_exact(position_units))
+            .enumerate()
+        {
             if c == 0 {
-                prefetch_next(next, j, head_dim * size_of::<T>());
+                prefetch_next(next, j, position_units * size_of::<T>());
             }
             let p = p * kv.scale_at(ScaleOf::Value, j);
-            if let Some(v) = v[c * 16..].first_chunk::<16>() {
+            if c * 16 + 16 <= stride {
+                let v = T::row16(v, c * 16);
                 for l in 0..16 {
-                    acc[l] += p * v[l].to_f32();
+                    acc[l] += p * v[l];
                 }
             } else {
-                for l in 0..width {
-                    acc[l] += p * v[c * 16 + l].to_f32();
+                for (l, acc) in acc[..width].iter_mut().enumerate() {
+                    *acc += p * T::get(v, c * 16 + l);
                 }
             }
         }
@@ -1469,7 +1858,7 @@ mod tests {
         let mut rng = Rng::new(5);
         let dims @ [batch, heads, capacity, head_dim] = [2, 3, 37, 8];
         // A new cache holds zeros (allocated zeroed, in every format).
-        for format in [KvFormat::F32, KvFormat::F16, KvFormat::I8] {
+        for format in [KvFormat::F32, KvFormat::F16, KvFormat::I8, KvFormat::I4] {
             let (k, v) = HostKv::zeros(dims, format).live(capacity);
             assert!(k.iter().chain(&v).all(|&x| x.to_bits() == 0), "{format:?}");
         }
@@ -1494,32 +1883,82 @@ mod tests {
         let (k_part, _) = kv.live(17);
         assert_eq!(k_part, piece(&k, 0, 17));
 
-        // i8: each head's key and value at a position within half a step of its own scale
-        // (max |x| / 127 over its head_dim values), an all-zero one exactly zero.
+        // i8 and i4: each head's key and value at a position within half a step of its own
+        // scale (max |x| / 127 or / 7 over its head_dim values), an all-zero one exactly zero.
+        // (head_dim 8: an i4 position's values fill half of their 16-value group.)
         let mut k = k;
         k[(4 * capacity + 30) * head_dim..][..head_dim].fill(0.0);
-        let mut kv = HostKv::zeros(dims, KvFormat::I8);
-        kv.write_heads(0, 20, &piece(&k, 0, 20), &piece(&v, 0, 20));
-        for p in 20..capacity {
-            kv.write_heads(p, 1, &piece(&k, p, p + 1), &piece(&v, p, p + 1));
-        }
-        let (k_back, v_back) = kv.live(capacity);
-        for (name, x, back) in [("key", &k, &k_back), ("value", &v, &v_back)] {
-            for (row, (x, back)) in x.chunks(head_dim).zip(back.chunks(head_dim)).enumerate() {
-                let step = x.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
-                for (d, (&x, &back)) in x.iter().zip(back).enumerate() {
-                    assert!(
-                        (x - back).abs() <= 0.5 * step * (1.0 + 1e-5),
-                        "{name} {row}, {d}: {x} → {back} (step {step})"
-                    );
+        for (format, steps) in [(KvFormat::I8, 127.0), (KvFormat::I4, 7.0)] {
+            let mut kv = HostKv::zeros(dims, format);
+            kv.write_heads(0, 20, &piece(&k, 0, 20), &piece(&v, 0, 20));
+            for p in 20..capacity {
+                kv.write_heads(p, 1, &piece(&k, p, p + 1), &piece(&v, p, p + 1));
+            }
+            let (k_back, v_back) = kv.live(capacity);
+            for (name, x, back) in [("key", &k, &k_back), ("value", &v, &v_back)] {
+                for (row, (x, back)) in x.chunks(head_dim).zip(back.chunks(head_dim)).enumerate() {
+                    let step = x.iter().fold(0f32, |m, v| m.max(v.abs())) / steps;
+                    for (d, (&x, &back)) in x.iter().zip(back).enumerate() {
+                        assert!(
+                            (x - back).abs() <= 0.5 * step * (1.0 + 1e-5),
+                            "{format:?} {name} {row}, {d}: {x} → {back} (step {step})"
+                        );
+                    }
                 }
             }
+            assert!(
+                k_back[(4 * capacity + 30) * head_dim..][..head_dim]
+                    .iter()
+                    .all(|&x| x == 0.0),
+                "{format:?}"
+            );
         }
-        assert!(
-            k_back[(4 * capacity + 30) * head_dim..][..head_dim]
+    }
+
+    /// Each reduced cache format's own error: every head's attention over what an f16, i8 or i4
+    /// cache holds, against the same over an f32 cache, on Gaussian keys and values and queries
+    /// whose scores spread as a trained model's do (standard deviation 3, so a few positions
+    /// take most of the weight). Relative RMS error of the outputs, over 2 × 8 heads of 64 at
+    /// several lengths.
+    #[test]
+    fn each_cache_format_keeps_attention_within_its_own_error() {
+        let mut rng = Rng::new(17);
+        let dims @ [batch, heads, capacity, head_dim] = [2, 8, 300, 64];
+        let k = normal(&mut rng, batch * heads * capacity * head_dim);
+        let v = normal(&mut rng, batch * heads * capacity * head_dim);
+        let q: Vec<f32> = normal(&mut rng, batch * heads * head_dim)
+            .iter()
+            .map(|x| 3.0 * x)
+            .collect();
+        let scale = (head_dim as f32).powf(-0.5);
+        let attend = |format: KvFormat| -> Vec<Vec<f32>> {
+            let mut kv = HostKv::zeros(dims, format);
+            kv.write_heads(0, capacity, &k, &v);
+            [1, 17, 100, 300]
                 .iter()
-                .all(|&x| x == 0.0)
-        );
+                .map(|&len| attend_one(&q, &kv, len, scale, None))
+                .collect()
+        };
+        let exact = attend(KvFormat::F32);
+        let mut errors = Vec::new();
+        for (format, bound) in [
+            (KvFormat::F16, 1e-3),
+            (KvFormat::I8, 2e-2),
+            (KvFormat::I4, 0.25),
+        ] {
+            let (mut diff, mut norm) = (0f64, 0f64);
+            for (got, exact) in attend(format).iter().zip(&exact) {
+                for (&g, &e) in got.iter().zip(exact) {
+                    diff += (g as f64 - e as f64).powi(2);
+                    norm += (e as f64).powi(2);
+                }
+            }
+            let error = (diff / norm).sqrt();
+            println!("{format:?} cache: relative RMS error of attention {error:.2e}");
+            assert!(error <= bound, "{format:?}: {error} over {bound}");
+            errors.push(error);
+        }
+        assert!(errors[0] < errors[1] && errors[1] < errors[2], "{errors:?}");
     }
 
     /// A step's own position written by each head on the thread that attends with it
@@ -1531,7 +1970,7 @@ mod tests {
         let capacity = 40;
         // 2 × 3 heads of 20: one thread throughout; 2 × 12 of 64: rayon's from 22 positions on.
         for (batch, heads, head_dim) in [(2, 3, 20), (2, 12, 64)] {
-            for format in [KvFormat::F32, KvFormat::F16, KvFormat::I8] {
+            for format in [KvFormat::F32, KvFormat::F16, KvFormat::I8, KvFormat::I4] {
                 let dims = [batch, heads, capacity, head_dim];
                 let (mut first, mut fused) =
                     (HostKv::zeros(dims, format), HostKv::zeros(dims, format));
@@ -1565,7 +2004,10 @@ mod tests {
         let avx2 = std::arch::is_x86_feature_detected!("avx2")
             && std::arch::is_x86_feature_detected!("fma")
             && std::arch::is_x86_feature_detected!("f16c");
-        fn copies<T: KvValue>(kv: &Kv<T>, q: &[f32], len: usize, avx512: bool, avx2: bool) {
+        /// The generic loops and each vector copy (`vector`: AVX-512's, then AVX2's, where
+        /// this CPU has them) of every head.
+        type Copy<'a, T> = &'a dyn Fn(&Head<'_, T>, &mut [f32], &mut [f32]);
+        fn copies<T: KvValue>(kv: &Kv<T>, q: &[f32], len: usize, vector: &[Copy<'_, T>]) {
             let [batch, heads, _, head_dim] = kv.dims;
             for bh in 0..batch * heads {
                 let head = Head {
@@ -1576,21 +2018,13 @@ mod tests {
                     bias: None,
                     next: None,
                 };
-                let run = |copy: &dyn Fn(&mut [f32], &mut [f32])| {
+                let run = |copy: Copy<'_, T>| {
                     let (mut scores, mut out) = (vec![0f32; len], vec![0f32; head_dim]);
-                    copy(&mut scores, &mut out);
+                    copy(&head, &mut scores, &mut out);
                     out
                 };
-                let generic = run(&|s, o| attend_head_body(&head, s, o));
-                let mut vector = Vec::new();
-                if avx512 {
-                    // SAFETY: the CPU has AVX-512F.
-                    vector.push(run(&|s, o| unsafe { attend_head_avx512(&head, s, o) }));
-                }
-                if avx2 {
-                    // SAFETY: the CPU has AVX2, FMA and F16C.
-                    vector.push(run(&|s, o| unsafe { attend_head_avx2(&head, s, o) }));
-                }
+                let generic = run(&|h, s, o| attend_head_body(h, s, o));
+                let vector: Vec<Vec<f32>> = vector.iter().map(|copy| run(*copy)).collect();
                 for out in &vector {
                     for (d, (a, b)) in out.iter().zip(&generic).enumerate() {
                         assert!(
@@ -1605,7 +2039,28 @@ mod tests {
                 }
             }
         }
-        for format in [KvFormat::F32, KvFormat::F16, KvFormat::I8] {
+        fn plain<T: Plain>(avx512: bool, avx2: bool) -> Vec<Copy<'static, T>> {
+            let mut copies: Vec<Copy<'static, T>> = Vec::new();
+            if avx512 {
+                // SAFETY: the CPU has AVX-512F.
+                copies.push(&|h, s, o| unsafe { attend_head_avx512(h, s, o) });
+            }
+            if avx2 {
+                // SAFETY: the CPU has AVX2, FMA and F16C.
+                copies.push(&|h, s, o| unsafe { attend_head_avx2(h, s, o) });
+            }
+            copies
+        }
+        let mut nibbles: Vec<Copy<'static, Nibbles>> = Vec::new();
+        if avx512 {
+            // SAFETY: the CPU has AVX-512F.
+            nibbles.push(&|h, s, o| unsafe { attend_nibbles_avx512(h, s, o) });
+        }
+        if avx2 {
+            // SAFETY: the CPU has AVX2 and FMA.
+            nibbles.push(&|h, s, o| unsafe { attend_nibbles_avx2(h, s, o) });
+        }
+        for format in [KvFormat::F32, KvFormat::F16, KvFormat::I8, KvFormat::I4] {
             let mut kv = HostKv::zeros([batch, heads, capacity, head_dim], format);
             let k = normal(&mut rng, batch * heads * capacity * head_dim);
             let v = normal(&mut rng, batch * heads * capacity * head_dim);
@@ -1613,9 +2068,10 @@ mod tests {
             let q = normal(&mut rng, batch * heads * head_dim);
             for len in [1, 16, 17, 50] {
                 match &kv {
-                    HostKv::F32(kv) => copies(kv, &q, len, avx512, avx2),
-                    HostKv::F16(kv) => copies(kv, &q, len, avx512, avx2),
-                    HostKv::I8(kv) => copies(kv, &q, len, avx512, avx2),
+                    HostKv::F32(kv) => copies(kv, &q, len, &plain(avx512, avx2)),
+                    HostKv::F16(kv) => copies(kv, &q, len, &plain(avx512, avx2)),
+                    HostKv::I8(kv) => copies(kv, &q, len, &plain(avx512, avx2)),
+                    HostKv::I4(kv) => copies(kv, &q, len, &nibbles),
                 }
             }
         }
@@ -1727,6 +2183,9 @@ mod tests {
             (1, 4, 20, KvFormat::I8),
             (2, 3, 64, KvFormat::I8),
             (2, 12, 64, KvFormat::I8),
+            (1, 4, 20, KvFormat::I4),
+            (2, 3, 64, KvFormat::I4),
+            (2, 12, 64, KvFormat::I4),
         ] {
             let mut kv = HostKv::zeros([batch, heads, capacity, head_dim], format);
             let k = normal(&mut rng, batch * heads * capacity * head_dim);
