@@ -20,11 +20,11 @@
 //! q8 and 4-bit with q4 (`engine/src/decoder/host.rs`); the teacher-forced logits take the burn
 //! path. With q4's 4-bit cache in place of int8, q4's greedy agreement moved from 40.5 % / 33.4 %
 //! to 40.1 % / 39.2 %, and to 35.7 % / 39.2 % with its keys and values Hadamard-rotated (heads of
-//! 8 in the first fixture, rotated; of 12 in the second, not). With the f16 cache (before the int8 one), tiny-b's q8 greedy agreement
-//! moved from 83.7 % to 66.6 % (one early flipped code cascades), the others by about 1 point.
-//! With the text's attention folded into the cross-attention's projections (`CrossFold`, host
-//! step only), tiny-b's q8 agreement moved from 66.6 % to 71.9 %, the others by at most 2.1
-//! points.
+//! 8 in the first fixture, rotated; of 12 in the second, not). With the f16 cache (before the
+//! int8 one), tiny-b's q8 greedy agreement moved from 83.7 % to 66.6 % (one early flipped code
+//! cascades), the others by about 1 point. With the text's attention folded into the
+//! cross-attention's projections (`CrossFold`, host step only), tiny-b's q8 agreement moved from
+//! 66.6 % to 71.9 %, the others by at most 2.1 points.
 //!
 //! q4 (llama.cpp's Q4_0: 16 steps per block of 32) keeps the LM heads at q8. On these
 //! Gaussian random weights every block's extreme sets its step, so the relative weight error is
