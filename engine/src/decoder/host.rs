@@ -357,9 +357,11 @@ impl KvValue for Nibbles {
     }
 }
 
-/// The largest head size whose 4-bit keys and values are rotated ([`KvValue::rotates`]); its
-/// scratch lives on the stack.
-const MAX_ROTATED: usize = 256;
+/// The largest head size whose 4-bit keys and values are rotated ([`KvValue::rotates`]):
+/// MusicGen's (64 in small, medium and large). Its scratch lives on the stack, zeroed for every
+/// head and position written and every head attended (a larger bound zeroed more for nothing);
+/// larger heads are stored unrotated.
+const MAX_ROTATED: usize = 64;
 
 /// `x ← H x`, the unnormalised Hadamard transform (Sylvester's: `H[i][j] = (−1)^popcount(i & j)`,
 /// symmetric, `H H = n I`) of a power-of-two length, in place: `log₂ n` passes of sums and
