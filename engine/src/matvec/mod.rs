@@ -1135,6 +1135,17 @@ fn pack_q8(values: &[f32], d_in: usize, d_out: usize) -> Vec<Group<Q8Super>> {
     })
 }
 
+/// Q4_0's scale of `values`: the value of largest magnitude `m` (the first, of equal
+/// magnitudes) over −8, so `m` is −8 steps exactly and the other values round to the nearest of
+/// the 16 steps −8..=7 (a value of the other sign and over 7.5 steps clamps to 7); 0 for zeros.
+/// The 4-bit weights and the 4-bit key/value cache both take it.
+pub(crate) fn q4_scale(values: &[f32]) -> f32 {
+    values
+        .iter()
+        .fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m })
+        / -8.0
+}
+
 /// Q4_0 as llama.cpp quantizes it: the block's weight of largest magnitude `m` sets the scale
 /// `−m / 8` (as an f16, rounded up in magnitude), so `m` itself is code 0 (−8 steps) and every
 /// other weight rounds to the nearest of the 16 steps (codes clamped to 0..=15).
@@ -1143,13 +1154,7 @@ fn pack_q4(values: &[f32], d_in: usize, d_out: usize) -> Vec<Group<Q4Super>> {
     let zero = Q4Super {
         nibbles: [[0x88; 64]; 4], // 8 is weight 0: the padding
     };
-    let extreme = |block: &[f32]| {
-        block
-            .iter()
-            .fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m })
-            / -8.0
-    };
-    pack_blocks(values, (d_in, d_out), zero, extreme, |sup, l, e, steps| {
+    pack_blocks(values, (d_in, d_out), zero, q4_scale, |sup, l, e, steps| {
         let code = (crate::nn::round_to_i32(steps) + 8).clamp(0, 15) as u8;
         let (g, k) = (e / 4, e % 4);
         let byte = &mut sup.nibbles[g / 2][4 * l + k];
