@@ -87,6 +87,10 @@ pub struct StepOutput {
     pub completed_frame: Option<usize>,
 }
 
+/// What [`Generation::step_choosing`] calls with a step's guided logits `[codebooks, vocab]`
+/// to have the step's codes, one per codebook.
+pub type Choose<'a> = dyn FnMut(&[f32]) -> Vec<u32> + 'a;
+
 /// A generation in progress. Owns its cache and condition; holds no global state.
 pub struct Generation<'m> {
     model: &'m MusicGen,
@@ -100,8 +104,8 @@ pub struct Generation<'m> {
     sampler: Sampler,
     /// Delayed tokens by position, `codebooks` per position; position 0 is BOS.
     history: Vec<u32>,
-    /// Host copy of one step's logits `[rows, codebooks, vocab]`, and the guided row.
-    guided: Vec<f32>,
+    /// Codes a codebook picks from (2048).
+    vocab: usize,
     step: usize,
     /// The global step of this generation's step 0: sampling draws and steering are keyed by
     /// the global step, so a stream that restarts a generation mid-timeline (a seek, a window
@@ -159,7 +163,7 @@ impl<'m> Generation<'m> {
             capacity,
             sampler: Sampler::default(),
             history,
-            guided: vec![0.0; model.config.decoder.vocab_size],
+            vocab: model.config.decoder.vocab_size,
             step: 0,
             clock: 0,
             prefix: Prefix::default(),
@@ -310,6 +314,25 @@ impl<'m> Generation<'m> {
 
     /// Run one decoder step; `hook` sees every block's output.
     pub fn step(&mut self, hook: &mut impl BlockHook) -> Result<StepOutput, GenerateError> {
+        self.step_picking(hook, None)
+    }
+
+    /// Run one decoder step whose codes `choose` picks instead of the sampler, from the step's
+    /// guided logits `[codebooks, vocab]` (CFG applied as [`Generation::step`] applies it before
+    /// sampling; the conditional row's alone without guidance): teacher forcing along another
+    /// run's codes, or a likelihood read out along them. `choose` returns one code per codebook;
+    /// codes the prefix fixes or the pattern pads are kept as they are, and a step that samples
+    /// no code (all of them fixed or padded) computes no logits and does not call `choose`.
+    pub fn step_choosing(&mut self, choose: &mut Choose<'_>) -> Result<StepOutput, GenerateError> {
+        self.step_picking(&mut NoHook, Some(choose))
+    }
+
+    /// [`Generation::step`], its codes picked by `choose` where given.
+    fn step_picking(
+        &mut self,
+        hook: &mut impl BlockHook,
+        choose: Option<&mut Choose<'_>>,
+    ) -> Result<StepOutput, GenerateError> {
         let tokens = self.next_tokens()?;
         // On one of rayon's threads, with the others kept awake for a host step
         // (`crate::pool::step`): the step's ~200 parallel products and attentions fork from
@@ -322,7 +345,7 @@ impl<'m> Generation<'m> {
                 .try_forward_positions(tokens, cache, Some(cross), hook, wanted)
         })
         .unwrap_or_else(|e| panic!("{e}"));
-        Ok(self.finish_step(logits))
+        Ok(self.finish_step(logits, choose))
     }
 
     /// This generation's next step and `other`'s in one pass through the decoder's weights
@@ -365,7 +388,10 @@ impl<'m> Generation<'m> {
                 let [first, second]: [Option<Tensor<4>>; 2] = logits
                     .try_into()
                     .unwrap_or_else(|_| unreachable!("one logits tensor per generation"));
-                Ok((self.finish_step(first), other.finish_step(second)))
+                Ok((
+                    self.finish_step(first, None),
+                    other.finish_step(second, None),
+                ))
             }
             None => {
                 let first = self.step(&mut FnHook {
@@ -409,13 +435,25 @@ impl<'m> Generation<'m> {
         ))
     }
 
-    /// Pick the step's codes from its logits and advance.
-    fn finish_step(&mut self, logits: Option<Tensor<4>>) -> StepOutput {
+    /// Pick the step's codes from its logits (the sampler's, or `choose`'s from the guided
+    /// logits) and advance.
+    fn finish_step(
+        &mut self,
+        logits: Option<Tensor<4>>,
+        choose: Option<&mut Choose<'_>>,
+    ) -> StepOutput {
         let (s, k) = (self.step, self.codebooks);
         // Without logits ([`Self::needs_logits`] false) no codebook samples: each code is the
         // prefix's or the pattern's padding. Every draw is keyed by its step and codebook, so
         // skipping one changes no other.
-        let picked = logits.map(|logits| timed(Phase::Sampling, || self.pick_codes(logits)));
+        let picked = logits.map(|logits| match choose {
+            None => timed(Phase::Sampling, || self.pick_codes(logits)),
+            Some(choose) => {
+                let codes = choose(&self.guided_logits(logits));
+                assert_eq!(codes.len(), k, "step_choosing: one code per codebook");
+                codes
+            }
+        });
         for codebook in 0..k {
             let code = match self.prefix_code(s, codebook) {
                 Some(forced) => forced,
@@ -436,35 +474,39 @@ impl<'m> Generation<'m> {
         }
     }
 
-    /// One code per codebook from a step's logits `[rows, codebooks, 1, vocab]`: guided (CFG)
-    /// when there are two rows, then sampled with the step's keyed draws.
-    fn pick_codes(&mut self, logits: Tensor<4>) -> Vec<u32> {
-        let (k, s) = (self.codebooks, self.step);
-        let logits: Vec<f32> = logits
+    /// A step's logits `[rows, codebooks, 1, vocab]` as [`Self::pick_codes`] guides them,
+    /// `[codebooks, vocab]`.
+    fn guided_logits(&self, logits: Tensor<4>) -> Vec<f32> {
+        let mut logits: Vec<f32> = logits
             .into_data()
             .convert::<f32>()
             .try_into_vec::<f32>()
             .expect("f32 logits");
-        let vocab = self.guided.len();
-        let g = self.options.guidance;
-        let mut codes = Vec::with_capacity(k);
-        for codebook in 0..k {
-            let key = (self.clock + s) as u64;
-            let mut rng = Rng::keyed(self.options.seed, &[key, codebook as u64]);
-            let cond = &logits[codebook * vocab..(codebook + 1) * vocab];
-            let code = if self.rows == 2 {
-                let uncond = &logits[(k + codebook) * vocab..(k + codebook + 1) * vocab];
-                for ((out, c), u) in self.guided.iter_mut().zip(cond).zip(uncond) {
-                    *out = u + (c - u) * g;
-                }
-                self.sampler
-                    .pick(&self.guided, self.options.sampling, &mut rng)
-            } else {
-                self.sampler.pick(cond, self.options.sampling, &mut rng)
-            };
-            codes.push(code);
+        let (k, vocab, g) = (self.codebooks, self.vocab, self.options.guidance);
+        if self.rows == 2 {
+            let (cond, uncond) = logits.split_at_mut(k * vocab);
+            for (c, u) in cond.iter_mut().zip(&*uncond) {
+                *c = u + (*c - u) * g;
+            }
         }
-        codes
+        logits.truncate(k * vocab);
+        logits
+    }
+
+    /// One code per codebook from a step's logits `[rows, codebooks, 1, vocab]`: guided (CFG)
+    /// when there are two rows ([`Self::guided_logits`]), then sampled with the step's keyed
+    /// draws.
+    fn pick_codes(&mut self, logits: Tensor<4>) -> Vec<u32> {
+        let (k, s, vocab) = (self.codebooks, self.step, self.vocab);
+        let guided = self.guided_logits(logits);
+        (0..k)
+            .map(|codebook| {
+                let key = (self.clock + s) as u64;
+                let mut rng = Rng::keyed(self.options.seed, &[key, codebook as u64]);
+                let row = &guided[codebook * vocab..][..vocab];
+                self.sampler.pick(row, self.options.sampling, &mut rng)
+            })
+            .collect()
     }
 
     /// The codes of frame `f` (undelayed, one per codebook), if complete.

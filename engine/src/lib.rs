@@ -2,6 +2,7 @@
 //! EnCodec decoder) in burn, loaded from Hugging Face checkpoints, with a step-wise generation
 //! API ([`Generation`]) and one render path ([`render`]) that every front end shares.
 
+pub mod accuracy;
 pub mod audio;
 pub mod config;
 pub mod decoder;

@@ -11,6 +11,16 @@
 //! | q4 tolerance | ≤ 0.25 | ≥ 0.98 | ≥ 60 % | ≥ 25 % |
 //! | q4 measured | ≤ 0.165 | ≥ 0.98420 | ≥ 66.7 % | 35.7 % / 39.2 % |
 //!
+//! The host decode step (every CPU generation step, with each format's key/value cache) is
+//! also teacher-forced, along f32's greedy codes through `Generation::step_choosing`, its
+//! guided logits (CFG 3) held to the same tolerances, prompt 0 over 48 steps (192 rows):
+//!
+//! | format | rel. max abs err | min cosine | argmax as f32 |
+//! | --- | --- | --- | --- |
+//! | bf16 (f16 cache) | ≤ 4.3e-3 | ≥ 0.999990 | 191–192 of 192 |
+//! | q8 (int8 cache) | ≤ 2.3e-2 | ≥ 0.999750 | 188–190 of 192 |
+//! | q4 (4-bit cache) | ≤ 0.150 | ≥ 0.98309 | 148–150 of 192 |
+//!
 //! q8 and q4 multiply with integer dot products, so their linears also quantize the inputs
 //! (llama.cpp's Q8_0 activations: ≈ 0.6 % RMS relative error, about as much as q8's weights):
 //! against the float-input kernels before them, q8's 1 − cosine doubled (0.999918 → 0.999821),
@@ -40,6 +50,7 @@ mod common;
 
 use burn::tensor::{Int, Tensor, TensorData};
 use common::*;
+use engine::accuracy::LogitsError;
 use engine::{
     Generation, GenerationOptions, LoadOptions, MusicGen, NoHook, Sampling, WeightFormat,
 };
@@ -197,6 +208,88 @@ fn reduced_formats_mostly_pick_the_f32_greedy_codes() {
             );
             if agreement < tolerance.min_code_agreement {
                 failures.push(format!("{model} {format}: greedy agreement {agreement}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// The host decode step (the one generation runs on the CPU, with each format's key/value
+/// cache) teacher-forced along f32's greedy codes: f32 picks its argmax at each step and every
+/// reduced format is made to pick the same codes, so each step's guided logits (CFG at 3, the
+/// error amplified with them) compare the format alone, at every cache length. f32's picks
+/// through [`Generation::step_choosing`] are also a plain greedy run's codes.
+#[test]
+fn the_host_step_teacher_forced_keeps_logits_close_to_f32() {
+    let mut failures = Vec::new();
+    for model in MODELS {
+        let f32_model = load(model, WeightFormat::F32);
+        let vocab = f32_model.config.decoder.vocab_size;
+        let prompt = prompt_text(model, 0);
+        let options = GenerationOptions {
+            steps: Some(STEPS),
+            guidance: 3.0,
+            sampling: Sampling::Greedy,
+            ..GenerationOptions::default()
+        };
+        let mut generation = Generation::new(&f32_model, &prompt, options).unwrap();
+        let (mut picks, mut expected) = (Vec::new(), Vec::new());
+        for _ in 0..STEPS {
+            generation
+                .step_choosing(&mut |logits| {
+                    expected.push(logits.to_vec());
+                    let codes: Vec<u32> =
+                        logits.chunks(vocab).map(engine::sampling::argmax).collect();
+                    picks.push(codes.clone());
+                    codes
+                })
+                .unwrap();
+        }
+        assert_eq!(
+            generation.codes().data,
+            greedy_codes(&f32_model, &prompt, 3.0),
+            "{model}: f32's argmax picks through step_choosing are its greedy codes"
+        );
+        for tolerance in &REDUCED {
+            let format = tolerance.format;
+            let reduced = load(model, format);
+            let mut generation = Generation::new(&reduced, &prompt, options).unwrap();
+            let mut error = LogitsError::default();
+            let mut step = 0;
+            for _ in 0..STEPS {
+                generation
+                    .step_choosing(&mut |logits| {
+                        error.add(logits, &expected[step], vocab);
+                        step += 1;
+                        picks[step - 1].clone()
+                    })
+                    .unwrap();
+            }
+            assert_eq!(
+                step,
+                expected.len(),
+                "{model} {format}: a step without logits"
+            );
+            let err = error.relative_max_abs_err();
+            println!(
+                "{model} {format}, host step teacher-forced over {STEPS} steps: guided logits max abs \
+                 err {err:.2e} of the largest |logit| {:.1}, min cosine {:.7}, argmax as f32 at {} of {} rows",
+                error.max_abs_reference, error.min_cosine, error.same_argmax, error.rows
+            );
+            if err == 0.0 {
+                failures.push(format!("{model} {format}: the weights were not reduced"));
+            }
+            if err > tolerance.max_rel_err || error.min_cosine < tolerance.min_cosine {
+                failures.push(format!(
+                    "{model} {format}: relative err {err}, cosine {}",
+                    error.min_cosine
+                ));
+            }
+            if error.argmax_agreement() < tolerance.min_argmax_agreement {
+                failures.push(format!(
+                    "{model} {format}: argmax agreement {}",
+                    error.argmax_agreement()
+                ));
             }
         }
     }

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use burn::tensor::{Int, Tensor, TensorData};
+use engine::accuracy::LogitsError;
 use engine::profile::{Phase, Profile};
 use engine::steering::SteeringPlan;
 use engine::{Generation, GenerationOptions, LoadOptions, MusicGen, Sampling, WeightFormat};
@@ -42,6 +43,9 @@ pub struct DecodeArgs {
     /// Skip the PyTorch run.
     #[arg(long = "no-reference")]
     pub skip_reference: bool,
+    /// Skip the teacher-forced comparison of each reduced format's logits with f32's.
+    #[arg(long = "no-accuracy")]
+    pub skip_accuracy: bool,
 }
 
 pub(crate) fn default_bench_model() -> PathBuf {
@@ -211,6 +215,9 @@ pub fn run(options: &DecodeArgs) -> anyhow::Result<()> {
             );
         }
     }
+    if !options.skip_accuracy {
+        measure_accuracy(options)?;
+    }
     let reference_codec = reference.as_ref().map(|r| r.decode_s);
     println!();
     for &(codec, codec_s) in &codecs {
@@ -350,6 +357,85 @@ fn measure_ours(
         peak_mb: peak_mb.max(peak_rss_mb()?),
     };
     Ok((steps, decode_s))
+}
+
+/// Each reduced format's guided logits against f32's, step by step through the host decode
+/// step (each format's own key/value cache), over the timed run's length: f32 picks its argmax
+/// and every other format is made to pick the same codes (`Generation::step_choosing`), so the
+/// comparison is of the format alone, not of a free-running sequence that one flipped code
+/// sends elsewhere (the greedy agreement above).
+fn measure_accuracy(options: &DecodeArgs) -> anyhow::Result<()> {
+    let reduced: Vec<WeightFormat> = options
+        .dtypes
+        .iter()
+        .copied()
+        .filter(|&f| f != WeightFormat::F32)
+        .collect();
+    if reduced.is_empty() {
+        return Ok(());
+    }
+    let device = engine::default_device();
+    let steps = options.steps as usize;
+    let generation_options = GenerationOptions {
+        steps: Some(steps),
+        guidance: 3.0,
+        sampling: Sampling::Greedy,
+        ..GenerationOptions::default()
+    };
+    let load = |format: WeightFormat| {
+        MusicGen::load_with(
+            &options.model,
+            &device,
+            LoadOptions {
+                weight_format: format,
+            },
+        )
+        .with_context(|| format!("loading {} as --dtype {format}", options.model.display()))
+    };
+    let f32_model = load(WeightFormat::F32)?;
+    let vocab = f32_model.config.decoder.vocab_size;
+    let mut generation = Generation::new(&f32_model, PROMPT, generation_options)?;
+    let (mut picks, mut expected) = (Vec::new(), Vec::new());
+    for _ in 0..steps {
+        generation.step_choosing(&mut |logits| {
+            expected.push(logits.to_vec());
+            let codes: Vec<u32> = logits.chunks(vocab).map(engine::sampling::argmax).collect();
+            picks.push(codes.clone());
+            codes
+        })?;
+    }
+    drop(generation);
+    drop(f32_model);
+    println!();
+    println!(
+        "teacher-forced along f32's greedy codes ({} steps with logits, CFG 3): each format's guided \
+         logits against f32's at the same step",
+        expected.len()
+    );
+    for format in reduced {
+        let model = load(format)?;
+        let mut generation = Generation::new(&model, PROMPT, generation_options)?;
+        let (mut error, mut step) = (LogitsError::default(), 0);
+        for _ in 0..steps {
+            generation.step_choosing(&mut |logits| {
+                error.add(logits, &expected[step], vocab);
+                step += 1;
+                picks[step - 1].clone()
+            })?;
+        }
+        println!(
+            "musicrfm {format}: RMS err {:.2e} of f32's RMS, max abs err {:.2e} of the largest \
+             |logit| {:.1}, min cosine {:.6}, argmax as f32 at {} of {} rows ({:.1} %)",
+            error.relative_rms_err(),
+            error.relative_max_abs_err(),
+            error.max_abs_reference,
+            error.min_cosine,
+            error.same_argmax,
+            error.rows,
+            100.0 * error.argmax_agreement()
+        );
+    }
+    Ok(())
 }
 
 /// Where a step's time goes, per format: mean ms per step in each phase (exclusive: the linear

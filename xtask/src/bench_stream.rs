@@ -57,6 +57,7 @@ pub fn run(args: &StreamBenchArgs) -> anyhow::Result<()> {
         decode_seconds: 1.0,
         python: args.python.clone(),
         skip_reference: true,
+        skip_accuracy: true,
         dtypes: vec![args.dtype.dtype],
     })?;
     println!(

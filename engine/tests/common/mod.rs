@@ -86,20 +86,7 @@ pub fn max_abs_err(a: &[f32], b: &[f32]) -> f32 {
 
 /// The smallest cosine similarity between corresponding rows of length `row`.
 pub fn min_row_cosine(a: &[f32], b: &[f32], row: usize) -> f64 {
-    assert_eq!(a.len(), b.len(), "length mismatch");
-    a.chunks(row)
-        .zip(b.chunks(row))
-        .map(|(x, y)| {
-            let dot: f64 = x.iter().zip(y).map(|(p, q)| *p as f64 * *q as f64).sum();
-            let nx: f64 = x.iter().map(|p| (*p as f64).powi(2)).sum::<f64>().sqrt();
-            let ny: f64 = y.iter().map(|q| (*q as f64).powi(2)).sum::<f64>().sqrt();
-            if nx == 0.0 && ny == 0.0 {
-                1.0
-            } else {
-                dot / (nx * ny)
-            }
-        })
-        .fold(1.0, f64::min)
+    engine::accuracy::LogitsError::of(a, b, row).min_cosine
 }
 
 /// Prompt `p` of `model`'s reference JSON.
