@@ -113,7 +113,7 @@ pub(crate) trait KvValue: Copy + Send + Sync {
     /// For a scaled type, the scale of a key or value `x` (its `head_dim` values): `max |x| /
     /// 127`, the steps −127..=127.
     fn scale(x: &[f32]) -> f32 {
-        x.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0
+        crate::matvec::abs_max(x) / 127.0
     }
     /// Values a position's key or value takes in storage: `head_dim`, or more where a type
     /// packs whole groups of values (the rest zeros).
@@ -124,6 +124,14 @@ pub(crate) trait KvValue: Copy + Send + Sync {
     fn get(units: &[Self], i: usize) -> f32;
     /// Store `v` as value `i` (for a scaled type `v` is in steps, already divided by the scale).
     fn set(units: &mut [Self], i: usize, v: f32);
+    /// Store `x[d] · inverse` as value `at + d` for every `d` (`at` a multiple of 16 for a
+    /// packed type, whose values past `x` in its last group are left zero): a position's value
+    /// row, [`KvValue::set`] value by value unless a type packs whole groups at once.
+    fn set_row(units: &mut [Self], at: usize, x: &[f32], inverse: f32) {
+        for (d, &v) in x.iter().enumerate() {
+            Self::set(units, at + d, v * inverse);
+        }
+    }
     /// Values `at..at + 16`, widened (`at` a multiple of 16 for a packed type).
     fn row16(units: &[Self], at: usize) -> [f32; 16];
     /// Whether a head's keys and values of `head_dim` are stored as their Hadamard transforms
@@ -289,6 +297,12 @@ impl Plain for i8 {
 pub(crate) struct Nibbles(u8);
 
 impl Nibbles {
+    /// The four bits of `steps`, rounded to nearest and clamped to −8..=7.
+    #[inline(always)]
+    fn code(steps: f32) -> u8 {
+        (crate::nn::round_to_i32(steps).clamp(-8, 7) as u8) & 0x0f
+    }
+
     /// The byte of value `i` and whether it is the high half.
     #[inline(always)]
     fn at(i: usize) -> (usize, bool) {
@@ -325,7 +339,7 @@ impl KvValue for Nibbles {
     }
     #[inline(always)]
     fn set(units: &mut [Self], i: usize, steps: f32) {
-        let code = (crate::nn::round_to_i32(steps).clamp(-8, 7) as u8) & 0x0f;
+        let code = Self::code(steps);
         let (byte, high) = Self::at(i);
         let b = &mut units[byte].0;
         *b = if high {
@@ -333,6 +347,21 @@ impl KvValue for Nibbles {
         } else {
             (*b & 0xf0) | code
         };
+    }
+    /// Whole bytes a group of 16 values at a time (its values `j` and `j + 8` in byte `j`),
+    /// where value by value each nibble is read, masked and written back.
+    fn set_row(units: &mut [Self], at: usize, x: &[f32], inverse: f32) {
+        debug_assert_eq!(at % 16, 0);
+        let bytes = &mut units[at / 2..][..x.len().div_ceil(16) * 8];
+        for (group, x) in bytes.chunks_exact_mut(8).zip(x.chunks(16)) {
+            let mut codes = [0u8; 16];
+            for (code, &v) in codes.iter_mut().zip(x) {
+                *code = Self::code(v * inverse);
+            }
+            for (j, byte) in group.iter_mut().enumerate() {
+                byte.0 = codes[j] | (codes[j + 8] << 4);
+            }
+        }
     }
     #[inline(always)]
     fn row16(units: &[Self], at: usize) -> [f32; 16] {
@@ -635,9 +664,7 @@ impl<T: KvValue> HeadKvMut<'_, T> {
         let head_dim = self.head_dim;
         let stride = T::value_stride(head_dim);
         let inverse = step_scale::<T>(self.v_scale, position, value);
-        for (d, &from) in value.iter().enumerate() {
-            T::set(self.v, position * stride + d, from * inverse);
-        }
+        T::set_row(self.v, position * stride, value, inverse);
         let inverse = step_scale::<T>(self.k_scale, position, key);
         for (d, &from) in key.iter().enumerate() {
             T::set(self.k_t, key_index(head_dim, position, d), from * inverse);

@@ -1140,10 +1140,37 @@ fn pack_q8(values: &[f32], d_in: usize, d_out: usize) -> Vec<Group<Q8Super>> {
 /// the 16 steps −8..=7 (a value of the other sign and over 7.5 steps clamps to 7); 0 for zeros.
 /// The 4-bit weights and the 4-bit key/value cache both take it.
 pub(crate) fn q4_scale(values: &[f32]) -> f32 {
-    values
+    // The largest magnitude over 16 independent lanes (vector maxima, where one fold over the
+    // values is a chain of dependent compares: the 4-bit cache takes this for every head's key
+    // and value at every step), then the first value of that magnitude. NaNs are passed over,
+    // as `f32::max` passes them.
+    let max = abs_max(values);
+    let extreme = if max == 0.0 {
+        0.0
+    } else {
+        values
+            .iter()
+            .copied()
+            .find(|v| v.abs() == max)
+            .unwrap_or(0.0)
+    };
+    extreme / -8.0
+}
+
+/// `max |v|` over `values` (0 for none; NaNs passed over), over 16 independent lanes.
+pub(crate) fn abs_max(values: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    let mut chunks = values.chunks_exact(16);
+    for chunk in &mut chunks {
+        for (lane, v) in lanes.iter_mut().zip(chunk) {
+            *lane = lane.max(v.abs());
+        }
+    }
+    chunks
+        .remainder()
         .iter()
-        .fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m })
-        / -8.0
+        .chain(&lanes)
+        .fold(0f32, |m, v| m.max(v.abs()))
 }
 
 /// Q4_0 as llama.cpp quantizes it: the block's weight of largest magnitude `m` sets the scale

@@ -582,3 +582,51 @@ fn unpacking_by_rows_gives_each_weight_as_read_one_by_one() {
         }
     }
 }
+
+/// The lane-wise maxima give what one fold over the values gives, bit for bit: `abs_max` the
+/// largest magnitude, `q4_scale` the first value of it over −8 (−0 for all zeros), with ties of
+/// magnitude (first of ±m wins), zeros of both signs, NaNs (passed over) and lengths around 16.
+#[test]
+fn lane_wise_maxima_equal_one_fold() {
+    let fold_max = |x: &[f32]| x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let fold_q4 = |x: &[f32]| {
+        x.iter()
+            .fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m })
+            / -8.0
+    };
+    let mut rng = Rng::new(23);
+    for len in [0, 1, 5, 15, 16, 17, 31, 32, 33, 64, 70] {
+        for case in 0..6 {
+            let mut x = normal(&mut rng, len);
+            match case {
+                1 if len > 3 => {
+                    // A tie of magnitude, the negative first.
+                    let m = fold_max(&x) * 2.0;
+                    x[len / 3] = -m;
+                    x[len - 1] = m;
+                }
+                2 => x.iter_mut().for_each(|v| *v = 0.0),
+                3 => x
+                    .iter_mut()
+                    .enumerate()
+                    .for_each(|(i, v)| *v = if i % 2 == 0 { -0.0 } else { 0.0 }),
+                4 if len > 1 => {
+                    x[0] = f32::NAN;
+                    x[len - 1] = f32::NAN;
+                }
+                5 => x.iter_mut().for_each(|v| *v = (*v * 4.0).round()),
+                _ => {}
+            }
+            assert_eq!(
+                abs_max(&x).to_bits(),
+                fold_max(&x).to_bits(),
+                "abs_max {x:?}"
+            );
+            assert_eq!(
+                q4_scale(&x).to_bits(),
+                fold_q4(&x).to_bits(),
+                "q4_scale {x:?}"
+            );
+        }
+    }
+}
