@@ -245,8 +245,9 @@ fn the_host_step_teacher_forced_keeps_logits_close_to_f32() {
                 })
                 .unwrap();
         }
+        let f32_codes = generation.codes().data;
         assert_eq!(
-            generation.codes().data,
+            f32_codes,
             greedy_codes(&f32_model, &prompt, 3.0),
             "{model}: f32's argmax picks through step_choosing are its greedy codes"
         );
@@ -269,6 +270,11 @@ fn the_host_step_teacher_forced_keeps_logits_close_to_f32() {
                 step,
                 expected.len(),
                 "{model} {format}: a step without logits"
+            );
+            assert_eq!(
+                generation.codes().data,
+                f32_codes,
+                "{model} {format}: the forced codes are the run's codes"
             );
             let err = error.relative_max_abs_err();
             println!(
