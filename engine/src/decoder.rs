@@ -433,6 +433,14 @@ impl KvCache {
             .all(|layer| matches!(layer.store, CacheStore::Host(_)))
     }
 
+    /// Forget the positions from `len` on, if written (the buffers stay allocated; the next
+    /// forward writes position `len` again).
+    pub fn truncate(&mut self, len: usize) {
+        for layer in &mut self.layers {
+            layer.len = layer.len.min(len);
+        }
+    }
+
     /// Forget every position (the buffers stay allocated).
     pub fn clear(&mut self) {
         for layer in &mut self.layers {

@@ -33,6 +33,18 @@ pub enum GenerateError {
     /// The step would sample a position whose prefix frame has not been pushed yet.
     #[error("step {step}: prefix frame {frame} has not been pushed yet")]
     PrefixPending { step: usize, frame: usize },
+    /// [`Generation::step_choosing`]'s choice was not one code per codebook below the
+    /// vocabulary size. The step did not advance: the generation is as before the call.
+    #[error(
+        "step {step}: the chosen codes {codes:?} are not one code per codebook ({codebooks}) \
+         below the vocabulary size {vocab}"
+    )]
+    InvalidChoice {
+        step: usize,
+        codes: Vec<u32>,
+        codebooks: usize,
+        vocab: usize,
+    },
 }
 
 /// What a generation run is asked for.
@@ -322,7 +334,9 @@ impl<'m> Generation<'m> {
     /// sampling; the conditional row's alone without guidance): teacher forcing along another
     /// run's codes, or a likelihood read out along them. `choose` returns one code per codebook;
     /// codes the prefix fixes or the pattern pads are kept as they are, and a step that samples
-    /// no code (all of them fixed or padded) computes no logits and does not call `choose`.
+    /// no code (all of them fixed or padded) computes no logits and does not call `choose`. A
+    /// choice that is not one code per codebook below the vocabulary size is
+    /// [`GenerateError::InvalidChoice`], the step not taken.
     pub fn step_choosing(&mut self, choose: &mut Choose<'_>) -> Result<StepOutput, GenerateError> {
         self.step_picking(&mut NoHook, Some(choose))
     }
@@ -334,6 +348,7 @@ impl<'m> Generation<'m> {
         choose: Option<&mut Choose<'_>>,
     ) -> Result<StepOutput, GenerateError> {
         let tokens = self.next_tokens()?;
+        let written = self.cache.len();
         // On one of rayon's threads, with the others kept awake for a host step
         // (`crate::pool::step`): the step's ~200 parallel products and attentions fork from
         // inside the pool, where a join waits by working, and each is picked up at once.
@@ -345,7 +360,26 @@ impl<'m> Generation<'m> {
                 .try_forward_positions(tokens, cache, Some(cross), hook, wanted)
         })
         .unwrap_or_else(|e| panic!("{e}"));
-        Ok(self.finish_step(logits, choose))
+        let picked = match (logits, choose) {
+            (None, _) => None,
+            (Some(logits), None) => Some(timed(Phase::Sampling, || self.pick_codes(logits))),
+            (Some(logits), Some(choose)) => {
+                let codes = choose(&self.guided_logits(logits));
+                if codes.len() != self.codebooks || codes.iter().any(|&c| c as usize >= self.vocab)
+                {
+                    // Forget this step's position: the step is not taken.
+                    self.cache.truncate(written);
+                    return Err(GenerateError::InvalidChoice {
+                        step: self.step,
+                        codes,
+                        codebooks: self.codebooks,
+                        vocab: self.vocab,
+                    });
+                }
+                Some(codes)
+            }
+        };
+        Ok(self.finish_step(picked))
     }
 
     /// This generation's next step and `other`'s in one pass through the decoder's weights
@@ -388,10 +422,9 @@ impl<'m> Generation<'m> {
                 let [first, second]: [Option<Tensor<4>>; 2] = logits
                     .try_into()
                     .unwrap_or_else(|_| unreachable!("one logits tensor per generation"));
-                Ok((
-                    self.finish_step(first, None),
-                    other.finish_step(second, None),
-                ))
+                let first = first.map(|l| timed(Phase::Sampling, || self.pick_codes(l)));
+                let second = second.map(|l| timed(Phase::Sampling, || other.pick_codes(l)));
+                Ok((self.finish_step(first), other.finish_step(second)))
             }
             None => {
                 let first = self.step(&mut FnHook {
@@ -435,25 +468,12 @@ impl<'m> Generation<'m> {
         ))
     }
 
-    /// Pick the step's codes from its logits (the sampler's, or `choose`'s from the guided
-    /// logits) and advance.
-    fn finish_step(
-        &mut self,
-        logits: Option<Tensor<4>>,
-        choose: Option<&mut Choose<'_>>,
-    ) -> StepOutput {
+    /// Take the step's codes (`picked`: sampled or chosen from its logits, one per codebook)
+    /// and advance. Without logits ([`Self::needs_logits`] false) no codebook samples: each code
+    /// is the prefix's or the pattern's padding. Every draw is keyed by its step and codebook,
+    /// so skipping one changes no other.
+    fn finish_step(&mut self, picked: Option<Vec<u32>>) -> StepOutput {
         let (s, k) = (self.step, self.codebooks);
-        // Without logits ([`Self::needs_logits`] false) no codebook samples: each code is the
-        // prefix's or the pattern's padding. Every draw is keyed by its step and codebook, so
-        // skipping one changes no other.
-        let picked = logits.map(|logits| match choose {
-            None => timed(Phase::Sampling, || self.pick_codes(logits)),
-            Some(choose) => {
-                let codes = choose(&self.guided_logits(logits));
-                assert_eq!(codes.len(), k, "step_choosing: one code per codebook");
-                codes
-            }
-        });
         for codebook in 0..k {
             let code = match self.prefix_code(s, codebook) {
                 Some(forced) => forced,

@@ -1,6 +1,8 @@
 //! An open-ended generation runs exactly its window and then reports that the window is full —
 //! an error the caller can act on (the streaming engine slides), never a panic — and sampling is
 //! keyed by (seed, step, codebook), so runs of different lengths agree on their common steps.
+//! A step whose caller chooses its codes (`step_choosing`) and chooses badly gets an error too,
+//! and can be taken again.
 
 mod common;
 
@@ -180,4 +182,39 @@ fn window_of_20(seed: u64) -> GenerationOptions {
         seed,
         ..GenerationOptions::default()
     }
+}
+
+/// A choice that is not one code per codebook below the vocabulary size is an error naming
+/// the step, and leaves the generation as it was: the step taken again with a good choice gives
+/// what a run without the bad one gives.
+#[test]
+fn a_bad_choice_is_an_error_and_the_step_can_be_taken_again() {
+    let model = MusicGen::load(&model_dir("musicgen-tiny"), &device()).unwrap();
+    let vocab = model.config.decoder.vocab_size;
+    let options = GenerationOptions {
+        steps: Some(10),
+        sampling: Sampling::Greedy,
+        ..GenerationOptions::default()
+    };
+    let argmax = |logits: &[f32]| -> Vec<u32> {
+        logits.chunks(vocab).map(engine::sampling::argmax).collect()
+    };
+    let mut clean = Generation::new(&model, "80s pop", options).unwrap();
+    let mut retried = Generation::new(&model, "80s pop", options).unwrap();
+    for step in 0..10 {
+        clean.step_choosing(&mut |l| argmax(l)).unwrap();
+        if step == 4 {
+            for bad in [vec![1, 2, 3], vec![0, 0, vocab as u32, 0]] {
+                let err = retried.step_choosing(&mut |_| bad.clone()).unwrap_err();
+                assert!(
+                    matches!(err, GenerateError::InvalidChoice { step: 4, .. }),
+                    "{err}"
+                );
+                assert!(err.to_string().contains("step 4"), "{err}");
+                assert_eq!(retried.steps_done(), 4);
+            }
+        }
+        retried.step_choosing(&mut |l| argmax(l)).unwrap();
+    }
+    assert_eq!(retried.codes(), clean.codes());
 }
