@@ -3,6 +3,80 @@
 //! (teacher-forced along the reference's codes, so that one format's first different pick does
 //! not change every later input).
 
+use crate::generate::{Codes, Generation, GenerationOptions};
+use crate::model::MusicGen;
+use crate::render::RenderError;
+
+/// A run that takes the argmax of its guided logits at every step (greedy), kept step by step:
+/// the reference that another model (another weight format) is forced along
+/// ([`GreedyRun::forced`]).
+#[derive(Debug, Clone)]
+pub struct GreedyRun {
+    /// Each step's guided logits `[codebooks, vocab]` (steps that sampled nothing left out).
+    pub logits: Vec<Vec<f32>>,
+    /// Each of those steps' picks, one per codebook.
+    pub picks: Vec<Vec<u32>>,
+    pub codes: Codes,
+    vocab: usize,
+}
+
+impl GreedyRun {
+    /// `options.steps` greedy steps of `model` (or its window) for `prompt`, through
+    /// [`Generation::step_choosing`] (the same steps as [`crate::Sampling::Greedy`]).
+    pub fn record(
+        model: &MusicGen,
+        prompt: &str,
+        options: GenerationOptions,
+    ) -> Result<Self, RenderError> {
+        let vocab = model.config.decoder.vocab_size;
+        let mut generation = Generation::new(model, prompt, options)?;
+        let (mut logits, mut picks) = (Vec::new(), Vec::new());
+        for _ in 0..generation.capacity() {
+            generation.step_choosing(&mut |step_logits| {
+                logits.push(step_logits.to_vec());
+                let codes: Vec<u32> = step_logits
+                    .chunks(vocab)
+                    .map(crate::sampling::argmax)
+                    .collect();
+                picks.push(codes.clone());
+                codes
+            })?;
+        }
+        Ok(Self {
+            logits,
+            picks,
+            codes: generation.codes(),
+            vocab,
+        })
+    }
+
+    /// `model` run with the same prompt and options, made to pick this run's codes at every
+    /// step, its guided logits gathered against this run's: the error of `model` alone (its
+    /// weight format, its cache), not of a sequence that one different pick sent elsewhere.
+    /// Also the forced run's codes (this run's, unless a step's choice did not take).
+    pub fn forced(
+        &self,
+        model: &MusicGen,
+        prompt: &str,
+        options: GenerationOptions,
+    ) -> Result<(LogitsError, Codes), RenderError> {
+        let mut generation = Generation::new(model, prompt, options)?;
+        let (mut error, mut step) = (LogitsError::default(), 0);
+        for _ in 0..generation.capacity() {
+            generation.step_choosing(&mut |logits| {
+                // Past this run's steps the choice is empty: `InvalidChoice`, not a panic.
+                let Some(reference) = self.logits.get(step) else {
+                    return Vec::new();
+                };
+                error.add(logits, reference, self.vocab);
+                step += 1;
+                self.picks[step - 1].clone()
+            })?;
+        }
+        Ok((error, generation.codes()))
+    }
+}
+
 /// The distance of logits from reference logits, gathered row by row (one row: one codebook's
 /// `vocab` logits at one position).
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -50,7 +50,7 @@ mod common;
 
 use burn::tensor::{Int, Tensor, TensorData};
 use common::*;
-use engine::accuracy::LogitsError;
+use engine::accuracy::GreedyRun;
 use engine::{
     Generation, GenerationOptions, LoadOptions, MusicGen, NoHook, Sampling, WeightFormat,
 };
@@ -224,7 +224,6 @@ fn the_host_step_teacher_forced_keeps_logits_close_to_f32() {
     let mut failures = Vec::new();
     for model in MODELS {
         let f32_model = load(model, WeightFormat::F32);
-        let vocab = f32_model.config.decoder.vocab_size;
         let prompt = prompt_text(model, 0);
         let options = GenerationOptions {
             steps: Some(STEPS),
@@ -232,48 +231,23 @@ fn the_host_step_teacher_forced_keeps_logits_close_to_f32() {
             sampling: Sampling::Greedy,
             ..GenerationOptions::default()
         };
-        let mut generation = Generation::new(&f32_model, &prompt, options).unwrap();
-        let (mut picks, mut expected) = (Vec::new(), Vec::new());
-        for _ in 0..STEPS {
-            generation
-                .step_choosing(&mut |logits| {
-                    expected.push(logits.to_vec());
-                    let codes: Vec<u32> =
-                        logits.chunks(vocab).map(engine::sampling::argmax).collect();
-                    picks.push(codes.clone());
-                    codes
-                })
-                .unwrap();
-        }
-        let f32_codes = generation.codes().data;
+        let reference = GreedyRun::record(&f32_model, &prompt, options).unwrap();
         assert_eq!(
-            f32_codes,
+            reference.codes.data,
             greedy_codes(&f32_model, &prompt, 3.0),
             "{model}: f32's argmax picks through step_choosing are its greedy codes"
         );
         for tolerance in &REDUCED {
             let format = tolerance.format;
             let reduced = load(model, format);
-            let mut generation = Generation::new(&reduced, &prompt, options).unwrap();
-            let mut error = LogitsError::default();
-            let mut step = 0;
-            for _ in 0..STEPS {
-                generation
-                    .step_choosing(&mut |logits| {
-                        error.add(logits, &expected[step], vocab);
-                        step += 1;
-                        picks[step - 1].clone()
-                    })
-                    .unwrap();
-            }
+            let (error, codes) = reference.forced(&reduced, &prompt, options).unwrap();
             assert_eq!(
-                step,
-                expected.len(),
+                error.rows,
+                reference.logits.len() * reference.picks[0].len(),
                 "{model} {format}: a step without logits"
             );
             assert_eq!(
-                generation.codes().data,
-                f32_codes,
+                codes, reference.codes,
                 "{model} {format}: the forced codes are the run's codes"
             );
             let err = error.relative_max_abs_err();

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use burn::tensor::{Int, Tensor, TensorData};
-use engine::accuracy::LogitsError;
+use engine::accuracy::GreedyRun;
 use engine::profile::{Phase, Profile};
 use engine::steering::SteeringPlan;
 use engine::{Generation, GenerationOptions, LoadOptions, MusicGen, Sampling, WeightFormat};
@@ -393,36 +393,17 @@ fn measure_accuracy(options: &DecodeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("loading {} as --dtype {format}", options.model.display()))
     };
     let f32_model = load(WeightFormat::F32)?;
-    let vocab = f32_model.config.decoder.vocab_size;
-    let mut generation = Generation::new(&f32_model, PROMPT, generation_options)?;
-    let (mut picks, mut expected) = (Vec::new(), Vec::new());
-    for _ in 0..steps {
-        generation.step_choosing(&mut |logits| {
-            expected.push(logits.to_vec());
-            let codes: Vec<u32> = logits.chunks(vocab).map(engine::sampling::argmax).collect();
-            picks.push(codes.clone());
-            codes
-        })?;
-    }
-    drop(generation);
+    let reference = GreedyRun::record(&f32_model, PROMPT, generation_options)?;
     drop(f32_model);
     println!();
     println!(
         "teacher-forced along f32's greedy codes ({} steps with logits, CFG 3): each format's guided \
          logits against f32's at the same step",
-        expected.len()
+        reference.logits.len()
     );
     for format in reduced {
         let model = load(format)?;
-        let mut generation = Generation::new(&model, PROMPT, generation_options)?;
-        let (mut error, mut step) = (LogitsError::default(), 0);
-        for _ in 0..steps {
-            generation.step_choosing(&mut |logits| {
-                error.add(logits, &expected[step], vocab);
-                step += 1;
-                picks[step - 1].clone()
-            })?;
-        }
+        let (error, _) = reference.forced(&model, PROMPT, generation_options)?;
         println!(
             "musicrfm {format}: RMS err {:.2e} of f32's RMS, max abs err {:.2e} of the largest \
              |logit| {:.1}, min cosine {:.6}, argmax as f32 at {} of {} rows ({:.1} %)",
