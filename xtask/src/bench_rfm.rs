@@ -133,6 +133,11 @@ fn run_child(d: usize) -> anyhow::Result<Measured> {
     let exe = std::env::current_exe()?;
     let out = Command::new(exe)
         .args(["bench", "rfm", "--child", &d.to_string()])
+        // The parent's thread count (`--threads`, `RAYON_NUM_THREADS` or every core).
+        .env(
+            "RAYON_NUM_THREADS",
+            rayon::current_num_threads().to_string(),
+        )
         .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout
@@ -222,7 +227,7 @@ pub fn run(args: &RfmArgs) -> anyhow::Result<()> {
     if let Some(d) = args.child {
         return child(d);
     }
-    let threads = rayon_threads();
+    let threads = rayon::current_num_threads();
     let peak = matmul_gflops();
     println!(
         "RFM fit benchmark: n_train = {N_TRAIN}, n_val = {N_VAL}, L = {BANDWIDTH}, p = {EXPONENT}, λ = {REG}, {ITERS} iterations, no early stop, {threads} threads"
@@ -273,8 +278,4 @@ pub fn run(args: &RfmArgs) -> anyhow::Result<()> {
         std::fs::remove_dir_all(&dir).ok();
     }
     Ok(())
-}
-
-fn rayon_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
 }

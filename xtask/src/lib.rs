@@ -39,6 +39,20 @@ pub fn workspace_root() -> std::path::PathBuf {
         .join("..")
 }
 
+/// The benches' thread count (`cargo xtask bench --threads N`): rayon's global pool with `N`
+/// threads, which the benches' own work, their child processes and their reference runs then
+/// take (each reads [`rayon::current_num_threads`]); `None` leaves rayon's default.
+pub fn bench_threads(threads: Option<usize>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let Some(threads) = threads else {
+        return Ok(());
+    };
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .with_context(|| format!("--threads {threads}: starting rayon's threads"))
+}
+
 /// [`directions::atomic::write_atomic`] for a byte buffer, with the path in the error.
 pub fn write_file(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
     use anyhow::Context;

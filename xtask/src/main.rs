@@ -49,6 +49,11 @@ enum Command {
     Bounce(bounce::BounceArgs),
     /// Benchmarks that print a ratio against the reference run side by side.
     Bench {
+        /// Threads for musicrfm and for the reference run beside it (PyTorch, xrfm). Default:
+        /// rayon's, every core (or `RAYON_NUM_THREADS`). `--threads 2` measures a two-core
+        /// machine's setting on a larger one.
+        #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..))]
+        threads: Option<u16>,
         #[command(subcommand)]
         bench: Bench,
     },
@@ -84,15 +89,12 @@ fn main() -> ExitCode {
         Command::Render(args) => render::run(&args),
         Command::Stream(args) => stream::run(&args),
         Command::Bounce(args) => bounce::run(&args),
-        Command::Bench {
-            bench: Bench::Stream(args),
-        } => bench_stream::run(&args),
-        Command::Bench {
-            bench: Bench::Decode(args),
-        } => bench_decode::run(&args),
-        Command::Bench {
-            bench: Bench::Rfm(args),
-        } => bench_rfm::run(&args),
+        Command::Bench { threads, bench } => xtask::bench_threads(threads.map(usize::from))
+            .and_then(|()| match bench {
+                Bench::Stream(args) => bench_stream::run(&args),
+                Bench::Decode(args) => bench_decode::run(&args),
+                Bench::Rfm(args) => bench_rfm::run(&args),
+            }),
         Command::EvalSteering(args) => eval_steering::run(&args),
         Command::Syntheory(args) => syntheory::generate(&args),
         Command::Extract(args) => extract::extract(&args),
