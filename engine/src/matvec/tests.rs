@@ -630,3 +630,47 @@ fn lane_wise_maxima_equal_one_fold() {
         }
     }
 }
+
+/// The packers' rounding of a block (`round_steps`: the clamp and the truncation in f32, one
+/// plain conversion) gives the codes that `round_to_i32` and an integer clamp give: at ties, just
+/// below them, past the clamp, at ±∞, at signed zeros and at NaN (0).
+#[test]
+fn block_rounding_equals_rounding_then_clamping() {
+    let mut rng = Rng::new(31);
+    let mut values: Vec<f32> = normal(&mut rng, 32 * 8).iter().map(|v| v * 60.0).collect();
+    values.extend([
+        0.5,
+        -0.5,
+        1.5,
+        -2.5,
+        0.499_999_97,
+        -0.499_999_97,
+        126.5,
+        127.49,
+        127.5,
+        -127.5,
+        -128.7,
+        7.49,
+        7.5,
+        -8.49,
+        -8.5,
+        1e9,
+        -1e9,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        0.0,
+        -0.0,
+    ]);
+    values.resize(values.len().next_multiple_of(32), 3.25);
+    for (lo, hi) in [(-127, 127), (-8, 7)] {
+        for block in values.chunks_exact(32) {
+            let steps: [f32; 32] = block.try_into().expect("a block of 32");
+            let codes = round_steps(&steps, (lo as f32, hi as f32));
+            for (&step, &code) in steps.iter().zip(&codes) {
+                let want = crate::nn::round_to_i32(step).clamp(lo, hi);
+                assert_eq!(code, want, "{step} in {lo}..={hi}");
+            }
+        }
+    }
+}
