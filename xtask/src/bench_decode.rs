@@ -137,7 +137,7 @@ pub fn run(options: &DecodeArgs) -> anyhow::Result<()> {
     let frames = options.decode_seconds * 50.0;
     println!();
     println!(
-        "{:<30} {:>8} {:>8} {:>8} {:>9} {:>8} {:>11} {:>8} {:>11} {:>9} {:>8}",
+        "{:<30} {:>8} {:>8} {:>8} {:>9} {:>8} {:>11} {:>8} {:>11} {:>9} {:>9} {:>8}",
         "ms/step",
         "P50",
         "P90",
@@ -147,6 +147,7 @@ pub fn run(options: &DecodeArgs) -> anyhow::Result<()> {
         "read GB/s",
         "floor",
         "+codec st/s",
+        "at floor",
         "prompt ms",
         "peak MB"
     );
@@ -164,12 +165,17 @@ pub fn run(options: &DecodeArgs) -> anyhow::Result<()> {
         .chain(reference.as_ref().map(|r| (&r.steps, r.decode_s)));
     for (steps, codec_s) in rows {
         let codec_ms_per_frame = 1e3 * codec_s / frames;
-        let floor = steps.bytes_per_step.map_or("-".to_owned(), |bytes| {
-            let floor_ms = bytes as f64 / (steps.bandwidth.mean() * 1e9) * 1e3;
+        let floor_ms = steps
+            .bytes_per_step
+            .map(|bytes| bytes as f64 / (steps.bandwidth.mean() * 1e9) * 1e3);
+        let floor = floor_ms.map_or("-".to_owned(), |floor_ms| {
             format!("{:.0} %", 100.0 * floor_ms / steps.step_ms_median)
         });
+        let at_floor = floor_ms.map_or("-".to_owned(), |floor_ms| {
+            format!("{:.1}", 1e3 / (floor_ms + codec_ms_per_frame))
+        });
         println!(
-            "{:<30} {:>8.2} {:>8.2} {:>8.2} {:>9} {:>8} {:>11} {:>8} {:>11.2} {:>9} {:>8.0}",
+            "{:<30} {:>8.2} {:>8.2} {:>8.2} {:>9} {:>8} {:>11} {:>8} {:>11.2} {:>9} {:>9} {:>8.0}",
             steps.label,
             steps.step_ms_median,
             steps.step_ms_p90,
@@ -184,6 +190,7 @@ pub fn run(options: &DecodeArgs) -> anyhow::Result<()> {
             format!("{:.1}/{:.1}", steps.bandwidth.before, steps.bandwidth.after),
             floor,
             1e3 / (steps.step_ms_median + codec_ms_per_frame),
+            at_floor,
             steps
                 .condition_ms
                 .map_or("-".to_owned(), |ms| format!("{ms:.0}")),
@@ -245,6 +252,8 @@ pub fn run(options: &DecodeArgs) -> anyhow::Result<()> {
          the prompt into the cross-attention's projections, the folds in their place) ÷ the mean \
          of the two; \
          +codec st/s = 1000 / (P50 + EnCodec ms per frame, batch-decoded, with the format's codec); \
+         at floor = the same with the floor's ms in place of P50: the most this machine's memory \
+         allows that format (real time needs 50); \
          ×PyTorch = PyTorch P50 / P50 (above 1: musicrfm is faster); \
          peak MB = process high-water mark from loading that format"
     );
