@@ -377,6 +377,13 @@ fn engine_panel(ui: &mut Ui, engine: Option<&EngineView>, model: &ModelView) {
             format!("{} ({})", e.step, clock(e.step as f64 / STEPS_PER_SECOND)),
             tips::POSITION,
         );
+        if e.running && slow && e.on_cpu() {
+            ui.colored_label(
+                ERROR_COLOR,
+                "slower than real time: try the weights parameter at q4, a shorter context, or an offline bounce",
+            )
+            .on_hover_text(tips::SLOW_ON_CPU);
+        }
         if e.running && e.prompt_pending {
             ui.weak("encoding the new prompt…")
                 .on_hover_text(tips::PROMPT_PENDING);

@@ -125,6 +125,12 @@ impl EngineView {
     pub fn real_time_factor(&self) -> Option<f64> {
         self.steps_per_second.map(|r| r / STEPS_PER_SECOND)
     }
+
+    /// The engine runs on the CPU (its backend's words begin with "CPU", as
+    /// `engine::stream::monitor::backend` gives them).
+    pub fn on_cpu(&self) -> bool {
+        self.backend.starts_with("CPU")
+    }
 }
 
 /// The standalone app's transport.

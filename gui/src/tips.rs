@@ -35,6 +35,11 @@ pub const STEPS_PER_SECOND: &str = "Decoder steps the engine manages per second.
 50 (one step is 20 ms of music).";
 pub const REAL_TIME: &str = "Generation speed ÷ playback speed. Below 1× live playback has gaps \
 (underruns); bounce offline instead, which is exact at any speed.";
+pub const SLOW_ON_CPU: &str = "On a CPU a decoder step reads all of the model's weights, so the \
+memory's speed sets the pace: q4 reads 0.2 GB a step where q8, the CPU's default, reads 0.35, and \
+a shorter context reads fewer of the music's past keys and values. Until it keeps up, live \
+playback has gaps of silence (the timeline never shifts); an offline bounce is exact at any \
+speed.";
 pub const BUFFER: &str = "Music generated ahead and waiting to be played.";
 pub const LATENCY: &str = "The delay the plugin reports to the DAW, which compensates it so the \
 music lines up with its automation.";

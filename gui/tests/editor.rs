@@ -568,6 +568,31 @@ fn the_engine_panel_and_live_meters_show_the_engine_readout() {
 }
 
 const PROMPT_PENDING: &str = "encoding the new prompt…";
+const SLOW_ON_CPU: &str = "slower than real time: try the weights parameter at q4, a shorter context, or an offline bounce";
+
+/// Slower than real time on a CPU, the panel says which knobs help; not when it keeps up, and
+/// not on a GPU (whose pace the weights' bytes do not set).
+#[test]
+fn the_engine_panel_says_what_helps_when_a_cpu_is_too_slow() {
+    for (steps_per_second, backend, shown) in [
+        (25.0, "CPU (burn flex)", true),
+        (60.0, "CPU (burn flex)", false),
+        (25.0, "CUDA (burn-cuda)", false),
+    ] {
+        let model = TestModel::default();
+        let mut view = engine_view(64, Default::default());
+        view.steps_per_second = Some(steps_per_second);
+        view.backend = backend;
+        *model.engine.lock() = Some(view);
+        let (mut harness, _) = editor_with(model, PluginApi::Clap, 1.0);
+        harness.run();
+        assert_eq!(
+            harness.query_by_label(SLOW_ON_CPU).is_some(),
+            shown,
+            "{steps_per_second} steps/s on {backend}"
+        );
+    }
+}
 
 /// While the engine encodes a prompt applied during playback, the panel says so.
 #[test]
