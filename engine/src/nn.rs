@@ -490,9 +490,12 @@ pub(crate) use directions::exp_f32;
 /// baseline: the key/value cache's int8 writes and the weight packers' codes paid it per value.
 #[inline(always)]
 pub(crate) fn round_to_i32(x: f32) -> i32 {
-    const BELOW_HALF: f32 = 0.499_999_97; // 0.5 − 2⁻²⁵, the f32 just below ½
     (x + BELOW_HALF.copysign(x)) as i32
 }
+
+/// 0.5 − 2⁻²⁵, the f32 just below ½: what [`round_to_i32`] adds (with the value's sign) before
+/// truncating, and the weight packers' block rounding with it.
+pub(crate) const BELOW_HALF: f32 = 0.499_999_97;
 
 /// The error function, Abramowitz & Stegun 7.1.26 (absolute error 1.5e-7, below 6e-7 in f32,
 /// tested against

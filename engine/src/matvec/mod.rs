@@ -1152,7 +1152,7 @@ fn pack_blocks<S: Copy + Send + Sync>(
 /// a prompt change packs its cross-attention folds, [`crate::decoder`]'s `CrossFold`).
 #[inline(always)]
 fn round_steps(steps: &[f32; 32], (lo, hi): (f32, f32)) -> [i32; 32] {
-    const BELOW_HALF: f32 = 0.499_999_97; // as `round_to_i32`'s
+    use crate::nn::BELOW_HALF;
     let mut out = [0i32; 32];
     for (out, &step) in out.iter_mut().zip(steps) {
         // Truncating after the clamp gives what clamping after the truncation gave, `lo` and
