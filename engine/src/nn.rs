@@ -487,7 +487,8 @@ pub(crate) use directions::exp_f32;
 /// `x` rounded to the nearest integer, ties away from zero (`f32::round`), as an `i32`
 /// (saturating, NaN → 0): `x + (½ − ulp)` with the sign of `x`, truncated by the conversion,
 /// as LLVM expands `round` where SSE4.1 is present. `f32::round` is a libm call on the x86-64
-/// baseline: the key/value cache's int8 writes and the weight packers' codes paid it per value.
+/// baseline: the key/value cache's int8 writes paid it per value. The weight packers round a
+/// block at a time with the same constant (`matvec::round_steps`, tested to give these codes).
 #[inline(always)]
 pub(crate) fn round_to_i32(x: f32) -> i32 {
     (x + BELOW_HALF.copysign(x)) as i32
